@@ -1,0 +1,1 @@
+#include "auth_md5.h"

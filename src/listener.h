@@ -1,0 +1,16 @@
+/* Listening sockets (TCP and unix), accept loop and max_client_conn. */
+#ifndef PGMOAT_LISTENER_H
+#define PGMOAT_LISTENER_H
+
+#include "pgmoat.h"
+
+typedef struct Listener Listener;
+
+/* Bind everything the config asks for; false (logged) when nothing could be bound. */
+bool listener_start(Worker *w, const Config *cfg) MUST_CHECK;
+void listener_pause(bool pause);	/* stop/resume accepting (SUSPEND, drain) */
+void listener_close_all(void);
+/* Rebind when listen_addr/listen_port changed on reload. */
+void listener_reload(Worker *w, const Config *cfg);
+
+#endif

@@ -1,0 +1,240 @@
+/*
+ * The umbrella header: the objects of the pooler and how they relate.
+ *
+ *   Moat ── databases ── Database ─┐
+ *        ── users ────── PoolUser ─┼── Pool (one per database × user)
+ *        ── pools ─────────────────┘     ├── client lists by state
+ *                                        └── server lists by state
+ *
+ * A connection's state is the list it is on (pgbouncer): clients and servers
+ * change state only through client_set_state()/server_set_state(), which move
+ * them between lists, so every count in SHOW POOLS is a list length.
+ *
+ * Nothing per-connection is global: a Client and its Server belong to one
+ * Worker (event loop). The process-wide Moat holds configuration and the
+ * object registries.
+ */
+#ifndef PGMOAT_H
+#define PGMOAT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <event2/event.h>
+#include <event2/bufferevent.h>
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "util.h"
+#include "list.h"
+#include "log.h"
+#include "config.h"
+#include "varcache.h"
+#include "auth_scram.h"
+#include "stats.h"
+
+typedef struct Moat Moat;
+typedef struct Worker Worker;
+typedef struct Database Database;
+typedef struct PoolUser PoolUser;
+typedef struct Pool Pool;
+typedef struct Client Client;
+typedef struct Server Server;
+
+typedef enum {
+	CL_FREE,		/* being torn down; waits one loop turn before free */
+	CL_LOGIN,		/* startup and authentication */
+	CL_WAITING_LOGIN,	/* authenticated, waiting for the pool's first server (welcome params) */
+	CL_WAITING,		/* has a request, waiting for a server */
+	CL_ACTIVE,		/* idle between transactions, or linked to a server */
+	CL_CANCEL,		/* a CancelRequest connection being forwarded */
+} ClientState;
+
+typedef enum {
+	SV_FREE,		/* being torn down */
+	SV_LOGIN,		/* connecting and authenticating */
+	SV_IDLE,		/* ready, in the pool */
+	SV_ACTIVE,		/* linked to a client */
+	SV_USED,		/* released, needs server_check_query before reuse */
+	SV_TESTED,		/* running reset or check query */
+} ServerState;
+
+const char *client_state_name(ClientState s);
+const char *server_state_name(ServerState s);
+
+/* A remote or local socket address, printable. */
+typedef struct PeerAddr {
+	char host[64];		/* numeric address, or "unix" */
+	int port;
+	bool is_unix;
+} PeerAddr;
+
+/* Runtime view of a [databases] entry; survives reloads (fields refreshed). */
+struct Database {
+	List head;		/* in moat->databases */
+	char *name;
+	DbConfig *cfg;		/* owned copy of the entry, replaced on reload */
+	bool is_admin;		/* the fake "pgbouncer"/"pgmoat" database */
+	bool is_autodb;		/* created from the "*" entry */
+	bool paused;		/* PAUSE db: no new server work */
+	bool disabled;		/* DISABLE db: new clients refused */
+	bool dead;		/* removed from config; freed when its pools empty */
+	int connection_count;	/* servers over all its pools (max_db_connections) */
+	usec_t inactive_since;	/* autodb_idle_timeout */
+};
+
+/* Runtime view of a user: counts for max_user_connections. */
+struct PoolUser {
+	List head;		/* in moat->users */
+	char *name;
+	int connection_count;	/* servers over all pools of this user */
+	int client_count;
+};
+
+typedef struct ParamList {
+	int count;
+	char **names;		/* owned */
+	char **values;
+} ParamList;
+
+struct Pool {
+	List head;		/* in moat->pools */
+	Database *db;
+	PoolUser *user;		/* the client-side user */
+	char *server_user;	/* who we log in as (forced user or the client's) */
+
+	List active_clients;	/* CL_ACTIVE */
+	List waiting_clients;	/* CL_WAITING, FIFO */
+	List waiting_login_clients; /* CL_WAITING_LOGIN */
+	List active_servers;	/* SV_ACTIVE */
+	List idle_servers;	/* SV_IDLE, LIFO: the warmest connection first */
+	List used_servers;	/* SV_USED */
+	List tested_servers;	/* SV_TESTED */
+	List login_servers;	/* SV_LOGIN */
+
+	ParamList welcome;	/* the server's ParameterStatus set, sent to new clients */
+	bool welcome_ready;
+	ScramKeys scram_keys;	/* recovered from a client's SCRAM login, for servers */
+	usec_t last_connect_failed;	/* server_login_retry */
+	char *last_login_error;	/* shown to clients that wait for a failing server */
+	PoolStats stats;
+};
+
+typedef enum {
+	AUTH_PHASE_NONE,
+	AUTH_PHASE_PASSWORD,	/* asked for cleartext or md5 */
+	AUTH_PHASE_SASL_INIT,	/* sent AuthenticationSASL */
+	AUTH_PHASE_SASL_CONT,	/* sent SASLContinue */
+	AUTH_PHASE_DONE,
+} AuthPhase;
+
+struct Client {
+	List head;		/* in the list of its state (pool or moat->login_clients) */
+	List all_head;		/* in worker->all_clients, for SHOW CLIENTS and cancel lookup */
+	ClientState state;
+	Worker *worker;
+	Pool *pool;		/* NULL until login resolves database and user */
+	Server *link;		/* the server serving us, while CL_ACTIVE */
+	struct bufferevent *bev;
+	uint64_t id;		/* for logs: C-<id> */
+	PeerAddr remote;
+	PeerAddr local;
+
+	char *user_name;	/* from StartupMessage */
+	char *db_name;
+	bool is_admin;		/* connected to the admin console */
+	bool admin_can_write;	/* admin_users (not only stats_users) */
+	VarCache vars;		/* what the client believes its session parameters are */
+	ParamList extra_params;	/* other allowed startup parameters, sent on server login */
+
+	uint32_t cancel_pid;	/* the BackendKeyData we gave: random, our own */
+	uint32_t cancel_key;
+
+	AuthPhase auth_phase;
+	uint8_t md5_salt[4];
+	ScramServer scram;
+	bool seen_startup;	/* exactly one StartupMessage per connection */
+
+	char tx_status;		/* 'I', 'T' or 'E' as last reported to the client */
+	int pending_requests;	/* Query/Sync/FunctionCall sent, ReadyForQuery not yet seen */
+	size_t fwd_remaining;	/* bytes of a message still streaming to the server */
+	bool paused_by_backpressure;	/* reading stopped: our server's output is full */
+	bool close_after_flush;	/* an error was sent; close when written */
+	bool pinned;		/* keeps its server until disconnect (session mode or COPY) */
+
+	usec_t connect_time;	/* wall clock */
+	usec_t request_time;	/* last message from the client (monotonic) */
+	usec_t wait_start;	/* when it started waiting for a server */
+	usec_t xact_start;	/* stats */
+	usec_t query_start;
+	usec_t login_deadline;
+};
+
+struct Server {
+	List head;		/* in the pool list of its state */
+	List all_head;		/* in worker->all_servers */
+	ServerState state;
+	Worker *worker;
+	Pool *pool;
+	Client *link;		/* the client we serve while SV_ACTIVE */
+	struct bufferevent *bev;
+	uint64_t id;		/* for logs: S-<id> */
+	PeerAddr remote;
+	PeerAddr local;
+
+	uint32_t backend_pid;	/* from BackendKeyData, for cancel */
+	uint32_t backend_key;
+	VarCache vars;		/* what the server has */
+	ScramClient scram;
+
+	bool ready;		/* last ReadyForQuery seen, nothing pending */
+	char tx_status;		/* from the last ReadyForQuery */
+	int pending_requests;	/* Query/Sync/FunctionCall sent, ReadyForQuery not yet seen */
+	int internal_queries;	/* our own queries (SET sync, reset, check) whose replies we swallow */
+	bool internal_failed;	/* one of them failed: drop the connection */
+	size_t fwd_remaining;	/* bytes of a message still streaming to the client */
+	bool close_needed;	/* RECONNECT / lifetime / dirty: close when released */
+	bool in_copy;		/* CopyIn/CopyOut/CopyBoth in progress */
+	bool welcome_pending;	/* first login of the pool: record ParameterStatus */
+
+	usec_t connect_time;	/* wall clock */
+	usec_t connect_mono;	/* for server_lifetime */
+	usec_t request_time;	/* last activity (monotonic) */
+	usec_t idle_since;	/* when it went idle (server_idle_timeout) */
+	usec_t login_deadline;	/* server_connect_timeout */
+};
+
+struct Worker {
+	struct event_base *base;
+	List all_clients;
+	List all_servers;
+	List login_clients;	/* CL_LOGIN before a pool is known */
+	List cancel_clients;	/* CL_CANCEL */
+	List free_clients;	/* CL_FREE, freed on the next loop turn */
+	List free_servers;
+	struct event *free_ev;	/* deferred free */
+	uint64_t next_id;
+};
+
+typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;
+
+struct Moat {
+	Config *cfg;		/* current configuration; replaced whole on reload */
+	char *config_path;
+	Worker *worker;		/* the only worker for now; workers>1 lands with issue 3 */
+	List databases;
+	List users;
+	List pools;
+	MoatState state;
+	bool shutdown_immediate;	/* SHUTDOWN / second SIGINT */
+	int client_count;	/* for max_client_conn */
+	usec_t start_time;
+	struct event *janitor_ev;
+	struct event *stats_ev;
+	GlobalStats stats;
+	struct Listener *listeners;
+};
+
+extern Moat *moat;
+
+#endif

@@ -1,0 +1,58 @@
+/* Small helpers shared by every module: allocation, strings, time. */
+#ifndef PGMOAT_UTIL_H
+#define PGMOAT_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MUST_CHECK __attribute__((warn_unused_result))
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+typedef int64_t usec_t;
+#define USEC_PER_SEC ((usec_t)1000000)
+
+/* Allocation that aborts on out-of-memory: the daemon cannot serve without it. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+/* Monotonic clock for timeouts; wall clock for logs and stats. */
+usec_t util_now_mono(void);
+usec_t util_now_wall(void);
+
+/* Fill buf with cryptographically random bytes (OpenSSL RAND_bytes). */
+bool util_random_bytes(void *buf, size_t len) MUST_CHECK;
+
+/* Constant-time comparison for secrets. */
+bool util_secure_equal(const void *a, const void *b, size_t len);
+
+/* Overwrite a secret before freeing it. */
+void util_wipe(void *p, size_t len);
+void util_free_secret(char *s);
+
+/* Lowercase hex of len bytes into out (2*len+1 bytes). */
+void util_hex(const uint8_t *in, size_t len, char *out);
+
+/* A NULL-terminated array of owned strings. */
+typedef struct StrList {
+	char **items;
+	int count;
+} StrList;
+
+void strlist_free(StrList *l);
+void strlist_add(StrList *l, const char *s);
+bool strlist_contains(const StrList *l, const char *s);
+/* Parse "a, b ,c" into l (empty items dropped). */
+void strlist_parse_csv(StrList *l, const char *csv);
+/* Join with ", " into a new string. */
+char *strlist_join(const StrList *l);
+
+/* Read a whole small file (secrets, keys); NULL with errno on failure. Trailing newline stripped when strip is true. */
+char *util_read_file(const char *path, size_t max_len, bool strip);
+
+#endif
