@@ -1,1 +1,952 @@
+/*
+ * Client connections: the first packet (SSLRequest, CancelRequest, Startup),
+ * authentication against the auth_file, the welcome, and forwarding of the
+ * client's messages to its server.
+ *
+ * Reading stops (reading_paused) while the client waits for a server or while
+ * its server's output buffer is full; whoever removes the obstacle calls
+ * client_resume_reading().
+ */
 #include "client.h"
+#include "server.h"
+#include "pool.h"
+#include "admin.h"
+#include "cancel.h"
+#include "proto.h"
+#include "msgio.h"
+#include "auth_md5.h"
+#include "auth_scram.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <sys/un.h>
+
+#define CLIENT_OUT_HIGH (512 * 1024)	/* stop reading the server above this */
+#define CLIENT_OUT_LOW (64 * 1024)	/* resume below this */
+#define CLIENT_READ_HIGH (256 * 1024)	/* socket reads stop while this much is unprocessed */
+#define AUTH_MSG_MAX 8192		/* password and SASL messages */
+#define ADMIN_QUERY_MAX 65536
+#define FLUSH_TIMEOUT_SEC 5		/* an error that nobody reads does not keep the socket */
+
+static void client_process_input(Client *c);
+
+const char *client_state_name(ClientState s)
+{
+	static const char *names[] = { "free", "login", "waiting_login", "waiting", "active",
+				       "cancel" };
+	return names[s];
+}
+
+static List *client_state_list(Client *c, ClientState st)
+{
+	Worker *w = c->worker;
+	switch (st) {
+	case CL_FREE:
+		return &w->free_clients;
+	case CL_LOGIN:
+		return &w->login_clients;
+	case CL_CANCEL:
+		return &w->cancel_clients;
+	case CL_WAITING_LOGIN:
+		return &c->pool->waiting_login_clients;
+	case CL_WAITING:
+		return &c->pool->waiting_clients;
+	case CL_ACTIVE:
+		return &c->pool->active_clients;
+	}
+	return NULL;
+}
+
+void client_set_state(Client *c, ClientState st)
+{
+	list_del(&c->head);
+	c->state = st;
+	list_append(client_state_list(c, st), &c->head);
+}
+
+static void peer_from_sockaddr(PeerAddr *p, const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, p->host, sizeof(p->host));
+		p->port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, p->host, sizeof(p->host));
+		p->port = ntohs(in6->sin6_port);
+	} else {
+		snprintf(p->host, sizeof(p->host), "unix");
+		p->port = 0;
+		p->is_unix = true;
+	}
+}
+
+static void client_fill_local_addr(Client *c, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		peer_from_sockaddr(&c->local, (struct sockaddr *)&ss);
+}
+
+bool client_send_pktbuf(Client *c, PktBuf *pb)
+{
+	if (!pktbuf_ok(pb) || !c->bev)
+		return false;
+	if (bufferevent_write(c->bev, pb->data, pb->len) != 0)
+		return false;
+	if (c->pool)
+		c->pool->stats.total.bytes_sent += pb->len;
+	return true;
+}
+
+static void client_free_later(Client *c)
+{
+	event_active(c->worker->free_ev, EV_WRITE, 0);
+}
+
+static void client_close_socket(Client *c)
+{
+	if (c->bev) {
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+	client_free_later(c);
+}
+
+/* Give back the server: reusable if the client left it between transactions. */
+static void client_unlink_server(Client *c)
+{
+	Server *s = c->link;
+	if (!s)
+		return;
+	bool clean = s->ready && s->tx_status == 'I' && !s->unsynced && !s->in_copy &&
+		     s->pending_requests == 0 && c->fwd_remaining == 0;
+	if (!clean) {
+		s->link = NULL;
+		c->link = NULL;
+		server_disconnect(s, "client disconnected while the server was busy or in a transaction");
+		return;
+	}
+	pool_release_server(s);
+}
+
+static void client_log_disconnect(Client *c, const char *reason)
+{
+	if (c->state == CL_LOGIN && !c->seen_startup)
+		return;
+	if (moat->cfg->log_disconnections)
+		slog_info(c, "closing because: %s (age=%llds)", reason,
+			  (long long)((util_now_wall() - c->connect_time) / USEC_PER_SEC));
+}
+
+static void client_flush_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	client_close_socket(arg);
+}
+
+static void client_flush_write_cb(struct bufferevent *bev, void *arg)
+{
+	Client *c = arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		client_close_socket(c);
+}
+
+/* Keep the socket only until the final ErrorResponse is written. */
+static void client_close_after_flush(Client *c)
+{
+	c->close_after_flush = true;
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_setcb(c->bev, NULL, client_flush_write_cb, client_flush_event_cb, c);
+	struct timeval tv = { FLUSH_TIMEOUT_SEC, 0 };
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		client_close_socket(c);
+}
+
+void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
+{
+	if (c->state == CL_FREE)
+		return;
+	char msg[512] = "client closed the connection";
+	if (fmt) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+	}
+	client_log_disconnect(c, msg);
+	client_unlink_server(c);
+	if (c->counted) {
+		moat->client_count--;
+		c->counted = false;
+	}
+	if (c->pool)
+		c->pool->user->client_count--;
+	Pool *pool = c->pool;
+	client_set_state(c, CL_FREE);
+	scram_server_free(&c->scram);
+	bool sent = false;
+	if (sqlstate && c->bev) {
+		PktBuf pb;
+		pktbuf_init(&pb);
+		pktbuf_error(&pb, "FATAL", sqlstate, msg);
+		sent = client_send_pktbuf(c, &pb);
+		pktbuf_free(&pb);
+	}
+	if (sent)
+		client_close_after_flush(c);
+	else
+		client_close_socket(c);
+	if (pool)
+		pool_maintain(pool);
+}
+
+void client_send_error_ready(Client *c, const char *sqlstate, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_error(&pb, "ERROR", sqlstate, msg);
+	pktbuf_ready(&pb, c->tx_status ? c->tx_status : 'I');
+	if (!client_send_pktbuf(c, &pb))
+		client_disconnect(c, NULL, "could not queue an error for the client");
+	pktbuf_free(&pb);
+}
+
+/* ---- login ---------------------------------------------------------- */
+
+static bool startup_param_allowed(const char *name)
+{
+	if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0)
+		return true;
+	return varcache_lookup(name) >= 0;
+}
+
+static bool startup_param_ignored(const char *name)
+{
+	const StrList *l = &moat->cfg->ignore_startup_parameters;
+	for (int i = 0; i < l->count; i++)
+		if (strcasecmp(l->items[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* False (client disconnected) on a parameter we cannot honour. */
+static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
+{
+	if (sp->has_replication && !startup_param_ignored("replication")) {
+		client_disconnect(c, "08P01", "unsupported startup parameter: replication");
+		return false;
+	}
+	for (int i = 0; i < sp->nparams; i++) {
+		const StartupParam *p = &sp->params[i];
+		if (startup_param_allowed(p->name)) {
+			if (varcache_lookup(p->name) >= 0)
+				varcache_set(&c->vars, p->name, p->value);
+		} else if (!startup_param_ignored(p->name)) {
+			client_disconnect(c, "08P01", "unsupported startup parameter: %s", p->name);
+			return false;
+		}
+	}
+	c->user_name = xstrdup(sp->user);
+	c->db_name = xstrdup(sp->database);
+	return true;
+}
+
+static bool client_send_auth_request(Client *c, void (*build)(PktBuf *))
+{
+	PktBuf pb;
+	pktbuf_init(&pb);
+	build(&pb);
+	bool ok = client_send_pktbuf(c, &pb);
+	pktbuf_free(&pb);
+	return ok;
+}
+
+static void build_sasl_request(PktBuf *pb) { pktbuf_auth_sasl(pb, "SCRAM-SHA-256"); }
+
+static const UserlistEntry *client_userlist_entry(const Client *c)
+{
+	const Userlist *ul = moat->cfg->userlist;
+	return ul ? userlist_find(ul, c->user_name) : NULL;
+}
+
+static void client_auth_failed(Client *c)
+{
+	moat->stats.login_failures++;
+	client_disconnect(c, "28P01", "password authentication failed for user \"%s\"",
+			  c->user_name);
+}
+
+static void client_start_scram(Client *c, const UserlistEntry *ue)
+{
+	const char *secret = ue && ue->kind != SECRET_MD5 ? ue->secret : NULL;
+	if (!scram_server_init(&c->scram, secret)) {
+		client_disconnect(c, "08P01", "could not start SCRAM authentication");
+		return;
+	}
+	c->auth_phase = AUTH_PHASE_SASL_INIT;
+	if (!client_send_auth_request(c, build_sasl_request))
+		client_disconnect(c, NULL, "could not send the authentication request");
+}
+
+static void client_start_md5(Client *c)
+{
+	if (!util_random_bytes(c->md5_salt, sizeof(c->md5_salt))) {
+		client_disconnect(c, "08P01", "could not generate a salt");
+		return;
+	}
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_auth_md5(&pb, c->md5_salt);
+	c->auth_phase = AUTH_PHASE_PASSWORD;
+	if (!client_send_pktbuf(c, &pb))
+		client_disconnect(c, NULL, "could not send the authentication request");
+	pktbuf_free(&pb);
+}
+
+static void client_auth_ok(Client *c);
+
+static void client_start_auth(Client *c)
+{
+	const UserlistEntry *ue = client_userlist_entry(c);
+	switch (moat->cfg->auth_type) {
+	case AUTH_TRUST:
+	case AUTH_ANY:
+		client_auth_ok(c);
+		return;
+	case AUTH_PLAIN:
+		c->auth_phase = AUTH_PHASE_PASSWORD;
+		if (!client_send_auth_request(c, pktbuf_auth_cleartext))
+			client_disconnect(c, NULL, "could not send the authentication request");
+		return;
+	case AUTH_MD5:
+		if (ue && ue->kind == SECRET_SCRAM)
+			client_start_scram(c, ue);
+		else
+			client_start_md5(c);
+		return;
+	case AUTH_SCRAM:
+		client_start_scram(c, ue);
+		return;
+	case AUTH_HBA:
+	case AUTH_CERT:
+		break;
+	}
+	client_disconnect(c, "28000", "auth_type %s is not supported by this pgmoat version",
+			  config_auth_type_name(moat->cfg->auth_type));
+}
+
+static bool check_plain_password(const UserlistEntry *ue, const char *user, const char *pw)
+{
+	if (!ue)
+		return false;
+	if (ue->kind == SECRET_PLAIN) {
+		size_t a = strlen(ue->secret), b = strlen(pw);
+		return a == b && util_secure_equal(ue->secret, pw, a);
+	}
+	if (ue->kind == SECRET_MD5) {
+		char stored[MD5_PASSWD_LEN + 1];
+		auth_md5_stored(pw, user, stored);
+		return strlen(ue->secret) == MD5_PASSWD_LEN &&
+		       util_secure_equal(stored, ue->secret, MD5_PASSWD_LEN);
+	}
+	return false;	/* a SCRAM verifier cannot check a cleartext password here */
+}
+
+static void client_handle_password(Client *c, const uint8_t *body, size_t len)
+{
+	PktReader r;
+	const char *pw;
+	proto_reader_init(&r, body, len);
+	if (!proto_read_cstring(&r, &pw) || proto_reader_left(&r) != 0) {
+		client_disconnect(c, "08P01", "invalid password packet");
+		return;
+	}
+	const UserlistEntry *ue = client_userlist_entry(c);
+	bool ok = moat->cfg->auth_type == AUTH_PLAIN
+		  ? check_plain_password(ue, c->user_name, pw)
+		  : ue && auth_md5_check(ue->secret, c->user_name, c->md5_salt, pw);
+	if (ok)
+		client_auth_ok(c);
+	else
+		client_auth_failed(c);
+}
+
+static void client_handle_sasl_init(Client *c, const uint8_t *body, size_t len)
+{
+	const char *mech;
+	const uint8_t *data;
+	size_t dlen;
+	char *out = NULL, err[256] = "";
+	size_t out_len = 0;
+	if (!proto_parse_sasl_initial(body, len, &mech, &data, &dlen) ||
+	    strcmp(mech, "SCRAM-SHA-256") != 0) {
+		client_disconnect(c, "08P01", "invalid SASL initial response");
+		return;
+	}
+	if (!scram_server_first(&c->scram, data, dlen, &out, &out_len, err, sizeof(err))) {
+		client_disconnect(c, "08P01", "SCRAM: %s", err);
+		return;
+	}
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_auth_sasl_continue(&pb, out, out_len);
+	c->auth_phase = AUTH_PHASE_SASL_CONT;
+	if (!client_send_pktbuf(c, &pb))
+		client_disconnect(c, NULL, "could not send SASLContinue");
+	pktbuf_free(&pb);
+	free(out);
+}
+
+static void client_handle_sasl_final(Client *c, const uint8_t *body, size_t len)
+{
+	char *out = NULL, err[256] = "";
+	size_t out_len = 0;
+	if (!scram_server_final(&c->scram, body, len, &out, &out_len, err, sizeof(err))) {
+		slog_debug(c, "SCRAM failed: %s", err);
+		free(out);
+		client_auth_failed(c);
+		return;
+	}
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_auth_sasl_final(&pb, out, out_len);
+	bool ok = client_send_pktbuf(c, &pb);
+	pktbuf_free(&pb);
+	free(out);
+	if (ok)
+		client_auth_ok(c);
+	else
+		client_disconnect(c, NULL, "could not send SASLFinal");
+}
+
+static void client_handle_auth_message(Client *c, uint8_t type, const uint8_t *body, size_t len)
+{
+	if (type != 'p') {
+		client_disconnect(c, "08P01", "expected a password message during authentication");
+		return;
+	}
+	switch (c->auth_phase) {
+	case AUTH_PHASE_PASSWORD:
+		client_handle_password(c, body, len);
+		return;
+	case AUTH_PHASE_SASL_INIT:
+		client_handle_sasl_init(c, body, len);
+		return;
+	case AUTH_PHASE_SASL_CONT:
+		client_handle_sasl_final(c, body, len);
+		return;
+	default:
+		client_disconnect(c, "08P01", "unexpected password message");
+	}
+}
+
+static void client_fill_vars_from_welcome(Client *c, const Pool *pool)
+{
+	for (int i = 0; i < pool->welcome.count; i++) {
+		int id = varcache_lookup(pool->welcome.names[i]);
+		if (id >= 0 && !c->vars.values[id])
+			varcache_set_id(&c->vars, (VarId)id, pool->welcome.values[i]);
+	}
+}
+
+void client_finish_login(Client *c)
+{
+	Pool *pool = c->pool;
+	client_fill_vars_from_welcome(c, pool);
+	PktBuf pb;
+	pktbuf_init(&pb);
+	for (int i = 0; i < pool->welcome.count; i++) {
+		const char *name = pool->welcome.names[i];
+		int id = varcache_lookup(name);
+		const char *v = id >= 0 && c->vars.values[id] ? c->vars.values[id] : pool->welcome.values[i];
+		pktbuf_param_status(&pb, name, v);
+	}
+	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
+	pktbuf_ready(&pb, 'I');
+	c->tx_status = 'I';
+	client_set_state(c, CL_ACTIVE);
+	bool ok = client_send_pktbuf(c, &pb);
+	pktbuf_free(&pb);
+	if (!ok) {
+		client_disconnect(c, NULL, "could not send the welcome");
+		return;
+	}
+	if (moat->cfg->log_connections)
+		slog_info(c, "login ok");
+	c->request_time = util_now_mono();
+	client_resume_reading(c);
+}
+
+static bool client_admin_allowed(Client *c)
+{
+	const Config *cfg = moat->cfg;
+	bool admin = strlist_contains(&cfg->admin_users, c->user_name);
+	bool stats = strlist_contains(&cfg->stats_users, c->user_name);
+	c->admin_can_write = admin;
+	return admin || stats;
+}
+
+static Database *client_console_db(void)
+{
+	List *item;
+	list_for_each(item, &moat->databases) {
+		Database *db = container_of(item, Database, head);
+		if (db->is_admin)
+			return db;
+	}
+	return NULL;
+}
+
+static void client_login_console(Client *c)
+{
+	Database *db = client_console_db();
+	if (!db || !client_admin_allowed(c)) {
+		client_disconnect(c, "28000", "not allowed");
+		return;
+	}
+	c->is_admin = true;
+	c->pool = pool_get(db, pool_get_user(c->user_name));
+	c->pool->user->client_count++;
+	c->tx_status = 'I';
+	client_set_state(c, CL_ACTIVE);
+	admin_send_welcome(c);
+	c->request_time = util_now_mono();
+}
+
+static void client_auth_ok(Client *c)
+{
+	c->auth_phase = AUTH_PHASE_DONE;
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_auth_ok(&pb);
+	bool ok = client_send_pktbuf(c, &pb);
+	pktbuf_free(&pb);
+	if (!ok) {
+		client_disconnect(c, NULL, "could not send AuthenticationOk");
+		return;
+	}
+	if (admin_is_console_db(c->db_name)) {
+		client_login_console(c);
+		return;
+	}
+	Database *db = pool_find_database(c->db_name);
+	if (!db) {
+		client_disconnect(c, "3D000", "no such database: %s", c->db_name);
+		return;
+	}
+	const char *pool_user = db->cfg->user ? db->cfg->user : c->user_name;
+	Pool *pool = pool_get(db, pool_get_user(pool_user));
+	c->pool = pool;
+	pool->user->client_count++;
+	if (c->scram.recovered.valid && !db->cfg->user)
+		pool->scram_keys = c->scram.recovered;
+	if (pool->welcome_ready) {
+		client_finish_login(c);
+		return;
+	}
+	client_set_state(c, CL_WAITING_LOGIN);
+	c->wait_start = util_now_mono();
+	pool_maintain(pool);
+}
+
+/* Checks every client can fail before we ask for a password. */
+static bool client_precheck_login(Client *c)
+{
+	if (moat->state == MOAT_DRAINING) {
+		client_disconnect(c, "57P01", "pgbouncer is shutting down");
+		return false;
+	}
+	if (moat->client_count > moat->cfg->max_client_conn) {
+		moat->stats.clients_refused++;
+		client_disconnect(c, "53300", "no more connections allowed (max_client_conn)");
+		return false;
+	}
+	if (admin_is_console_db(c->db_name))
+		return true;
+	Database *db = pool_find_database(c->db_name);
+	if (!db) {
+		client_disconnect(c, "3D000", "no such database: %s", c->db_name);
+		return false;
+	}
+	if (db->disabled) {
+		client_disconnect(c, "08P01", "database does not allow connections: %s", c->db_name);
+		return false;
+	}
+	return true;
+}
+
+static void client_handle_startup(Client *c, const StartupPacket *sp)
+{
+	c->seen_startup = true;
+	if (!client_apply_startup_params(c, sp))
+		return;
+	if (moat->cfg->log_connections)
+		slog_info(c, "login attempt: db=%s user=%s tls=no", c->db_name, c->user_name);
+	if (client_precheck_login(c))
+		client_start_auth(c);
+}
+
+/* Refuse bytes a client sent behind SSLRequest/GSSENCRequest before our answer. */
+static void client_answer_encryption_request(Client *c)
+{
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+		client_disconnect(c, NULL, "data sent behind an encryption request");
+		return;
+	}
+	if (bufferevent_write(c->bev, "N", 1) != 0)
+		client_disconnect(c, NULL, "could not answer the encryption request");
+}
+
+/* The first packet(s) of a connection. True when more input may be processed. */
+static bool client_read_first_packet(Client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	uint8_t lenbuf[4];
+	uint32_t len;
+	if (evbuffer_copyout(in, lenbuf, 4) < 4)
+		return false;
+	if (proto_startup_length(lenbuf, 4, &len) != FRAME_OK) {
+		client_disconnect(c, "08P01", "invalid startup packet length");
+		return false;
+	}
+	if (evbuffer_get_length(in) < len)
+		return false;
+	uint8_t *pkt = xmalloc(len);
+	evbuffer_remove(in, pkt, len);
+	StartupPacket sp;
+	char err[256] = "";
+	if (!proto_parse_startup(pkt, len, &sp, err, sizeof(err))) {
+		client_disconnect(c, "08P01", "%s", err);
+	} else if (sp.kind == STARTUP_SSL || sp.kind == STARTUP_GSSENC) {
+		client_answer_encryption_request(c);
+	} else if (sp.kind == STARTUP_CANCEL) {
+		cancel_forward(c->worker, sp.cancel_pid, sp.cancel_key);
+		client_disconnect(c, NULL, "cancel request forwarded");
+	} else {
+		client_handle_startup(c, &sp);
+	}
+	free(pkt);
+	return c->state == CL_LOGIN;
+}
+
+/* Typed messages during authentication. */
+static bool client_read_auth_message(Client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	MsgHeader h;
+	FrameResult fr = msgio_peek_header(in, AUTH_MSG_MAX, &h);
+	if (fr == FRAME_NEED_MORE)
+		return false;
+	if (fr == FRAME_BAD) {
+		client_disconnect(c, "08P01", "invalid packet during authentication");
+		return false;
+	}
+	uint8_t *msg = msgio_take(in, &h);
+	if (!msg)
+		return false;
+	client_handle_auth_message(c, h.type, msgio_body(msg), msgio_body_len(&h));
+	util_wipe(msg, proto_msg_total(&h));
+	free(msg);
+	return c->state == CL_LOGIN;
+}
+
+static bool client_read_login(Client *c)
+{
+	if (!c->seen_startup)
+		return client_read_first_packet(c);
+	if (c->auth_phase == AUTH_PHASE_DONE)
+		return false;	/* waiting for the pool: nothing else is valid yet */
+	return client_read_auth_message(c);
+}
+
+/* ---- after login ---------------------------------------------------- */
+
+static bool client_msg_type_valid(uint8_t t)
+{
+	return strchr("QPBEDSCHFdcf", t) != NULL && t != 0;
+}
+
+static void client_pause_reading(Client *c)
+{
+	if (!c->reading_paused) {
+		c->reading_paused = true;
+		bufferevent_disable(c->bev, EV_READ);
+	}
+}
+
+void client_resume_reading(Client *c)
+{
+	if (c->state == CL_FREE || !c->bev)
+		return;
+	if (c->reading_paused) {
+		c->reading_paused = false;
+		bufferevent_enable(c->bev, EV_READ);
+	}
+	client_process_input(c);
+}
+
+static void client_read_admin(Client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	for (;;) {
+		MsgHeader h;
+		FrameResult fr = msgio_peek_header(in, ADMIN_QUERY_MAX, &h);
+		if (fr == FRAME_NEED_MORE)
+			return;
+		if (fr == FRAME_BAD || (h.type != 'Q' && h.type != 'X')) {
+			client_disconnect(c, "08P01", "the admin console supports only simple queries");
+			return;
+		}
+		uint8_t *msg = msgio_take(in, &h);
+		if (!msg)
+			return;
+		c->request_time = util_now_mono();
+		if (h.type == 'X') {
+			free(msg);
+			client_disconnect(c, NULL, NULL);
+			return;
+		}
+		size_t blen = msgio_body_len(&h);
+		const char *sql = (const char *)msgio_body(msg);
+		if (blen == 0 || memchr(sql, '\0', blen) != sql + blen - 1) {
+			free(msg);
+			client_disconnect(c, "08P01", "invalid query message");
+			return;
+		}
+		admin_handle_query(c, sql);
+		free(msg);
+		if (c->state == CL_FREE)
+			return;
+	}
+}
+
+/* Bookkeeping for one message about to go to the server. */
+static void client_account_message(Client *c, Server *s, uint8_t type, size_t total)
+{
+	usec_t now = util_now_mono();
+	c->request_time = now;
+	c->pool->stats.total.bytes_received += total;
+	switch (type) {
+	case 'Q':
+	case 'F':
+		s->pending_requests++;
+		s->ready = false;
+		c->query_start = now;
+		break;
+	case 'S':
+		s->pending_requests++;
+		s->ready = false;
+		s->unsynced = false;
+		break;
+	case 'P':
+	case 'B':
+	case 'E':
+	case 'D':
+	case 'C':
+	case 'H':
+		if (!s->unsynced)
+			c->query_start = now;
+		s->unsynced = true;
+		s->ready = false;
+		break;
+	default:
+		break;
+	}
+	if (c->tx_status == 'I' && !c->xact_start)
+		c->xact_start = now;
+}
+
+/* Forward as many whole (or streaming) messages as the server's buffer takes. */
+static void client_forward(Client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	while (c->state == CL_ACTIVE && evbuffer_get_length(in) > 0) {
+		Server *s = c->link;
+		if (s && evbuffer_get_length(bufferevent_get_output(s->bev)) > CLIENT_OUT_HIGH) {
+			client_pause_reading(c);
+			return;
+		}
+		if (c->fwd_remaining > 0) {
+			c->fwd_remaining -= msgio_move(in, bufferevent_get_output(s->bev), c->fwd_remaining);
+			continue;
+		}
+		MsgHeader h;
+		FrameResult fr = msgio_peek_header(in, (uint32_t)moat->cfg->max_packet_size, &h);
+		if (fr == FRAME_NEED_MORE)
+			return;
+		if (fr == FRAME_BAD) {
+			client_disconnect(c, "08P01", "invalid packet length");
+			return;
+		}
+		if (h.type == 'X') {
+			client_disconnect(c, NULL, NULL);
+			return;
+		}
+		if (!client_msg_type_valid(h.type)) {
+			client_disconnect(c, "08P01", "unsupported pkt type: %d", h.type);
+			return;
+		}
+		if (!s) {
+			client_pause_reading(c);
+			pool_request_server(c);
+			return;
+		}
+		size_t total = proto_msg_total(&h);
+		client_account_message(c, s, h.type, total);
+		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
+		c->fwd_remaining = total - moved;
+	}
+}
+
+static void client_process_input(Client *c)
+{
+	if (!c->bev || c->reading_paused)
+		return;
+	switch (c->state) {
+	case CL_LOGIN:
+		while (c->state == CL_LOGIN && client_read_login(c))
+			;
+		return;
+	case CL_ACTIVE:
+		if (c->is_admin)
+			client_read_admin(c);
+		else
+			client_forward(c);
+		return;
+	default:
+		return;
+	}
+}
+
+void client_on_server_assigned(Client *c, Server *s)
+{
+	Pool *pool = c->pool;
+	usec_t now = util_now_mono();
+	pool->stats.total.wait_time += (uint64_t)(now - c->wait_start);
+	pool->stats.total.server_assignment_count++;
+	c->link = s;
+	s->link = c;
+	client_set_state(c, CL_ACTIVE);
+	server_set_state(s, SV_ACTIVE);
+	s->request_time = now;
+	char *sync = varcache_sync_sql(&c->vars, &s->vars);
+	if (sync) {
+		bool ok = server_send_internal_query(s, sync);
+		free(sync);
+		if (!ok) {
+			client_disconnect(c, "08P01", "could not synchronise session parameters");
+			return;
+		}
+	}
+	client_resume_reading(c);
+}
+
+Client *client_find_by_cancel_key(Worker *w, uint32_t pid, uint32_t key)
+{
+	List *item;
+	list_for_each(item, &w->all_clients) {
+		Client *c = container_of(item, Client, all_head);
+		if (c->state != CL_FREE && c->cancel_pid == pid &&
+		    util_secure_equal(&c->cancel_key, &key, sizeof(key)))
+			return c;
+	}
+	return NULL;
+}
+
+/* ---- libevent callbacks --------------------------------------------- */
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+	client_process_input(arg);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+	Client *c = arg;
+	if (c->link && c->link->reading_paused)
+		server_resume_reading(c->link);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	Client *c = arg;
+	if (what & BEV_EVENT_EOF)
+		client_disconnect(c, NULL, "client unexpected eof");
+	else if (what & BEV_EVENT_ERROR)
+		client_disconnect(c, NULL, "client socket error");
+	else if (what & BEV_EVENT_TIMEOUT)
+		client_disconnect(c, NULL, "client socket timeout");
+}
+
+static void client_tune_socket(int fd, bool is_unix)
+{
+	if (is_unix)
+		return;
+	int on = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	if (moat->cfg->tcp_keepalive)
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+}
+
+void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
+{
+	Client *c = xcalloc(1, sizeof(*c));
+	c->worker = w;
+	c->id = ++w->next_id;
+	peer_from_sockaddr(&c->remote, sa);
+	c->remote.is_unix = is_unix;
+	if (is_unix)
+		snprintf(c->remote.host, sizeof(c->remote.host), "unix");
+	client_fill_local_addr(c, fd);
+	client_tune_socket(fd, is_unix);
+	c->connect_time = util_now_wall();
+	c->request_time = util_now_mono();
+	if (moat->cfg->client_login_timeout > 0)
+		c->login_deadline = c->request_time + moat->cfg->client_login_timeout;
+	list_init(&c->head);
+	list_append(&w->all_clients, &c->all_head);
+	client_set_state(c, CL_LOGIN);
+	c->counted = true;
+	moat->client_count++;
+	moat->stats.clients_accepted++;
+	if (!util_random_bytes(&c->cancel_pid, sizeof(c->cancel_pid)) ||
+	    !util_random_bytes(&c->cancel_key, sizeof(c->cancel_key))) {
+		evutil_closesocket(fd);
+		client_set_state(c, CL_FREE);
+		client_free_later(c);
+		return;
+	}
+	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		evutil_closesocket(fd);
+		client_disconnect(c, NULL, "could not create the connection buffer");
+		return;
+	}
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CLIENT_READ_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUT_LOW, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* Called from the worker's deferred-free event: the client's callbacks are done. */
+void client_free(Client *c)
+{
+	list_del(&c->head);
+	list_del(&c->all_head);
+	varcache_free(&c->vars);
+	free(c->user_name);
+	free(c->db_name);
+	free(c);
+}

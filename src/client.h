@@ -34,4 +34,7 @@ void client_resume_reading(Client *c);
 
 Client *client_find_by_cancel_key(Worker *w, uint32_t pid, uint32_t key);
 
+/* Release the memory of a CL_FREE client whose socket is closed (deferred free). */
+void client_free(Client *c);
+
 #endif

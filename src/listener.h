@@ -11,6 +11,6 @@ bool listener_start(Worker *w, const Config *cfg) MUST_CHECK;
 void listener_pause(bool pause);	/* stop/resume accepting (SUSPEND, drain) */
 void listener_close_all(void);
 /* Rebind when listen_addr/listen_port changed on reload. */
-void listener_reload(Worker *w, const Config *cfg);
+void listener_reload(Worker *w, const Config *old_cfg, const Config *cfg);
 
 #endif

@@ -1,1 +1,280 @@
-int main(void) { return 0; }
+/*
+ * pgmoat: command line, start-up and the event loop.
+ *
+ *   pgmoat [-d] [-v|-q] [-u USER] CONFIG
+ *   pgmoat --check CONFIG
+ *   pgmoat --version
+ */
+#include "pgmoat.h"
+#include "admin.h"
+#include "client.h"
+#include "daemon.h"
+#include "janitor.h"
+#include "listener.h"
+#include "pool.h"
+#include "server.h"
+#include "build_config.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/opensslv.h>
+
+Moat *moat;
+
+typedef struct Options {
+	bool daemon;
+	bool check;
+	int verbosity;		/* +1 per -v, -1 per -q */
+	const char *user;
+	const char *config;
+} Options;
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: pgmoat [-d] [-v|-q] [-u USER] CONFIG\n"
+		"       pgmoat --check CONFIG\n"
+		"       pgmoat --version\n"
+		"\n"
+		"CONFIG is a pgmoat.yaml or an unmodified pgbouncer.ini.\n"
+		"  -d, --daemon    run in the background (writes pidfile)\n"
+		"  -v, --verbose   more logging (repeatable)\n"
+		"  -q, --quiet     less logging\n"
+		"  -u, --user=USER switch to USER after binding\n"
+		"  --check         load the config, report problems, exit 0/1\n"
+		"  -V, --version   print the version\n");
+}
+
+static void print_version(void)
+{
+	printf("pgmoat %s\nlibevent %s\n%s\n", PACKAGE_VERSION, event_get_version(),
+	       OPENSSL_VERSION_TEXT);
+}
+
+/* Returns -1 to continue, otherwise the exit code. */
+static int parse_options(int argc, char **argv, Options *o)
+{
+	static const struct option longopts[] = {
+		{ "daemon", no_argument, NULL, 'd' }, { "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },  { "user", required_argument, NULL, 'u' },
+		{ "version", no_argument, NULL, 'V' }, { "check", no_argument, NULL, 'C' },
+		{ "help", no_argument, NULL, 'h' },   { NULL, 0, NULL, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "dvqu:Vh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'd': o->daemon = true; break;
+		case 'v': o->verbosity++; break;
+		case 'q': o->verbosity--; break;
+		case 'u': o->user = optarg; break;
+		case 'C': o->check = true; break;
+		case 'V': print_version(); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 1;
+	}
+	o->config = argv[optind];
+	return -1;
+}
+
+static int run_check(const char *path)
+{
+	char err[1024] = "";
+	Config *cfg = config_load(path, err, sizeof(err));
+	if (!cfg) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	int ndb = 0;
+	for (const DbConfig *d = cfg->databases; d; d = d->next)
+		ndb++;
+	printf("%s: OK (%d database%s, %d auth_file user%s, pool_mode=%s, auth_type=%s)\n", path,
+	       ndb, ndb == 1 ? "" : "s", cfg->userlist ? cfg->userlist->count : 0,
+	       cfg->userlist && cfg->userlist->count == 1 ? "" : "s",
+	       config_pool_mode_name(cfg->pool_mode), config_auth_type_name(cfg->auth_type));
+	config_free(cfg);
+	return 0;
+}
+
+static void free_deferred_cb(evutil_socket_t fd, short what, void *arg)
+{
+	Worker *w = arg;
+	List *item, *tmp;
+	list_for_each_safe(item, &w->free_clients, tmp) {
+		Client *c = container_of(item, Client, head);
+		if (!c->bev)
+			client_free(c);
+	}
+	list_for_each_safe(item, &w->free_servers, tmp)
+		server_free(container_of(item, Server, head));
+}
+
+static Worker *worker_create(void)
+{
+	Worker *w = xcalloc(1, sizeof(*w));
+	w->base = event_base_new();
+	if (!w->base) {
+		free(w);
+		return NULL;
+	}
+	list_init(&w->all_clients);
+	list_init(&w->all_servers);
+	list_init(&w->login_clients);
+	list_init(&w->cancel_clients);
+	list_init(&w->free_clients);
+	list_init(&w->free_servers);
+	w->free_ev = event_new(w->base, -1, 0, free_deferred_cb, w);
+	return w;
+}
+
+/* Close everything still open so leak checkers see a clean exit. */
+static void worker_destroy(Worker *w)
+{
+	List *item, *tmp;
+	list_for_each_safe(item, &w->all_servers, tmp) {
+		Server *s = container_of(item, Server, all_head);
+		if (s->state != SV_FREE)
+			server_disconnect(s, "shutdown");
+	}
+	list_for_each_safe(item, &w->all_clients, tmp) {
+		Client *c = container_of(item, Client, all_head);
+		if (c->state != CL_FREE)
+			client_disconnect(c, NULL, "shutdown");
+		if (c->bev) {
+			bufferevent_free(c->bev);
+			c->bev = NULL;
+		}
+	}
+	free_deferred_cb(-1, 0, w);
+	event_free(w->free_ev);
+	event_base_free(w->base);
+	free(w);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	char err[1024];
+	switch (sig) {
+	case SIGHUP:
+		log_info("got SIGHUP, reloading");
+		if (!moat_reload(err, sizeof(err)))
+			log_error("the old configuration stays in force");
+		break;
+	case SIGTERM:
+	case SIGINT:
+		log_info("got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		moat_shutdown(false);
+		break;
+	case SIGUSR1:
+		log_info("got SIGUSR1, pausing");
+		pool_pause_all(true);
+		break;
+	case SIGUSR2:
+		log_info("got SIGUSR2, resuming");
+		pool_pause_all(false);
+		break;
+	}
+}
+
+static struct event *signal_events[5];
+
+static void signals_setup(Worker *w)
+{
+	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2 };
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++) {
+		signal_events[i] = evsignal_new(w->base, sigs[i], signal_cb, NULL);
+		event_add(signal_events[i], NULL);
+	}
+}
+
+static void signals_teardown(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(signal_events); i++)
+		if (signal_events[i])
+			event_free(signal_events[i]);
+}
+
+static bool moat_start(Moat *m, const Options *o)
+{
+	log_verbosity = LOG_INFO + m->cfg->verbose + o->verbosity;
+	if (!log_open_file(m->cfg->logfile)) {
+		log_fatal("could not open logfile %s", m->cfg->logfile);
+		return false;
+	}
+	if (o->daemon && !daemon_go_background()) {
+		log_fatal("could not go to the background");
+		return false;
+	}
+	m->worker = worker_create();
+	if (!m->worker) {
+		log_fatal("could not create the event loop");
+		return false;
+	}
+	admin_setup();
+	if (!listener_start(m->worker, m->cfg)) {
+		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
+		return false;
+	}
+	if (!daemon_drop_privileges(o->user ? o->user : m->cfg->user))
+		return false;
+	if (!daemon_write_pidfile(m->cfg->pidfile))
+		return false;
+	signals_setup(m->worker);
+	janitor_start(m->worker);
+	log_info("pgmoat %s started, pid %d", PACKAGE_VERSION, (int)getpid());
+	return true;
+}
+
+static void moat_stop(Moat *m)
+{
+	janitor_stop();
+	signals_teardown();
+	listener_close_all();
+	if (m->worker)
+		worker_destroy(m->worker);
+	pool_free_all();
+	daemon_remove_pidfile(m->cfg->pidfile);
+	log_info("pgmoat stopped");
+	config_free(m->cfg);
+	free(m->config_path);
+	free(m);
+}
+
+int main(int argc, char **argv)
+{
+	Options o = { 0 };
+	int rc = parse_options(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	if (o.check)
+		return run_check(o.config);
+	char err[1024] = "";
+	Config *cfg = config_load(o.config, err, sizeof(err));
+	if (!cfg) {
+		fprintf(stderr, "pgmoat: %s\n", err);
+		return 1;
+	}
+	moat = xcalloc(1, sizeof(*moat));
+	moat->cfg = cfg;
+	moat->config_path = xstrdup(o.config);
+	moat->start_time = util_now_wall();
+	list_init(&moat->databases);
+	list_init(&moat->users);
+	list_init(&moat->pools);
+	rc = 1;
+	if (moat_start(moat, &o)) {
+		event_base_dispatch(moat->worker->base);
+		rc = 0;
+	}
+	moat_stop(moat);
+	return rc;
+}

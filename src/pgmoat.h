@@ -145,7 +145,6 @@ struct Client {
 	bool is_admin;		/* connected to the admin console */
 	bool admin_can_write;	/* admin_users (not only stats_users) */
 	VarCache vars;		/* what the client believes its session parameters are */
-	ParamList extra_params;	/* other allowed startup parameters, sent on server login */
 
 	uint32_t cancel_pid;	/* the BackendKeyData we gave: random, our own */
 	uint32_t cancel_key;
@@ -158,8 +157,9 @@ struct Client {
 	char tx_status;		/* 'I', 'T' or 'E' as last reported to the client */
 	int pending_requests;	/* Query/Sync/FunctionCall sent, ReadyForQuery not yet seen */
 	size_t fwd_remaining;	/* bytes of a message still streaming to the server */
-	bool paused_by_backpressure;	/* reading stopped: our server's output is full */
+	bool reading_paused;	/* reading stopped: our server's output is full, or waiting */
 	bool close_after_flush;	/* an error was sent; close when written */
+	bool counted;		/* holds a slot in moat->client_count */
 	bool pinned;		/* keeps its server until disconnect (session mode or COPY) */
 
 	usec_t connect_time;	/* wall clock */
@@ -182,6 +182,8 @@ struct Server {
 	PeerAddr remote;
 	PeerAddr local;
 
+	struct sockaddr_storage addr;	/* where we connected: cancel requests go there too */
+	socklen_t addrlen;
 	uint32_t backend_pid;	/* from BackendKeyData, for cancel */
 	uint32_t backend_key;
 	VarCache vars;		/* what the server has */
@@ -190,12 +192,15 @@ struct Server {
 	bool ready;		/* last ReadyForQuery seen, nothing pending */
 	char tx_status;		/* from the last ReadyForQuery */
 	int pending_requests;	/* Query/Sync/FunctionCall sent, ReadyForQuery not yet seen */
+	bool unsynced;		/* extended-protocol messages forwarded since the last Sync */
 	int internal_queries;	/* our own queries (SET sync, reset, check) whose replies we swallow */
 	bool internal_failed;	/* one of them failed: drop the connection */
 	size_t fwd_remaining;	/* bytes of a message still streaming to the client */
+	bool fwd_discard;	/* ...or being skipped (replies to our own queries) */
 	bool close_needed;	/* RECONNECT / lifetime / dirty: close when released */
 	bool in_copy;		/* CopyIn/CopyOut/CopyBoth in progress */
 	bool welcome_pending;	/* first login of the pool: record ParameterStatus */
+	bool reading_paused;	/* stopped reading: the client's output is full */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t connect_mono;	/* for server_lifetime */

@@ -40,6 +40,11 @@ void pool_apply_config(Config *cfg);
 int pool_count_servers(const Pool *pool);
 void pool_max_wait(const Pool *pool, usec_t now, usec_t *max_wait_us);
 
+/* Record one of the server's ParameterStatus values for the welcome of new clients. */
+void pool_welcome_add(Pool *pool, const char *name, const char *value);
+/* At exit: free every pool, database and user object. */
+void pool_free_all(void);
+
 /* Free pools whose clients and servers are all gone and whose database is dead. */
 void pool_collect_garbage(void);
 
