@@ -173,7 +173,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 {
 	if (c->state == CL_FREE)
 		return;
-	char msg[512] = "client closed the connection";
+	char msg[512] = "client close request";
 	if (fmt) {
 		va_list ap;
 		va_start(ap, fmt);
@@ -431,12 +431,8 @@ static void client_handle_sasl_final(Client *c, const uint8_t *body, size_t len)
 		client_disconnect(c, NULL, "could not send SASLFinal");
 }
 
-static void client_handle_auth_message(Client *c, uint8_t type, const uint8_t *body, size_t len)
+static void client_handle_auth_message(Client *c, const uint8_t *body, size_t len)
 {
-	if (type != 'p') {
-		client_disconnect(c, "08P01", "expected a password message during authentication");
-		return;
-	}
 	switch (c->auth_phase) {
 	case AUTH_PHASE_PASSWORD:
 		client_handle_password(c, body, len);
@@ -649,14 +645,15 @@ static bool client_read_auth_message(Client *c)
 	FrameResult fr = msgio_peek_header(in, AUTH_MSG_MAX, &h);
 	if (fr == FRAME_NEED_MORE)
 		return false;
-	if (fr == FRAME_BAD) {
-		client_disconnect(c, "08P01", "invalid packet during authentication");
+	if (fr == FRAME_BAD || h.type != 'p') {
+		/* Judge the type before waiting for a body: a second StartupMessage lands here. */
+		client_disconnect(c, "08P01", "expected a password message during authentication");
 		return false;
 	}
 	uint8_t *msg = msgio_take(in, &h);
 	if (!msg)
 		return false;
-	client_handle_auth_message(c, h.type, msgio_body(msg), msgio_body_len(&h));
+	client_handle_auth_message(c, msgio_body(msg), msgio_body_len(&h));
 	util_wipe(msg, proto_msg_total(&h));
 	free(msg);
 	return c->state == CL_LOGIN;
