@@ -263,13 +263,18 @@ static void pool_open_connections(Pool *pool)
 static bool pool_assign_one(Pool *pool)
 {
 	List *ci = list_first(&pool->waiting_clients);
-	List *si = list_first(&pool->idle_servers);
-	if (!ci || !si)
+	if (!ci)
 		return false;
-	Client *c = container_of(ci, Client, head);
-	Server *s = container_of(si, Server, head);
-	client_on_server_assigned(c, s);
-	return true;
+	List *si;
+	list_for_each(si, &pool->idle_servers) {
+		Server *s = container_of(si, Server, head);
+		/* A cancel still on its way must not hit the next client's query. */
+		if (s->cancels_in_flight > 0)
+			continue;
+		client_on_server_assigned(container_of(ci, Client, head), s);
+		return true;
+	}
+	return false;
 }
 
 /* Servers idle too long are checked before reuse (server_check_delay). */
