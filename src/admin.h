@@ -8,14 +8,25 @@
 #include "pgmoat.h"
 
 bool admin_is_console_db(const char *dbname);
-/* Create the console's Database object at start-up. */
+/*
+ * Create the console's Database ("pgbouncer", is_admin) and its Pool (user
+ * "pgbouncer") at start-up, after moat->cfg is loaded, as pgbouncer does.
+ */
 void admin_setup(void);
+/* The console's Database and Pool made by admin_setup(); admin clients go on that pool. */
+Database *admin_database(void);
+Pool *admin_pool(void);
 /*
  * Handle one simple-protocol Query from an admin client. Always answers
- * (rows, CommandComplete or ErrorResponse, then ReadyForQuery).
+ * (rows, CommandComplete or ErrorResponse, then ReadyForQuery), with two
+ * pgbouncer exceptions: SHUTDOWN closes the connection instead, and PAUSE
+ * and WAIT_CLOSE answer later, once the servers are released or closed
+ * (queries the client pipelines meanwhile are answered after, in order).
  */
 void admin_handle_query(Client *c, const char *sql);
 /* Send the admin console's own welcome (params, key, ReadyForQuery) after auth. */
 void admin_send_welcome(Client *c);
+/* At exit: drop pending PAUSE/WAIT_CLOSE answers and their timer. */
+void admin_cleanup(void);
 
 #endif

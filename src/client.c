@@ -99,7 +99,7 @@ bool client_send_pktbuf(Client *c, PktBuf *pb)
 		return false;
 	if (bufferevent_write(c->bev, pb->data, pb->len) != 0)
 		return false;
-	if (c->pool)
+	if (c->pool && !c->is_admin)	/* pgbouncer counts no console traffic */
 		c->pool->stats.total.bytes_sent += pb->len;
 	return true;
 }
@@ -494,26 +494,14 @@ static bool client_admin_allowed(Client *c)
 	return admin || stats;
 }
 
-static Database *client_console_db(void)
-{
-	List *item;
-	list_for_each(item, &moat->databases) {
-		Database *db = container_of(item, Database, head);
-		if (db->is_admin)
-			return db;
-	}
-	return NULL;
-}
-
 static void client_login_console(Client *c)
 {
-	Database *db = client_console_db();
-	if (!db || !client_admin_allowed(c)) {
+	if (!client_admin_allowed(c)) {
 		client_disconnect(c, "28000", "not allowed");
 		return;
 	}
 	c->is_admin = true;
-	c->pool = pool_get(db, pool_get_user(c->user_name));
+	c->pool = admin_pool();
 	c->pool->user->client_count++;
 	c->tx_status = 'I';
 	client_set_state(c, CL_ACTIVE);

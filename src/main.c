@@ -241,6 +241,7 @@ static void moat_stop(Moat *m)
 	listener_close_all();
 	if (m->worker)
 		worker_destroy(m->worker);
+	admin_cleanup();
 	pool_free_all();
 	daemon_remove_pidfile(m->cfg->pidfile);
 	log_info("pgmoat stopped");

@@ -20,6 +20,13 @@ typedef struct PoolStats {
 	StatCounters last_period;	/* snapshot at the previous stats_period */
 	StatCounters avg;		/* per-second averages over the last period */
 	uint64_t max_wait_us;		/* not a counter: recomputed on demand */
+	/*
+	 * What the last period added, and how long it was: averages of several
+	 * pools (SHOW STATS per database) are recomputed from these, because
+	 * per-transaction times cannot be summed.
+	 */
+	StatCounters period_delta;
+	uint64_t period_usec;
 } PoolStats;
 
 typedef struct GlobalStats {
@@ -29,7 +36,16 @@ typedef struct GlobalStats {
 	uint64_t server_connect_failures;
 } GlobalStats;
 
+/*
+ * End a stats_period: avg = what happened since the previous roll, as
+ * pgbouncer 1.18 reports it (counts, bytes and wait time per second;
+ * xact_time per transaction; query_time per query), then snapshot.
+ */
 void stats_period_roll(PoolStats *ps, uint64_t period_usec);
 void stats_add(StatCounters *dst, const StatCounters *src);
+/* dst = a - b, field by field; a field that went backwards gives 0. */
+void stats_diff(StatCounters *dst, const StatCounters *a, const StatCounters *b);
+/* The averages of pgbouncer 1.18 for `delta` accumulated over period_usec (0: all zero). */
+void stats_compute_avg(StatCounters *avg, const StatCounters *delta, uint64_t period_usec);
 
 #endif
