@@ -40,10 +40,21 @@ typedef struct ScramServer {
 	uint8_t server_key[SCRAM_KEY_LEN];
 	ScramKeys recovered;	/* ClientKey recovered from the proof on success */
 	bool doomed;		/* unknown user: run the exchange, then fail */
+	char gs2_flag;		/* 'n' or 'y' from client-first: c= must echo the same header */
 } ScramServer;
 
-/* secret: SCRAM verifier or plain password; NULL: a doomed exchange for an unknown user. */
+/*
+ * secret: SCRAM verifier or plain password; NULL: a doomed exchange for an unknown user.
+ * A string with the verifier prefix that does not parse, or an md5 hash, is refused
+ * (false): using it as a plain password would make the stored hash the password.
+ */
 bool scram_server_init(ScramServer *ss, const char *secret) MUST_CHECK;
+/*
+ * A doomed exchange whose fake salt is derived from the user name and a
+ * per-process random key, so probing two unknown names does not reveal that
+ * both are unknown (PostgreSQL's mock authentication). Always fails at the end.
+ */
+bool scram_server_init_mock(ScramServer *ss, const char *user) MUST_CHECK;
 /* client-first-message -> server-first-message. */
 bool scram_server_first(ScramServer *ss, const uint8_t *in, size_t len, char **out,
 			size_t *out_len, char *err, size_t errlen) MUST_CHECK;
@@ -52,6 +63,7 @@ bool scram_server_final(ScramServer *ss, const uint8_t *in, size_t len, char **o
 			size_t *out_len, char *err, size_t errlen) MUST_CHECK;
 void scram_server_free(ScramServer *ss);
 
+/* A ScramClient must be zeroed ({0}) before scram_client_first(). */
 typedef struct ScramClient {
 	int state;
 	char *client_nonce;
@@ -74,8 +86,19 @@ bool scram_client_verify(ScramClient *sc, const uint8_t *in, size_t len, char *e
 			 size_t errlen) MUST_CHECK;
 void scram_client_free(ScramClient *sc);
 
-/* Build a verifier from a password (for tests and tooling). */
+/*
+ * Build a verifier from a password (for tests and tooling), in PostgreSQL's
+ * format; malloc'd, NULL when iterations <= 0 or salt_len is 0.
+ */
 char *scram_make_verifier(const char *password, const uint8_t *salt, size_t salt_len,
 			  int iterations);
+
+/*
+ * Test hooks: fix the nonce instead of drawing it at random, so the RFC 7677
+ * vectors can be replayed. Call after scram_server_init() (server part of the
+ * nonce) or on a zeroed ScramClient before scram_client_first().
+ */
+void scram_server_set_nonce_for_test(ScramServer *ss, const char *server_nonce);
+void scram_client_set_nonce_for_test(ScramClient *sc, const char *client_nonce);
 
 #endif
