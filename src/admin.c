@@ -981,7 +981,7 @@ static const AdminColumn fds_cols[] = {
 	{ "client_encoding", COLTYPE_TEXT }, { "std_strings", COLTYPE_TEXT },
 	{ "datestyle", COLTYPE_TEXT }, { "timezone", COLTYPE_TEXT }, { "password", COLTYPE_TEXT },
 	/* bytea in pgbouncer; ColType has no bytea and these are never filled */
-	{ "scram_client_key", COLTYPE_TEXT }, { "scram_server_key", COLTYPE_TEXT },
+	{ "scram_client_key", COLTYPE_BYTEA }, { "scram_server_key", COLTYPE_BYTEA },
 };
 
 /*

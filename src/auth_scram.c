@@ -699,3 +699,23 @@ char *scram_make_verifier(const char *password, const uint8_t *salt, size_t salt
 	util_wipe(server_key, sizeof(server_key));
 	return out;
 }
+
+bool scram_verify_plain(const char *verifier, const char *password)
+{
+	ScramServer ss = { 0 };
+	uint8_t salt[SCRAM_MAX_MESSAGE], client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	uint8_t stored[SCRAM_KEY_LEN];
+	size_t salt_len = 0;
+	bool ok = strncmp(verifier, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) == 0 &&
+		  scram_parse_verifier(&ss, verifier) &&
+		  b64_decode(ss.salt_b64, strlen(ss.salt_b64), salt, sizeof(salt), &salt_len) &&
+		  scram_keys_from_password(password, salt, salt_len, ss.iterations, client_key,
+					   server_key) &&
+		  scram_hash(client_key, sizeof(client_key), stored) &&
+		  util_secure_equal(stored, ss.stored_key, SCRAM_KEY_LEN) &&
+		  util_secure_equal(server_key, ss.server_key, SCRAM_KEY_LEN);
+	util_wipe(client_key, sizeof(client_key));
+	util_wipe(server_key, sizeof(server_key));
+	scram_server_free(&ss);
+	return ok;
+}

@@ -86,6 +86,9 @@ bool scram_client_verify(ScramClient *sc, const uint8_t *in, size_t len, char *e
 			 size_t errlen) MUST_CHECK;
 void scram_client_free(ScramClient *sc);
 
+/* Check a cleartext password against a stored SCRAM verifier (auth_type=plain). */
+bool scram_verify_plain(const char *verifier, const char *password) MUST_CHECK;
+
 /*
  * Build a verifier from a password (for tests and tooling), in PostgreSQL's
  * format; malloc'd, NULL when iterations <= 0 or salt_len is 0.

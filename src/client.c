@@ -290,8 +290,11 @@ static void client_auth_failed(Client *c)
 
 static void client_start_scram(Client *c, const UserlistEntry *ue)
 {
-	const char *secret = ue && ue->kind != SECRET_MD5 ? ue->secret : NULL;
-	if (!scram_server_init(&c->scram, secret)) {
+	/* Unknown users (and md5 secrets SCRAM cannot check) get a per-user fake salt, so
+	 * the exchange does not tell them apart from real users. */
+	bool ok = ue && ue->kind != SECRET_MD5 ? scram_server_init(&c->scram, ue->secret)
+					       : scram_server_init_mock(&c->scram, c->user_name);
+	if (!ok) {
 		client_disconnect(c, "08P01", "could not start SCRAM authentication");
 		return;
 	}
@@ -361,7 +364,7 @@ static bool check_plain_password(const UserlistEntry *ue, const char *user, cons
 		return strlen(ue->secret) == MD5_PASSWD_LEN &&
 		       util_secure_equal(stored, ue->secret, MD5_PASSWD_LEN);
 	}
-	return false;	/* a SCRAM verifier cannot check a cleartext password here */
+	return scram_verify_plain(ue->secret, pw);
 }
 
 static void client_handle_password(Client *c, const uint8_t *body, size_t len)

@@ -328,6 +328,7 @@ static void coltype_info(ColType t, int32_t *oid, int16_t *typlen)
 	case COLTYPE_NUMERIC: *oid = 1700; *typlen = -1; return;
 	case COLTYPE_TIMESTAMPTZ: *oid = 1184; *typlen = 8; return;
 	case COLTYPE_BOOL: *oid = 16; *typlen = 1; return;
+	case COLTYPE_BYTEA: *oid = 17; *typlen = -1; return;
 	case COLTYPE_TEXT: break;
 	}
 	*oid = 25;

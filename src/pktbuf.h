@@ -62,7 +62,8 @@ void pktbuf_cancel_request(PktBuf *pb, uint32_t pid, uint32_t key);
 void pktbuf_startup(PktBuf *pb, const char *const *params);
 
 /* Result sets for the admin console: text columns. */
-typedef enum { COLTYPE_TEXT, COLTYPE_INT4, COLTYPE_INT8, COLTYPE_NUMERIC, COLTYPE_TIMESTAMPTZ, COLTYPE_BOOL } ColType;
+typedef enum { COLTYPE_TEXT, COLTYPE_INT4, COLTYPE_INT8, COLTYPE_NUMERIC, COLTYPE_TIMESTAMPTZ, COLTYPE_BOOL,
+	       COLTYPE_BYTEA } ColType;
 void pktbuf_row_description(PktBuf *pb, int ncols, const char *const *names, const ColType *types);
 /* DataRow of text values; NULL value = SQL NULL. */
 void pktbuf_data_row(PktBuf *pb, int ncols, const char *const *values);

@@ -547,3 +547,16 @@ Test(scram_client, verify_before_final_is_refused)
 					  strlen(EMPTY_USER_SERVER_FINAL), err, sizeof(err)));
 	scram_client_free(&sc);
 }
+
+Test(scram, verify_plain_accepts_only_the_right_password)
+{
+	const uint8_t salt[16] = "0123456789abcdef";
+	char *v = scram_make_verifier("s3cret", salt, sizeof(salt), 4096);
+	cr_assert_not_null(v);
+	cr_assert(scram_verify_plain(v, "s3cret"));
+	cr_assert_not(scram_verify_plain(v, "s3creT"));
+	cr_assert_not(scram_verify_plain(v, ""));
+	cr_assert_not(scram_verify_plain("md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "s3cret"));
+	cr_assert_not(scram_verify_plain("SCRAM-SHA-256$4096:!!$x:y", "s3cret"));
+	free(v);
+}
