@@ -543,12 +543,7 @@ static void server_after_ready(Server *s, char status)
 	server_account_ready(s, c, status);
 	if (!s->ready || c->fwd_remaining > 0)
 		return;
-	PoolMode mode = pool_effective_mode(s->pool);
-	if (mode == POOL_STATEMENT && status != 'I') {
-		client_disconnect(c, "08P01", "transaction blocks not allowed in statement pooling mode");
-		return;
-	}
-	if (mode != POOL_SESSION && status == 'I') {
+	if (pool_effective_mode(s->pool) != POOL_SESSION && status == 'I') {
 		pool_release_server(s);
 		if (c->state == CL_ACTIVE && c->bev &&
 		    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
@@ -612,6 +607,11 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	}
 	if (msgio_body_len(h) != 1) {
 		server_disconnect(s, "invalid ReadyForQuery from server");
+		return false;
+	}
+	if (body[0] != 'I' && pool_effective_mode(s->pool) == POOL_STATEMENT) {
+		/* The statement that opened the transaction gets the error, not a later one. */
+		client_disconnect(c, "08P01", "transaction blocks not allowed in statement pooling mode");
 		return false;
 	}
 	evbuffer_add(out, msg, total);
