@@ -1,0 +1,130 @@
+"""Admin console: pgbouncer 1.18's SHOW columns, and its commands."""
+
+import contextlib
+import time
+
+import psycopg2
+import pytest
+
+from conftest import Bg, IS_PGBOUNCER, assert_still_serving, pgmoat_only, wait_until
+
+SHOWS = ["POOLS", "CLIENTS", "SERVERS", "STATS", "DATABASES", "CONFIG", "VERSION", "LISTS",
+         "USERS", "STATS_TOTALS", "STATS_AVERAGES", "MEM", "SOCKETS", "ACTIVE_SOCKETS", "FDS",
+         "DNS_HOSTS", "DNS_ZONES"]
+
+
+@pytest.fixture(scope="module")
+def reference_pgbouncer(module_proxy_factory):
+    """The real pgbouncer 1.18 with the same config, whatever the target is."""
+    return module_proxy_factory(kind="pgbouncer")
+
+
+@pytest.fixture(scope="module")
+def busy_proxy_tx(proxy_tx):
+    """The target with a client and a server in its lists."""
+    c = proxy_tx.connect(autocommit=True)
+    with c.cursor() as cur:
+        cur.execute("select 1")
+    yield proxy_tx
+    c.close()
+
+
+def columns(proxy, what):
+    return proxy.show(what)[0]
+
+
+@pytest.mark.parametrize("what", SHOWS)
+def test_show_columns_equal_pgbouncer_1_18(busy_proxy_tx, reference_pgbouncer, what):
+    assert columns(busy_proxy_tx, what) == columns(reference_pgbouncer, what)
+
+
+def test_show_config_lists_the_same_keys_as_pgbouncer(busy_proxy_tx, reference_pgbouncer):
+    ours = [r["key"] for r in busy_proxy_tx.show_dicts("CONFIG")]
+    theirs = [r["key"] for r in reference_pgbouncer.show_dicts("CONFIG")]
+    assert sorted(set(theirs) - set(ours)) == []
+
+
+def test_show_pools_reports_the_pool_of_a_connected_client(busy_proxy_tx):
+    rows = busy_proxy_tx.show_dicts("POOLS")
+    app = [r for r in rows if r["database"] == "app" and r["user"] == "app"]
+    assert len(app) == 1
+    assert app[0]["cl_active"] >= 1
+    assert app[0]["pool_mode"] == "transaction"
+
+
+def test_show_clients_and_servers_name_database_and_user(busy_proxy_tx):
+    clients = busy_proxy_tx.show_dicts("CLIENTS")
+    assert any(r["database"] == "app" and r["user"] == "app" for r in clients)
+    servers = busy_proxy_tx.show_dicts("SERVERS")
+    assert any(r["database"] == "app" and r["user"] == "app" for r in servers)
+
+
+def test_show_databases_lists_configured_databases(busy_proxy_tx, pg):
+    rows = {r["name"]: r for r in busy_proxy_tx.show_dicts("DATABASES")}
+    assert {"app", "bench", "postgres", "pgbouncer"} <= set(rows)
+    assert rows["app"]["port"] == pg.port
+    assert rows["app"]["database"] == "app"
+
+
+def test_show_version_names_the_product(busy_proxy_tx):
+    cols, rows = busy_proxy_tx.show("VERSION")
+    assert cols == ["version"]
+    assert ("PgBouncer" if IS_PGBOUNCER else "pgmoat") in rows[0][0]
+
+
+def test_stats_user_can_show_but_not_pause(busy_proxy_tx):
+    cols, rows = busy_proxy_tx.show("POOLS", user="stats")
+    assert "cl_active" in cols
+    with contextlib.closing(busy_proxy_tx.admin("stats")) as c, c.cursor() as cur:
+        with pytest.raises(psycopg2.Error) as ei:
+            cur.execute("PAUSE")
+        assert "admin access needed" in str(ei.value)
+    assert_still_serving(busy_proxy_tx)
+
+
+def test_ordinary_user_cannot_use_the_admin_console(busy_proxy_tx):
+    with pytest.raises(psycopg2.Error):
+        busy_proxy_tx.admin("app").close()
+
+
+def test_pause_holds_new_queries_and_resume_releases_them(proxy_factory):
+    p = proxy_factory()
+    assert p.query("select 1") == [(1,)]
+    with contextlib.closing(p.admin()) as a, a.cursor() as cur:
+        cur.execute("PAUSE")
+        q = Bg(p.query, "select 2")
+        time.sleep(1.0)
+        assert not q.done()
+        cur.execute("RESUME")
+        assert q.result(10) == [(2,)]
+
+
+def test_reload_command_rereads_the_config(proxy_factory):
+    p = proxy_factory(settings={"default_pool_size": "3"})
+    p.settings["default_pool_size"] = "4"
+    p.write_config()
+    with contextlib.closing(p.admin()) as a, a.cursor() as cur:
+        cur.execute("RELOAD")
+    assert p.config_value("default_pool_size") == "4"
+
+
+def test_shutdown_command_stops_the_proxy(proxy_factory):
+    p = proxy_factory()
+    p.expect_exit = True
+    a = p.admin()
+    try:
+        with a.cursor() as cur:
+            try:
+                cur.execute("SHUTDOWN")
+            except psycopg2.Error:
+                pass  # the console may close before answering
+    finally:
+        a.close()
+    wait_until(lambda: not p.alive(), 10, what="proxy to exit after SHUTDOWN")
+
+
+@pgmoat_only
+def test_pgmoat_database_name_is_also_the_admin_console(busy_proxy_tx):
+    with contextlib.closing(busy_proxy_tx.admin(db="pgmoat")) as c, c.cursor() as cur:
+        cur.execute("SHOW VERSION")
+        assert "pgmoat" in cur.fetchone()[0]
