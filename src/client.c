@@ -281,11 +281,14 @@ static const UserlistEntry *client_userlist_entry(const Client *c)
 	return ul ? userlist_find(ul, c->user_name) : NULL;
 }
 
+/* pgbouncer's wording: the SASL path and the password path fail differently. */
 static void client_auth_failed(Client *c)
 {
 	moat->stats.login_failures++;
-	client_disconnect(c, "28P01", "password authentication failed for user \"%s\"",
-			  c->user_name);
+	bool sasl = c->auth_phase == AUTH_PHASE_SASL_INIT || c->auth_phase == AUTH_PHASE_SASL_CONT;
+	slog_info(c, "authentication failed for user \"%s\"", c->user_name);
+	client_disconnect(c, "28P01", sasl ? "SASL authentication failed"
+					  : "password authentication failed");
 }
 
 static void client_start_scram(Client *c, const UserlistEntry *ue)
@@ -826,6 +829,7 @@ void client_on_server_assigned(Client *c, Server *s)
 	pool->stats.total.server_assignment_count++;
 	c->link = s;
 	s->link = c;
+	s->fresh = false;
 	client_set_state(c, CL_ACTIVE);
 	server_set_state(s, SV_ACTIVE);
 	s->request_time = now;

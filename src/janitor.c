@@ -73,8 +73,7 @@ static void janitor_check_idle_servers(Pool *pool, usec_t now)
 		else if (expired(s->idle_since, cfg->server_idle_timeout, now) &&
 			 pool_count_servers(pool) > min)
 			server_disconnect(s, "server idle timeout");
-		else if (cfg->server_check_query && *cfg->server_check_query &&
-			 now - s->idle_since >= cfg->server_check_delay)
+		else if (pool_server_needs_check(s))
 			server_set_state(s, SV_USED);
 	}
 	list_for_each_safe(item, &pool->used_servers, tmp) {

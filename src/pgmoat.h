@@ -201,6 +201,7 @@ struct Server {
 	bool in_copy;		/* CopyIn/CopyOut/CopyBoth in progress */
 	bool welcome_pending;	/* first login of the pool: record ParameterStatus */
 	bool reading_paused;	/* stopped reading: the client's output is full */
+	bool fresh;		/* just logged in or checked: no server_check_query needed */
 	int cancels_in_flight;	/* forwarded cancels not yet done: not reusable until 0 */
 
 	usec_t connect_time;	/* wall clock */

@@ -211,6 +211,32 @@ static bool pool_login_retry_blocked(const Pool *pool)
 	       util_now_mono() - pool->last_connect_failed < moat->cfg->server_login_retry;
 }
 
+/*
+ * At max_db_connections / max_user_connections, a waiting client may take the
+ * slot of an idle server in a sibling pool (same database, or same user), as
+ * pgbouncer does; otherwise one idle pool could starve the others for good.
+ */
+static bool pool_evict_idle_server(Pool *pool, bool same_db)
+{
+	if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients))
+		return false;
+	List *item;
+	list_for_each(item, &moat->pools) {
+		Pool *other = container_of(item, Pool, head);
+		bool sibling = same_db ? other->db == pool->db : other->user == pool->user;
+		if (other == pool || !sibling)
+			continue;
+		List *si = list_empty(&other->used_servers) ? other->idle_servers.prev
+							    : other->used_servers.prev;
+		if (si == &other->idle_servers)
+			continue;
+		server_disconnect(container_of(si, Server, head), "closing an idle server to make room (%s)",
+				  same_db ? "max_db_connections" : "max_user_connections");
+		return true;
+	}
+	return false;
+}
+
 /* May this pool open one more server connection now? */
 static bool pool_may_connect(Pool *pool)
 {
@@ -223,10 +249,12 @@ static bool pool_may_connect(Pool *pool)
 			 pool->user->name);
 	}
 	int dbmax = db_max_connections(pool->db);
-	if (dbmax > 0 && pool->db->connection_count >= dbmax)
+	if (dbmax > 0 && pool->db->connection_count >= dbmax &&
+	    !pool_evict_idle_server(pool, true))
 		return false;
 	int usermax = user_max_connections(pool->user);
-	if (usermax > 0 && pool->user->connection_count >= usermax)
+	if (usermax > 0 && pool->user->connection_count >= usermax &&
+	    !pool_evict_idle_server(pool, false))
 		return false;
 	if (!list_empty(&pool->login_servers) && list_count(&pool->login_servers) >=
 	    list_count(&pool->waiting_clients) + list_count(&pool->waiting_login_clients))
@@ -259,25 +287,45 @@ static void pool_open_connections(Pool *pool)
 	opening = false;
 }
 
+/* Idle longer than server_check_delay (0: always) and not checked since its last use. */
+bool pool_server_needs_check(const Server *s)
+{
+	const char *q = moat->cfg->server_check_query;
+	return q && *q && !s->fresh &&
+	       util_now_mono() - s->idle_since >= moat->cfg->server_check_delay;
+}
+
+static void pool_start_check(Server *s)
+{
+	server_set_state(s, SV_TESTED);
+	s->fresh = true;
+	if (!server_send_internal_query(s, moat->cfg->server_check_query))
+		server_disconnect(s, "could not send server_check_query");
+}
+
 /* Hand the warmest idle server to the oldest waiting client. */
 static bool pool_assign_one(Pool *pool)
 {
 	List *ci = list_first(&pool->waiting_clients);
 	if (!ci)
 		return false;
-	List *si;
-	list_for_each(si, &pool->idle_servers) {
+	List *si, *tmp;
+	list_for_each_safe(si, &pool->idle_servers, tmp) {
 		Server *s = container_of(si, Server, head);
 		/* A cancel still on its way must not hit the next client's query. */
 		if (s->cancels_in_flight > 0)
 			continue;
+		if (pool_server_needs_check(s)) {
+			pool_start_check(s);
+			continue;
+		}
 		client_on_server_assigned(container_of(ci, Client, head), s);
 		return true;
 	}
 	return false;
 }
 
-/* Servers idle too long are checked before reuse (server_check_delay). */
+/* Servers the janitor moved to USED are checked before reuse. */
 static void pool_check_used_servers(Pool *pool)
 {
 	List *item, *tmp;
@@ -286,15 +334,7 @@ static void pool_check_used_servers(Pool *pool)
 	list_for_each_safe(item, &pool->used_servers, tmp) {
 		if (need-- <= 0)
 			break;
-		Server *s = container_of(item, Server, head);
-		const char *q = moat->cfg->server_check_query;
-		if (!q || !*q) {
-			server_set_state(s, SV_IDLE);
-			continue;
-		}
-		server_set_state(s, SV_TESTED);
-		if (!server_send_internal_query(s, q))
-			server_disconnect(s, "could not send server_check_query");
+		pool_start_check(container_of(item, Server, head));
 	}
 }
 

@@ -40,6 +40,9 @@ void pool_apply_config(Config *cfg);
 int pool_count_servers(const Pool *pool);
 void pool_max_wait(const Pool *pool, usec_t now, usec_t *max_wait_us);
 
+/* Idle past server_check_delay and not checked since it was last used. */
+bool pool_server_needs_check(const Server *s);
+
 /* Record one of the server's ParameterStatus values for the welcome of new clients. */
 void pool_welcome_add(Pool *pool, const char *name, const char *value);
 /* At exit: free every pool, database and user object. */

@@ -371,6 +371,7 @@ static void server_login_done(Server *s)
 	free(pool->last_login_error);
 	pool->last_login_error = NULL;
 	s->ready = true;
+	s->fresh = true;
 	s->welcome_pending = false;
 	if (moat->cfg->log_connections)
 		svlog_info(s, "new server connection");
