@@ -3,9 +3,9 @@
  * authentication against the auth_file, the welcome, and forwarding of the
  * client's messages to its server.
  *
- * Reading stops (reading_paused) while the client waits for a server or while
- * its server's output buffer is full; whoever removes the obstacle calls
- * client_resume_reading().
+ * Input is not processed while the client waits for a server (CL_WAITING),
+ * and reading stops (reading_paused) while its server's output buffer is
+ * full; whoever removes the obstacle calls client_resume_reading().
  */
 #include "client.h"
 #include "server.h"
@@ -112,6 +112,7 @@ static void client_free_later(Client *c)
 static void client_close_socket(Client *c)
 {
 	if (c->bev) {
+		msgio_output_detach(&c->out);
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 	}
@@ -167,6 +168,8 @@ static void client_close_after_flush(Client *c)
 	bufferevent_set_timeouts(c->bev, NULL, &tv);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		client_close_socket(c);
+	else
+		bufferevent_enable(c->bev, EV_WRITE);
 }
 
 void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
@@ -669,6 +672,7 @@ static bool client_msg_type_valid(uint8_t t)
 	return strchr("QPBEDSCHFdcf", t) != NULL && t != 0;
 }
 
+/* Backpressure: the server's output is full. */
 static void client_pause_reading(Client *c)
 {
 	if (!c->reading_paused) {
@@ -790,7 +794,11 @@ static void client_forward(Client *c)
 			return;
 		}
 		if (!s) {
-			client_pause_reading(c);
+			/*
+			 * Assigned at once, the client carries on from client_on_server_assigned();
+			 * queued, its input waits (CL_WAITING is not processed) while the socket
+			 * stays readable, bounded by the read watermark, so an EOF is still seen.
+			 */
 			pool_request_server(c);
 			return;
 		}
@@ -867,6 +875,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 static void client_write_cb(struct bufferevent *bev, void *arg)
 {
 	Client *c = arg;
+	msgio_output_drained(bev);
 	if (c->link && c->link->reading_paused)
 		server_resume_reading(c->link);
 }
@@ -929,7 +938,8 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CLIENT_READ_HIGH);
 	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUT_LOW, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	msgio_output_attach(&c->out, &w->flusher, c->bev);
+	bufferevent_enable(c->bev, EV_READ);
 }
 
 /* Called from the worker's deferred-free event: the client's callbacks are done. */

@@ -132,6 +132,13 @@ static Worker *worker_create(void)
 	list_init(&w->free_clients);
 	list_init(&w->free_servers);
 	w->free_ev = event_new(w->base, -1, 0, free_deferred_cb, w);
+	if (!w->free_ev || !msgio_flusher_init(&w->flusher, w->base)) {
+		if (w->free_ev)
+			event_free(w->free_ev);
+		event_base_free(w->base);
+		free(w);
+		return NULL;
+	}
 	return w;
 }
 
@@ -149,11 +156,13 @@ static void worker_destroy(Worker *w)
 		if (c->state != CL_FREE)
 			client_disconnect(c, NULL, "shutdown");
 		if (c->bev) {
+			msgio_output_detach(&c->out);
 			bufferevent_free(c->bev);
 			c->bev = NULL;
 		}
 	}
 	free_deferred_cb(-1, 0, w);
+	msgio_flusher_free(&w->flusher);
 	event_free(w->free_ev);
 	event_base_free(w->base);
 	free(w);

@@ -22,4 +22,39 @@ static inline size_t msgio_body_len(const MsgHeader *h) { return h->len - 4; }
 /* Move up to n bytes from in to out without copying where possible; returns bytes moved. */
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
 
+
+
+/*
+ * Direct output flushing. bufferevents arm EPOLLOUT for every write and
+ * disarm it once drained: two epoll_ctl calls per message. Instead, outputs
+ * keep EV_WRITE disabled; any data added marks the connection dirty, and one
+ * deferred event per loop pass writes every dirty output straight to its
+ * socket. Only a socket that would block gets EV_WRITE (the bufferevent then
+ * finishes the job and reports errors as usual). After a direct write that
+ * drains the output to its low watermark, the bufferevent's write callback is
+ * invoked, so callers see the same contract as with plain bufferevents.
+ */
+#include "list.h"
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+typedef struct Flusher {
+	List dirty;		/* OutFlush entries with unsent output */
+	struct event *ev;	/* deferred: runs once per loop pass */
+} Flusher;
+
+typedef struct OutFlush {
+	List link;		/* in flusher->dirty while queued */
+	struct bufferevent *bev;
+	Flusher *owner;
+	bool queued;
+} OutFlush;
+
+bool msgio_flusher_init(Flusher *f, struct event_base *base) MUST_CHECK;
+void msgio_flusher_free(Flusher *f);
+/* Take over the output side of bev; call msgio_output_detach before freeing bev. */
+void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev);
+void msgio_output_detach(OutFlush *of);
+/* From a bufferevent write callback: stop EV_WRITE once everything is out. */
+void msgio_output_drained(struct bufferevent *bev);
 #endif

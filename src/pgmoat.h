@@ -32,6 +32,7 @@
 #include "varcache.h"
 #include "auth_scram.h"
 #include "stats.h"
+#include "msgio.h"
 
 typedef struct Moat Moat;
 typedef struct Worker Worker;
@@ -136,6 +137,7 @@ struct Client {
 	Pool *pool;		/* NULL until login resolves database and user */
 	Server *link;		/* the server serving us, while CL_ACTIVE */
 	struct bufferevent *bev;
+	OutFlush out;		/* direct flushing of bev's output */
 	uint64_t id;		/* for logs: C-<id> */
 	PeerAddr remote;
 	PeerAddr local;
@@ -157,7 +159,7 @@ struct Client {
 	char tx_status;		/* 'I', 'T' or 'E' as last reported to the client */
 	int pending_requests;	/* Query/Sync/FunctionCall sent, ReadyForQuery not yet seen */
 	size_t fwd_remaining;	/* bytes of a message still streaming to the server */
-	bool reading_paused;	/* reading stopped: our server's output is full, or waiting */
+	bool reading_paused;	/* EV_READ off: our server's output is full */
 	bool close_after_flush;	/* an error was sent; close when written */
 	bool counted;		/* holds a slot in moat->client_count */
 	bool pinned;		/* keeps its server until disconnect (session mode or COPY) */
@@ -178,6 +180,7 @@ struct Server {
 	Pool *pool;
 	Client *link;		/* the client we serve while SV_ACTIVE */
 	struct bufferevent *bev;
+	OutFlush out;		/* direct flushing of bev's output */
 	uint64_t id;		/* for logs: S-<id> */
 	PeerAddr remote;
 	PeerAddr local;
@@ -220,6 +223,7 @@ struct Worker {
 	List free_clients;	/* CL_FREE, freed on the next loop turn */
 	List free_servers;
 	struct event *free_ev;	/* deferred free */
+	Flusher flusher;	/* writes dirty outputs once per loop pass */
 	uint64_t next_id;
 };
 

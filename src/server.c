@@ -156,6 +156,7 @@ void server_disconnect(Server *s, const char *fmt, ...)
 	}
 	if (s->bev) {
 		server_send_terminate(s);
+		msgio_output_detach(&s->out);
 		bufferevent_free(s->bev);
 		s->bev = NULL;
 	}
@@ -724,6 +725,7 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
 static void server_write_cb(struct bufferevent *bev, void *arg)
 {
 	Server *s = arg;
+	msgio_output_drained(bev);
 	if (s->link && s->link->reading_paused)
 		client_resume_reading(s->link);
 }
@@ -823,7 +825,8 @@ static bool server_start_connect(Server *s)
 				      (suseconds_t)(moat->cfg->server_connect_timeout % USEC_PER_SEC) };
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 	}
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	msgio_output_attach(&s->out, &s->worker->flusher, s->bev);
+	bufferevent_enable(s->bev, EV_READ);
 	return bufferevent_socket_connect(s->bev, (struct sockaddr *)&s->addr, (int)s->addrlen) == 0;
 }
 
