@@ -38,7 +38,7 @@ static void cancel_finish(struct bufferevent *bev, CancelReq *req)
 	Server *s = cancel_find_server(req->worker, req->server_id);
 	if (s && s->cancels_in_flight > 0) {
 		s->cancels_in_flight--;
-		pool_maintain(s->pool);
+		pool_schedule_maintain(s->pool);
 	}
 	free(req);
 }

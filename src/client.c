@@ -207,7 +207,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	else
 		client_close_socket(c);
 	if (pool)
-		pool_maintain(pool);
+		pool_schedule_maintain(pool);
 }
 
 void client_send_error_ready(Client *c, const char *sqlstate, const char *fmt, ...)
@@ -551,7 +551,7 @@ static void client_auth_ok(Client *c)
 	}
 	client_set_state(c, CL_WAITING_LOGIN);
 	c->wait_start = util_now_mono();
-	pool_maintain(pool);
+	pool_schedule_maintain(pool);
 }
 
 /* Checks every client can fail before we ask for a password. */
@@ -737,17 +737,23 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 	case 'Q':
 	case 'F':
 		s->pending_requests++;
+		s->syncs_since_execute = 0;
 		s->ready = false;
 		c->query_start = now;
 		break;
 	case 'S':
+		if (s->copy_in)
+			break;	/* ignored by a server in copy-in: no ReadyForQuery comes for it */
 		s->pending_requests++;
+		s->syncs_since_execute++;
 		s->ready = false;
 		s->unsynced = false;
 		break;
+	case 'E':
+		s->syncs_since_execute = 0;
+		/* fall through */
 	case 'P':
 	case 'B':
-	case 'E':
 	case 'D':
 	case 'C':
 	case 'H':
@@ -755,6 +761,10 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 			c->query_start = now;
 		s->unsynced = true;
 		s->ready = false;
+		break;
+	case 'c':
+	case 'f':
+		s->copy_in = false;
 		break;
 	default:
 		break;
@@ -775,6 +785,8 @@ static void client_forward(Client *c)
 		}
 		if (c->fwd_remaining > 0) {
 			c->fwd_remaining -= msgio_move(in, bufferevent_get_output(s->bev), c->fwd_remaining);
+			if (c->fwd_remaining == 0)
+				server_release_if_done(s);	/* its ReadyForQuery came first */
 			continue;
 		}
 		MsgHeader h;
@@ -850,7 +862,16 @@ void client_on_server_assigned(Client *c, Server *s)
 			return;
 		}
 	}
-	client_resume_reading(c);
+	/*
+	 * Carry on from the event loop, not from here: assignment happens inside
+	 * release and disconnect paths, and processing input here would nest one
+	 * client's teardown inside another's without bound.
+	 */
+	if (c->reading_paused) {
+		c->reading_paused = false;
+		bufferevent_enable(c->bev, EV_READ);
+	}
+	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 Client *client_find_by_cancel_key(Worker *w, uint32_t pid, uint32_t key)

@@ -31,13 +31,9 @@ static void janitor_check_active_client(Client *c, usec_t now)
 			client_disconnect(c, "08P01", "query_timeout");
 		return;
 	}
-	if (s->tx_status != 'I') {
-		if (expired(s->request_time, cfg->idle_transaction_timeout, now))
-			client_disconnect(c, "08P01", "idle transaction timeout");
-		return;
-	}
-	if (expired(c->request_time, cfg->client_idle_timeout, now))
-		client_disconnect(c, "08P01", "client_idle_timeout");
+	/* pgbouncer applies client_idle_timeout only to clients without a server. */
+	if (s->tx_status != 'I' && expired(s->request_time, cfg->idle_transaction_timeout, now))
+		client_disconnect(c, "08P01", "idle transaction timeout");
 }
 
 static void janitor_check_clients(Pool *pool, usec_t now)
@@ -58,6 +54,16 @@ static void janitor_check_clients(Pool *pool, usec_t now)
 		return;
 	list_for_each_safe(item, &pool->active_clients, tmp)
 		janitor_check_active_client(container_of(item, Client, head), now);
+}
+
+/* After a reload lowered the pool size, close idle servers above it (coldest first). */
+static void janitor_close_surplus(Pool *pool)
+{
+	int limit = pool_effective_size(pool);
+	while (pool_count_servers(pool) > limit && !list_empty(&pool->idle_servers)) {
+		Server *s = container_of(pool->idle_servers.prev, Server, head);
+		server_disconnect(s, "pool size lowered");
+	}
 }
 
 static void janitor_check_idle_servers(Pool *pool, usec_t now)
@@ -105,6 +111,17 @@ static bool client_at_boundary(const Client *c)
 	return !s || (s->ready && s->tx_status == 'I');
 }
 
+/* Closed clients whose last message (the shutdown error) is still being written. */
+static bool janitor_clients_flushing(Worker *w)
+{
+	List *item;
+	list_for_each(item, &w->free_clients) {
+		if (container_of(item, Client, head)->bev)
+			return true;
+	}
+	return false;
+}
+
 /* Draining: close every client at its next transaction boundary, then stop. */
 static void janitor_drain(Worker *w)
 {
@@ -118,7 +135,7 @@ static void janitor_drain(Worker *w)
 		}
 		client_disconnect(c, "57P01", "pgbouncer is shutting down");
 	}
-	if (moat->client_count > 0)
+	if (moat->client_count > 0 || janitor_clients_flushing(w))
 		return;
 	list_for_each_safe(item, &w->all_servers, tmp) {
 		Server *s = container_of(item, Server, all_head);
@@ -153,6 +170,7 @@ void janitor_run(void)
 		Pool *pool = container_of(item, Pool, head);
 		janitor_check_clients(pool, now);
 		janitor_check_idle_servers(pool, now);
+		janitor_close_surplus(pool);
 		pool_maintain(pool);
 	}
 	janitor_roll_stats(now);

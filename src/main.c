@@ -132,7 +132,7 @@ static Worker *worker_create(void)
 	list_init(&w->free_clients);
 	list_init(&w->free_servers);
 	w->free_ev = event_new(w->base, -1, 0, free_deferred_cb, w);
-	if (!w->free_ev || !msgio_flusher_init(&w->flusher, w->base)) {
+	if (!w->free_ev || !msgio_flusher_init(&w->flusher, w->base) || !pool_maintain_setup(w)) {
 		if (w->free_ev)
 			event_free(w->free_ev);
 		event_base_free(w->base);
@@ -163,6 +163,7 @@ static void worker_destroy(Worker *w)
 	}
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
+	pool_maintain_teardown(w);
 	event_free(w->free_ev);
 	event_base_free(w->base);
 	free(w);

@@ -113,6 +113,9 @@ struct Pool {
 	List tested_servers;	/* SV_TESTED */
 	List login_servers;	/* SV_LOGIN */
 
+	bool maintain_pending;	/* pool_schedule_maintain() was called */
+	bool in_maintain;	/* pool_maintain() is running: nested calls only mark again */
+	bool maintain_again;
 	ParamList welcome;	/* the server's ParameterStatus set, sent to new clients */
 	bool welcome_ready;
 	ScramKeys scram_keys;	/* recovered from a client's SCRAM login, for servers */
@@ -202,6 +205,8 @@ struct Server {
 	bool fwd_discard;	/* ...or being skipped (replies to our own queries) */
 	bool close_needed;	/* RECONNECT / lifetime / dirty: close when released */
 	bool in_copy;		/* CopyIn/CopyOut/CopyBoth in progress */
+	bool copy_in;		/* server in copy-in: it ignores Sync/Flush until CopyDone/Fail */
+	int syncs_since_execute;	/* Syncs after the last Execute/Query: ignored if it starts COPY IN */
 	bool welcome_pending;	/* first login of the pool: record ParameterStatus */
 	bool reading_paused;	/* stopped reading: the client's output is full */
 	bool fresh;		/* just logged in or checked: no server_check_query needed */
@@ -224,6 +229,7 @@ struct Worker {
 	List free_servers;
 	struct event *free_ev;	/* deferred free */
 	Flusher flusher;	/* writes dirty outputs once per loop pass */
+	struct event *maintain_ev;	/* deferred pool_maintain() of flagged pools */
 	uint64_t next_id;
 };
 

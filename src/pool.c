@@ -338,7 +338,7 @@ static void pool_check_used_servers(Pool *pool)
 	}
 }
 
-void pool_maintain(Pool *pool)
+static void pool_maintain_once(Pool *pool)
 {
 	if (pool_paused(pool))
 		return;
@@ -346,6 +346,51 @@ void pool_maintain(Pool *pool)
 	while (pool_assign_one(pool))
 		;
 	pool_open_connections(pool);
+}
+
+void pool_maintain(Pool *pool)
+{
+	if (pool->in_maintain) {
+		pool->maintain_again = true;
+		return;
+	}
+	pool->in_maintain = true;
+	do {
+		pool->maintain_again = false;
+		pool_maintain_once(pool);
+	} while (pool->maintain_again);
+	pool->in_maintain = false;
+}
+
+void pool_schedule_maintain(Pool *pool)
+{
+	pool->maintain_pending = true;
+	event_active(moat->worker->maintain_ev, EV_TIMEOUT, 0);
+}
+
+static void pool_maintain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	List *item, *tmp;
+	list_for_each_safe(item, &moat->pools, tmp) {
+		Pool *p = container_of(item, Pool, head);
+		if (p->maintain_pending) {
+			p->maintain_pending = false;
+			pool_maintain(p);
+		}
+	}
+}
+
+bool pool_maintain_setup(Worker *w)
+{
+	w->maintain_ev = event_new(w->base, -1, 0, pool_maintain_cb, NULL);
+	return w->maintain_ev != NULL;
+}
+
+void pool_maintain_teardown(Worker *w)
+{
+	if (w->maintain_ev)
+		event_free(w->maintain_ev);
+	w->maintain_ev = NULL;
 }
 
 void pool_maintain_all(void)
@@ -378,10 +423,10 @@ static bool server_needs_reset(const Server *s, PoolMode mode)
 	return mode == POOL_SESSION || moat->cfg->server_reset_query_always;
 }
 
+/* pgbouncer: server_lifetime = 0 means a connection is used once, then closed. */
 static bool server_expired(const Server *s)
 {
-	usec_t life = moat->cfg->server_lifetime;
-	return life > 0 && util_now_mono() - s->connect_mono >= life;
+	return util_now_mono() - s->connect_mono >= moat->cfg->server_lifetime;
 }
 
 void pool_release_server(Server *s)
@@ -458,6 +503,7 @@ static void server_mark_close(Server *s)
 
 static void server_kill(Server *s)
 {
+	s->close_needed = true;	/* never back into the pool, even if its client left it clean */
 	if (s->link)
 		client_disconnect(s->link, "08P01", "database removed or killed by admin");
 	else

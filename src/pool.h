@@ -23,6 +23,13 @@ void pool_request_server(Client *c);
 void pool_release_server(Server *s);
 /* Try to serve waiting clients and keep min_pool_size; called after any change. */
 void pool_maintain(Pool *pool);
+/*
+ * The same, on the next pass of the event loop. Teardown paths use this, so
+ * no disconnect can re-enter a walk over the pool's lists.
+ */
+void pool_schedule_maintain(Pool *pool);
+bool pool_maintain_setup(Worker *w) MUST_CHECK;
+void pool_maintain_teardown(Worker *w);
 void pool_maintain_all(void);
 
 /* Admin operations. */

@@ -170,7 +170,7 @@ void server_disconnect(Server *s, const char *fmt, ...)
 		server_fail_waiting_clients(pool, "08P01", pool->last_login_error
 				? pool->last_login_error : "pgbouncer cannot connect to server");
 	}
-	pool_maintain(pool);
+	pool_schedule_maintain(pool);
 }
 
 /* ---- login ---------------------------------------------------------- */
@@ -383,7 +383,7 @@ static void server_login_done(Server *s)
 		list_for_each_safe(item, &pool->waiting_login_clients, tmp)
 			client_finish_login(container_of(item, Client, head));
 	}
-	pool_maintain(pool);
+	pool_schedule_maintain(pool);
 }
 
 static void server_login_ready(Server *s)
@@ -485,7 +485,7 @@ static void server_internal_done(Server *s)
 	if (s->state == SV_TESTED) {
 		s->ready = s->pending_requests == 0;
 		server_set_state(s, SV_IDLE);
-		pool_maintain(s->pool);
+		pool_schedule_maintain(s->pool);
 	}
 }
 
@@ -504,7 +504,7 @@ static void server_swallow(Server *s, const MsgHeader *h, const uint8_t *body)
 		return;
 	case 'Z':
 		s->internal_queries--;
-		s->ready = s->internal_queries == 0 && s->pending_requests == 0;
+		s->ready = s->internal_queries == 0 && s->pending_requests == 0 && !s->unsynced;
 		if (s->internal_queries == 0)
 			server_internal_done(s);
 		return;
@@ -535,6 +535,7 @@ static void server_after_ready(Server *s, char status)
 	Client *c = s->link;
 	s->tx_status = status;
 	s->in_copy = false;
+	s->copy_in = false;
 	s->request_time = util_now_mono();
 	if (s->pending_requests > 0)
 		s->pending_requests--;
@@ -543,14 +544,19 @@ static void server_after_ready(Server *s, char status)
 		return;
 	c->tx_status = status;
 	server_account_ready(s, c, status);
-	if (!s->ready || c->fwd_remaining > 0)
+	server_release_if_done(s);
+}
+
+void server_release_if_done(Server *s)
+{
+	Client *c = s->link;
+	if (!c || !s->ready || c->fwd_remaining > 0 || s->tx_status != 'I' ||
+	    pool_effective_mode(s->pool) == POOL_SESSION)
 		return;
-	if (pool_effective_mode(s->pool) != POOL_SESSION && status == 'I') {
-		pool_release_server(s);
-		if (c->state == CL_ACTIVE && c->bev &&
-		    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-			client_resume_reading(c);
-	}
+	pool_release_server(s);
+	if (c->state == CL_ACTIVE && c->bev &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		client_resume_reading(c);
 }
 
 static bool server_msg_type_valid(uint8_t t)
@@ -622,6 +628,21 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	return s->state != SV_FREE;
 }
 
+/*
+ * PostgreSQL ignores Sync and Flush in copy-in mode. Syncs the client sent
+ * after the Execute that started this COPY (libpq sends one at once, before
+ * CopyInResponse arrives) will never get a ReadyForQuery: stop waiting for them.
+ */
+static void server_enter_copy_in(Server *s)
+{
+	int ignored = s->syncs_since_execute;
+	if (ignored > s->pending_requests)
+		ignored = s->pending_requests;
+	s->pending_requests -= ignored;
+	s->syncs_since_execute = 0;
+	s->copy_in = true;
+}
+
 static bool server_forward_one(Server *s, struct evbuffer *in)
 {
 	MsgHeader h;
@@ -652,6 +673,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	Client *c = s->link;
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
+	if (h.type == 'G')
+		server_enter_copy_in(s);
 	size_t total = proto_msg_total(&h);
 	size_t moved = msgio_move(in, bufferevent_get_output(c->bev), total);
 	s->pool->stats.total.bytes_sent += moved;

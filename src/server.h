@@ -18,6 +18,8 @@ bool server_send_pktbuf(Server *s, PktBuf *pb) MUST_CHECK;
 bool server_send_internal_query(Server *s, const char *sql) MUST_CHECK;
 /* Client-side output drained: resume reading this server. */
 void server_resume_reading(Server *s);
+/* Transaction (or statement) over and nothing in flight: give the server back. */
+void server_release_if_done(Server *s);
 /* Release the memory of a SV_FREE server (deferred free). */
 void server_free(Server *s);
 
