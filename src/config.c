@@ -495,6 +495,7 @@ static Config *config_new_defaults(const char *path)
 	}
 	cfg->source_path = xstrdup(path);
 	cfg->workers = 1;
+	policy_config_init(&cfg->policy);
 	return cfg;
 }
 
@@ -540,6 +541,7 @@ void config_free(Config *cfg)
 		cfg->users = next;
 	}
 	userlist_free(cfg->userlist);
+	policy_config_free(&cfg->policy);
 	free(cfg);
 }
 
@@ -1344,6 +1346,86 @@ static void yaml_workers(Yaml *y, yaml_node_t *v)
 		loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key 'workers': %s", s);
 }
 
+/* "64MB", "512kB", "1GB", or plain bytes. */
+static bool parse_size(const char *s, size_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (end == s || errno || *s == '-')
+		return false;
+	unsigned long long mul = 1;
+	if (strcasecmp(end, "kB") == 0 || strcasecmp(end, "k") == 0)
+		mul = 1024ULL;
+	else if (strcasecmp(end, "MB") == 0 || strcasecmp(end, "M") == 0)
+		mul = 1024ULL * 1024;
+	else if (strcasecmp(end, "GB") == 0 || strcasecmp(end, "G") == 0)
+		mul = 1024ULL * 1024 * 1024;
+	else if (*end != '\0' && strcasecmp(end, "B") != 0)
+		return false;
+	if (v > SIZE_MAX / mul)
+		return false;
+	*out = (size_t)(v * mul);
+	return true;
+}
+
+static void ypolicy_scripts(Yaml *y, yaml_node_t *v)
+{
+	PolicyConfig *pc = &y->ld->cfg->policy;
+	strlist_free(&pc->scripts);
+	if (v->type != YAML_SEQUENCE_NODE) {
+		loader_fail(y->ld, y->file, ynode_line(v), "'policy.scripts' must be a list of files");
+		return;
+	}
+	for (yaml_node_item_t *it = v->data.sequence.items.start;
+	     it < v->data.sequence.items.top && !y->ld->failed; it++) {
+		yaml_node_t *item = ynode(y, *it);
+		const char *s = item ? yscalar(y, item, "policy.scripts") : NULL;
+		if (s && *s) {
+			char *path = path_resolve(y->ld->dir, s);
+			strlist_add(&pc->scripts, path);
+			free(path);
+		}
+	}
+}
+
+static void yaml_policy_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	PolicyConfig *pc = &y->ld->cfg->policy;
+	if (strcmp(key, "scripts") == 0) {
+		ypolicy_scripts(y, v);
+		return;
+	}
+	char *where = xasprintf("policy.%s", key);
+	const char *s = yscalar(y, v, where);
+	bool ok = true;
+	if (!s) {
+		free(where);
+		return;
+	}
+	if (strcmp(key, "mode") == 0) {
+		if (strcmp(s, "enforce") == 0)
+			pc->mode = POLICY_ENFORCE;
+		else if (strcmp(s, "dry_run") == 0)
+			pc->mode = POLICY_DRY_RUN;
+		else
+			ok = false;
+	} else if (strcmp(key, "time_budget") == 0) {
+		ok = config_parse_duration(s, &pc->time_budget) && pc->time_budget > 0;
+	} else if (strcmp(key, "memory_limit") == 0) {
+		ok = parse_size(s, &pc->memory_limit) && pc->memory_limit >= 1024 * 1024;
+	} else if (strcmp(key, "hash_key_file") == 0 || strcmp(key, "lua_dir") == 0) {
+		char **dst = strcmp(key, "lua_dir") == 0 ? &pc->lua_dir : &pc->hash_key_file;
+		free(*dst);
+		*dst = *s ? path_resolve(y->ld->dir, s) : NULL;
+	} else {
+		yunknown(y, key, kn, "policy");
+	}
+	if (!ok)
+		loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s", where, s);
+	free(where);
+}
+
 static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
 {
 	static const YamlAlias admin[] = {
@@ -1368,8 +1450,9 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 		ymap_each(y, v, "databases", yaml_databases_pair, NULL);
 	else if (strcmp(key, "users") == 0)
 		ymap_each(y, v, "users", yaml_users_pair, NULL);
-	else if (strcmp(key, "policy") == 0 || strcmp(key, "audit") == 0 ||
-		 strcmp(key, "approvals") == 0)
+	else if (strcmp(key, "policy") == 0)
+		ymap_each(y, v, "policy", yaml_policy_pair, NULL);
+	else if (strcmp(key, "audit") == 0 || strcmp(key, "approvals") == 0)
 		return;	/* parsed by libyaml; their features land with later issues */
 	else
 		yunknown(y, key, kn, "top level");

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include "util.h"
 #include "userlist.h"
+#include "policy.h"
 
 typedef enum { POOL_SESSION = 0, POOL_TRANSACTION = 1, POOL_STATEMENT = 2 } PoolMode;
 
@@ -163,6 +164,7 @@ typedef struct Config {
 	DbConfig *databases;	/* in file order */
 	UserConfig *users;	/* [users] section */
 	Userlist *userlist;	/* parsed auth_file; NULL when none */
+	PolicyConfig policy;	/* YAML `policy:`; no scripts: no policy engine */
 } Config;
 
 /*

@@ -13,6 +13,8 @@
 #include "listener.h"
 #include "pool.h"
 #include "server.h"
+#include "policy.h"
+#include "try.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -39,6 +41,8 @@ static void usage(FILE *out)
 		"usage: pgmoat [-d] [-v|-q] [-u USER] CONFIG\n"
 		"       pgmoat --check CONFIG\n"
 		"       pgmoat --version\n"
+		"       pgmoat try CONFIG [--user U] [--db D] [--claims JSON] SQL...\n"
+		"       pgmoat try CONFIG --cases FILE\n"
 		"\n"
 		"CONFIG is a pgmoat.yaml or an unmodified pgbouncer.ini.\n"
 		"  -d, --daemon    run in the background (writes pidfile)\n"
@@ -85,6 +89,18 @@ static int parse_options(int argc, char **argv, Options *o)
 	return -1;
 }
 
+/* Policies compile as they would at start-up; errors name file:line. */
+static bool check_policies(const Config *cfg, char *err, size_t errlen)
+{
+	if (cfg->policy.scripts.count == 0)
+		return true;
+	PolicyEngine *e = policy_engine_new(&cfg->policy, err, errlen);
+	if (!e)
+		return false;
+	policy_engine_free(e);
+	return true;
+}
+
 static int run_check(const char *path)
 {
 	char err[1024] = "";
@@ -93,13 +109,20 @@ static int run_check(const char *path)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	if (!check_policies(cfg, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return 1;
+	}
 	int ndb = 0;
 	for (const DbConfig *d = cfg->databases; d; d = d->next)
 		ndb++;
-	printf("%s: OK (%d database%s, %d auth_file user%s, pool_mode=%s, auth_type=%s)\n", path,
-	       ndb, ndb == 1 ? "" : "s", cfg->userlist ? cfg->userlist->count : 0,
-	       cfg->userlist && cfg->userlist->count == 1 ? "" : "s",
-	       config_pool_mode_name(cfg->pool_mode), config_auth_type_name(cfg->auth_type));
+	printf("%s: OK (%d database%s, %d auth_file user%s, %d polic%s, pool_mode=%s, "
+	       "auth_type=%s)\n", path, ndb, ndb == 1 ? "" : "s",
+	       cfg->userlist ? cfg->userlist->count : 0,
+	       cfg->userlist && cfg->userlist->count == 1 ? "" : "s", cfg->policy.scripts.count,
+	       cfg->policy.scripts.count == 1 ? "y" : "ies", config_pool_mode_name(cfg->pool_mode),
+	       config_auth_type_name(cfg->auth_type));
 	config_free(cfg);
 	return 0;
 }
@@ -262,6 +285,8 @@ static void moat_stop(Moat *m)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "try") == 0)
+		return try_main(argc - 1, argv + 1);
 	Options o = { 0 };
 	int rc = parse_options(argc, argv, &o);
 	if (rc >= 0)

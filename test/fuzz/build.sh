@@ -23,11 +23,21 @@ sources() {
 	fuzz_startup) echo "proto.c util.c" ;;
 	fuzz_framer) echo "proto.c util.c" ;;
 	fuzz_scram) echo "auth_scram.c auth_md5.c util.c" ;;
+	fuzz_mask) echo "mask.c pktbuf.c proto.c util.c" ;;
+	fuzz_sqlinfo) echo "sqlinfo.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram"}
+# target: libraries beyond OpenSSL.
+extra_libs() {
+	case "$1" in
+	fuzz_sqlinfo) echo "-lpg_query -ljansson" ;;
+	*) echo "" ;;
+	esac
+}
+
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""
@@ -35,6 +45,6 @@ for t in $targets; do
 		files="$files $src/$f"
 	done
 	# shellcheck disable=SC2086
-	$CC $CFLAGS -o "$out/$t" "$here/$t.c" $files $ssl_libs
+	$CC $CFLAGS -o "$out/$t" "$here/$t.c" $files $ssl_libs $(extra_libs "$t")
 	echo "built $out/$t"
 done

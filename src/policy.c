@@ -1,0 +1,2545 @@
+/*
+ * The Lua policy engine: loading, sandbox, budgets, and the hooks.
+ *
+ * Safety model (doc/policies.md has the user-facing version):
+ * - Scripts are loaded as text only and run in a per-script environment built
+ *   from an allow-list; unknown globals raise on read and on write.
+ * - The JIT is off for the policy state, so the count hook sees every loop;
+ *   the hook compares the monotonic clock with the call's deadline and, once
+ *   past it, raises on every later tick. pcall/xpcall are wrapped so they
+ *   re-raise budget and memory errors instead of swallowing them.
+ * - The allocator given to lua_newstate (GC64 LuaJIT accepts one) refuses to
+ *   grow past memory_limit.
+ * - string.find/match/gmatch/gsub are replaced by a matcher (policy_pat.c
+ *   semantics, Lua 5.1 patterns) that counts its steps and checks the same
+ *   deadline, because C pattern matching never reaches the hook; string.rep
+ *   is capped.
+ * - Every entry point runs inside lua_cpcall, so an allocation failure while
+ *   building arguments is an error, never a panic. Any failure is a DENY with
+ *   file:line; an overrun (time or memory) recreates the state.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luajit.h>
+#include <openssl/sha.h>
+
+#include "policy.h"
+#include "sqlinfo.h"
+#include "log.h"
+
+#define HOOK_TICK 1000			/* VM instructions between clock checks */
+#define PAT_MAXCAPTURES 32
+#define PAT_MAXDEPTH 200		/* matcher recursion (C stack) */
+#define PAT_TICK_MASK 1023u		/* matcher steps between clock checks */
+#define STRING_REP_MAX (1024 * 1024)	/* bytes string.rep may produce */
+#define JSON_MAX_DEPTH 32
+#define SQLINFO_CACHE_SIZE 1024
+#define WHERE_LEN 128
+
+enum { HOOK_CONNECT, HOOK_QUERY, HOOK_COLUMNS, HOOK_ROW, HOOK_DISCONNECT, HOOK_COUNT };
+static const char *const hook_names[HOOK_COUNT] = {
+	"on_connect", "on_query", "on_columns", "on_row", "on_disconnect",
+};
+
+typedef struct Script {
+	char *path;		/* as configured (resolved) */
+	char *name;		/* file name: chunk name, PolicyDecision.policy */
+	int hooks[HOOK_COUNT];	/* registry refs, LUA_NOREF when not defined */
+} Script;
+
+struct PolicyEngine {
+	PolicyConfig cfg;	/* own copy: the state is recreated from it */
+	lua_State *L;		/* NULL after a failed recreation: every call denies */
+	uint64_t generation;	/* bumped per state, so sessions notice a new one */
+	Script *scripts;
+	int nscripts;
+	bool any_hook[HOOK_COUNT];
+	bool any_masks;		/* some P.masks entry exists */
+	bool allow_unparsed;	/* some policy set P.allow_unparsed = true */
+	int masks_ref;		/* merged P.masks: key -> name or function */
+	int decision_mt_ref;	/* metatable marking moat.* decisions */
+	SqlInfoCache *cache;
+	uint8_t hash_key[32];
+	size_t hash_key_len;
+	bool trace;
+
+	/* per call */
+	usec_t deadline;
+	bool overrun;		/* time budget exceeded: the hook keeps raising */
+	bool mem_failed;	/* the allocator refused: treated like an overrun */
+	char where[WHERE_LEN];	/* file:line of the first failure in this call */
+
+	size_t mem_used;
+	PolicyStats stats;
+};
+
+/* ------------------------------------------------------------- config */
+
+void policy_config_init(PolicyConfig *pc)
+{
+	memset(pc, 0, sizeof(*pc));
+	pc->mode = POLICY_ENFORCE;
+	pc->time_budget = POLICY_DEFAULT_TIME_BUDGET;
+	pc->memory_limit = POLICY_DEFAULT_MEMORY_LIMIT;
+}
+
+void policy_config_free(PolicyConfig *pc)
+{
+	strlist_free(&pc->scripts);
+	free(pc->hash_key_file);
+	free(pc->lua_dir);
+	pc->hash_key_file = NULL;
+	pc->lua_dir = NULL;
+}
+
+void policy_config_copy(PolicyConfig *dst, const PolicyConfig *src)
+{
+	*dst = *src;
+	memset(&dst->scripts, 0, sizeof(dst->scripts));
+	for (int i = 0; i < src->scripts.count; i++)
+		strlist_add(&dst->scripts, src->scripts.items[i]);
+	dst->hash_key_file = src->hash_key_file ? xstrdup(src->hash_key_file) : NULL;
+	dst->lua_dir = src->lua_dir ? xstrdup(src->lua_dir) : NULL;
+}
+
+const char *policy_mode_name(PolicyMode m)
+{
+	return m == POLICY_DRY_RUN ? "dry_run" : "enforce";
+}
+
+static const char *const verdict_names[] = { "allow", "rewrite", "hold", "deny" };
+
+const char *policy_verdict_name(PolicyVerdict v)
+{
+	return (unsigned)v < ARRAY_SIZE(verdict_names) ? verdict_names[v] : "?";
+}
+
+bool policy_verdict_from_name(const char *name, PolicyVerdict *out)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(verdict_names); i++) {
+		if (strcmp(name, verdict_names[i]) == 0) {
+			*out = (PolicyVerdict)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+void policy_decision_free(PolicyDecision *d)
+{
+	free(d->message);
+	free(d->rewritten_sql);
+	free(d->policy);
+	free(d->where);
+	for (int i = 0; i < d->ntrace; i++) {
+		free(d->trace[i].policy);
+		free(d->trace[i].message);
+	}
+	free(d->trace);
+	memset(d, 0, sizeof(*d));
+}
+
+static void decision_init(PolicyDecision *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->verdict = POLICY_ALLOW;
+	d->enforced = POLICY_ALLOW;
+}
+
+static void set_str(char **dst, const char *s)
+{
+	free(*dst);
+	*dst = s ? xstrdup(s) : NULL;
+}
+
+static void decision_trace(PolicyEngine *e, PolicyDecision *d, int stmt, const char *policy,
+			   PolicyVerdict v, const char *msg)
+{
+	if (!e->trace)
+		return;
+	d->trace = xrealloc(d->trace, sizeof(*d->trace) * (size_t)(d->ntrace + 1));
+	PolicyTrace *t = &d->trace[d->ntrace++];
+	t->stmt = stmt;
+	t->policy = xstrdup(policy);
+	t->verdict = v;
+	t->message = msg ? xstrdup(msg) : NULL;
+}
+
+/* dry_run reports the verdict and lets everything through. */
+static void decision_finish(const PolicyEngine *e, PolicyDecision *d)
+{
+	d->enforced = e->cfg.mode == POLICY_DRY_RUN ? POLICY_ALLOW : d->verdict;
+}
+
+/* ------------------------------------------------- allocator and budget */
+
+static PolicyEngine *engine_of(lua_State *L)
+{
+	void *ud = NULL;
+	(void)lua_getallocf(L, &ud);
+	return ud;
+}
+
+/* Growth past the limit fails; shrinking and freeing never do (Lua relies on it). */
+static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	PolicyEngine *e = ud;
+	if (nsize == 0) {
+		if (ptr)
+			e->mem_used -= osize;
+		free(ptr);
+		return NULL;
+	}
+	size_t old = ptr ? osize : 0;
+	if (nsize > old && e->mem_used - old + nsize > e->cfg.memory_limit) {
+		e->mem_failed = true;
+		return NULL;
+	}
+	void *p = realloc(ptr, nsize);
+	if (!p) {
+		e->mem_failed = true;
+		return NULL;
+	}
+	e->mem_used = e->mem_used - old + nsize;
+	return p;
+}
+
+static bool engine_past_budget(PolicyEngine *e)
+{
+	return e->overrun || e->mem_failed;
+}
+
+static void engine_note_where(PolicyEngine *e, const lua_Debug *ar)
+{
+	if (e->where[0] || ar->currentline <= 0)
+		return;
+	snprintf(e->where, sizeof(e->where), "%s:%d", ar->short_src, ar->currentline);
+}
+
+/* Find the innermost policy (Lua) frame for file:line. */
+static void engine_find_where(lua_State *L, PolicyEngine *e)
+{
+	lua_Debug ar;
+	for (int level = 0; level < 64 && !e->where[0]; level++) {
+		if (!lua_getstack(L, level, &ar))
+			break;
+		if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@')
+			engine_note_where(e, &ar);
+	}
+}
+
+static int engine_raise_budget(lua_State *L, PolicyEngine *e)
+{
+	engine_find_where(L, e);
+	if (e->mem_failed)
+		return luaL_error(L, "memory limit of %d bytes exceeded", (int)e->cfg.memory_limit);
+	return luaL_error(L, "time budget of %d ms exceeded", (int)(e->cfg.time_budget / 1000));
+}
+
+/* Once the budget is gone, every later tick raises again (pcall cannot absorb it). */
+static void engine_hook(lua_State *L, lua_Debug *ar)
+{
+	PolicyEngine *e = engine_of(L);
+	if (!e->overrun && util_now_mono() < e->deadline)
+		return;
+	if (!e->overrun) {
+		e->overrun = true;
+		if (lua_getinfo(L, "Sl", ar) && ar->source[0] == '@')
+			engine_note_where(e, ar);
+		lua_sethook(L, engine_hook, LUA_MASKCOUNT, 1);
+	}
+	engine_raise_budget(L, e);
+}
+
+/* For C code that loops without reaching the hook (pattern matching). */
+static void engine_check_budget(lua_State *L)
+{
+	PolicyEngine *e = engine_of(L);
+	if (!e->overrun && util_now_mono() >= e->deadline) {
+		e->overrun = true;
+		lua_sethook(L, engine_hook, LUA_MASKCOUNT, 1);
+	}
+	if (engine_past_budget(e))
+		engine_raise_budget(L, e);
+}
+
+/* Message handler: remember where a policy failed before the stack unwinds. */
+static int engine_msgh(lua_State *L)
+{
+	PolicyEngine *e = engine_of(L);
+	engine_find_where(L, e);
+	if (!lua_isstring(L, 1)) {
+		const char *t = luaL_typename(L, 1);
+		lua_pushfstring(L, "error object is a %s value", t);
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------- sandbox */
+
+static int sb_pcall_finish(lua_State *L, int status, int base)
+{
+	if (status != 0 && engine_past_budget(engine_of(L)))
+		return lua_error(L);	/* re-raise: budget errors are not the policy's to catch */
+	lua_pushboolean(L, status == 0);
+	lua_insert(L, base);
+	return lua_gettop(L) - base + 1;
+}
+
+static int sb_pcall(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+	return sb_pcall_finish(L, status, 1);
+}
+
+/*
+ * The handler runs after the stack has unwound, not at the error point: an
+ * error raised by the budget hook leaves hooks disabled until the unwind, so
+ * a handler run in place could loop forever unseen.
+ */
+static int sb_xpcall(lua_State *L)
+{
+	luaL_checkany(L, 2);
+	int nargs = lua_gettop(L) - 2;
+	lua_pushvalue(L, 1);
+	lua_remove(L, 1);
+	lua_insert(L, 2);	/* handler, f, args... */
+	int status = lua_pcall(L, nargs, LUA_MULTRET, 0);
+	if (status == 0 || engine_past_budget(engine_of(L)))
+		return sb_pcall_finish(L, status, 2);
+	lua_settop(L, 2);	/* handler, error */
+	lua_pushvalue(L, 1);
+	lua_insert(L, 2);
+	status = lua_pcall(L, 1, 1, 0);
+	if (status != 0 && engine_past_budget(engine_of(L)))
+		return lua_error(L);
+	lua_pushboolean(L, 0);
+	lua_insert(L, -2);
+	return 2;
+}
+
+static int sb_collectgarbage(lua_State *L)
+{
+	const char *opt = luaL_optstring(L, 1, "count");
+	if (strcmp(opt, "count") != 0)
+		return luaL_error(L, "collectgarbage: only \"count\" is allowed in policies");
+	lua_pushnumber(L, (lua_Number)lua_gc(L, LUA_GCCOUNT, 0) +
+			  (lua_Number)lua_gc(L, LUA_GCCOUNTB, 0) / 1024.0);
+	return 1;
+}
+
+/* print goes to the log, one line, bounded. */
+static int sb_print(lua_State *L)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	int n = lua_gettop(L);
+	lua_getglobal(L, "tostring");
+	for (int i = 1; i <= n; i++) {
+		lua_pushvalue(L, -1);
+		lua_pushvalue(L, i);
+		lua_call(L, 1, 1);
+		if (!lua_isstring(L, -1))
+			return luaL_error(L, "'tostring' must return a string to 'print'");
+		if (i > 1)
+			luaL_addchar(&b, '\t');
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+	lua_Debug ar;
+	char where[WHERE_LEN] = "policy";
+	if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+		snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.currentline);
+	log_info("%s: %.1000s", where, lua_tostring(L, -1));
+	return 0;
+}
+
+static int sb_unknown_global(lua_State *L)
+{
+	return luaL_error(L, "unknown global '%s' (declare it local)", luaL_optstring(L, 2, "?"));
+}
+
+static int sb_readonly(lua_State *L)
+{
+	return luaL_error(L, "cannot assign '%s': read-only table", luaL_optstring(L, 2, "?"));
+}
+
+static int str_rep(lua_State *L)
+{
+	size_t l, lsep = 0;
+	const char *s = luaL_checklstring(L, 1, &l);
+	lua_Number nn = luaL_checknumber(L, 2);
+	const char *sep = luaL_optlstring(L, 3, "", &lsep);
+	if (nn <= 0 || (l == 0 && lsep == 0)) {
+		lua_pushliteral(L, "");
+		return 1;
+	}
+	double total = (double)l * nn + (double)lsep * (nn - 1);
+	if (total > STRING_REP_MAX)
+		return luaL_error(L, "string.rep: result of %.0f bytes is over the %d byte cap", total,
+				  STRING_REP_MAX);
+	size_t n = (size_t)nn;
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			luaL_addlstring(&b, sep, lsep);
+		luaL_addlstring(&b, s, l);
+	}
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* ------------------------------------------------------ pattern matching */
+
+/*
+ * Lua 5.1 patterns, written for the sandbox: the same syntax (classes, sets,
+ * * + - ?, anchors, captures, %b, %f, back references), but every step is
+ * counted and the clock checked every PAT_TICK_MASK+1 steps, so a
+ * backtracking pattern stops at the call's deadline instead of running for
+ * minutes. Recursion is bounded by PAT_MAXDEPTH.
+ */
+#define CAP_UNFINISHED (-1)
+#define CAP_POSITION (-2)
+
+typedef struct PatState {
+	const char *src_init;
+	const char *src_end;
+	const char *p_end;
+	lua_State *L;
+	int level;
+	int depth;
+	unsigned steps;
+	struct {
+		const char *init;
+		ptrdiff_t len;
+	} capture[PAT_MAXCAPTURES];
+} PatState;
+
+static void pat_tick(PatState *ms)
+{
+	if ((++ms->steps & PAT_TICK_MASK) == 0)
+		engine_check_budget(ms->L);
+}
+
+static void pat_init(PatState *ms, lua_State *L, const char *s, size_t ls, const char *p,
+		     size_t lp)
+{
+	ms->src_init = s;
+	ms->src_end = s + ls;
+	ms->p_end = p + lp;
+	ms->L = L;
+	ms->level = 0;
+	ms->depth = 0;
+	ms->steps = 0;
+}
+
+static bool pat_class(int c, int cl)
+{
+	bool res;
+	switch (tolower(cl)) {
+	case 'a': res = isalpha(c); break;
+	case 'c': res = iscntrl(c); break;
+	case 'd': res = isdigit(c); break;
+	case 'l': res = islower(c); break;
+	case 'p': res = ispunct(c); break;
+	case 's': res = isspace(c); break;
+	case 'u': res = isupper(c); break;
+	case 'w': res = isalnum(c); break;
+	case 'x': res = isxdigit(c); break;
+	case 'z': res = (c == 0); break;
+	default: return cl == c;
+	}
+	return isupper(cl) ? !res : res;
+}
+
+/* p points at a single-character class; returns the position after it. */
+static const char *pat_class_end(PatState *ms, const char *p)
+{
+	char c = *p++;
+	if (c == '%') {
+		if (p >= ms->p_end)
+			luaL_error(ms->L, "malformed pattern (ends with '%%')");
+		return p + 1;
+	}
+	if (c != '[')
+		return p;
+	if (p < ms->p_end && *p == '^')
+		p++;
+	for (;;) {	/* the first character of a set may be ']' */
+		if (p >= ms->p_end)
+			luaL_error(ms->L, "malformed pattern (missing ']')");
+		c = *p++;
+		if (c == '%') {
+			if (p >= ms->p_end)
+				luaL_error(ms->L, "malformed pattern (missing ']')");
+			p++;
+		}
+		if (p >= ms->p_end)
+			luaL_error(ms->L, "malformed pattern (missing ']')");
+		if (*p == ']')
+			return p + 1;
+	}
+}
+
+/* p at '[', ec at the closing ']'. */
+static bool pat_bracket(int c, const char *p, const char *ec)
+{
+	bool sig = true;
+	if (p[1] == '^') {
+		sig = false;
+		p++;
+	}
+	while (++p < ec) {
+		if (*p == '%') {
+			p++;
+			if (pat_class(c, (unsigned char)*p))
+				return sig;
+		} else if (p + 2 < ec && p[1] == '-') {
+			p += 2;
+			if ((unsigned char)p[-2] <= c && c <= (unsigned char)*p)
+				return sig;
+		} else if ((unsigned char)*p == c) {
+			return sig;
+		}
+	}
+	return !sig;
+}
+
+static bool pat_single(int c, const char *p, const char *ep)
+{
+	switch (*p) {
+	case '.': return true;
+	case '%': return pat_class(c, (unsigned char)p[1]);
+	case '[': return pat_bracket(c, p, ep - 1);
+	default: return (unsigned char)*p == c;
+	}
+}
+
+static const char *pat_match(PatState *ms, const char *s, const char *p);
+
+static const char *pat_max_expand(PatState *ms, const char *s, const char *p, const char *ep)
+{
+	ptrdiff_t i = 0;
+	while (s + i < ms->src_end && pat_single((unsigned char)s[i], p, ep)) {
+		pat_tick(ms);
+		i++;
+	}
+	for (; i >= 0; i--) {
+		pat_tick(ms);
+		const char *res = pat_match(ms, s + i, ep + 1);
+		if (res)
+			return res;
+	}
+	return NULL;
+}
+
+static const char *pat_min_expand(PatState *ms, const char *s, const char *p, const char *ep)
+{
+	for (;;) {
+		pat_tick(ms);
+		const char *res = pat_match(ms, s, ep + 1);
+		if (res)
+			return res;
+		if (s < ms->src_end && pat_single((unsigned char)*s, p, ep))
+			s++;
+		else
+			return NULL;
+	}
+}
+
+static const char *pat_start_capture(PatState *ms, const char *s, const char *p, ptrdiff_t what)
+{
+	if (ms->level >= PAT_MAXCAPTURES)
+		luaL_error(ms->L, "too many captures");
+	ms->capture[ms->level].init = s;
+	ms->capture[ms->level].len = what;
+	ms->level++;
+	const char *res = pat_match(ms, s, p);
+	if (!res)
+		ms->level--;
+	return res;
+}
+
+static const char *pat_end_capture(PatState *ms, const char *s, const char *p)
+{
+	int l = ms->level - 1;
+	while (l >= 0 && ms->capture[l].len != CAP_UNFINISHED)
+		l--;
+	if (l < 0)
+		luaL_error(ms->L, "invalid pattern capture");
+	ms->capture[l].len = s - ms->capture[l].init;
+	const char *res = pat_match(ms, s, p);
+	if (!res)
+		ms->capture[l].len = CAP_UNFINISHED;
+	return res;
+}
+
+static const char *pat_balance(PatState *ms, const char *s, const char *p)
+{
+	if (p + 1 >= ms->p_end)
+		luaL_error(ms->L, "missing arguments to '%%b'");
+	if (s >= ms->src_end || *s != *p)
+		return NULL;
+	char b = p[0], e = p[1];
+	int cont = 1;
+	while (++s < ms->src_end) {
+		pat_tick(ms);
+		if (*s == e) {
+			if (--cont == 0)
+				return s + 1;
+		} else if (*s == b) {
+			cont++;
+		}
+	}
+	return NULL;
+}
+
+static const char *pat_backref(PatState *ms, const char *s, int l)
+{
+	l -= '1';
+	if (l < 0 || l >= ms->level || ms->capture[l].len < 0)
+		luaL_error(ms->L, "invalid capture index");
+	size_t len = (size_t)ms->capture[l].len;
+	if ((size_t)(ms->src_end - s) >= len && memcmp(ms->capture[l].init, s, len) == 0)
+		return s + len;
+	return NULL;
+}
+
+static const char *pat_frontier(PatState *ms, const char *s, const char **pp)
+{
+	const char *p = *pp;
+	if (p >= ms->p_end || *p != '[')
+		luaL_error(ms->L, "missing '[' after '%%f' in pattern");
+	const char *ep = pat_class_end(ms, p);
+	int prev = (s == ms->src_init) ? 0 : (unsigned char)s[-1];
+	int cur = (s < ms->src_end) ? (unsigned char)*s : 0;
+	*pp = ep;
+	if (!pat_bracket(prev, p, ep - 1) && pat_bracket(cur, p, ep - 1))
+		return s;
+	return NULL;
+}
+
+static const char *pat_match(PatState *ms, const char *s, const char *p)
+{
+	if (++ms->depth > PAT_MAXDEPTH)
+		luaL_error(ms->L, "pattern too complex");
+	for (;;) {
+		pat_tick(ms);
+		if (p == ms->p_end)
+			break;
+		if (*p == '(') {
+			if (p + 1 < ms->p_end && p[1] == ')')
+				s = pat_start_capture(ms, s, p + 2, CAP_POSITION);
+			else
+				s = pat_start_capture(ms, s, p + 1, CAP_UNFINISHED);
+			break;
+		}
+		if (*p == ')') {
+			s = pat_end_capture(ms, s, p + 1);
+			break;
+		}
+		if (*p == '$' && p + 1 == ms->p_end) {
+			s = (s == ms->src_end) ? s : NULL;
+			break;
+		}
+		if (*p == '%' && p + 1 < ms->p_end) {
+			if (p[1] == 'b') {
+				s = pat_balance(ms, s, p + 2);
+				if (!s)
+					break;
+				p += 4;
+				continue;
+			}
+			if (p[1] == 'f') {
+				p += 2;
+				s = pat_frontier(ms, s, &p);
+				if (!s)
+					break;
+				continue;
+			}
+			if (isdigit((unsigned char)p[1])) {
+				s = pat_backref(ms, s, (unsigned char)p[1]);
+				if (!s)
+					break;
+				p += 2;
+				continue;
+			}
+		}
+		const char *ep = pat_class_end(ms, p);
+		bool m = s < ms->src_end && pat_single((unsigned char)*s, p, ep);
+		if (ep < ms->p_end) {
+			if (*ep == '?') {
+				const char *res = m ? pat_match(ms, s + 1, ep + 1) : NULL;
+				if (res) {
+					s = res;
+					break;
+				}
+				p = ep + 1;
+				continue;
+			}
+			if (*ep == '*') {
+				s = pat_max_expand(ms, s, p, ep);
+				break;
+			}
+			if (*ep == '+') {
+				s = m ? pat_max_expand(ms, s + 1, p, ep) : NULL;
+				break;
+			}
+			if (*ep == '-') {
+				s = pat_min_expand(ms, s, p, ep);
+				break;
+			}
+		}
+		if (!m) {
+			s = NULL;
+			break;
+		}
+		s++;
+		p = ep;
+	}
+	ms->depth--;
+	return s;
+}
+
+static void pat_push_capture(PatState *ms, int i, const char *s, const char *e)
+{
+	if (i >= ms->level) {
+		if (i != 0)
+			luaL_error(ms->L, "invalid capture index");
+		lua_pushlstring(ms->L, s, (size_t)(e - s));
+		return;
+	}
+	ptrdiff_t l = ms->capture[i].len;
+	if (l == CAP_UNFINISHED)
+		luaL_error(ms->L, "unfinished capture");
+	if (l == CAP_POSITION)
+		lua_pushinteger(ms->L, ms->capture[i].init - ms->src_init + 1);
+	else
+		lua_pushlstring(ms->L, ms->capture[i].init, (size_t)l);
+}
+
+static int pat_push_captures(PatState *ms, const char *s, const char *e)
+{
+	int n = (ms->level == 0 && s) ? 1 : ms->level;
+	luaL_checkstack(ms->L, n, "too many captures");
+	for (int i = 0; i < n; i++)
+		pat_push_capture(ms, i, s, e);
+	return n;
+}
+
+static bool pat_has_specials(const char *p, size_t lp)
+{
+	for (size_t i = 0; i < lp; i++)
+		if (strchr("^$*+?.([%-", p[i]) && p[i] != '\0')
+			return true;
+	return false;
+}
+
+static ptrdiff_t pat_posrelat(ptrdiff_t pos, size_t len)
+{
+	return pos >= 0 ? pos : (ptrdiff_t)len + pos + 1;
+}
+
+static int str_find_aux(lua_State *L, bool find)
+{
+	size_t ls, lp;
+	const char *s = luaL_checklstring(L, 1, &ls);
+	const char *p = luaL_checklstring(L, 2, &lp);
+	ptrdiff_t init = pat_posrelat(luaL_optinteger(L, 3, 1), ls) - 1;
+	if (init < 0)
+		init = 0;
+	else if ((size_t)init > ls) {
+		lua_pushnil(L);
+		return 1;
+	}
+	if (find && (lua_toboolean(L, 4) || !pat_has_specials(p, lp))) {
+		const char *hit = lp == 0 ? s + init : memmem(s + init, ls - (size_t)init, p, lp);
+		if (!hit) {
+			lua_pushnil(L);
+			return 1;
+		}
+		lua_pushinteger(L, hit - s + 1);
+		lua_pushinteger(L, hit - s + (ptrdiff_t)lp);
+		return 2;
+	}
+	PatState ms;
+	bool anchor = lp > 0 && *p == '^';
+	if (anchor) {
+		p++;
+		lp--;
+	}
+	pat_init(&ms, L, s, ls, p, lp);
+	const char *s1 = s + init;
+	do {
+		ms.level = 0;
+		ms.depth = 0;
+		const char *e = pat_match(&ms, s1, p);
+		if (e) {
+			if (!find)
+				return pat_push_captures(&ms, s1, e);
+			lua_pushinteger(L, s1 - s + 1);
+			lua_pushinteger(L, e - s);
+			return pat_push_captures(&ms, NULL, NULL) + 2;
+		}
+	} while (s1++ < ms.src_end && !anchor);
+	lua_pushnil(L);
+	return 1;
+}
+
+static int str_find(lua_State *L)
+{
+	return str_find_aux(L, true);
+}
+
+static int str_match(lua_State *L)
+{
+	return str_find_aux(L, false);
+}
+
+static int str_gmatch_next(lua_State *L)
+{
+	size_t ls, lp;
+	const char *s = lua_tolstring(L, lua_upvalueindex(1), &ls);
+	const char *p = lua_tolstring(L, lua_upvalueindex(2), &lp);
+	PatState ms;
+	pat_init(&ms, L, s, ls, p, lp);
+	for (const char *src = s + lua_tointeger(L, lua_upvalueindex(3)); src <= ms.src_end; src++) {
+		ms.level = 0;
+		ms.depth = 0;
+		const char *e = pat_match(&ms, src, p);
+		if (e) {
+			ptrdiff_t next = e - s;
+			if (e == src)
+				next++;	/* empty match: move on */
+			lua_pushinteger(L, next);
+			lua_replace(L, lua_upvalueindex(3));
+			return pat_push_captures(&ms, src, e);
+		}
+	}
+	return 0;
+}
+
+static int str_gmatch(lua_State *L)
+{
+	luaL_checkstring(L, 1);
+	luaL_checkstring(L, 2);
+	lua_settop(L, 2);
+	lua_pushinteger(L, 0);
+	lua_pushcclosure(L, str_gmatch_next, 3);
+	return 1;
+}
+
+static void gsub_add_s(PatState *ms, luaL_Buffer *b, const char *s, const char *e)
+{
+	size_t l;
+	const char *news = lua_tolstring(ms->L, 3, &l);
+	for (size_t i = 0; i < l; i++) {
+		if (news[i] != '%' || i + 1 == l) {
+			luaL_addchar(b, news[i]);
+			continue;
+		}
+		i++;
+		if (!isdigit((unsigned char)news[i])) {
+			luaL_addchar(b, news[i]);
+		} else if (news[i] == '0') {
+			luaL_addlstring(b, s, (size_t)(e - s));
+		} else {
+			pat_push_capture(ms, news[i] - '1', s, e);
+			luaL_addvalue(b);
+		}
+	}
+}
+
+static void gsub_add_value(PatState *ms, luaL_Buffer *b, const char *s, const char *e)
+{
+	lua_State *L = ms->L;
+	switch (lua_type(L, 3)) {
+	case LUA_TNUMBER:
+	case LUA_TSTRING:
+		gsub_add_s(ms, b, s, e);
+		return;
+	case LUA_TFUNCTION: {
+		lua_pushvalue(L, 3);
+		int n = pat_push_captures(ms, s, e);
+		lua_call(L, n, 1);
+		break;
+	}
+	default:	/* table */
+		pat_push_capture(ms, 0, s, e);
+		lua_gettable(L, 3);
+		break;
+	}
+	if (!lua_toboolean(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushlstring(L, s, (size_t)(e - s));
+	} else if (!lua_isstring(L, -1)) {
+		luaL_error(L, "invalid replacement value (a %s)", luaL_typename(L, -1));
+	}
+	luaL_addvalue(b);
+}
+
+static int str_gsub(lua_State *L)
+{
+	size_t srcl, lp;
+	const char *src = luaL_checklstring(L, 1, &srcl);
+	const char *p = luaL_checklstring(L, 2, &lp);
+	int tr = lua_type(L, 3);
+	lua_Integer max_s = luaL_optinteger(L, 4, (lua_Integer)srcl + 1);
+	luaL_argcheck(L, tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION ||
+				 tr == LUA_TTABLE, 3, "string/function/table expected");
+	bool anchor = lp > 0 && *p == '^';
+	if (anchor) {
+		p++;
+		lp--;
+	}
+	PatState ms;
+	pat_init(&ms, L, src, srcl, p, lp);
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	lua_Integer n = 0;
+	while (n < max_s) {
+		ms.level = 0;
+		ms.depth = 0;
+		const char *e = pat_match(&ms, src, p);
+		if (e) {
+			n++;
+			gsub_add_value(&ms, &b, src, e);
+		}
+		if (e && e > src)
+			src = e;
+		else if (src < ms.src_end)
+			luaL_addchar(&b, *src++);
+		else
+			break;
+		if (anchor)
+			break;
+		pat_tick(&ms);
+	}
+	luaL_addlstring(&b, src, (size_t)(ms.src_end - src));
+	luaL_pushresult(&b);
+	lua_pushinteger(L, n);
+	return 2;
+}
+
+/* ---------------------------------------------------------- JSON claims */
+
+/*
+ * A small decoder for the claims object: objects, arrays, strings, numbers,
+ * booleans; null is nil. Depth-limited, duplicate keys refused (two parsers
+ * must never disagree on which value a claim has). Pushes the value or raises.
+ */
+typedef struct Json {
+	lua_State *L;
+	const char *p;
+	const char *end;
+	int depth;
+} Json;
+
+static int json_fail(Json *j, const char *what)
+{
+	return luaL_error(j->L, "invalid claims JSON: %s", what);
+}
+
+static void json_space(Json *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+static unsigned json_hex4(Json *j)
+{
+	if (j->end - j->p < 4)
+		json_fail(j, "short \\u escape");
+	unsigned v = 0;
+	for (int i = 0; i < 4; i++) {
+		int c = (unsigned char)*j->p++;
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (unsigned)(c - 'A' + 10);
+		else
+			json_fail(j, "bad \\u escape");
+	}
+	return v;
+}
+
+static void json_add_utf8(luaL_Buffer *b, unsigned cp)
+{
+	if (cp < 0x80) {
+		luaL_addchar(b, (char)cp);
+	} else if (cp < 0x800) {
+		luaL_addchar(b, (char)(0xC0 | (cp >> 6)));
+		luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
+	} else if (cp < 0x10000) {
+		luaL_addchar(b, (char)(0xE0 | (cp >> 12)));
+		luaL_addchar(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
+		luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
+	} else {
+		luaL_addchar(b, (char)(0xF0 | (cp >> 18)));
+		luaL_addchar(b, (char)(0x80 | ((cp >> 12) & 0x3F)));
+		luaL_addchar(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
+		luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
+	}
+}
+
+static unsigned json_escape_u(Json *j)
+{
+	unsigned cp = json_hex4(j);
+	if (cp >= 0xDC00 && cp <= 0xDFFF)
+		json_fail(j, "lone surrogate");
+	if (cp >= 0xD800 && cp <= 0xDBFF) {
+		if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u')
+			json_fail(j, "lone surrogate");
+		j->p += 2;
+		unsigned lo = json_hex4(j);
+		if (lo < 0xDC00 || lo > 0xDFFF)
+			json_fail(j, "bad surrogate pair");
+		cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+	}
+	return cp;
+}
+
+static void json_string(Json *j)
+{
+	luaL_Buffer b;
+	j->p++;	/* opening quote */
+	luaL_buffinit(j->L, &b);
+	for (;;) {
+		if (j->p >= j->end)
+			json_fail(j, "unterminated string");
+		unsigned char c = (unsigned char)*j->p++;
+		if (c == '"')
+			break;
+		if (c < 0x20)
+			json_fail(j, "control character in string");
+		if (c != '\\') {
+			luaL_addchar(&b, (char)c);
+			continue;
+		}
+		if (j->p >= j->end)
+			json_fail(j, "unterminated string");
+		c = (unsigned char)*j->p++;
+		switch (c) {
+		case '"': case '\\': case '/': luaL_addchar(&b, (char)c); break;
+		case 'b': luaL_addchar(&b, '\b'); break;
+		case 'f': luaL_addchar(&b, '\f'); break;
+		case 'n': luaL_addchar(&b, '\n'); break;
+		case 'r': luaL_addchar(&b, '\r'); break;
+		case 't': luaL_addchar(&b, '\t'); break;
+		case 'u': json_add_utf8(&b, json_escape_u(j)); break;
+		default: json_fail(j, "bad escape");
+		}
+	}
+	luaL_pushresult(&b);
+}
+
+static void json_number(Json *j)
+{
+	char buf[64];
+	size_t n = 0;
+	while (j->p < j->end && n < sizeof(buf) - 1 && strchr("+-0123456789.eE", *j->p) && *j->p)
+		buf[n++] = *j->p++;
+	buf[n] = '\0';
+	char *endp;
+	double v = strtod(buf, &endp);
+	if (n == 0 || *endp != '\0' || (buf[0] != '-' && !isdigit((unsigned char)buf[0])))
+		json_fail(j, "bad number");
+	lua_pushnumber(j->L, v);
+}
+
+static bool json_literal(Json *j, const char *lit)
+{
+	size_t n = strlen(lit);
+	if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0)
+		return false;
+	j->p += n;
+	return true;
+}
+
+static void json_value(Json *j);
+
+static void json_object(Json *j)
+{
+	lua_newtable(j->L);
+	j->p++;
+	json_space(j);
+	if (j->p < j->end && *j->p == '}') {
+		j->p++;
+		return;
+	}
+	for (;;) {
+		json_space(j);
+		if (j->p >= j->end || *j->p != '"')
+			json_fail(j, "expected a key");
+		json_string(j);
+		lua_pushvalue(j->L, -1);
+		lua_rawget(j->L, -3);
+		if (!lua_isnil(j->L, -1))
+			json_fail(j, "duplicate key");
+		lua_pop(j->L, 1);
+		json_space(j);
+		if (j->p >= j->end || *j->p != ':')
+			json_fail(j, "expected ':'");
+		j->p++;
+		json_value(j);
+		lua_rawset(j->L, -3);
+		json_space(j);
+		if (j->p < j->end && *j->p == ',') {
+			j->p++;
+			continue;
+		}
+		if (j->p < j->end && *j->p == '}') {
+			j->p++;
+			return;
+		}
+		json_fail(j, "expected ',' or '}'");
+	}
+}
+
+static void json_array(Json *j)
+{
+	lua_newtable(j->L);
+	j->p++;
+	json_space(j);
+	if (j->p < j->end && *j->p == ']') {
+		j->p++;
+		return;
+	}
+	for (int i = 1;; i++) {
+		json_value(j);
+		lua_rawseti(j->L, -2, i);
+		json_space(j);
+		if (j->p < j->end && *j->p == ',') {
+			j->p++;
+			continue;
+		}
+		if (j->p < j->end && *j->p == ']') {
+			j->p++;
+			return;
+		}
+		json_fail(j, "expected ',' or ']'");
+	}
+}
+
+static void json_value(Json *j)
+{
+	if (++j->depth > JSON_MAX_DEPTH)
+		json_fail(j, "nested too deep");
+	luaL_checkstack(j->L, 4, "claims");
+	json_space(j);
+	if (j->p >= j->end)
+		json_fail(j, "unexpected end");
+	switch (*j->p) {
+	case '{': json_object(j); break;
+	case '[': json_array(j); break;
+	case '"': json_string(j); break;
+	default:
+		if (json_literal(j, "true"))
+			lua_pushboolean(j->L, 1);
+		else if (json_literal(j, "false"))
+			lua_pushboolean(j->L, 0);
+		else if (json_literal(j, "null"))
+			lua_pushnil(j->L);
+		else
+			json_number(j);
+	}
+	j->depth--;
+}
+
+/* Push the claims object decoded from text, or raise. */
+static void json_push_claims(lua_State *L, const char *text)
+{
+	Json j = { L, text, text + strlen(text), 0 };
+	json_space(&j);
+	if (j.p >= j.end || *j.p != '{')
+		json_fail(&j, "claims must be an object");
+	json_value(&j);
+	json_space(&j);
+	if (j.p != j.end)
+		json_fail(&j, "trailing characters");
+}
+
+/* ---------------------------------------------------------------- moat */
+
+static void *decision_mt_key(void)
+{
+	static char key;
+	return &key;
+}
+
+static int moat_decision(lua_State *L, const char *verdict, const char *msg)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushstring(L, verdict);
+	lua_setfield(L, -2, "verdict");
+	if (msg) {
+		lua_pushstring(L, msg);
+		lua_setfield(L, -2, "message");
+	}
+	lua_pushlightuserdata(L, decision_mt_key());
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	lua_setmetatable(L, -2);
+	return 1;
+}
+
+static int moat_allow(lua_State *L)
+{
+	return moat_decision(L, "allow", NULL);
+}
+
+static int moat_deny(lua_State *L)
+{
+	return moat_decision(L, "deny", luaL_optstring(L, 1, NULL));
+}
+
+static int moat_rewrite(lua_State *L)
+{
+	return moat_decision(L, "rewrite", luaL_checkstring(L, 1));
+}
+
+static int moat_hold(lua_State *L)
+{
+	return moat_decision(L, "hold", luaL_optstring(L, 1, NULL));
+}
+
+/* A read-only view of the table on top (replaces it). */
+static void push_readonly_proxy(lua_State *L)
+{
+	lua_newtable(L);		/* proxy */
+	lua_createtable(L, 0, 3);	/* mt */
+	lua_pushvalue(L, -3);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, sb_readonly);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_setmetatable(L, -2);
+	lua_remove(L, -2);
+}
+
+static void *moat_key(void)
+{
+	static char key;
+	return &key;
+}
+
+static void *loaded_key(void)
+{
+	static char key;
+	return &key;
+}
+
+static void *env_template_key(void)
+{
+	static char key;
+	return &key;
+}
+
+static void moat_register(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "allow", moat_allow }, { "deny", moat_deny },
+		{ "rewrite", moat_rewrite }, { "hold", moat_hold }, { NULL, NULL },
+	};
+	lua_createtable(L, 0, 2);	/* decision metatable, hidden from policies */
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_pushlightuserdata(L, decision_mt_key());
+	lua_insert(L, -2);
+	lua_rawset(L, LUA_REGISTRYINDEX);
+
+	lua_newtable(L);
+	for (const luaL_Reg *r = fns; r->name; r++) {
+		lua_pushcfunction(L, r->func);
+		lua_setfield(L, -2, r->name);
+	}
+	lua_pushliteral(L, "1");
+	lua_setfield(L, -2, "version");
+	push_readonly_proxy(L);
+	lua_pushlightuserdata(L, moat_key());
+	lua_insert(L, -2);
+	lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* ------------------------------------------------------------ loading */
+
+static char *read_script(const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "%s: cannot open policy: %s", path, strerror(errno));
+		return NULL;
+	}
+	size_t cap = 4096, n = 0;
+	char *buf = xmalloc(cap);
+	size_t got;
+	while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+		n += got;
+		if (n > POLICY_MAX_SCRIPT_SIZE)
+			break;
+		if (n == cap) {
+			cap *= 2;
+			buf = xrealloc(buf, cap);
+		}
+	}
+	bool bad = ferror(f) || n > POLICY_MAX_SCRIPT_SIZE;
+	fclose(f);
+	if (bad) {
+		snprintf(err, errlen, "%s: cannot read policy (I/O error or over %d bytes)", path,
+			 POLICY_MAX_SCRIPT_SIZE);
+		free(buf);
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
+
+/* Push a fresh locked environment: copies of the allow-listed globals. */
+static void sandbox_push_env(lua_State *L)
+{
+	lua_newtable(L);
+	lua_pushlightuserdata(L, env_template_key());
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		if (lua_istable(L, -1)) {	/* a library: a per-script shallow copy */
+			lua_newtable(L);
+			lua_pushnil(L);
+			while (lua_next(L, -3)) {
+				lua_pushvalue(L, -2);
+				lua_insert(L, -2);
+				lua_rawset(L, -4);
+			}
+			lua_remove(L, -2);
+		}
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, -5);
+	}
+	lua_pop(L, 1);
+	lua_createtable(L, 0, 3);
+	lua_pushcfunction(L, sb_unknown_global);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, sb_unknown_global);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_setmetatable(L, -2);
+}
+
+/* Load text at path as a chunk named chunkname with a fresh sandbox env; raises on error. */
+static void sandbox_load(lua_State *L, const char *path, const char *chunkname)
+{
+	char err[512];
+	size_t len = 0;
+	char *text = read_script(path, &len, err, sizeof(err));
+	if (!text) {
+		lua_pushstring(L, err);
+		lua_error(L);
+	}
+	if (len > 0 && text[0] == '\033') {
+		free(text);
+		luaL_error(L, "%s: precompiled bytecode is not accepted, only Lua source", chunkname);
+	}
+	lua_pushfstring(L, "@%s", chunkname);
+	int status = luaL_loadbufferx(L, text, len, lua_tostring(L, -1), "t");
+	free(text);
+	if (status != 0)
+		lua_error(L);
+	lua_remove(L, -2);
+	sandbox_push_env(L);
+	lua_setfenv(L, -2);
+}
+
+static bool module_name_ok(const char *name)
+{
+	if (!*name || *name == '.')
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '.'))
+			return false;
+		if (*p == '.' && (p[1] == '.' || p[1] == '\0'))
+			return false;
+	}
+	return true;
+}
+
+/* require "moat", or a helper module under policy.lua_dir, loaded like a policy. */
+static int sb_require(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	if (strcmp(name, "moat") == 0) {
+		lua_pushlightuserdata(L, moat_key());
+		lua_rawget(L, LUA_REGISTRYINDEX);
+		return 1;
+	}
+	PolicyEngine *e = engine_of(L);
+	if (!e->cfg.lua_dir || !module_name_ok(name))
+		return luaL_error(L, "module '%s' is not available to policies", name);
+	lua_pushlightuserdata(L, loaded_key());
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	lua_getfield(L, -1, name);
+	if (lua_toboolean(L, -1)) {
+		if (lua_islightuserdata(L, -1))
+			return luaL_error(L, "module '%s' requires itself", name);
+		return 1;
+	}
+	lua_pop(L, 1);
+	lua_pushlightuserdata(L, loaded_key());	/* "loading" marker */
+	lua_setfield(L, -2, name);
+	char *rel = xstrdup(name);
+	for (char *p = rel; *p; p++)
+		if (*p == '.')
+			*p = '/';
+	lua_pushfstring(L, "%s/%s.lua", e->cfg.lua_dir, rel);
+	lua_pushfstring(L, "%s.lua", rel);
+	free(rel);
+	sandbox_load(L, lua_tostring(L, -2), lua_tostring(L, -1));
+	lua_call(L, 0, 1);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushboolean(L, 1);
+	}
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -5, name);
+	return 1;
+}
+
+/* Patch the real string library so method calls ("x"):rep() are bounded too. */
+static void sandbox_patch_string(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "rep", str_rep }, { "find", str_find }, { "match", str_match },
+		{ "gmatch", str_gmatch }, { "gsub", str_gsub }, { NULL, NULL },
+	};
+	lua_getglobal(L, "string");
+	for (const luaL_Reg *r = fns; r->name; r++) {
+		lua_pushcfunction(L, r->func);
+		lua_setfield(L, -2, r->name);
+	}
+	lua_pushnil(L);
+	lua_setfield(L, -2, "dump");
+	lua_pop(L, 1);
+	/* Hide the string metatable so one policy cannot change methods for all. */
+	lua_pushliteral(L, "");
+	lua_getmetatable(L, -1);
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_pop(L, 2);
+}
+
+static void sandbox_copy_fields(lua_State *L, const char *lib, const char *const *names)
+{
+	lua_getglobal(L, lib);
+	lua_newtable(L);
+	for (int i = 0; names[i]; i++) {
+		lua_getfield(L, -2, names[i]);
+		lua_setfield(L, -2, names[i]);
+	}
+	lua_setfield(L, -3, lib);
+	lua_pop(L, 1);
+}
+
+/* The allow-list: everything a policy can name. */
+static void sandbox_build_template(lua_State *L)
+{
+	static const char *const base[] = {
+		"assert", "error", "ipairs", "next", "pairs", "select", "tonumber", "tostring",
+		"type", "unpack", "rawequal", "rawget", "rawset", "setmetatable", "getmetatable",
+		NULL,
+	};
+	static const char *const libs[] = { "string", "table", "math", "bit", NULL };
+	static const char *const os_ok[] = { "time", "clock", "date", "difftime", NULL };
+	lua_newtable(L);
+	for (int i = 0; base[i]; i++) {
+		lua_getglobal(L, base[i]);
+		lua_setfield(L, -2, base[i]);
+	}
+	for (int i = 0; libs[i]; i++) {
+		lua_getglobal(L, libs[i]);
+		lua_setfield(L, -2, libs[i]);
+	}
+	sandbox_copy_fields(L, "os", os_ok);
+	static const luaL_Reg wrapped[] = {
+		{ "pcall", sb_pcall }, { "xpcall", sb_xpcall },
+		{ "collectgarbage", sb_collectgarbage }, { "print", sb_print },
+		{ "require", sb_require }, { NULL, NULL },
+	};
+	for (const luaL_Reg *r = wrapped; r->name; r++) {
+		lua_pushcfunction(L, r->func);
+		lua_setfield(L, -2, r->name);
+	}
+	lua_pushlightuserdata(L, env_template_key());
+	lua_insert(L, -2);
+	lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+static int state_open_libs(lua_State *L)
+{
+	static const luaL_Reg libs[] = {
+		{ "", luaopen_base }, { LUA_TABLIBNAME, luaopen_table },
+		{ LUA_STRLIBNAME, luaopen_string }, { LUA_MATHLIBNAME, luaopen_math },
+		{ LUA_BITLIBNAME, luaopen_bit }, { LUA_OSLIBNAME, luaopen_os },
+		{ NULL, NULL },	/* never luaopen_jit: it turns the JIT back on */
+	};
+	for (const luaL_Reg *r = libs; r->func; r++) {
+		lua_pushcfunction(L, r->func);
+		lua_pushstring(L, r->name);
+		lua_call(L, 1, 0);
+	}
+	sandbox_patch_string(L);
+	sandbox_build_template(L);
+	moat_register(L);
+	lua_newtable(L);
+	lua_pushlightuserdata(L, loaded_key());
+	lua_insert(L, -2);
+	lua_rawset(L, LUA_REGISTRYINDEX);
+	/* Again after the libraries: compiled loops never reach the count hook. */
+	if (!luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF))
+		return luaL_error(L, "cannot turn the JIT off");
+	return 0;
+}
+
+static bool masks_key_ok(const char *k)
+{
+	int dots = 0;
+	for (const char *p = k; *p; p++)
+		if (*p == '.')
+			dots++;
+	if (dots < 1 || dots > 2 || k[0] == '.' || k[strlen(k) - 1] == '.' || strstr(k, ".."))
+		return false;
+	return k[0] != '*' || (dots == 1 && k[1] == '.');
+}
+
+/* Merge P.masks (at -1) into the engine's table (at masks_idx); first policy wins. */
+static void script_collect_masks(lua_State *L, PolicyEngine *e, const Script *sc, int masks_idx)
+{
+	if (lua_isnil(L, -1))
+		return;
+	if (!lua_istable(L, -1))
+		luaL_error(L, "%s: P.masks must be a table", sc->name);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		if (!key || !masks_key_ok(key))
+			luaL_error(L, "%s: P.masks key '%s' must be \"table.column\", "
+				   "\"schema.table.column\" or \"*.column\"", sc->name,
+				   key ? key : luaL_typename(L, -2));
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			MaskKind k = mask_kind_from_name(lua_tostring(L, -1));
+			if (k == MASK_NONE || k == MASK_CUSTOM)
+				luaL_error(L, "%s: P.masks['%s']: unknown mask '%s'", sc->name, key,
+					   lua_tostring(L, -1));
+		} else if (!lua_isfunction(L, -1)) {
+			luaL_error(L, "%s: P.masks['%s'] must be a mask name or a function", sc->name,
+				   key);
+		}
+		lua_pushvalue(L, -2);
+		lua_rawget(L, masks_idx);
+		bool taken = !lua_isnil(L, -1);
+		lua_pop(L, 1);
+		if (!taken) {
+			lua_pushvalue(L, -2);
+			lua_pushvalue(L, -2);
+			lua_rawset(L, masks_idx);
+			e->any_masks = true;
+		}
+		lua_pop(L, 1);
+	}
+}
+
+/* Run one script (protected by the caller) and resolve its hooks. */
+static void script_load(lua_State *L, PolicyEngine *e, Script *sc, int masks_idx)
+{
+	sandbox_load(L, sc->path, sc->name);
+	lua_call(L, 0, 1);
+	if (!lua_istable(L, -1))
+		luaL_error(L, "%s: a policy must return a table of hooks (got %s)", sc->name,
+			   luaL_typename(L, -1));
+	for (int h = 0; h < HOOK_COUNT; h++) {
+		lua_getfield(L, -1, hook_names[h]);
+		if (lua_isnil(L, -1)) {
+			lua_pop(L, 1);
+			continue;
+		}
+		if (!lua_isfunction(L, -1))
+			luaL_error(L, "%s: P.%s must be a function", sc->name, hook_names[h]);
+		/* Fail closed: a policy must not believe rows are filtered when they are not. */
+		if (h == HOOK_ROW)
+			luaL_error(L, "%s: P.on_row is not supported yet (use P.masks or a mask "
+				   "function)", sc->name);
+		sc->hooks[h] = luaL_ref(L, LUA_REGISTRYINDEX);
+		e->any_hook[h] = true;
+	}
+	lua_getfield(L, -1, "masks");
+	script_collect_masks(L, e, sc, masks_idx);
+	lua_pop(L, 1);
+	lua_getfield(L, -1, "allow_unparsed");
+	if (lua_toboolean(L, -1))
+		e->allow_unparsed = true;
+	lua_pop(L, 2);
+}
+
+static int state_load_scripts(lua_State *L)
+{
+	PolicyEngine *e = lua_touserdata(L, 1);
+	lua_settop(L, 0);
+	lua_pushcfunction(L, state_open_libs);
+	lua_call(L, 0, 0);
+	lua_newtable(L);	/* merged masks at 1 */
+	for (int i = 0; i < e->nscripts; i++)
+		script_load(L, e, &e->scripts[i], 1);
+	e->masks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 0;
+}
+
+static void engine_reset_scripts(PolicyEngine *e)
+{
+	for (int i = 0; i < e->nscripts; i++)
+		for (int h = 0; h < HOOK_COUNT; h++)
+			e->scripts[i].hooks[h] = LUA_NOREF;
+	memset(e->any_hook, 0, sizeof(e->any_hook));
+	e->any_masks = false;
+	e->allow_unparsed = false;
+	e->masks_ref = LUA_NOREF;
+}
+
+static void engine_close_state(PolicyEngine *e)
+{
+	if (e->L)
+		lua_close(e->L);
+	e->L = NULL;
+}
+
+/* Build a new Lua state from e->cfg; on failure e->L stays NULL and err says why. */
+static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
+{
+	engine_close_state(e);
+	engine_reset_scripts(e);
+	e->mem_failed = false;
+	e->overrun = false;
+	e->where[0] = '\0';
+	lua_State *L = lua_newstate(engine_alloc, e);
+	if (!L) {
+		snprintf(err, errlen, "cannot create a Lua state (memory_limit %zu bytes)",
+			 e->cfg.memory_limit);
+		return false;
+	}
+	/* JIT-compiled loops never reach the count hook: interpret everything. */
+	luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+	e->L = L;
+	e->deadline = util_now_mono() + e->cfg.time_budget;
+	lua_sethook(L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
+	int status = lua_cpcall(L, state_load_scripts, e);
+	lua_sethook(L, NULL, 0, 0);
+	if (status != 0) {
+		const char *msg = lua_tostring(L, -1);
+		if (e->where[0] && msg && !strstr(msg, e->where))
+			snprintf(err, errlen, "%s: %s", e->where, msg);
+		else
+			snprintf(err, errlen, "%s", msg ? msg : "out of memory");
+		engine_close_state(e);
+		return false;
+	}
+	lua_settop(L, 0);
+	e->generation++;
+	return true;
+}
+
+static bool engine_load_hash_key(PolicyEngine *e, char *err, size_t errlen)
+{
+	if (!e->cfg.hash_key_file)
+		return true;
+	char *key = util_read_file(e->cfg.hash_key_file, 4096, true);
+	if (!key || !*key) {
+		snprintf(err, errlen, "%s: cannot read policy.hash_key_file: %s",
+			 e->cfg.hash_key_file, key ? "empty" : strerror(errno));
+		util_free_secret(key);
+		return false;
+	}
+	size_t n = strlen(key);
+	if (n > sizeof(e->hash_key)) {
+		SHA256((const unsigned char *)key, n, e->hash_key);
+		n = sizeof(e->hash_key);
+	} else {
+		memcpy(e->hash_key, key, n);
+	}
+	e->hash_key_len = n;
+	util_free_secret(key);
+	return true;
+}
+
+static const char *path_basename(const char *p)
+{
+	const char *s = strrchr(p, '/');
+	return s ? s + 1 : p;
+}
+
+PolicyEngine *policy_engine_new(const PolicyConfig *pc, char *err, size_t errlen)
+{
+	PolicyEngine *e = xcalloc(1, sizeof(*e));
+	policy_config_copy(&e->cfg, pc);
+	if (e->cfg.time_budget <= 0)
+		e->cfg.time_budget = POLICY_DEFAULT_TIME_BUDGET;
+	if (e->cfg.memory_limit == 0)
+		e->cfg.memory_limit = POLICY_DEFAULT_MEMORY_LIMIT;
+	e->nscripts = pc->scripts.count;
+	e->scripts = xcalloc((size_t)e->nscripts + 1, sizeof(*e->scripts));
+	for (int i = 0; i < e->nscripts; i++) {
+		e->scripts[i].path = xstrdup(pc->scripts.items[i]);
+		e->scripts[i].name = xstrdup(path_basename(pc->scripts.items[i]));
+	}
+	e->cache = sqlinfo_cache_new(SQLINFO_CACHE_SIZE);
+	if (!engine_load_hash_key(e, err, errlen) || !engine_open_state(e, err, errlen)) {
+		policy_engine_free(e);
+		return NULL;
+	}
+	return e;
+}
+
+void policy_engine_free(PolicyEngine *e)
+{
+	if (!e)
+		return;
+	engine_close_state(e);
+	for (int i = 0; i < e->nscripts; i++) {
+		free(e->scripts[i].path);
+		free(e->scripts[i].name);
+	}
+	free(e->scripts);
+	if (e->cache)
+		sqlinfo_cache_free(e->cache);
+	util_wipe(e->hash_key, sizeof(e->hash_key));
+	policy_config_free(&e->cfg);
+	free(e);
+}
+
+bool policy_engine_has_on_query(const PolicyEngine *e)
+{
+	return e->any_hook[HOOK_QUERY];
+}
+
+bool policy_engine_has_on_row(const PolicyEngine *e)
+{
+	return e->any_hook[HOOK_ROW];
+}
+
+bool policy_engine_has_masks(const PolicyEngine *e)
+{
+	return e->any_masks || e->any_hook[HOOK_COLUMNS] || e->any_hook[HOOK_ROW];
+}
+
+int policy_engine_script_count(const PolicyEngine *e)
+{
+	return e->nscripts;
+}
+
+void policy_engine_set_trace(PolicyEngine *e, bool on)
+{
+	e->trace = on;
+}
+
+void policy_engine_stats(const PolicyEngine *e, PolicyStats *out)
+{
+	*out = e->stats;
+	out->memory = e->mem_used;
+}
+
+/* ------------------------------------------------------ calling hooks */
+
+/* Start a call: a deadline, a clean failure state, the hook armed. */
+static bool engine_enter(PolicyEngine *e)
+{
+	if (!e->L) {
+		char err[512];
+		if (!engine_open_state(e, err, sizeof(err))) {
+			log_error("policy: cannot recreate the Lua state: %s", err);
+			return false;
+		}
+		e->stats.recreated++;
+	}
+	e->deadline = util_now_mono() + e->cfg.time_budget;
+	e->overrun = false;
+	e->mem_failed = false;
+	e->where[0] = '\0';
+	lua_sethook(e->L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
+	return true;
+}
+
+/* End a call; after an overrun the state is rebuilt so nothing half-done survives. */
+static void engine_leave(PolicyEngine *e)
+{
+	lua_State *L = e->L;
+	lua_sethook(L, NULL, 0, 0);
+	lua_settop(L, 0);
+	if (!engine_past_budget(e)) {
+		if ((size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > e->cfg.memory_limit / 2)
+			lua_gc(L, LUA_GCCOLLECT, 0);
+		return;
+	}
+	e->stats.overruns++;
+	char err[512];
+	if (engine_open_state(e, err, sizeof(err)))
+		e->stats.recreated++;
+	else
+		log_error("policy: cannot recreate the Lua state: %s", err);
+}
+
+/* A failed call: DENY, fail closed, with file:line for the log. */
+static void decision_fail(PolicyEngine *e, PolicyDecision *d, const char *policy, const char *msg)
+{
+	e->stats.errors++;
+	d->verdict = POLICY_DENY;
+	d->error = true;
+	set_str(&d->policy, policy);
+	set_str(&d->where, e->where[0] ? e->where : policy);
+	free(d->message);
+	d->message = xasprintf("statement denied: policy %s failed", policy ? policy : "engine");
+	log_warning("policy %s failed at %s: %s", policy ? policy : "engine",
+		    e->where[0] ? e->where : "?", msg ? msg : "unknown error");
+}
+
+/*
+ * Call the function at the top with nargs arguments below it (msgh at index 1).
+ * Returns true with one result on the stack, or false with the error message.
+ */
+static bool hook_call(lua_State *L, PolicyEngine *e, int nargs)
+{
+	e->stats.calls++;
+	return lua_pcall(L, nargs, 1, 1) == 0;
+}
+
+typedef struct HookResult {
+	PolicyVerdict verdict;
+	const char *message;	/* points into the Lua stack: valid until popped */
+	bool valid;
+} HookResult;
+
+/* Interpret the value at the top: nothing means allow; anything else must be a moat decision. */
+static HookResult hook_result(lua_State *L)
+{
+	HookResult r = { POLICY_ALLOW, NULL, true };
+	if (lua_isnil(L, -1))
+		return r;
+	bool marked = false;
+	if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
+		lua_pushlightuserdata(L, decision_mt_key());
+		lua_rawget(L, LUA_REGISTRYINDEX);
+		marked = lua_rawequal(L, -1, -2);
+		lua_pop(L, 2);
+	}
+	if (!marked) {
+		r.valid = false;
+		return r;
+	}
+	lua_getfield(L, -1, "verdict");
+	r.valid = lua_isstring(L, -1) && policy_verdict_from_name(lua_tostring(L, -1), &r.verdict);
+	lua_pop(L, 1);
+	lua_getfield(L, -1, "message");
+	r.message = lua_tostring(L, -1);
+	lua_insert(L, -2);	/* keep the message string alive under the decision */
+	return r;
+}
+
+static void hook_where(lua_State *L, PolicyEngine *e, const Script *sc, int ref)
+{
+	lua_Debug ar;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+	if (lua_getinfo(L, ">S", &ar) && !e->where[0])
+		snprintf(e->where, sizeof(e->where), "%s:%d", sc->name, ar.linedefined);
+}
+
+/* ------------------------------------------------------------ sessions */
+
+static void session_push_fields(lua_State *L, const PolicySession *s)
+{
+	lua_createtable(L, 0, 10);
+	lua_pushnumber(L, (lua_Number)s->id);
+	lua_setfield(L, -2, "id");
+	lua_pushstring(L, s->user);
+	lua_setfield(L, -2, "user");
+	lua_pushstring(L, s->database);
+	lua_setfield(L, -2, "database");
+	lua_pushstring(L, s->application_name);
+	lua_setfield(L, -2, "application_name");
+	lua_pushstring(L, s->client_addr);
+	lua_setfield(L, -2, "client_addr");
+	lua_pushboolean(L, s->tls);
+	lua_setfield(L, -2, "tls");
+	lua_pushstring(L, s->role);
+	lua_setfield(L, -2, "role");
+	if (s->claims_json) {
+		json_push_claims(L, s->claims_json);
+		lua_setfield(L, -2, "claims");
+	}
+	lua_newtable(L);
+	lua_setfield(L, -2, "vars");
+}
+
+/* Push the session's `s` (a read-only view; s.vars is the policy's to write). */
+static void session_push(lua_State *L, PolicyEngine *e, PolicySession *s)
+{
+	if (s->generation == e->generation) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+		return;
+	}
+	session_push_fields(L, s);
+	push_readonly_proxy(L);
+	lua_pushvalue(L, -1);
+	s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	s->cols_ref = LUA_NOREF;
+	s->generation = e->generation;
+}
+
+typedef struct SessionCall {
+	PolicyEngine *e;
+	PolicySession *s;
+	PolicyDecision *out;
+	int hook;
+	bool failed;
+	const char *fail_policy;
+} SessionCall;
+
+static int session_run(lua_State *L)
+{
+	SessionCall *c = lua_touserdata(L, 1);
+	PolicyEngine *e = c->e;
+	lua_settop(L, 0);
+	lua_pushcfunction(L, engine_msgh);
+	session_push(L, e, c->s);
+	for (int i = 0; i < e->nscripts; i++) {
+		Script *sc = &e->scripts[i];
+		if (sc->hooks[c->hook] == LUA_NOREF)
+			continue;
+		lua_settop(L, 2);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[c->hook]);
+		lua_pushvalue(L, 2);
+		if (!hook_call(L, e, 1)) {
+			c->failed = true;
+			c->fail_policy = sc->name;
+			return lua_error(L);
+		}
+		if (c->hook == HOOK_DISCONNECT)
+			continue;
+		HookResult r = hook_result(L);
+		if (!r.valid || r.verdict == POLICY_REWRITE || r.verdict == POLICY_HOLD) {
+			hook_where(L, e, sc, sc->hooks[c->hook]);
+			c->failed = true;
+			c->fail_policy = sc->name;
+			return luaL_error(L, "%s: on_connect must return nothing, moat.allow() or "
+					  "moat.deny(msg)", sc->name);
+		}
+		decision_trace(e, c->out, 0, sc->name, r.verdict, r.message);
+		if (r.verdict == POLICY_DENY) {
+			c->out->verdict = POLICY_DENY;
+			set_str(&c->out->policy, sc->name);
+			set_str(&c->out->message, r.message ? r.message : "connection denied by policy");
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static void session_call(PolicyEngine *e, PolicySession *s, int hook, PolicyDecision *out)
+{
+	if (!engine_enter(e)) {
+		decision_fail(e, out, NULL, "policy engine unavailable");
+		return;
+	}
+	SessionCall c = { e, s, out, hook, false, NULL };
+	if (lua_cpcall(e->L, session_run, &c) != 0)
+		decision_fail(e, out, c.fail_policy, lua_tostring(e->L, -1));
+	engine_leave(e);
+}
+
+void policy_session_open(PolicyEngine *e, PolicySession *s, PolicyDecision *out)
+{
+	decision_init(out);
+	s->generation = 0;
+	s->ref = LUA_NOREF;
+	s->cols_ref = LUA_NOREF;
+	session_call(e, s, HOOK_CONNECT, out);
+	decision_finish(e, out);
+}
+
+void policy_session_close(PolicyEngine *e, PolicySession *s)
+{
+	if (e->any_hook[HOOK_DISCONNECT]) {
+		PolicyDecision d;
+		decision_init(&d);
+		session_call(e, s, HOOK_DISCONNECT, &d);
+		policy_decision_free(&d);
+	}
+	if (e->L && s->generation == e->generation) {
+		luaL_unref(e->L, LUA_REGISTRYINDEX, s->ref);
+		luaL_unref(e->L, LUA_REGISTRYINDEX, s->cols_ref);
+	}
+	s->generation = 0;
+	s->ref = LUA_NOREF;
+	s->cols_ref = LUA_NOREF;
+}
+
+/* ------------------------------------------------------------- queries */
+
+static void *stmt_key(void)
+{
+	static char key;
+	return &key;
+}
+
+static void q_set_str(lua_State *L, const char *field, const char *v)
+{
+	if (!v)
+		return;
+	lua_pushstring(L, v);
+	lua_setfield(L, -2, field);
+}
+
+/* The parse-derived fields, materialized on first use into the q data table (at -1). */
+static void q_materialize(lua_State *L, const SqlStatement *st)
+{
+	q_set_str(L, "kind", st->kind ? st->kind : "unknown");
+	lua_createtable(L, st->tables.count, 0);
+	for (int i = 0; i < st->tables.count; i++) {
+		lua_pushstring(L, st->tables.items[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_setfield(L, -2, "tables");
+	lua_pushboolean(L, st->has_where);
+	lua_setfield(L, -2, "has_where");
+	lua_pushboolean(L, st->writes);
+	lua_setfield(L, -2, "writes");
+	lua_pushboolean(L, st->is_transaction_control);
+	lua_setfield(L, -2, "is_transaction_control");
+	q_set_str(L, "fingerprint", st->fingerprint);
+	q_set_str(L, "normalized", st->normalized);
+	lua_pushboolean(L, st->dml_without_where);
+	lua_setfield(L, -2, "dml_without_where");
+	lua_pushboolean(L, st->has_limit);
+	lua_setfield(L, -2, "has_limit");
+	lua_createtable(L, st->functions.count, 0);
+	for (int i = 0; i < st->functions.count; i++) {
+		lua_pushstring(L, st->functions.items[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_setfield(L, -2, "functions");
+}
+
+static bool q_lazy_field(const char *k)
+{
+	static const char *const lazy[] = {
+		"kind", "tables", "has_where", "writes", "is_transaction_control", "fingerprint",
+		"normalized", "dml_without_where", "has_limit", "functions", NULL,
+	};
+	for (int i = 0; lazy[i]; i++)
+		if (strcmp(k, lazy[i]) == 0)
+			return true;
+	return false;
+}
+
+/* __index of q: plain fields from the data table; parse fields on first use. */
+static int q_index(lua_State *L)
+{
+	lua_pushvalue(L, 2);
+	lua_rawget(L, lua_upvalueindex(1));
+	if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING || !q_lazy_field(lua_tostring(L, 2)))
+		return 1;
+	lua_pop(L, 1);
+	lua_pushlightuserdata(L, stmt_key());
+	lua_rawget(L, lua_upvalueindex(1));
+	const SqlStatement *st = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	if (!st)	/* the statement is over: q kept past its call sees no parse fields */
+		return 0;
+	lua_pushvalue(L, lua_upvalueindex(1));
+	q_materialize(L, st);
+	engine_of(L)->stats.lazy_fields++;
+	lua_pushlightuserdata(L, stmt_key());
+	lua_pushnil(L);
+	lua_rawset(L, -3);
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	return 1;
+}
+
+typedef struct QueryCall {
+	PolicyEngine *e;
+	PolicySession *s;
+	PolicyDecision *out;
+	const char *protocol;
+	const char *stmt_name;
+	bool in_transaction;
+	SqlInfo *info;
+	SqlInfo **extra;	/* parses of rewrites, released after the call */
+	int nextra;
+	char **final_sql;	/* per statement: the rewrite (owned) or NULL */
+	bool any_rewrite;
+	const char *fail_policy;
+	const char *raw_sql;	/* the whole text, when it could not be split (opted in) */
+} QueryCall;
+
+/* Push q for (sql, st) with its data table below it: stack ... data q. */
+static void q_push(lua_State *L, const QueryCall *c, const char *sql, const SqlStatement *st)
+{
+	lua_createtable(L, 0, 8);	/* data */
+	q_set_str(L, "sql", sql);
+	q_set_str(L, "protocol", c->protocol);
+	if (c->stmt_name && *c->stmt_name)
+		q_set_str(L, "name", c->stmt_name);
+	lua_pushboolean(L, c->in_transaction);
+	lua_setfield(L, -2, "in_transaction");
+	if (st) {
+		lua_pushlightuserdata(L, stmt_key());
+		lua_pushlightuserdata(L, (void *)st);
+		lua_rawset(L, -3);
+	} else {
+		q_set_str(L, "kind", "unknown");
+		lua_newtable(L);
+		lua_setfield(L, -2, "tables");
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "has_where");
+	}
+	lua_newtable(L);		/* q */
+	lua_createtable(L, 0, 3);	/* its metatable */
+	lua_pushvalue(L, -3);
+	lua_pushcclosure(L, q_index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, sb_readonly);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_setmetatable(L, -2);
+}
+
+/* The statement is done: a q the policy kept must not reach freed parse data. */
+static void q_invalidate(lua_State *L, int data_idx)
+{
+	lua_pushlightuserdata(L, stmt_key());
+	lua_pushnil(L);
+	lua_rawset(L, data_idx);
+}
+
+/* Parse a rewrite; it must be exactly one statement we can classify. */
+static const SqlStatement *query_parse_rewrite(QueryCall *c, const char *sql)
+{
+	SqlInfo *info = sqlinfo_cache_get(c->e->cache, sql, strlen(sql));
+	c->extra[c->nextra++] = info;
+	if (!info->ok || info->nstmts != 1)
+		return NULL;
+	return &info->stmts[0];
+}
+
+typedef struct StmtState {
+	int index;
+	const char *sql;
+	const SqlStatement *st;
+	PolicyVerdict verdict;	/* ALLOW, REWRITE, HOLD or DENY for this statement */
+	const char *policy;
+	char *message;		/* owned */
+} StmtState;
+
+/* Run every on_query for one statement, chaining rewrites; stops at deny or hold. */
+static void query_run_stmt(lua_State *L, QueryCall *c, StmtState *ss)
+{
+	PolicyEngine *e = c->e;
+	int base = lua_gettop(L);
+	q_push(L, c, ss->sql, ss->st);	/* data at base+1, q at base+2 */
+	for (int i = 0; i < e->nscripts; i++) {
+		Script *sc = &e->scripts[i];
+		if (sc->hooks[HOOK_QUERY] == LUA_NOREF)
+			continue;
+		lua_settop(L, base + 2);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[HOOK_QUERY]);
+		lua_pushvalue(L, 2);
+		lua_pushvalue(L, base + 2);
+		if (!hook_call(L, e, 2)) {
+			c->fail_policy = sc->name;
+			lua_error(L);
+		}
+		HookResult r = hook_result(L);
+		if (!r.valid) {
+			hook_where(L, e, sc, sc->hooks[HOOK_QUERY]);
+			c->fail_policy = sc->name;
+			luaL_error(L, "%s: on_query must return nothing or a moat decision", sc->name);
+		}
+		decision_trace(e, c->out, ss->index, sc->name, r.verdict, r.message);
+		if (r.verdict == POLICY_ALLOW)
+			continue;
+		ss->policy = sc->name;
+		if (r.verdict == POLICY_REWRITE) {
+			char *sql = xstrdup(r.message);
+			free(c->final_sql[ss->index]);
+			c->final_sql[ss->index] = sql;
+			c->any_rewrite = true;
+			ss->verdict = POLICY_REWRITE;
+			q_invalidate(L, base + 1);
+			ss->sql = sql;
+			ss->st = query_parse_rewrite(c, sql);
+			if (!ss->st) {
+				ss->verdict = POLICY_DENY;
+				free(ss->message);
+				ss->message = xasprintf("rewrite by %s is not one statement pgmoat can "
+							"classify", sc->name);
+				break;
+			}
+			lua_settop(L, base);
+			q_push(L, c, ss->sql, ss->st);
+			continue;
+		}
+		ss->verdict = r.verdict;
+		free(ss->message);
+		ss->message = xstrdup(r.message ? r.message
+					: r.verdict == POLICY_DENY ? "statement denied by policy"
+								   : "statement held for approval");
+		break;
+	}
+	q_invalidate(L, base + 1);
+	lua_settop(L, base);
+}
+
+/* Strictest wins across statements: the first deny, else the first hold, else any rewrite. */
+static void query_merge(QueryCall *c, const StmtState *ss)
+{
+	PolicyDecision *d = c->out;
+	if (ss->verdict <= d->verdict)
+		return;	/* equal: the first one's reason stands */
+	d->verdict = ss->verdict;
+	set_str(&d->policy, ss->policy);
+	set_str(&d->message, ss->verdict == POLICY_REWRITE ? NULL : ss->message);
+}
+
+static int query_run(lua_State *L)
+{
+	QueryCall *c = lua_touserdata(L, 1);
+	lua_settop(L, 0);
+	lua_pushcfunction(L, engine_msgh);
+	session_push(L, c->e, c->s);
+	int n = c->info->ok ? c->info->nstmts : 1;
+	for (int i = 0; i < n && c->out->verdict != POLICY_DENY; i++) {
+		StmtState ss = { i, c->raw_sql, NULL, POLICY_ALLOW, NULL, NULL };
+		if (c->info->ok) {
+			ss.sql = c->info->stmts[i].sql;
+			ss.st = &c->info->stmts[i];
+		}
+		query_run_stmt(L, c, &ss);
+		query_merge(c, &ss);
+		free(ss.message);
+	}
+	return 0;
+}
+
+/* Glue the statements back together, rewritten ones replaced. */
+static char *query_join(const QueryCall *c)
+{
+	if (!c->info->ok)
+		return xstrdup(c->final_sql[0]);
+	size_t total = 1;
+	int n = c->info->nstmts;
+	for (int i = 0; i < n; i++)
+		total += strlen(c->final_sql[i] ? c->final_sql[i] : c->info->stmts[i].sql) + 3;
+	char *out = xmalloc(total);
+	size_t pos = 0;
+	for (int i = 0; i < n; i++) {
+		const char *s = c->final_sql[i] ? c->final_sql[i] : c->info->stmts[i].sql;
+		size_t l = strlen(s);
+		memcpy(out + pos, s, l);
+		pos += l;
+		if (i + 1 < n) {
+			/* a newline first: the statement may end in a -- comment */
+			memcpy(out + pos, "\n;\n", 3);
+			pos += 3;
+		}
+	}
+	out[pos] = '\0';
+	return out;
+}
+
+static void query_deny_unparsed(PolicyDecision *out, const SqlInfo *info)
+{
+	out->verdict = POLICY_DENY;
+	free(out->message);
+	out->message = xasprintf("statement denied: it cannot be classified (%s)",
+				 info->error ? info->error : "parse error");
+}
+
+void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t len,
+		     const char *protocol, const char *stmt_name, bool in_transaction,
+		     PolicyDecision *out)
+{
+	decision_init(out);
+	SqlInfo *info = sqlinfo_cache_get(e->cache, sql, len);
+	if (!info->ok && !e->allow_unparsed) {
+		query_deny_unparsed(out, info);
+		sqlinfo_release(e->cache, info);
+		decision_finish(e, out);
+		return;
+	}
+	int n = info->ok ? info->nstmts : 1;
+	if (!e->any_hook[HOOK_QUERY] || n == 0) {
+		sqlinfo_release(e->cache, info);
+		decision_finish(e, out);
+		return;
+	}
+	char *raw = info->ok ? NULL : xstrndup(sql, len);
+	QueryCall c = { e, s, out, protocol, stmt_name, in_transaction, info, NULL, 0, NULL, false,
+			NULL, raw };
+	c.extra = xcalloc((size_t)(n * e->nscripts + 1), sizeof(*c.extra));
+	c.final_sql = xcalloc((size_t)n, sizeof(*c.final_sql));
+	if (!engine_enter(e)) {
+		decision_fail(e, out, NULL, "policy engine unavailable");
+	} else {
+		if (lua_cpcall(e->L, query_run, &c) != 0)
+			decision_fail(e, out, c.fail_policy, lua_tostring(e->L, -1));
+		engine_leave(e);
+	}
+	if (!out->error && out->verdict != POLICY_DENY && c.any_rewrite)
+		out->rewritten_sql = query_join(&c);
+	for (int i = 0; i < c.nextra; i++)
+		sqlinfo_release(e->cache, c.extra[i]);
+	for (int i = 0; i < n; i++)
+		free(c.final_sql[i]);
+	free(c.final_sql);
+	free(c.extra);
+	free(raw);
+	sqlinfo_release(e->cache, info);
+	decision_finish(e, out);
+}
+
+/* ------------------------------------------------------------- columns */
+
+typedef struct ColumnsCall {
+	PolicyEngine *e;
+	PolicySession *s;
+	MaskPlan *plan;
+	const char **table_names;
+	const char **column_names;
+	MaskKind *declared;	/* from P.masks: on_columns may change these, never clear them */
+	const char *fail_policy;
+} ColumnsCall;
+
+/* Push the P.masks entry for (table, column), or nil: "schema.table.column", "table.column", "*.column". */
+static void columns_lookup_mask(lua_State *L, int masks_idx, const char *table, const char *column)
+{
+	const char *dot = strchr(table, '.');
+	const char *rel = dot ? dot + 1 : table;
+	lua_pushfstring(L, "%s.%s", table, column);
+	lua_rawget(L, masks_idx);
+	if (!lua_isnil(L, -1) || !dot)
+		goto star;
+	lua_pop(L, 1);
+	lua_pushfstring(L, "%s.%s", rel, column);
+	lua_rawget(L, masks_idx);
+star:
+	if (!lua_isnil(L, -1))
+		return;
+	lua_pop(L, 1);
+	lua_pushfstring(L, "*.%s", column);
+	lua_rawget(L, masks_idx);
+}
+
+static MaskKind columns_kind_of(lua_State *L, int idx)
+{
+	if (lua_isfunction(L, idx))
+		return MASK_CUSTOM;
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return MASK_NONE;
+	return mask_kind_from_name(lua_tostring(L, idx));
+}
+
+static void columns_push(lua_State *L, ColumnsCall *c, int masks_idx)
+{
+	MaskPlan *plan = c->plan;
+	lua_createtable(L, plan->ncols, 0);
+	for (int i = 0; i < plan->ncols; i++) {
+		const MaskColumn *mc = &plan->cols[i];
+		const char *table = c->table_names ? c->table_names[i] : NULL;
+		const char *column = c->column_names ? c->column_names[i] : NULL;
+		lua_createtable(L, 0, 6);
+		q_set_str(L, "name", mc->name);
+		q_set_str(L, "table", table);
+		q_set_str(L, "column", column);
+		lua_pushnumber(L, mc->type_oid);
+		lua_setfield(L, -2, "type_oid");
+		q_set_str(L, "format", mc->format == 1 ? "binary" : "text");
+		c->declared[i] = MASK_NONE;
+		if (table && column) {
+			columns_lookup_mask(L, masks_idx, table, column);
+			c->declared[i] = columns_kind_of(L, -1);
+			lua_setfield(L, -2, "mask");
+		}
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+/* Read cols[i].mask back into the plan; a declared mask survives a hook that drops it. */
+static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
+{
+	MaskPlan *plan = c->plan;
+	plan->any = false;
+	for (int i = 0; i < plan->ncols; i++) {
+		lua_rawgeti(L, cols_idx, i + 1);
+		if (!lua_istable(L, -1))
+			luaL_error(L, "cols[%d] is no longer a column table", i + 1);
+		lua_getfield(L, -1, "mask");
+		MaskKind k = columns_kind_of(L, -1);
+		bool named = lua_type(L, -1) == LUA_TSTRING;
+		if (named && k == MASK_NONE && strcmp(lua_tostring(L, -1), "none") != 0)
+			luaL_error(L, "cols[%d].mask: unknown mask '%s'", i + 1, lua_tostring(L, -1));
+		if (!named && !lua_isnil(L, -1) && k == MASK_NONE)
+			luaL_error(L, "cols[%d].mask must be a mask name or a function", i + 1);
+		if (k == MASK_NONE && c->declared[i] != MASK_NONE)
+			luaL_error(L, "cols[%d].mask: a mask from P.masks cannot be removed", i + 1);
+		plan->cols[i].mask = k;
+		if (k != MASK_NONE)
+			plan->any = true;
+		lua_pop(L, 2);
+	}
+}
+
+static int columns_run(lua_State *L)
+{
+	ColumnsCall *c = lua_touserdata(L, 1);
+	PolicyEngine *e = c->e;
+	lua_settop(L, 0);
+	lua_pushcfunction(L, engine_msgh);		/* 1 */
+	session_push(L, e, c->s);			/* 2 */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* 3 */
+	columns_push(L, c, 3);				/* 4 */
+	for (int i = 0; i < e->nscripts; i++) {
+		Script *sc = &e->scripts[i];
+		if (sc->hooks[HOOK_COLUMNS] == LUA_NOREF)
+			continue;
+		lua_settop(L, 4);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[HOOK_COLUMNS]);
+		lua_pushvalue(L, 2);
+		lua_pushvalue(L, 4);
+		if (!hook_call(L, e, 2)) {
+			c->fail_policy = sc->name;
+			lua_error(L);
+		}
+	}
+	lua_settop(L, 4);
+	columns_read_back(L, c, 4);
+	luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
+	c->s->cols_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 0;
+}
+
+bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
+		       const char **table_names, const char **column_names, char *err,
+		       size_t errlen)
+{
+	if (e->hash_key_len > 0 && !mask_plan_set_hash_key(plan, e->hash_key, e->hash_key_len)) {
+		snprintf(err, errlen, "cannot key the hash mask");
+		return false;
+	}
+	if (!e->any_masks && !e->any_hook[HOOK_COLUMNS])
+		return true;
+	if (!engine_enter(e)) {
+		snprintf(err, errlen, "policy engine unavailable");
+		return false;
+	}
+	ColumnsCall c = { e, s, plan, table_names, column_names,
+			  xcalloc((size_t)plan->ncols + 1, sizeof(MaskKind)), NULL };
+	bool ok = lua_cpcall(e->L, columns_run, &c) == 0;
+	if (!ok) {
+		const char *msg = lua_tostring(e->L, -1);
+		snprintf(err, errlen, "%s: %s", e->where[0] ? e->where : "policy",
+			 msg ? msg : "error");
+		e->stats.errors++;
+		log_warning("policy %s failed in on_columns at %s: %s",
+			    c.fail_policy ? c.fail_policy : "engine", e->where[0] ? e->where : "?",
+			    msg ? msg : "error");
+	}
+	free(c.declared);
+	engine_leave(e);
+	if (ok && !mask_plan_finish(plan)) {
+		/* a masked binary column, or "hash" without policy.hash_key_file */
+		snprintf(err, errlen, "the result cannot be masked (binary format or no hash key)");
+		ok = false;
+	}
+	return ok;
+}
+
+typedef struct MaskCall {
+	PolicyEngine *e;
+	PolicySession *s;
+	int col;
+	const uint8_t *in;
+	int32_t in_len;
+	uint8_t *out;
+	int32_t out_len;
+} MaskCall;
+
+static int mask_run(lua_State *L)
+{
+	MaskCall *c = lua_touserdata(L, 1);
+	lua_settop(L, 0);
+	lua_pushcfunction(L, engine_msgh);
+	if (c->s->generation != c->e->generation || c->s->cols_ref == LUA_NOREF)
+		return luaL_error(L, "no column plan for this session (state recreated?)");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->cols_ref);
+	lua_rawgeti(L, -1, c->col + 1);
+	if (!lua_istable(L, -1))
+		return luaL_error(L, "no column %d in the plan", c->col + 1);
+	lua_getfield(L, -1, "mask");
+	if (!lua_isfunction(L, -1))
+		return luaL_error(L, "column %d has no Lua mask", c->col + 1);
+	if (c->in)
+		lua_pushlstring(L, (const char *)c->in, (size_t)c->in_len);
+	else
+		lua_pushnil(L);
+	lua_pushvalue(L, 3);
+	if (!hook_call(L, c->e, 2))
+		return lua_error(L);
+	if (lua_isnil(L, -1))
+		return 0;
+	if (!lua_isstring(L, -1))
+		return luaL_error(L, "a mask function must return a string or nil");
+	size_t len;
+	const char *v = lua_tolstring(L, -1, &len);
+	if (len > INT32_MAX - 1)
+		return luaL_error(L, "masked value too large");
+	c->out = xmalloc(len + 1);
+	memcpy(c->out, v, len);
+	c->out[len] = 0;
+	c->out_len = (int32_t)len;
+	return 0;
+}
+
+bool policy_mask_custom(void *arg, int col, const uint8_t *in, int32_t in_len, uint8_t **out,
+			int32_t *out_len)
+{
+	PolicyRowContext *ctx = arg;
+	PolicyEngine *e = ctx->engine;
+	*out = NULL;
+	*out_len = -1;
+	if (!engine_enter(e))
+		return false;
+	MaskCall c = { e, ctx->session, col, in, in_len, NULL, -1 };
+	bool ok = lua_cpcall(e->L, mask_run, &c) == 0;
+	if (!ok) {
+		e->stats.errors++;
+		log_warning("policy mask function failed at %s: %s", e->where[0] ? e->where : "?",
+			    lua_tostring(e->L, -1));
+		free(c.out);
+	} else {
+		*out = c.out;
+		*out_len = c.out ? c.out_len : -1;
+	}
+	engine_leave(e);
+	return ok;
+}

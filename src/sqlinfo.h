@@ -1,0 +1,89 @@
+/*
+ * Statement classification with the real PostgreSQL parser (libpg_query),
+ * never regexes. One call splits a simple-Query string into its statements and
+ * describes each: what kind it is, every relation it names anywhere, whether
+ * it writes, and its fingerprint and normalized text (literals removed).
+ *
+ * Inputs the parser cannot take safely (over SQLINFO_MAX_SQL bytes, nested
+ * deeper than SQLINFO_MAX_DEPTH, syntax errors) come back with ok=false and a
+ * reason: the caller denies them unless a policy opts in. Results are cached
+ * per statement text (sqlinfo_cache_*), so repeated statements cost a lookup.
+ * Ownership: a SqlInfo belongs to the caller (sqlinfo_free) unless it came
+ * from the cache, where sqlinfo_release drops the reference.
+ *
+ * What the fields cannot say: writes=false means no write is visible in the
+ * statement's own tree. Functions (SELECT f()), operators and casts backed by
+ * functions, triggers, rules, views and EXECUTE of a prepared statement can
+ * all write; policies must allow-list `functions` and treat "execute",
+ * "call", "do" and "unknown" deliberately. tables lists names as written
+ * (after case folding): "t" and "public.t" may be one table, and a name's
+ * meaning depends on search_path.
+ *
+ * Threads: sqlinfo_parse may be called from any thread; each calling thread
+ * gets one long-lived parser thread with a large stack (libpg_query recurses
+ * without limit), so call it from long-lived threads. A cache and the results
+ * it hands out belong to one thread.
+ */
+#ifndef PGMOAT_SQLINFO_H
+#define PGMOAT_SQLINFO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "util.h"
+
+#define SQLINFO_MAX_SQL (1024 * 1024)
+#define SQLINFO_MAX_DEPTH 1000	/* nesting of the parse tree (its JSON form) */
+/* Additions: statements longer than this are parsed but never cached, and the
+ * cache evicts once its entries hold more than SQLINFO_CACHE_MAX_BYTES. */
+#define SQLINFO_CACHE_MAX_KEY (16 * 1024)
+#define SQLINFO_CACHE_MAX_BYTES (32 * 1024 * 1024)
+
+typedef struct SqlStatement {
+	char *sql;		/* this statement's own text */
+	const char *kind;	/* "select", "insert", "update", "delete", "drop", "truncate",
+				 * "alter", "create", "copy", "grant", "revoke", "set", "begin",
+				 * "commit", "rollback", "explain", "call", "do", "prepare",
+				 * "execute", "deallocate", "listen", "notify", "vacuum", ...,
+				 * "unknown"; also "merge", "savepoint", "release",
+				 * "rollback_to", "show", "declare", "fetch", "lock", ... */
+	StrList tables;		/* every relation named anywhere: CTEs, subqueries, joins, DML
+				 * targets; "schema.table" when qualified */
+	bool has_where;		/* UPDATE/DELETE: a WHERE clause (or WHERE CURRENT OF) exists */
+	bool writes;		/* modifies data or schema, including writes hidden in EXPLAIN
+				 * ANALYZE, writable CTEs, SELECT INTO, CTAS; also row and table
+				 * locks, COPY TO a server file, CALL, DO and unknown kinds */
+	bool is_transaction_control; /* BEGIN/COMMIT/ROLLBACK/SAVEPOINT ... */
+	char *fingerprint;	/* libpg_query fingerprint, hex */
+	char *normalized;	/* literals replaced by $n */
+	/* Additions (after the agreed interface): */
+	StrList functions;	/* every function called by name anywhere ("schema.name" when
+				 * qualified, including the grammar's own pg_catalog.* calls):
+				 * writes=false says nothing about what a function does */
+	bool dml_without_where;	/* some UPDATE/DELETE that runs has no WHERE: top level, in a
+				 * writable CTE, under EXPLAIN ANALYZE, in PREPARE */
+	bool has_limit;		/* (policy engine addition) a top-level SELECT with LIMIT or
+				 * FETCH FIRST: lets a policy bound only unbounded reads */
+} SqlStatement;
+
+typedef struct SqlInfo {
+	bool ok;		/* false: could not be classified; see error */
+	char *error;		/* syntax error or the limit that was hit */
+	int nstmts;
+	SqlStatement *stmts;
+	int refcount;		/* cache bookkeeping */
+} SqlInfo;
+
+/* Parse and classify; never returns NULL (ok=false with error on failure). */
+SqlInfo *sqlinfo_parse(const char *sql, size_t len);
+void sqlinfo_free(SqlInfo *info);
+
+/* A bounded LRU of parse results keyed by the exact text. */
+typedef struct SqlInfoCache SqlInfoCache;
+SqlInfoCache *sqlinfo_cache_new(int capacity);
+void sqlinfo_cache_free(SqlInfoCache *cache);
+/* Returns a referenced result (parsing on a miss); sqlinfo_release when done. */
+SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len);
+void sqlinfo_release(SqlInfoCache *cache, SqlInfo *info);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * libFuzzer target for statement classification. The input is a simple-Query
+ * string. Whatever it is, sqlinfo_parse must return (never crash, never hang
+ * on a deep tree), a failure must carry a reason and no statements, a success
+ * must describe every statement completely, and the cache must agree with a
+ * direct parse.
+ */
+#include "sqlinfo.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_info(const SqlInfo *info)
+{
+	if (!info)
+		abort();
+	if (!info->ok) {
+		if (!info->error || info->nstmts != 0)
+			abort();
+		return;
+	}
+	if (info->error || info->nstmts < 0)
+		abort();
+	for (int i = 0; i < info->nstmts; i++) {
+		const SqlStatement *st = &info->stmts[i];
+		if (!st->sql || !st->kind || !st->fingerprint || !st->normalized)
+			abort();
+		if (strlen(st->fingerprint) != 16)
+			abort();
+		/* only UPDATE and DELETE can have a WHERE worth reporting */
+		if (st->has_where && strcmp(st->kind, "update") != 0 && strcmp(st->kind, "delete") != 0)
+			abort();
+		/* an UPDATE/DELETE without WHERE is a write without WHERE */
+		if ((strcmp(st->kind, "update") == 0 || strcmp(st->kind, "delete") == 0) &&
+		    (!st->writes || (!st->has_where && !st->dml_without_where)))
+			abort();
+		for (int t = 0; t < st->tables.count; t++)
+			if (!st->tables.items[t] || !st->tables.items[t][0])
+				abort();
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static SqlInfoCache *cache;
+	if (!cache)
+		cache = sqlinfo_cache_new(64);
+
+	SqlInfo *direct = sqlinfo_parse((const char *)data, size);
+	check_info(direct);
+	SqlInfo *cached = sqlinfo_cache_get(cache, (const char *)data, size);
+	check_info(cached);
+	if (cached->ok != direct->ok || cached->nstmts != direct->nstmts)
+		abort();
+	for (int i = 0; i < direct->nstmts; i++)
+		if (strcmp(direct->stmts[i].kind, cached->stmts[i].kind) != 0 ||
+		    direct->stmts[i].writes != cached->stmts[i].writes ||
+		    direct->stmts[i].tables.count != cached->stmts[i].tables.count)
+			abort();
+	sqlinfo_release(cache, cached);
+	sqlinfo_free(direct);
+	return 0;
+}

@@ -1,0 +1,661 @@
+/*
+ * Statement classification: every verdict must come from the parse tree, so
+ * comments, case, quoting, dollar quotes and Unicode escapes change nothing,
+ * and what cannot be parsed safely comes back ok=false.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/sqlinfo.h"
+
+static SqlInfo *parse(const char *sql)
+{
+	SqlInfo *info = sqlinfo_parse(sql, strlen(sql));
+	cr_assert_not_null(info);
+	return info;
+}
+
+/* Parses sql, which must be exactly one classifiable statement. */
+static SqlInfo *parse_one(const char *sql)
+{
+	SqlInfo *info = parse(sql);
+	cr_assert(info->ok, "%s: %s", sql, info->error ? info->error : "");
+	cr_assert_eq(info->nstmts, 1, "%s: %d statements", sql, info->nstmts);
+	return info;
+}
+
+static bool has_table(const SqlStatement *st, const char *name)
+{
+	return strlist_contains(&st->tables, name);
+}
+
+static void assert_tables(const SqlStatement *st, const char *const *want, int n)
+{
+	cr_assert_eq(st->tables.count, n, "%s: %d tables", st->sql, st->tables.count);
+	for (int i = 0; i < n; i++)
+		cr_assert(has_table(st, want[i]), "%s: missing table %s", st->sql, want[i]);
+}
+
+/* "SELECT 1+1+...+1" of exactly len bytes. */
+static char *deep_sum(size_t len)
+{
+	char *s = malloc(len + 1);
+	cr_assert_not_null(s);
+	memcpy(s, "SELECT 1", 8);
+	size_t p = 8;
+	while (p + 2 <= len) {
+		memcpy(s + p, "+1", 2);
+		p += 2;
+	}
+	while (p < len)
+		s[p++] = ' ';
+	s[p] = '\0';
+	return s;
+}
+
+Test(sqlinfo, kind_is_drop_when_block_comment_precedes)
+{
+	SqlInfo *info = parse_one("/* x */ DROP TABLE t");
+	cr_assert_str_eq(info->stmts[0].kind, "drop");
+	cr_assert(info->stmts[0].writes);
+	cr_assert(has_table(&info->stmts[0], "t"));
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, kind_is_delete_when_line_comment_precedes)
+{
+	SqlInfo *info = parse_one("-- x\nDELETE FROM t");
+	cr_assert_str_eq(info->stmts[0].kind, "delete");
+	cr_assert(info->stmts[0].writes);
+	cr_assert_not(info->stmts[0].has_where);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, kind_and_names_fold_when_keywords_mixed_case)
+{
+	SqlInfo *info = parse_one("dElEtE fRoM PuBlIc.UsErS wHeRe Id = 1");
+	cr_assert_str_eq(info->stmts[0].kind, "delete");
+	cr_assert(info->stmts[0].has_where);
+	const char *want[] = { "public.users" };
+	assert_tables(&info->stmts[0], want, 1);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, quoted_identifier_keeps_case_when_quoted)
+{
+	SqlInfo *info = parse_one("SELECT * FROM \"Secret\" JOIN SECRET USING (id)");
+	const char *want[] = { "Secret", "secret" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, dollar_quote_hides_nothing_when_it_contains_drop)
+{
+	SqlInfo *info = parse_one("SELECT $$; DROP TABLE x$$, $tag$'; DROP TABLE y; --$tag$");
+	cr_assert_str_eq(info->stmts[0].kind, "select");
+	cr_assert_not(info->stmts[0].writes);
+	cr_assert_eq(info->stmts[0].tables.count, 0);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, unicode_escape_resolves_when_identifier_is_escaped)
+{
+	SqlInfo *info = parse_one("SELECT * FROM U&\"s\\0065cr\\+000065t\"");
+	const char *want[] = { "secret" };
+	assert_tables(&info->stmts[0], want, 1);
+	sqlinfo_free(info);
+
+	info = parse_one("DELETE FROM U&\"!0074\" UESCAPE '!'");
+	cr_assert_str_eq(info->stmts[0].kind, "delete");
+	cr_assert(has_table(&info->stmts[0], "t"));
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, string_semicolon_is_one_statement_when_quoted)
+{
+	SqlInfo *info = parse_one("SELECT 'a; DROP TABLE t', E'b\\'; DROP TABLE u; --'");
+	cr_assert_str_eq(info->stmts[0].kind, "select");
+	cr_assert_eq(info->stmts[0].tables.count, 0);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, splits_statements_when_drop_follows_select)
+{
+	SqlInfo *info = parse("SELECT 1; DROP TABLE t");
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 2);
+	cr_assert_str_eq(info->stmts[0].sql, "SELECT 1");
+	cr_assert_str_eq(info->stmts[0].kind, "select");
+	cr_assert_not(info->stmts[0].writes);
+	cr_assert_str_eq(info->stmts[1].sql, "DROP TABLE t");
+	cr_assert_str_eq(info->stmts[1].kind, "drop");
+	cr_assert(info->stmts[1].writes);
+	const char *want[] = { "t" };
+	assert_tables(&info->stmts[1], want, 1);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, splits_statements_when_comment_separates_them)
+{
+	SqlInfo *info = parse("SELECT 1 /* ; */; -- ;\nTRUNCATE a, s.b;");
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 2);
+	cr_assert_str_eq(info->stmts[1].kind, "truncate");
+	const char *want[] = { "a", "s.b" };
+	assert_tables(&info->stmts[1], want, 2);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, writes_when_cte_deletes)
+{
+	SqlInfo *info = parse_one("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d");
+	const SqlStatement *st = &info->stmts[0];
+	cr_assert_str_eq(st->kind, "select");
+	cr_assert(st->writes);
+	cr_assert(st->dml_without_where);
+	const char *want[] = { "t" };
+	assert_tables(st, want, 1);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, writes_when_nested_subquery_cte_updates)
+{
+	SqlInfo *info = parse_one("SELECT * FROM (WITH u AS (UPDATE acct SET b = 0 WHERE id = 1 "
+				  "RETURNING id) SELECT * FROM u) s");
+	cr_assert(info->stmts[0].writes);
+	cr_assert_not(info->stmts[0].dml_without_where);
+	cr_assert(has_table(&info->stmts[0], "acct"));
+	cr_assert_not(has_table(&info->stmts[0], "u"));
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, writes_when_explain_analyze_deletes)
+{
+	SqlInfo *info = parse_one("EXPLAIN ANALYZE DELETE FROM t");
+	cr_assert_str_eq(info->stmts[0].kind, "explain");
+	cr_assert(info->stmts[0].writes);
+	cr_assert(info->stmts[0].dml_without_where);
+	cr_assert(has_table(&info->stmts[0], "t"));
+	sqlinfo_free(info);
+
+	info = parse_one("EXPLAIN (COSTS off, ANALYZE) UPDATE t SET a = 1");
+	cr_assert(info->stmts[0].writes);
+	sqlinfo_free(info);
+
+	info = parse_one("EXPLAIN (ANALYZE false, ANALYZE on) DELETE FROM t");
+	cr_assert(info->stmts[0].writes);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, does_not_write_when_explain_only_plans)
+{
+	const char *sqls[] = { "EXPLAIN DELETE FROM t", "EXPLAIN (ANALYZE off) DELETE FROM t",
+			       "EXPLAIN (ANALYZE 0) DELETE FROM t", "EXPLAIN ANALYZE SELECT * FROM t" };
+	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]); i++) {
+		SqlInfo *info = parse_one(sqls[i]);
+		cr_assert_str_eq(info->stmts[0].kind, "explain");
+		cr_assert_not(info->stmts[0].writes, "%s", sqls[i]);
+		cr_assert(has_table(&info->stmts[0], "t"), "%s", sqls[i]);
+		sqlinfo_free(info);
+	}
+}
+
+Test(sqlinfo, writes_when_select_into)
+{
+	SqlInfo *info = parse_one("SELECT * INTO copy_of FROM secret");
+	cr_assert_str_eq(info->stmts[0].kind, "select");
+	cr_assert(info->stmts[0].writes);
+	const char *want[] = { "copy_of", "secret" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, writes_when_create_table_as)
+{
+	SqlInfo *info = parse_one("CREATE TABLE x AS SELECT * FROM s.y");
+	cr_assert_str_eq(info->stmts[0].kind, "create");
+	cr_assert(info->stmts[0].writes);
+	const char *want[] = { "x", "s.y" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, has_no_where_when_delete_is_unbounded)
+{
+	SqlInfo *info = parse_one("DELETE FROM t USING u");
+	cr_assert_not(info->stmts[0].has_where);
+	cr_assert(info->stmts[0].dml_without_where);
+	const char *want[] = { "t", "u" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+
+	info = parse_one("UPDATE t SET a = 1 FROM u WHERE t.id = u.id");
+	cr_assert(info->stmts[0].has_where);
+	cr_assert_not(info->stmts[0].dml_without_where);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, has_where_when_update_where_current_of)
+{
+	SqlInfo *info = parse_one("UPDATE t SET a = 1 WHERE CURRENT OF c");
+	cr_assert_str_eq(info->stmts[0].kind, "update");
+	cr_assert(info->stmts[0].has_where);
+	cr_assert(info->stmts[0].writes);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, lists_tables_when_nested_in_subqueries_joins_and_ctes)
+{
+	SqlInfo *info = parse_one(
+		"WITH c AS (SELECT * FROM cte_src) "
+		"SELECT * FROM a JOIN b ON a.id = b.id LEFT JOIN LATERAL (SELECT * FROM lat) l ON true "
+		"WHERE a.x IN (SELECT y FROM sub WHERE EXISTS (SELECT 1 FROM deep.er)) "
+		"UNION SELECT * FROM c, un");
+	const char *want[] = { "cte_src", "a", "b", "lat", "sub", "deep.er", "un" };
+	assert_tables(&info->stmts[0], want, 7);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, lists_tables_once_when_repeated)
+{
+	SqlInfo *info = parse_one("SELECT * FROM t, t t2, public.t WHERE id IN (SELECT id FROM t)");
+	const char *want[] = { "t", "public.t" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, keeps_schema_when_qualified)
+{
+	SqlInfo *info = parse_one("INSERT INTO audit.log SELECT * FROM mydb.public.events");
+	cr_assert_str_eq(info->stmts[0].kind, "insert");
+	cr_assert(info->stmts[0].writes);
+	const char *want[] = { "audit.log", "mydb.public.events" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, omits_cte_alias_when_defined_in_enclosing_with)
+{
+	SqlInfo *info = parse_one("WITH secret AS (SELECT 1 AS a) SELECT * FROM secret, public.secret");
+	const char *want[] = { "public.secret" };
+	assert_tables(&info->stmts[0], want, 1);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, lists_name_when_cte_is_not_in_scope)
+{
+	/* without RECURSIVE a CTE sees only the ones before it, and a subquery's
+	 * own WITH is not visible outside it */
+	SqlInfo *info = parse_one("WITH a AS (SELECT * FROM b), b AS (SELECT * FROM a) "
+				  "SELECT * FROM (WITH z AS (SELECT 1) SELECT * FROM z) s, z");
+	const char *want[] = { "b", "z" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+
+	info = parse_one("WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT * FROM r) SELECT * FROM r");
+	cr_assert_eq(info->stmts[0].tables.count, 0);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, lists_dml_target_when_it_shares_a_cte_name)
+{
+	SqlInfo *info = parse_one("WITH t AS (SELECT 1) DELETE FROM t WHERE true");
+	const char *want[] = { "t" };
+	assert_tables(&info->stmts[0], want, 1);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, lists_relations_when_named_as_strings)
+{
+	SqlInfo *info = parse_one("DROP TABLE IF EXISTS s.a, b CASCADE");
+	const char *want[] = { "s.a", "b" };
+	assert_tables(&info->stmts[0], want, 2);
+	sqlinfo_free(info);
+
+	info = parse_one("COMMENT ON COLUMN s.t.c IS 'x'");
+	cr_assert(has_table(&info->stmts[0], "s.t"));
+	sqlinfo_free(info);
+
+	info = parse_one("CREATE TABLE child (id int REFERENCES parent (id), LIKE tmpl)");
+	const char *want2[] = { "child", "parent", "tmpl" };
+	assert_tables(&info->stmts[0], want2, 3);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, rejects_input_when_400kb_expression_nests_deeply)
+{
+	char *sql = deep_sum(400 * 1024);
+	SqlInfo *info = sqlinfo_parse(sql, strlen(sql));
+	cr_assert_not(info->ok);
+	cr_assert_eq(info->nstmts, 0);
+	cr_assert_not_null(strstr(info->error, "nested too deeply"), "%s", info->error);
+	sqlinfo_free(info);
+	free(sql);
+}
+
+Test(sqlinfo, rejects_input_when_nesting_passes_limit)
+{
+	/* each A_Expr level is two levels of the tree's JSON form */
+	char *shallow = deep_sum(8 + 2 * 400);
+	char *deep = deep_sum(8 + 2 * 600);
+	SqlInfo *ok = sqlinfo_parse(shallow, strlen(shallow));
+	SqlInfo *bad = sqlinfo_parse(deep, strlen(deep));
+	cr_assert(ok->ok, "%s", ok->error ? ok->error : "");
+	cr_assert_not(bad->ok);
+	sqlinfo_free(ok);
+	sqlinfo_free(bad);
+	free(shallow);
+	free(deep);
+
+	char parens[30000];
+	size_t n = 0;
+	n += (size_t)sprintf(parens, "SELECT ");
+	for (int i = 0; i < 12000; i++)
+		parens[n++] = '(';
+	parens[n] = '\0';
+	SqlInfo *p = sqlinfo_parse(parens, n);
+	cr_assert_not(p->ok);
+	sqlinfo_free(p);
+}
+
+Test(sqlinfo, rejects_input_when_over_size_cap)
+{
+	size_t len = 2 * 1024 * 1024;
+	char *sql = malloc(len + 1);
+	memset(sql, ' ', len);
+	memcpy(sql, "SELECT 1", 8);
+	sql[len] = '\0';
+	SqlInfo *info = sqlinfo_parse(sql, len);
+	cr_assert_not(info->ok);
+	cr_assert_not_null(strstr(info->error, "too large"), "%s", info->error);
+	sqlinfo_free(info);
+	free(sql);
+}
+
+Test(sqlinfo, rejects_input_when_syntax_is_wrong)
+{
+	SqlInfo *info = parse("SELECT * FORM t");
+	cr_assert_not(info->ok);
+	cr_assert_eq(info->nstmts, 0);
+	cr_assert_not_null(strstr(info->error, "syntax error"), "%s", info->error);
+	sqlinfo_free(info);
+
+	/* a bad statement after a good one rejects the whole Query */
+	info = parse("SELECT 1; DR/**/OP TABLE t");
+	cr_assert_not(info->ok);
+	cr_assert_eq(info->nstmts, 0);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, rejects_input_when_it_contains_nul)
+{
+	const char sql[] = "SELECT 1\0; DROP TABLE t";
+	SqlInfo *info = sqlinfo_parse(sql, sizeof(sql) - 1);
+	cr_assert_not(info->ok);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, rejects_input_when_utf8_is_invalid)
+{
+	SqlInfo *info = parse("SELECT * FROM \"a\xff\"");
+	cr_assert_not(info->ok);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, fingerprint_matches_when_only_literals_differ)
+{
+	SqlInfo *a = parse_one("SELECT 1");
+	SqlInfo *b = parse_one("select  2");
+	SqlInfo *c = parse_one("SELECT 1 FROM t");
+	cr_assert_eq(strlen(a->stmts[0].fingerprint), 16);
+	cr_assert_str_eq(a->stmts[0].fingerprint, b->stmts[0].fingerprint);
+	cr_assert_str_neq(a->stmts[0].fingerprint, c->stmts[0].fingerprint);
+	sqlinfo_free(a);
+	sqlinfo_free(b);
+	sqlinfo_free(c);
+}
+
+Test(sqlinfo, normalized_has_no_literal_when_query_has_constants)
+{
+	SqlInfo *info = parse_one("SELECT * FROM users WHERE email = 'bob@example.com' AND id = 42");
+	const char *n = info->stmts[0].normalized;
+	cr_assert_null(strstr(n, "bob@example.com"), "%s", n);
+	cr_assert_null(strstr(n, "42"), "%s", n);
+	cr_assert_not_null(strstr(n, "$1"), "%s", n);
+	cr_assert_not_null(strstr(n, "$2"), "%s", n);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, has_no_statements_when_empty)
+{
+	SqlInfo *info = parse("");
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 0);
+	sqlinfo_free(info);
+
+	info = parse(" ; -- nothing\n ;");
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 0);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, marks_transaction_control_when_begin_commit_rollback)
+{
+	SqlInfo *info = parse("BEGIN; SAVEPOINT s; ROLLBACK TO s; RELEASE s; COMMIT; ROLLBACK; "
+			      "START TRANSACTION READ ONLY; END; SELECT 1");
+	cr_assert(info->ok);
+	const char *kinds[] = { "begin", "savepoint", "rollback_to", "release", "commit",
+				"rollback", "begin", "commit", "select" };
+	cr_assert_eq(info->nstmts, 9);
+	for (int i = 0; i < 9; i++) {
+		cr_assert_str_eq(info->stmts[i].kind, kinds[i], "statement %d", i);
+		cr_assert_eq(info->stmts[i].is_transaction_control, i < 8);
+		cr_assert_not(info->stmts[i].writes);
+	}
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, kind_follows_node_when_statement_is_utility)
+{
+	static const struct {
+		const char *sql, *kind;
+		bool writes;
+	} cases[] = {
+		{ "GRANT SELECT ON t TO bob", "grant", true },
+		{ "REVOKE SELECT ON t FROM bob", "revoke", true },
+		{ "GRANT admin TO bob", "grant", true },
+		{ "SET search_path = evil", "set", false },
+		{ "RESET ALL", "set", false },
+		{ "SHOW search_path", "show", false },
+		{ "COPY t FROM STDIN", "copy", true },
+		{ "COPY t TO STDOUT", "copy", false },
+		{ "COPY t TO '/tmp/x'", "copy", true },
+		{ "COPY (DELETE FROM t RETURNING *) TO STDOUT", "copy", true },
+		{ "ALTER TABLE t ADD COLUMN c int", "alter", true },
+		{ "ALTER ROLE bob SUPERUSER", "alter", true },
+		{ "CREATE INDEX ON t (a)", "create", true },
+		{ "CREATE VIEW v AS SELECT * FROM t", "create", true },
+		{ "CREATE ROLE eve", "create", true },
+		{ "DROP ROLE eve", "drop", true },
+		{ "TRUNCATE t", "truncate", true },
+		{ "CALL p()", "call", true },
+		{ "DO $$BEGIN DELETE FROM t; END$$", "do", true },
+		{ "PREPARE p AS DELETE FROM t", "prepare", true },
+		{ "PREPARE q AS SELECT * FROM t", "prepare", false },
+		{ "EXECUTE q", "execute", false },
+		{ "DEALLOCATE q", "deallocate", false },
+		{ "LISTEN ch", "listen", false },
+		{ "NOTIFY ch, 'x'", "notify", false },
+		{ "UNLISTEN *", "unlisten", false },
+		{ "VACUUM t", "vacuum", true },
+		{ "ANALYZE t", "analyze", true },
+		{ "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "merge", true },
+		{ "DECLARE c CURSOR FOR SELECT * FROM t", "declare", false },
+		{ "FETCH 10 FROM c", "fetch", false },
+		{ "CLOSE c", "close", false },
+		{ "LOCK TABLE t", "lock", true },
+		{ "SELECT * FROM t FOR UPDATE", "select", true },
+		{ "SELECT 1;", "select", false },
+		{ "DISCARD ALL", "discard", false },
+		{ "LOAD 'x'", "load", true },
+		{ "REFRESH MATERIALIZED VIEW mv", "refresh", true },
+		{ "ALTER TABLE t RENAME TO u", "alter", true },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		SqlInfo *info = parse_one(cases[i].sql);
+		cr_assert_str_eq(info->stmts[0].kind, cases[i].kind, "%s", cases[i].sql);
+		cr_assert_eq(info->stmts[0].writes, cases[i].writes, "%s", cases[i].sql);
+		cr_assert_not(info->stmts[0].is_transaction_control, "%s", cases[i].sql);
+		sqlinfo_free(info);
+	}
+}
+
+Test(sqlinfo, lists_functions_when_select_calls_them)
+{
+	SqlInfo *info = parse_one("SELECT f(1), pg_catalog.pg_read_file('x'), count(*) FROM t "
+				  "WHERE g(a) IN (SELECT h())");
+	const SqlStatement *st = &info->stmts[0];
+	cr_assert_not(st->writes);
+	cr_assert(strlist_contains(&st->functions, "f"));
+	cr_assert(strlist_contains(&st->functions, "pg_catalog.pg_read_file"));
+	cr_assert(strlist_contains(&st->functions, "count"));
+	cr_assert(strlist_contains(&st->functions, "g"));
+	cr_assert(strlist_contains(&st->functions, "h"));
+	cr_assert_eq(st->functions.count, 5);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, returns_same_result_when_cached)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(2);
+	SqlInfo *a = sqlinfo_cache_get(cache, "SELECT 1", 8);
+	SqlInfo *b = sqlinfo_cache_get(cache, "SELECT 1", 8);
+	cr_assert(a->ok);
+	cr_assert_eq(a, b);
+	cr_assert_eq(a->refcount, 3);	/* the cache's and ours */
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	cr_assert_eq(a->refcount, 1);
+
+	/* a different text, even by one space, is another entry */
+	SqlInfo *c = sqlinfo_cache_get(cache, "SELECT  1", 9);
+	cr_assert_neq(c, a);
+	sqlinfo_release(cache, c);
+	sqlinfo_cache_free(cache);
+}
+
+Test(sqlinfo, evicts_least_recent_when_full)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(2);
+	SqlInfo *a = sqlinfo_cache_get(cache, "SELECT 1", 8);
+	SqlInfo *b = sqlinfo_cache_get(cache, "SELECT 2", 8);
+	SqlInfo *a2 = sqlinfo_cache_get(cache, "SELECT 1", 8);	/* a is now most recent */
+	cr_assert_eq(a2, a);
+	sqlinfo_release(cache, a2);
+	SqlInfo *c = sqlinfo_cache_get(cache, "SELECT 3", 8);	/* evicts b, not a */
+	cr_assert_eq(b->refcount, 1);	/* only ours is left: b survives its eviction */
+	cr_assert_str_eq(b->stmts[0].sql, "SELECT 2");
+	cr_assert_eq(a->refcount, 2);
+	SqlInfo *b2 = sqlinfo_cache_get(cache, "SELECT 2", 8);	/* reparsed; evicts a */
+	cr_assert_neq(b2, b);
+	cr_assert_str_eq(b2->stmts[0].sql, "SELECT 2");
+	cr_assert_eq(a->refcount, 1);
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	sqlinfo_release(cache, b2);
+	sqlinfo_release(cache, c);
+	sqlinfo_cache_free(cache);
+}
+
+Test(sqlinfo, caches_failures_when_input_is_rejected)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(8);
+	SqlInfo *a = sqlinfo_cache_get(cache, "SELEC 1", 7);
+	SqlInfo *b = sqlinfo_cache_get(cache, "SELEC 1", 7);
+	cr_assert_not(a->ok);
+	cr_assert_eq(a, b);
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+}
+
+Test(sqlinfo, skips_cache_when_text_is_large)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(8);
+	size_t len = SQLINFO_CACHE_MAX_KEY + 100;
+	char *sql = malloc(len + 1);
+	memset(sql, ' ', len);
+	memcpy(sql, "SELECT 1", 8);
+	sql[len] = '\0';
+	SqlInfo *a = sqlinfo_cache_get(cache, sql, len);
+	SqlInfo *b = sqlinfo_cache_get(cache, sql, len);
+	cr_assert(a->ok);
+	cr_assert_neq(a, b);
+	cr_assert_eq(a->refcount, 1);
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+	free(sql);
+}
+
+Test(sqlinfo, keeps_pthread_keys_when_parsing_many_times)
+{
+	/* libpg_query takes a pthread key per thread that calls it: parsing on a
+	 * fresh thread each time would exhaust PTHREAD_KEYS_MAX (1024) */
+	for (int i = 0; i < 1500; i++) {
+		SqlInfo *info = sqlinfo_parse("SELECT 1", 8);
+		cr_assert(info->ok);
+		sqlinfo_free(info);
+	}
+	pthread_key_t key;
+	cr_assert_eq(pthread_key_create(&key, NULL), 0);
+	pthread_key_delete(key);
+}
+
+static void *parse_many(void *arg)
+{
+	const char *sql = arg;
+	for (int i = 0; i < 100; i++) {
+		SqlInfo *info = sqlinfo_parse(sql, strlen(sql));
+		if (!info->ok || info->nstmts != 1 || !strlist_contains(&info->stmts[0].tables, "t")) {
+			sqlinfo_free(info);
+			return (void *)1;
+		}
+		sqlinfo_free(info);
+	}
+	return NULL;
+}
+
+Test(sqlinfo, classifies_correctly_when_threads_parse_at_once)
+{
+	pthread_t tids[4];
+	const char *sqls[] = { "SELECT * FROM t", "DELETE FROM t", "WITH c AS (SELECT 1) SELECT * FROM t, c",
+			       "UPDATE t SET a = 1" };
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(pthread_create(&tids[i], NULL, parse_many, (void *)sqls[i]), 0);
+	for (int i = 0; i < 4; i++) {
+		void *rc;
+		pthread_join(tids[i], &rc);
+		cr_assert_null(rc, "thread %d", i);
+	}
+}
+
+Test(sqlinfo, has_limit_only_for_a_bounding_top_level_limit)
+{
+	const char *cases[][2] = {
+		{ "select * from t limit 10", "1" },
+		{ "select * from t fetch first 5 rows only", "1" },
+		{ "select * from t", "0" },
+		{ "select * from t limit all", "0" },
+		{ "select * from (select * from t limit 1) s", "0" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		SqlInfo *info = sqlinfo_parse(cases[i][0], strlen(cases[i][0]));
+		cr_assert(info->ok, "%s", cases[i][0]);
+		cr_assert_eq(info->stmts[0].has_limit, cases[i][1][0] == '1', "%s", cases[i][0]);
+		sqlinfo_free(info);
+	}
+}
