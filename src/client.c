@@ -12,6 +12,8 @@
 #include "pool.h"
 #include "admin.h"
 #include "cancel.h"
+#include "enforce.h"
+#include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
 #include "auth_md5.h"
@@ -31,6 +33,7 @@
 #define AUTH_MSG_MAX 8192		/* password and SASL messages */
 #define ADMIN_QUERY_MAX 65536
 #define FLUSH_TIMEOUT_SEC 5		/* an error that nobody reads does not keep the socket */
+#define JUDGE_MSG_MAX (SQLINFO_MAX_SQL + 65536)	/* larger statements are denied unread */
 
 static void client_process_input(Client *c);
 
@@ -184,6 +187,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 		va_end(ap);
 	}
 	client_log_disconnect(c, msg);
+	enforce_session_close(c);
 	client_unlink_server(c);
 	if (c->counted) {
 		moat->client_count--;
@@ -545,6 +549,8 @@ static void client_auth_ok(Client *c)
 	pool->user->client_count++;
 	if (c->scram.recovered.valid && !db->cfg->user)
 		pool->scram_keys = c->scram.recovered;
+	if (!enforce_session_open(c))
+		return;
 	if (pool->welcome_ready) {
 		client_finish_login(c);
 		return;
@@ -773,6 +779,54 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 		c->xact_start = now;
 }
 
+/* Let the socket fill up to one whole message that policies must read. */
+static void client_read_whole(Client *c, size_t total, bool on)
+{
+	if (on == c->read_wm_raised)
+		return;
+	c->read_wm_raised = on;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, on ? total + CLIENT_READ_HIGH : CLIENT_READ_HIGH);
+}
+
+/*
+ * A Query, Parse or FunctionCall under policies: judged whole, then the
+ * original, a rewrite or the denial marker goes to the server. False when the
+ * message is not all here yet.
+ */
+static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	size_t total = proto_msg_total(h);
+	if (total > JUDGE_MSG_MAX) {
+		PktBuf pb;
+		pktbuf_init(&pb);
+		client_account_message(c, s, h->type, total);
+		enforce_deny_oversized(c, s, h->type, &pb);
+		evbuffer_add(out, pb.data, pb.len);
+		pktbuf_free(&pb);
+		c->fwd_remaining = total;
+		c->fwd_discard = true;
+		return true;
+	}
+	uint8_t *msg = msgio_take(in, h);
+	if (!msg) {
+		client_read_whole(c, total, true);
+		return false;
+	}
+	client_read_whole(c, total, false);
+	client_account_message(c, s, h->type, total);
+	uint8_t *send;
+	size_t send_len;
+	bool owned;
+	enforce_judge(c, s, msg, total, &send, &send_len, &owned);
+	evbuffer_add(out, send, send_len);
+	if (owned)
+		free(send);
+	free(msg);
+	return true;
+}
+
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
 static void client_forward(Client *c)
 {
@@ -784,7 +838,8 @@ static void client_forward(Client *c)
 			return;
 		}
 		if (c->fwd_remaining > 0) {
-			c->fwd_remaining -= msgio_move(in, bufferevent_get_output(s->bev), c->fwd_remaining);
+			struct evbuffer *out = c->fwd_discard ? NULL : bufferevent_get_output(s->bev);
+			c->fwd_remaining -= msgio_move(in, out, c->fwd_remaining);
 			if (c->fwd_remaining == 0)
 				server_release_if_done(s);	/* its ReadyForQuery came first */
 			continue;
@@ -815,9 +870,15 @@ static void client_forward(Client *c)
 			return;
 		}
 		size_t total = proto_msg_total(&h);
+		if (enforce_active(c->worker) && enforce_judges(h.type)) {
+			if (!client_forward_judged(c, s, &h))
+				return;
+			continue;
+		}
 		client_account_message(c, s, h.type, total);
 		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 		c->fwd_remaining = total - moved;
+		c->fwd_discard = false;
 	}
 }
 

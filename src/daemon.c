@@ -2,6 +2,7 @@
 #include "daemon.h"
 #include "listener.h"
 #include "pool.h"
+#include "enforce.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -91,10 +92,16 @@ static void moat_apply_logging(const Config *cfg)
 bool moat_reload(char *err, size_t errlen)
 {
 	Config *fresh = config_load(moat->config_path, err, errlen);
+	PolicyEngine *engine = NULL;
+	if (fresh && !enforce_engine_build(fresh, &engine, err, errlen)) {
+		config_free(fresh);
+		fresh = NULL;
+	}
 	if (!fresh) {
 		log_error("reload failed, keeping the old configuration: %s", err);
 		return false;
 	}
+	enforce_install(moat->worker, engine);
 	Config *old = moat->cfg;
 	moat->cfg = fresh;
 	moat_apply_logging(fresh);

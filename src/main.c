@@ -15,6 +15,7 @@
 #include "server.h"
 #include "policy.h"
 #include "try.h"
+#include "enforce.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -92,12 +93,11 @@ static int parse_options(int argc, char **argv, Options *o)
 /* Policies compile as they would at start-up; errors name file:line. */
 static bool check_policies(const Config *cfg, char *err, size_t errlen)
 {
-	if (cfg->policy.scripts.count == 0)
-		return true;
-	PolicyEngine *e = policy_engine_new(&cfg->policy, err, errlen);
-	if (!e)
+	PolicyEngine *e = NULL;
+	if (!enforce_engine_build(cfg, &e, err, errlen))
 		return false;
-	policy_engine_free(e);
+	if (e)
+		policy_engine_free(e);
 	return true;
 }
 
@@ -184,6 +184,7 @@ static void worker_destroy(Worker *w)
 			c->bev = NULL;
 		}
 	}
+	enforce_shutdown(w);
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);
@@ -253,6 +254,13 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	}
 	admin_setup();
+	char err[1024] = "";
+	PolicyEngine *engine = NULL;
+	if (!enforce_engine_build(m->cfg, &engine, err, sizeof(err))) {
+		log_fatal("%s", err);
+		return false;
+	}
+	enforce_install(m->worker, engine);
 	if (!listener_start(m->worker, m->cfg)) {
 		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
 		return false;

@@ -33,6 +33,7 @@
 #include "auth_scram.h"
 #include "stats.h"
 #include "msgio.h"
+#include "policy.h"
 
 typedef struct Moat Moat;
 typedef struct Worker Worker;
@@ -165,6 +166,10 @@ struct Client {
 	bool reading_paused;	/* EV_READ off: our server's output is full */
 	bool close_after_flush;	/* an error was sent; close when written */
 	bool counted;		/* holds a slot in moat->client_count */
+	bool fwd_discard;	/* the message streaming in is dropped (denied, too big to judge) */
+	bool read_wm_raised;	/* read watermark raised to take one whole message to judge */
+	PolicySession psession;	/* the policies' view of this client */
+	bool psession_open;
 	bool pinned;		/* keeps its server until disconnect (session mode or COPY) */
 
 	usec_t connect_time;	/* wall clock */
@@ -210,6 +215,7 @@ struct Server {
 	bool welcome_pending;	/* first login of the pool: record ParameterStatus */
 	bool reading_paused;	/* stopped reading: the client's output is full */
 	bool fresh;		/* just logged in or checked: no server_check_query needed */
+	struct Denial *denials;	/* policy errors whose marker is in flight (enforce.c) */
 	int cancels_in_flight;	/* forwarded cancels not yet done: not reusable until 0 */
 
 	usec_t connect_time;	/* wall clock */
@@ -230,6 +236,7 @@ struct Worker {
 	struct event *free_ev;	/* deferred free */
 	Flusher flusher;	/* writes dirty outputs once per loop pass */
 	struct event *maintain_ev;	/* deferred pool_maintain() of flagged pools */
+	PolicyEngine *policy;	/* this thread's Lua policies; NULL when none configured */
 	uint64_t next_id;
 };
 

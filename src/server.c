@@ -10,6 +10,7 @@
 #include "server.h"
 #include "client.h"
 #include "pool.h"
+#include "enforce.h"
 #include "proto.h"
 #include "msgio.h"
 #include "auth_md5.h"
@@ -161,6 +162,7 @@ void server_disconnect(Server *s, const char *fmt, ...)
 		s->bev = NULL;
 	}
 	server_release_counts(s);
+	enforce_forget(s);
 	server_set_state(s, SV_FREE);
 	scram_client_free(&s->scram);
 	server_free_later(s);
@@ -536,6 +538,8 @@ static void server_after_ready(Server *s, char status)
 	s->tx_status = status;
 	s->in_copy = false;
 	s->copy_in = false;
+	if (s->denials)
+		enforce_batch_done(s);
 	s->request_time = util_now_mono();
 	if (s->pending_requests > 0)
 		s->pending_requests--;
@@ -561,7 +565,7 @@ void server_release_if_done(Server *s)
 
 static bool server_msg_type_valid(uint8_t t)
 {
-	return t != 0 && strchr("SZEANTDCI123nstGHWdcv", t) != NULL;
+	return t != 0 && strchr("SZEANTDCI123nstGHWdcvV", t) != NULL;
 }
 
 /* A message that arrived while no client is linked (idle, or ours). */
@@ -589,7 +593,8 @@ static bool server_handle_unlinked(Server *s, const MsgHeader *h, const uint8_t 
 /* Messages we parse whole on the way through. */
 static bool server_msg_needs_inspection(const Server *s, uint8_t type)
 {
-	return s->internal_queries > 0 || !s->link || type == 'Z' || type == 'S';
+	return s->internal_queries > 0 || !s->link || type == 'Z' || type == 'S' ||
+	       (type == 'E' && s->denials);
 }
 
 /* Handle one whole inspected message; false when the server is gone. */
@@ -601,6 +606,16 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	Client *c = s->link;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t total = proto_msg_total(h);
+	if (h->type == 'E') {
+		PktBuf pb;
+		pktbuf_init(&pb);
+		if (enforce_rewrite_error(s, body, msgio_body_len(h), &pb) && pktbuf_ok(&pb))
+			evbuffer_add(out, pb.data, pb.len);
+		else
+			evbuffer_add(out, msg, total);
+		pktbuf_free(&pb);
+		return true;
+	}
 	if (h->type == 'S') {
 		const char *name, *value;
 		if (!proto_parse_param_status(body, msgio_body_len(h), &name, &value)) {

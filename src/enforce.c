@@ -1,0 +1,317 @@
+#include "enforce.h"
+#include "client.h"
+#include "pktbuf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define DENY_SQLSTATE "42501"
+
+/* A policy error the server has not produced yet: its marker is still in flight. */
+struct Denial {
+	struct Denial *next;
+	int batches_left;	/* ReadyForQuery messages until its batch ends */
+	char *message;
+};
+
+static char marker_name[64];	/* pgmoat_denied_<random>: no client can guess it */
+static char marker_error[128];	/* the server's message for it */
+
+static bool enforce_marker_init(void)
+{
+	if (marker_name[0])
+		return true;
+	uint8_t rnd[8];
+	char hex[17];
+	if (!util_random_bytes(rnd, sizeof(rnd)))
+		return false;
+	util_hex(rnd, sizeof(rnd), hex);
+	snprintf(marker_name, sizeof(marker_name), "pgmoat_denied_%s", hex);
+	snprintf(marker_error, sizeof(marker_error), "prepared statement \"%s\" does not exist",
+		 marker_name);
+	return true;
+}
+
+bool enforce_engine_build(const Config *cfg, PolicyEngine **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (cfg->policy.scripts.count == 0)
+		return true;
+	if (!enforce_marker_init()) {
+		snprintf(err, errlen, "could not generate the denial marker");
+		return false;
+	}
+	PolicyEngine *e = policy_engine_new(&cfg->policy, err, errlen);
+	if (!e)
+		return false;
+	if (policy_engine_has_masks(e)) {
+		/* Refusing is the fail-closed choice: running would pass protected columns. */
+		snprintf(err, errlen, "policies declare masks (P.masks, on_columns or on_row), which "
+			 "this pgmoat build does not yet apply to results on the wire; refusing to "
+			 "run them (pgmoat try can test them)");
+		policy_engine_free(e);
+		return false;
+	}
+	*out = e;
+	return true;
+}
+
+static void enforce_fill_session(Client *c)
+{
+	PolicySession *ps = &c->psession;
+	memset(ps, 0, sizeof(*ps));
+	ps->id = c->id;
+	ps->user = c->user_name;
+	ps->database = c->db_name;
+	ps->application_name = c->vars.values[VAR_APPLICATION_NAME];
+	ps->client_addr = c->remote.host;
+}
+
+bool enforce_session_open(Client *c)
+{
+	PolicyEngine *e = c->worker->policy;
+	if (!e || c->is_admin)
+		return true;
+	enforce_fill_session(c);
+	PolicyDecision d = { 0 };
+	policy_session_open(e, &c->psession, &d);
+	c->psession_open = true;
+	bool denied = d.enforced == POLICY_DENY || d.enforced == POLICY_HOLD;
+	if (denied) {
+		slog_info(c, "connection denied by policy %s: %s", d.policy ? d.policy : "?",
+			  d.message ? d.message : "");
+		client_disconnect(c, DENY_SQLSTATE, "%s", d.message ? d.message : "denied by policy");
+	}
+	policy_decision_free(&d);
+	return !denied;
+}
+
+void enforce_session_close(Client *c)
+{
+	if (!c->psession_open)
+		return;
+	c->psession_open = false;
+	if (c->worker->policy)
+		policy_session_close(c->worker->policy, &c->psession);
+}
+
+/* Sessions live in the engine's Lua state: move them when the engine changes. */
+static void enforce_move_sessions(Worker *w, PolicyEngine *old, PolicyEngine *fresh)
+{
+	List *item, *tmp;
+	list_for_each_safe(item, &w->all_clients, tmp) {
+		Client *c = container_of(item, Client, all_head);
+		if (!c->psession_open)
+			continue;
+		policy_session_close(old, &c->psession);
+		c->psession_open = false;
+		if (!fresh)
+			continue;
+		enforce_fill_session(c);
+		PolicyDecision d = { 0 };
+		policy_session_open(fresh, &c->psession, &d);
+		c->psession_open = true;
+		policy_decision_free(&d);
+	}
+}
+
+void enforce_install(Worker *w, PolicyEngine *e)
+{
+	PolicyEngine *old = w->policy;
+	if (old)
+		enforce_move_sessions(w, old, e);
+	w->policy = e;
+	if (old)
+		policy_engine_free(old);
+}
+
+void enforce_shutdown(Worker *w)
+{
+	enforce_install(w, NULL);
+}
+
+/* ---- the marker ------------------------------------------------------ */
+
+static void enforce_queue_denial(Server *s, const char *message, int batches_left)
+{
+	struct Denial *d = xcalloc(1, sizeof(*d));
+	d->message = xstrdup(message);
+	d->batches_left = batches_left;
+	struct Denial **tail = &s->denials;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = d;
+}
+
+static void denial_free(struct Denial *d)
+{
+	free(d->message);
+	free(d);
+}
+
+void enforce_forget(Server *s)
+{
+	while (s->denials) {
+		struct Denial *d = s->denials;
+		s->denials = d->next;
+		denial_free(d);
+	}
+}
+
+void enforce_batch_done(Server *s)
+{
+	struct Denial **link = &s->denials;
+	while (*link) {
+		struct Denial *d = *link;
+		if (--d->batches_left <= 0) {
+			*link = d->next;
+			denial_free(d);
+		} else {
+			link = &d->next;
+		}
+	}
+}
+
+bool enforce_rewrite_error(Server *s, const uint8_t *body, size_t len, PktBuf *pb)
+{
+	ErrorFields ef;
+	if (!s->denials || !proto_parse_error(body, len, &ef) || !ef.message ||
+	    strcmp(ef.message, marker_error) != 0)
+		return false;
+	struct Denial *d = s->denials;
+	s->denials = d->next;
+	pktbuf_error(pb, "ERROR", DENY_SQLSTATE, d->message);
+	denial_free(d);
+	return true;
+}
+
+/*
+ * Replace a message by the marker. A Query or FunctionCall becomes a Query
+ * that executes the marker (an error, then ReadyForQuery, like the original);
+ * a Parse becomes a Bind of it (an error, then discard until Sync).
+ */
+static void enforce_build_marker(uint8_t type, PktBuf *pb)
+{
+	if (type == 'P') {
+		pktbuf_start(pb, 'B');
+		pktbuf_put_cstring(pb, "");
+		pktbuf_put_cstring(pb, marker_name);
+		pktbuf_put_int16(pb, 0);
+		pktbuf_put_int16(pb, 0);
+		pktbuf_put_int16(pb, 0);
+		pktbuf_finish(pb);
+		return;
+	}
+	char sql[96];
+	snprintf(sql, sizeof(sql), "EXECUTE %s", marker_name);
+	pktbuf_query(pb, sql);
+}
+
+static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *pb)
+{
+	/* A Query's batch ends with its own ReadyForQuery; a Parse's with the next Sync's. */
+	int batches_left = s->pending_requests + (type == 'P' ? 1 : 0);
+	enforce_queue_denial(s, message, batches_left > 0 ? batches_left : 1);
+	enforce_build_marker(type, pb);
+}
+
+void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb)
+{
+	slog_info(c, "statement denied: too large to judge");
+	enforce_deny(s, type, "statement too large for the policy engine", pb);
+}
+
+/* Parse body: name, query, int16 count, int32 type oids. */
+static bool parse_split(const uint8_t *body, size_t len, const char **name, const char **sql,
+			const uint8_t **rest, size_t *rest_len)
+{
+	PktReader r;
+	proto_reader_init(&r, body, len);
+	if (!proto_read_cstring(&r, name) || !proto_read_cstring(&r, sql))
+		return false;
+	*rest = r.pos;
+	*rest_len = proto_reader_left(&r);
+	return true;
+}
+
+static void enforce_build_rewrite(uint8_t type, const char *name, const char *sql,
+				  const uint8_t *rest, size_t rest_len, PktBuf *pb)
+{
+	if (type == 'Q') {
+		pktbuf_query(pb, sql);
+		return;
+	}
+	pktbuf_start(pb, 'P');
+	pktbuf_put_cstring(pb, name);
+	pktbuf_put_cstring(pb, sql);
+	pktbuf_put_bytes(pb, rest, rest_len);
+	pktbuf_finish(pb);
+}
+
+static void enforce_log(Client *c, const PolicyDecision *d, const char *sql)
+{
+	if (d->verdict == POLICY_ALLOW)
+		return;
+	slog_info(c, "policy %s: %s%s%s%s (%s)", d->policy ? d->policy : "(engine)",
+		  policy_verdict_name(d->verdict), d->enforced != d->verdict ? " [dry_run]" : "",
+		  d->message ? ": " : "", d->message ? d->message : "", d->where ? d->where : sql);
+}
+
+void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, uint8_t **send,
+		   size_t *send_len, bool *owned)
+{
+	uint8_t type = msg[0];
+	const uint8_t *body = msg + PROTO_HEADER_LEN;
+	size_t blen = total - PROTO_HEADER_LEN;
+	const char *name = "", *sql = NULL;
+	const uint8_t *rest = NULL;
+	size_t rest_len = 0;
+	PolicyDecision d = { 0 };
+	PktBuf pb;
+	pktbuf_init(&pb);
+
+	if (type == 'F') {
+		/* A function call carries no SQL to judge: fail closed. */
+		d.enforced = d.verdict = POLICY_DENY;
+		d.message = xstrdup("function calls (FunctionCall messages) are not allowed by policy");
+	} else if (type == 'Q' ? (blen == 0 || memchr(body, 0, blen) != body + blen - 1)
+			       : !parse_split(body, blen, &name, &sql, &rest, &rest_len)) {
+		d.enforced = d.verdict = POLICY_DENY;
+		d.message = xstrdup("malformed message");
+	} else {
+		if (type == 'Q')
+			sql = (const char *)body;
+		policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
+				type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I', &d);
+	}
+	enforce_log(c, &d, sql ? sql : "");
+	switch (d.enforced) {
+	case POLICY_ALLOW:
+		*send = (uint8_t *)msg;
+		*send_len = total;
+		*owned = false;
+		policy_decision_free(&d);
+		pktbuf_free(&pb);
+		return;
+	case POLICY_REWRITE:
+		enforce_build_rewrite(type, name, d.rewritten_sql, rest, rest_len, &pb);
+		break;
+	case POLICY_HOLD:
+		/* Approvals are not wired to the data path yet: a held statement never runs. */
+		enforce_deny(s, type == 'P' ? 'P' : 'Q',
+			     "statement held for approval, and approvals are not available: denied", &pb);
+		break;
+	case POLICY_DENY:
+		enforce_deny(s, type == 'P' ? 'P' : 'Q', d.message ? d.message : "denied by policy", &pb);
+		break;
+	}
+	policy_decision_free(&d);
+	if (!pktbuf_ok(&pb)) {
+		/* Could not build the replacement: never send the original instead. */
+		pktbuf_reset(&pb);
+		enforce_deny(s, type == 'P' ? 'P' : 'Q', "could not apply the policy decision", &pb);
+	}
+	*send = pb.data;	/* ownership passes to the caller */
+	*send_len = pb.len;
+	*owned = true;
+}

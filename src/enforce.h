@@ -1,0 +1,58 @@
+/*
+ * Policies on the wire: the worker's policy engine, each client's policy
+ * session, and the verdict on every Query, Parse and FunctionCall.
+ *
+ * A denied message is not answered by pgmoat itself: it is replaced by a
+ * reference to a prepared statement that cannot exist (a per-process marker
+ * name), so PostgreSQL fails it at exactly that point of the stream, with
+ * exactly its own consequences: a transaction block is aborted, and in the
+ * extended protocol everything up to Sync is discarded. On the way back the
+ * server's error for the marker is replaced by the policy's 42501 error.
+ * Client and server therefore always agree on the transaction state.
+ */
+#ifndef PGMOAT_ENFORCE_H
+#define PGMOAT_ENFORCE_H
+
+#include "pgmoat.h"
+#include "policy.h"
+#include "proto.h"
+
+/*
+ * Build the engine for cfg (NULL when it has no policy scripts). False with
+ * "file:line: message" in err when a policy does not compile, or uses what
+ * the wire cannot enforce yet (masks): pgmoat then refuses to run with it.
+ */
+bool enforce_engine_build(const Config *cfg, PolicyEngine **out, char *err, size_t errlen) MUST_CHECK;
+
+/* Install an engine (owned from now on) in the worker; sessions move to it. */
+void enforce_install(Worker *w, PolicyEngine *e);
+void enforce_shutdown(Worker *w);
+static inline bool enforce_active(const Worker *w) { return w->policy != NULL; }
+
+/* After authentication: open the client's policy session; false = denied (client closed). */
+bool enforce_session_open(Client *c) MUST_CHECK;
+void enforce_session_close(Client *c);
+
+/* Does this client message carry SQL (or a function call) that policies judge? */
+static inline bool enforce_judges(uint8_t type) { return type == 'Q' || type == 'P' || type == 'F'; }
+
+/*
+ * Judge one whole client message (header included) for server s. On return
+ * (*send, *send_len) is what goes to the server instead: the original message,
+ * a rewrite, or the denial marker; *owned is true when *send was allocated
+ * here (free it after use).
+ */
+void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, uint8_t **send,
+		   size_t *send_len, bool *owned);
+
+/* A message too large to judge: the denial marker replaces it; its bytes are dropped. */
+void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb);
+
+/* Server side: is this ErrorResponse our marker's? Then pb gets the policy's error instead. */
+bool enforce_rewrite_error(Server *s, const uint8_t *body, size_t len, PktBuf *pb);
+/* A ReadyForQuery arrived: denials of finished batches are forgotten. */
+void enforce_batch_done(Server *s);
+/* The server is gone or released: forget its pending denials. */
+void enforce_forget(Server *s);
+
+#endif
