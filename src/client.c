@@ -809,6 +809,10 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		c->fwd_discard = true;
 		return true;
 	}
+	if (enforce_ready(c, s, h->type) == ENFORCE_WAIT) {
+		c->judge_waiting = true;	/* server_after_ready() resumes us */
+		return false;
+	}
 	uint8_t *msg = msgio_take(in, h);
 	if (!msg) {
 		client_read_whole(c, total, true);

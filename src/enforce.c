@@ -1,6 +1,9 @@
 #include "enforce.h"
 #include "client.h"
 #include "pktbuf.h"
+#include "sqlinfo.h"
+
+#include <strings.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +251,129 @@ static void enforce_build_rewrite(uint8_t type, const char *name, const char *sq
 	pktbuf_finish(pb);
 }
 
+/*
+ * Parser agreement (THREATS.md): a verdict holds only if PostgreSQL lexes the
+ * text as libpg_query did. That needs standard_conforming_strings on, and a
+ * client_encoding in which no multibyte character can contain a quote or a
+ * backslash byte (SJIS, BIG5, GBK, GB18030, UHC and JOHAB can).
+ */
+static const char *const agreeing_encodings[] = {
+	"UTF8", "UNICODE", "SQL_ASCII", "LATIN1", "LATIN2", "LATIN3", "LATIN4", "LATIN5",
+	"LATIN6", "LATIN7", "LATIN8", "LATIN9", "LATIN10", "ISO_8859_5", "ISO_8859_6",
+	"ISO_8859_7", "ISO_8859_8", "WIN866", "WIN874", "WIN1250", "WIN1251", "WIN1252",
+	"WIN1253", "WIN1254", "WIN1255", "WIN1256", "WIN1257", "WIN1258", "KOI8R", "KOI8U",
+	"EUC_JP", "EUC_CN", "EUC_KR", "EUC_TW", "EUC_JIS_2004", NULL,
+};
+
+static bool encoding_agrees(const char *enc)
+{
+	for (int i = 0; enc && agreeing_encodings[i]; i++)
+		if (strcasecmp(enc, agreeing_encodings[i]) == 0)
+			return true;
+	return false;
+}
+
+/* NULL when the session lexes SQL as the parser does; else why not. */
+static const char *enforce_disagreement(const Client *c)
+{
+	const char *scs = c->vars.values[VAR_STANDARD_CONFORMING_STRINGS];
+	if (scs && strcasecmp(scs, "on") != 0)
+		return "standard_conforming_strings is off";
+	if (!encoding_agrees(c->vars.values[VAR_CLIENT_ENCODING]))
+		return "client_encoding is one the policy parser cannot follow";
+	return NULL;
+}
+
+/*
+ * Could this text change standard_conforming_strings or client_encoding?
+ * PostgreSQL reports such changes only just before ReadyForQuery, so until
+ * then the proxy cannot know. SET/RESET/DISCARD, transaction ends (which
+ * revert SET LOCAL), DO/CALL/EXECUTE and any function call (set_config, or a
+ * user function that calls it) all could; unclassifiable text is assumed to.
+ */
+static bool sql_may_change_lexing(const SqlInfo *info)
+{
+	static const char *const kinds[] = { "set", "reset", "discard", "do", "call", "execute",
+					     "commit", "rollback", "rollback_to", "unknown", NULL };
+	if (!info->ok)
+		return true;
+	for (int i = 0; i < info->nstmts; i++) {
+		const SqlStatement *st = &info->stmts[i];
+		if (st->functions.count > 0)
+			return true;
+		for (int k = 0; kinds[k]; k++)
+			if (strcmp(st->kind, kinds[k]) == 0)
+				return true;
+	}
+	return false;
+}
+
+static bool sql_only_transaction_control(const SqlInfo *info)
+{
+	if (!info->ok || info->nstmts == 0)
+		return false;
+	for (int i = 0; i < info->nstmts; i++)
+		if (!info->stmts[i].is_transaction_control)
+			return false;
+	return true;
+}
+
+static void enforce_note_sent(Client *c, Server *s, const char *sql)
+{
+	SqlInfo *info = policy_engine_classify(c->worker->policy, sql, strlen(sql));
+	if (sql_may_change_lexing(info))
+		s->lexing_may_change = true;
+	policy_engine_release(c->worker->policy, info);
+}
+
+EnforceReady enforce_ready(Client *c, Server *s, uint8_t type)
+{
+	enforce_settled(s);
+	if (!s->lexing_may_change)
+		return ENFORCE_NOW;
+	/* A Query can wait for the settings to be reported; a Parse in a batch cannot. */
+	return type == 'Q' ? ENFORCE_WAIT : ENFORCE_NOW;
+}
+
+void enforce_settled(Server *s)
+{
+	if (s->pending_requests == 0 && !s->unsynced)
+		s->lexing_may_change = false;
+}
+
+/*
+ * Text without quote or backslash bytes lexes the same under any of these
+ * settings (they change only how quoted text is read), so it can still be
+ * judged: that is how a session switches back (SET standard_conforming_strings
+ * = on, RESET ALL).
+ */
+static bool sql_lexes_alike(const char *sql)
+{
+	return strpbrk(sql, "'\"\\") == NULL;
+}
+
+/* The session's settings disagree with the parser: only text that lexes alike passes. */
+static bool enforce_refuse_disagreement(Client *c, Server *s, const char *sql, PolicyDecision *d)
+{
+	const char *why = enforce_disagreement(c);
+	if (!why && !(s->lexing_may_change && sql))
+		return false;
+	if (sql && sql_lexes_alike(sql))
+		return false;
+	if (sql) {
+		SqlInfo *info = policy_engine_classify(c->worker->policy, sql, strlen(sql));
+		bool harmless = sql_only_transaction_control(info);
+		policy_engine_release(c->worker->policy, info);
+		if (harmless)
+			return false;
+	}
+	d->enforced = d->verdict = POLICY_DENY;
+	d->message = xasprintf("statement cannot be judged: %s (fail closed)",
+			       why ? why : "an earlier statement in this pipeline may change "
+					   "how SQL is read");
+	return true;
+}
+
 static void enforce_log(Client *c, const PolicyDecision *d, const char *sql)
 {
 	if (d->verdict == POLICY_ALLOW)
@@ -281,10 +407,14 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, uint8
 	} else {
 		if (type == 'Q')
 			sql = (const char *)body;
-		policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
-				type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I', &d);
+		if (!enforce_refuse_disagreement(c, s, sql, &d))
+			policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
+					type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I',
+					&d);
 	}
 	enforce_log(c, &d, sql ? sql : "");
+	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE)
+		enforce_note_sent(c, s, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql);
 	switch (d.enforced) {
 	case POLICY_ALLOW:
 		*send = (uint8_t *)msg;

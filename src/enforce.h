@@ -36,6 +36,15 @@ void enforce_session_close(Client *c);
 /* Does this client message carry SQL (or a function call) that policies judge? */
 static inline bool enforce_judges(uint8_t type) { return type == 'Q' || type == 'P' || type == 'F'; }
 
+typedef enum { ENFORCE_NOW, ENFORCE_WAIT } EnforceReady;
+/*
+ * May a message of this type be judged now? WAIT: an earlier statement still
+ * in flight may change how the server lexes SQL; judge once it has settled.
+ */
+EnforceReady enforce_ready(Client *c, Server *s, uint8_t type);
+/* A ReadyForQuery came: with nothing in flight, the reported settings are current. */
+void enforce_settled(Server *s);
+
 /*
  * Judge one whole client message (header included) for server s. On return
  * (*send, *send_len) is what goes to the server instead: the original message,

@@ -168,6 +168,7 @@ struct Client {
 	bool counted;		/* holds a slot in moat->client_count */
 	bool fwd_discard;	/* the message streaming in is dropped (denied, too big to judge) */
 	bool read_wm_raised;	/* read watermark raised to take one whole message to judge */
+	bool judge_waiting;	/* a Query waits for in-flight statements to settle */
 	PolicySession psession;	/* the policies' view of this client */
 	bool psession_open;
 	bool pinned;		/* keeps its server until disconnect (session mode or COPY) */
@@ -216,6 +217,7 @@ struct Server {
 	bool reading_paused;	/* stopped reading: the client's output is full */
 	bool fresh;		/* just logged in or checked: no server_check_query needed */
 	struct Denial *denials;	/* policy errors whose marker is in flight (enforce.c) */
+	bool lexing_may_change;	/* a statement in flight may change how SQL is lexed */
 	int cancels_in_flight;	/* forwarded cancels not yet done: not reusable until 0 */
 
 	usec_t connect_time;	/* wall clock */

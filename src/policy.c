@@ -2543,3 +2543,13 @@ bool policy_mask_custom(void *arg, int col, const uint8_t *in, int32_t in_len, u
 	engine_leave(e);
 	return ok;
 }
+
+SqlInfo *policy_engine_classify(PolicyEngine *e, const char *sql, size_t len)
+{
+	return sqlinfo_cache_get(e->cache, sql, len);
+}
+
+void policy_engine_release(PolicyEngine *e, SqlInfo *info)
+{
+	sqlinfo_release(e->cache, info);
+}

@@ -99,6 +99,11 @@ typedef struct PolicyStats {
 } PolicyStats;
 void policy_engine_stats(const PolicyEngine *e, PolicyStats *out);
 
+/* The engine's cached classification of sql (a hit right after policy_on_query); release it. */
+struct SqlInfo;
+struct SqlInfo *policy_engine_classify(PolicyEngine *e, const char *sql, size_t len);
+void policy_engine_release(PolicyEngine *e, struct SqlInfo *info);
+
 /*
  * One client session as policies see it (the `s` argument). The caller fills
  * the identity fields (strings it owns, which must outlive the session) and

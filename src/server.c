@@ -544,10 +544,19 @@ static void server_after_ready(Server *s, char status)
 	if (s->pending_requests > 0)
 		s->pending_requests--;
 	s->ready = s->pending_requests == 0 && !s->unsynced && s->internal_queries == 0;
+	if (s->lexing_may_change)
+		enforce_settled(s);
 	if (!c)
 		return;
 	c->tx_status = status;
 	server_account_ready(s, c, status);
+	if (c->judge_waiting && !s->lexing_may_change) {
+		c->judge_waiting = false;
+		if (s->tx_status != 'I' || pool_effective_mode(s->pool) == POOL_SESSION) {
+			client_resume_reading(c);	/* the server stays ours: carry on */
+			return;
+		}
+	}
 	server_release_if_done(s);
 }
 
