@@ -378,6 +378,12 @@ static void enforce_log(Client *c, const PolicyDecision *d, const char *sql)
 {
 	if (d->verdict == POLICY_ALLOW)
 		return;
+	if (d->verdict == POLICY_REWRITE) {
+		slog_info(c, "policy %s: rewrite%s: %s -> %s", d->policy ? d->policy : "(engine)",
+			  d->enforced != d->verdict ? " [dry_run]" : "", sql,
+			  d->rewritten_sql ? d->rewritten_sql : "");
+		return;
+	}
 	slog_info(c, "policy %s: %s%s%s%s (%s)", d->policy ? d->policy : "(engine)",
 		  policy_verdict_name(d->verdict), d->enforced != d->verdict ? " [dry_run]" : "",
 		  d->message ? ": " : "", d->message ? d->message : "", d->where ? d->where : sql);
