@@ -1097,3 +1097,138 @@ class Bg:
 
     def elapsed(self):
         return (self.finished or time.monotonic()) - self.started
+
+
+# ---------------------------------------------------------------- native YAML + policies
+
+def _yaml_scalar(v):
+    """A YAML scalar: JSON's double-quoted string is valid YAML."""
+    import json
+    return json.dumps(str(v))
+
+
+def _yaml_list(items):
+    return "[" + ", ".join(_yaml_scalar(i) for i in items) + "]"
+
+
+def parse_conninfo(s):
+    """'host=h port=5 dbname=d' -> dict (the harness's [databases] values; no quoting)."""
+    out = {}
+    for part in s.split():
+        k, _, v = part.partition("=")
+        out[k] = v
+    return out
+
+
+# [pgbouncer] keys that live outside `pooling:` in the native YAML.
+_YAML_TOP_KEYS = ("listen_addr", "listen_port", "admin_users", "stats_users", "auth_type",
+                  "auth_file", "logfile", "pidfile", "workers")
+
+
+class YamlProxy(Proxy):
+    """A pgmoat started from its native YAML, optionally with a `policy:` block.
+
+    Same listen/databases/auth_file/admin settings as the ini harness (the
+    settings dict is translated key by key). policies={"name.lua": source}
+    are written next to the config; policy_scripts lists the scripts in order
+    (default: the names of policies, in insertion order; absolute paths, e.g.
+    of the repository's policies/*.lua, are allowed). policy_settings fills
+    the rest of the block (mode, time_budget, memory_limit, ...). Without
+    policies and policy_scripts there is no `policy:` block at all.
+    """
+
+    def __init__(self, pg, policies=None, policy_settings=None, policy_scripts=None, **kw):
+        kw.setdefault("config_name", "pgmoat.yaml")
+        kw["kind"] = "pgmoat"
+        super().__init__(pg, **kw)
+        self.policies = dict(policies or {})
+        self.policy_settings = dict(policy_settings or {})
+        if policy_scripts is None:
+            policy_scripts = list(self.policies)
+        self.policy_scripts = list(policy_scripts)
+
+    def render_yaml(self):
+        if self.ini_text is not None:
+            return self.ini_text
+        s = self.settings
+        lines = []
+        listen = []
+        if "listen_addr" in s:
+            listen.append("host: " + _yaml_scalar(s["listen_addr"]))
+        if "listen_port" in s:
+            listen.append("port: " + _yaml_scalar(s["listen_port"]))
+        if listen:
+            lines.append("listen: { " + ", ".join(listen) + " }")
+        for k in ("logfile", "pidfile", "workers"):
+            if k in s:
+                lines.append("%s: %s" % (k, _yaml_scalar(s[k])))
+        admin = []
+        if "admin_users" in s:
+            admin.append("users: " + _yaml_list(x.strip() for x in s["admin_users"].split(",")))
+        if "stats_users" in s:
+            admin.append("stats_users: " + _yaml_list(x.strip() for x in s["stats_users"].split(",")))
+        if admin:
+            lines.append("admin: { " + ", ".join(admin) + " }")
+        auth = []
+        if "auth_type" in s:
+            auth.append("type: " + _yaml_scalar(s["auth_type"]))
+        if "auth_file" in s:
+            auth.append("file: " + _yaml_scalar(s["auth_file"]))
+        if auth:
+            lines.append("auth: { " + ", ".join(auth) + " }")
+        pooling = [(k, v) for k, v in s.items() if k not in _YAML_TOP_KEYS]
+        if pooling:
+            lines.append("pooling:")
+            lines += ["  %s: %s" % (k, _yaml_scalar(v)) for k, v in pooling]
+        if self.databases:
+            lines.append("databases:")
+            for name, conninfo in self.databases.items():
+                fields = parse_conninfo(conninfo)
+                lines.append("  %s: { %s }" % (_yaml_scalar(name), ", ".join(
+                    "%s: %s" % (k, _yaml_scalar(v)) for k, v in fields.items())))
+        if self.users:
+            lines.append("users:")
+            for name, conninfo in self.users.items():
+                fields = parse_conninfo(conninfo)
+                lines.append("  %s: { %s }" % (_yaml_scalar(name), ", ".join(
+                    "%s: %s" % (k, _yaml_scalar(v)) for k, v in fields.items())))
+        if self.policy_scripts or self.policy_settings:
+            lines.append("policy:")
+            lines.append("  scripts: " + _yaml_list(self.policy_scripts))
+            lines += ["  %s: %s" % (k, _yaml_scalar(v)) for k, v in self.policy_settings.items()]
+        return "\n".join(lines) + "\n"
+
+    def render_ini(self):
+        return self.render_yaml()
+
+    def write_config(self):
+        for name, text in self.policies.items():
+            (self.dir / name).write_text(text)
+        super().write_config()
+
+    def set_policy(self, name, text):
+        """Replace (or add) one policy file on disk; takes effect on reload."""
+        self.policies[name] = text
+        path = self.dir / name
+        path.write_text(text)
+        chown_postgres(path)
+
+
+def start_yaml_proxy(factory, start=True, **kw):
+    """A YamlProxy owned (stopped, checked, cleaned up) by a ProxyFactory."""
+    p = YamlProxy(factory.pg, **kw)
+    factory.made.append(p)
+    if start:
+        p.start()
+    return p
+
+
+@pytest.fixture
+def policy_proxy(proxy_factory):
+    """policy_proxy(policies={...}, policy_settings={...}, **Proxy kwargs) -> started YamlProxy."""
+    if IS_PGBOUNCER:
+        pytest.skip("policies are pgmoat-only")
+
+    def make(**kw):
+        return start_yaml_proxy(proxy_factory, **kw)
+    return make
