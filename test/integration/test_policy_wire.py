@@ -1223,3 +1223,42 @@ def test_no_policy_configured_function_call_works(pg, policy_proxy):
         except ConnectionClosed:
             raise AssertionError("FunctionCall closed the connection:\n" + p.log_tail(10))
         assert types(out) == [b"V", b"Z"], (types(out), errors(out))
+
+
+# ---------------------------------------------------------------- parser agreement
+
+def test_quoted_text_is_not_judged_while_standard_conforming_strings_is_off(pg, wire):
+    fresh_table(pg, "pw_scs")
+    with raw(wire) as c:
+        assert types(simple(c, "set standard_conforming_strings = off"))[-1] == b"Z"
+        # With the setting off, the server reads 'a\'' differently from the parser.
+        out = simple(c, "select 'a\\''; drop table pw_scs; --'")
+        assert_denied(out, "standard_conforming_strings is off", b"I")
+        assert table_exists(pg, "pw_scs")
+        # Text without quotes lexes alike: still judged (and this one allowed) ...
+        assert types(simple(c, "select 1")) == [b"T", b"D", b"C", b"Z"]
+        # ... and policies still apply to it.
+        assert_denied(simple(c, "drop table pw_scs"), "no drops", b"I")
+        # Switching back is possible, and afterwards quoted text is judged again.
+        assert types(simple(c, "set standard_conforming_strings = on"))[-1] == b"Z"
+        out = simple(c, "select 'back'")
+        assert data_row_values(out[1][1]) == ["back"]
+
+
+def test_encoding_that_can_hide_quotes_fails_closed(wire):
+    with raw(wire) as c:
+        assert types(simple(c, "set client_encoding = SJIS"))[-1] == b"Z"
+        assert_denied(simple(c, "select 'x'"), "client_encoding", b"I")
+        assert types(simple(c, "set client_encoding = UTF8"))[-1] == b"Z"
+        assert types(simple(c, "select 'x'")) == [b"T", b"D", b"C", b"Z"]
+
+
+def test_quoted_parse_pipelined_behind_a_set_is_denied(wire):
+    with raw(wire) as c:
+        out = extended(c, pbe("set standard_conforming_strings = off"), pbe("select 'a\\''"))
+        assert b"E" in types(out), types(out)
+        err = errors(out)[0]
+        assert err["C"] == "42501" and "pipeline" in err["M"], err
+        simple(c, "set standard_conforming_strings = on")
+        out = extended(c, pbe("select 'fine'"))
+        assert [data_row_values(p) for t, p in out if t == b"D"] == [["fine"]]
