@@ -116,6 +116,7 @@ static void client_close_socket(Client *c)
 {
 	if (c->bev) {
 		msgio_output_detach(&c->out);
+		msgio_reader_free(&c->in);
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 	}
@@ -164,7 +165,7 @@ static void client_flush_write_cb(struct bufferevent *bev, void *arg)
 static void client_close_after_flush(Client *c)
 {
 	c->close_after_flush = true;
-	bufferevent_disable(c->bev, EV_READ);
+	msgio_reader_enable(&c->in, false);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(c->bev, NULL, client_flush_write_cb, client_flush_event_cb, c);
 	struct timeval tv = { FLUSH_TIMEOUT_SEC, 0 };
@@ -683,7 +684,7 @@ static void client_pause_reading(Client *c)
 {
 	if (!c->reading_paused) {
 		c->reading_paused = true;
-		bufferevent_disable(c->bev, EV_READ);
+		msgio_reader_enable(&c->in, false);
 	}
 }
 
@@ -693,7 +694,7 @@ void client_resume_reading(Client *c)
 		return;
 	if (c->reading_paused) {
 		c->reading_paused = false;
-		bufferevent_enable(c->bev, EV_READ);
+		msgio_reader_enable(&c->in, true);
 	}
 	client_process_input(c);
 }
@@ -785,7 +786,7 @@ static void client_read_whole(Client *c, size_t total, bool on)
 	if (on == c->read_wm_raised)
 		return;
 	c->read_wm_raised = on;
-	bufferevent_setwatermark(c->bev, EV_READ, 0, on ? total + CLIENT_READ_HIGH : CLIENT_READ_HIGH);
+	msgio_reader_set_high(&c->in, on ? total + CLIENT_READ_HIGH : CLIENT_READ_HIGH);
 }
 
 /*
@@ -894,16 +895,18 @@ static void client_process_input(Client *c)
 	case CL_LOGIN:
 		while (c->state == CL_LOGIN && client_read_login(c))
 			;
-		return;
+		break;
 	case CL_ACTIVE:
 		if (c->is_admin)
 			client_read_admin(c);
 		else
 			client_forward(c);
-		return;
+		break;
 	default:
-		return;
+		break;
 	}
+	if (c->state != CL_FREE && c->bev)
+		msgio_reader_consumed(&c->in);
 }
 
 void client_on_server_assigned(Client *c, Server *s)
@@ -934,9 +937,9 @@ void client_on_server_assigned(Client *c, Server *s)
 	 */
 	if (c->reading_paused) {
 		c->reading_paused = false;
-		bufferevent_enable(c->bev, EV_READ);
+		msgio_reader_enable(&c->in, true);
 	}
-	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	msgio_reader_kick(&c->in);
 }
 
 Client *client_find_by_cancel_key(Worker *w, uint32_t pid, uint32_t key)
@@ -1021,11 +1024,14 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		client_disconnect(c, NULL, "could not create the connection buffer");
 		return;
 	}
-	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CLIENT_READ_HIGH);
+	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUT_LOW, 0);
 	msgio_output_attach(&c->out, &w->flusher, c->bev);
-	bufferevent_enable(c->bev, EV_READ);
+	if (!msgio_reader_init(&c->in, c->bev, CLIENT_READ_HIGH, client_read_cb, client_event_cb, c)) {
+		client_disconnect(c, NULL, "could not create the read event");
+		return;
+	}
+	msgio_reader_enable(&c->in, true);
 }
 
 /* Called from the worker's deferred-free event: the client's callbacks are done. */

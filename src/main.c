@@ -19,6 +19,7 @@
 #include "build_config.h"
 
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,7 @@ static void worker_destroy(Worker *w)
 			client_disconnect(c, NULL, "shutdown");
 		if (c->bev) {
 			msgio_output_detach(&c->out);
+			msgio_reader_free(&c->in);
 			bufferevent_free(c->bev);
 			c->bev = NULL;
 		}
@@ -307,6 +309,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pgmoat: %s\n", err);
 		return 1;
 	}
+	/*
+	 * Connection buffers are allocated and freed per message; without these
+	 * glibc would shrink and regrow the heap (brk) on most transactions.
+	 */
+	mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TOP_PAD, 1024 * 1024);
 	moat = xcalloc(1, sizeof(*moat));
 	moat->cfg = cfg;
 	moat->config_path = xstrdup(o.config);

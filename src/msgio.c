@@ -1,6 +1,7 @@
 #include "msgio.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h)
 {
@@ -120,4 +121,130 @@ void msgio_output_drained(struct bufferevent *bev)
 {
 	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		bufferevent_disable(bev, EV_WRITE);
+}
+
+#include <sys/uio.h>
+
+#define READ_CHUNK 16384	/* per read: larger reservations churn the heap */
+
+static void reader_update(InReader *r)
+{
+	bool want = r->enabled &&
+		    (r->high == 0 || evbuffer_get_length(bufferevent_get_input(r->bev)) < r->high);
+	if (want && !r->added) {
+		event_add(r->ev, NULL);
+		r->added = true;
+	} else if (!want && r->added) {
+		event_del(r->ev);
+		r->added = false;
+	}
+}
+
+/* Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN). */
+static ssize_t reader_fill(InReader *r, bool *got_data)
+{
+	struct evbuffer *in = bufferevent_get_input(r->bev);
+	size_t room = READ_CHUNK;
+	size_t have = evbuffer_get_length(in);
+	*got_data = false;
+	if (r->high && have >= r->high)
+		return 1;	/* full: wait until the connection consumed some */
+	if (r->high && have < r->high && r->high - have < room)
+		room = r->high - have;
+	struct evbuffer_iovec vec[2];
+	/* A bufferevent freezes the end of its input; unfreeze just for this read, as
+	 * libevent's own read callback does. */
+	evbuffer_unfreeze(in, 0);
+	int nvec = evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 2);
+	if (nvec <= 0) {
+		evbuffer_freeze(in, 0);
+		return -1;
+	}
+	struct iovec iov[2];
+	for (int i = 0; i < nvec; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len;
+	}
+	ssize_t n = readv(event_get_fd(r->ev), iov, nvec);
+	size_t left = n > 0 ? (size_t)n : 0;
+	for (int i = 0; i < nvec; i++) {
+		size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
+		vec[i].iov_len = take;
+		left -= take;
+	}
+	evbuffer_commit_space(in, vec, nvec);
+	evbuffer_freeze(in, 0);
+	*got_data = n > 0;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return 1;
+	return n;
+}
+
+static void reader_cb(evutil_socket_t fd, short what, void *arg)
+{
+	InReader *r = arg;
+	bool got = false;
+	ssize_t n = (what & EV_READ) && r->enabled ? reader_fill(r, &got) : 1;
+	bool kicked = r->kicked;
+	r->kicked = false;
+	reader_update(r);	/* before the callbacks: they may free r */
+	if (n == 0)
+		r->event_cb(r->bev, BEV_EVENT_READING | BEV_EVENT_EOF, r->arg);
+	else if (n < 0)
+		r->event_cb(r->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, r->arg);
+	else if (got || kicked)
+		r->read_cb(r->bev, r->arg);
+}
+
+bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
+		       bufferevent_event_cb event_cb, void *arg)
+{
+	memset(r, 0, sizeof(*r));
+	r->bev = bev;
+	r->high = high;
+	r->read_cb = read_cb;
+	r->event_cb = event_cb;
+	r->arg = arg;
+	bufferevent_disable(bev, EV_READ);	/* the bufferevent never reads itself */
+	r->ev = event_new(bufferevent_get_base(bev), bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+			  reader_cb, r);
+	return r->ev != NULL;
+}
+
+void msgio_reader_free(InReader *r)
+{
+	if (r->ev)
+		event_free(r->ev);
+	r->ev = NULL;
+	r->added = false;
+}
+
+void msgio_reader_enable(InReader *r, bool on)
+{
+	if (!r->ev)
+		return;
+	r->enabled = on;
+	reader_update(r);
+}
+
+void msgio_reader_set_high(InReader *r, size_t high)
+{
+	if (!r->ev)
+		return;
+	r->high = high;
+	reader_update(r);
+}
+
+void msgio_reader_consumed(InReader *r)
+{
+	if (r->ev && r->enabled && !r->added)
+		reader_update(r);
+}
+
+void msgio_reader_kick(InReader *r)
+{
+	if (!r->ev)
+		return;
+	r->kicked = true;
+	event_active(r->ev, EV_TIMEOUT, 0);
 }

@@ -57,4 +57,36 @@ void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev);
 void msgio_output_detach(OutFlush *of);
 /* From a bufferevent write callback: stop EV_WRITE once everything is out. */
 void msgio_output_drained(struct bufferevent *bev);
+
+/*
+ * Direct input. libevent's bufferevent reads ask the kernel how much is
+ * readable (ioctl FIONREAD) before every read: one more system call per
+ * message. A connection instead reads with its own persistent event straight
+ * into the bufferevent's input buffer (which the bufferevent itself never
+ * reads), stops above a high watermark, and reports data, EOF and errors
+ * through the connection's usual bufferevent callbacks.
+ * Callbacks may free the connection: nothing touches the reader after them.
+ */
+typedef struct InReader {
+	struct event *ev;	/* EV_READ|EV_PERSIST on the socket */
+	struct bufferevent *bev;	/* whose input buffer is filled */
+	size_t high;		/* stop reading at this much unprocessed input; 0: no limit */
+	bool enabled;		/* the connection wants input */
+	bool added;		/* ev is in the event loop */
+	bool kicked;		/* run the read callback even if nothing new arrives */
+	bufferevent_data_cb read_cb;
+	bufferevent_event_cb event_cb;
+	void *arg;
+} InReader;
+
+bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
+		       bufferevent_event_cb event_cb, void *arg) MUST_CHECK;
+void msgio_reader_free(InReader *r);
+void msgio_reader_enable(InReader *r, bool on);
+void msgio_reader_set_high(InReader *r, size_t high);
+/* After input was consumed: resume reading if it had stopped at the watermark. */
+void msgio_reader_consumed(InReader *r);
+/* Run the read callback from the event loop soon (same pass), even with no new bytes. */
+void msgio_reader_kick(InReader *r);
+
 #endif

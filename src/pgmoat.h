@@ -142,6 +142,7 @@ struct Client {
 	Server *link;		/* the server serving us, while CL_ACTIVE */
 	struct bufferevent *bev;
 	OutFlush out;		/* direct flushing of bev's output */
+	InReader in;		/* direct reading into bev's input */
 	uint64_t id;		/* for logs: C-<id> */
 	PeerAddr remote;
 	PeerAddr local;
@@ -190,6 +191,7 @@ struct Server {
 	Client *link;		/* the client we serve while SV_ACTIVE */
 	struct bufferevent *bev;
 	OutFlush out;		/* direct flushing of bev's output */
+	InReader in;		/* direct reading into bev's input, once connected */
 	uint64_t id;		/* for logs: S-<id> */
 	PeerAddr remote;
 	PeerAddr local;

@@ -158,6 +158,7 @@ void server_disconnect(Server *s, const char *fmt, ...)
 	if (s->bev) {
 		server_send_terminate(s);
 		msgio_output_detach(&s->out);
+		msgio_reader_free(&s->in);
 		bufferevent_free(s->bev);
 		s->bev = NULL;
 	}
@@ -465,7 +466,7 @@ void server_resume_reading(Server *s)
 		return;
 	if (s->reading_paused) {
 		s->reading_paused = false;
-		bufferevent_enable(s->bev, EV_READ);
+		msgio_reader_enable(&s->in, true);
 	}
 	server_process_input(s);
 }
@@ -474,7 +475,7 @@ static void server_pause_reading(Server *s)
 {
 	if (!s->reading_paused) {
 		s->reading_paused = true;
-		bufferevent_disable(s->bev, EV_READ);
+		msgio_reader_enable(&s->in, false);
 	}
 }
 
@@ -760,6 +761,8 @@ static void server_process_input(Server *s)
 		server_read_login(s);
 	else if (s->state != SV_FREE)
 		server_forward(s);
+	if (s->state != SV_FREE && s->bev)
+		msgio_reader_consumed(&s->in);
 }
 
 /* ---- libevent callbacks --------------------------------------------- */
@@ -801,6 +804,12 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		server_tune_socket(s);
 		bufferevent_set_timeouts(s->bev, NULL, NULL);
+		if (!msgio_reader_init(&s->in, s->bev, SERVER_READ_HIGH, server_read_cb,
+				       server_event_cb, s)) {
+			server_disconnect(s, "could not create the read event");
+			return;
+		}
+		msgio_reader_enable(&s->in, !s->reading_paused);
 		if (!server_send_startup(s))
 			server_disconnect(s, "could not send the startup packet");
 		return;
@@ -864,8 +873,8 @@ static bool server_start_connect(Server *s)
 	s->bev = bufferevent_socket_new(s->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!s->bev)
 		return false;
-	bufferevent_setcb(s->bev, server_read_cb, server_write_cb, server_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SERVER_READ_HIGH);
+	/* Reading starts once connected, through s->in (see server_event_cb). */
+	bufferevent_setcb(s->bev, NULL, server_write_cb, server_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SERVER_OUT_LOW, 0);
 	if (moat->cfg->server_connect_timeout > 0) {
 		struct timeval tv = { (time_t)(moat->cfg->server_connect_timeout / USEC_PER_SEC),
@@ -873,7 +882,6 @@ static bool server_start_connect(Server *s)
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 	}
 	msgio_output_attach(&s->out, &s->worker->flusher, s->bev);
-	bufferevent_enable(s->bev, EV_READ);
 	return bufferevent_socket_connect(s->bev, (struct sockaddr *)&s->addr, (int)s->addrlen) == 0;
 }
 
