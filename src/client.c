@@ -958,7 +958,10 @@ Client *client_find_by_cancel_key(Worker *w, uint32_t pid, uint32_t key)
 
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
-	client_process_input(arg);
+	Client *c = arg;
+	Worker *w = c->worker;
+	client_process_input(c);
+	msgio_flusher_run(&w->flusher);	/* c may be gone after this */
 }
 
 static void client_write_cb(struct bufferevent *bev, void *arg)
@@ -1011,8 +1014,11 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	c->counted = true;
 	moat->client_count++;
 	moat->stats.clients_accepted++;
-	if (!util_random_bytes(&c->cancel_pid, sizeof(c->cancel_pid)) ||
-	    !util_random_bytes(&c->cancel_key, sizeof(c->cancel_key))) {
+	uint32_t key[2];
+	bool keyed = util_random_bytes(key, sizeof(key));
+	c->cancel_pid = key[0];
+	c->cancel_key = key[1];
+	if (!keyed) {
 		evutil_closesocket(fd);
 		client_set_state(c, CL_FREE);
 		client_free_later(c);

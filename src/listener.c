@@ -32,7 +32,7 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
-	evutil_make_socket_nonblocking(fd);
+	/* evconnlistener accepts with SOCK_NONBLOCK already. */
 	client_accept(moat->worker, fd, sa, (socklen_t)salen, l->is_unix);
 }
 

@@ -1,6 +1,9 @@
 #include "msgio.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <string.h>
 
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h)
@@ -35,7 +38,35 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 	return moved > 0 ? (size_t)moved : 0;
 }
 
-#include <errno.h>
+
+#define SEND_IOV_MAX 16
+
+/*
+ * send()/sendmsg() rather than evbuffer_write()'s writev(): the socket path
+ * without the VFS layer, as pgbouncer does. Returns bytes sent or -1 (errno).
+ */
+static int flusher_send(struct evbuffer *out, int fd)
+{
+	struct evbuffer_iovec vec[SEND_IOV_MAX];
+	int nvec = evbuffer_peek(out, -1, NULL, vec, SEND_IOV_MAX);
+	if (nvec > SEND_IOV_MAX)
+		nvec = SEND_IOV_MAX;
+	ssize_t n;
+	if (nvec == 1) {
+		n = send(fd, vec[0].iov_base, vec[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	} else {
+		struct iovec iov[SEND_IOV_MAX];
+		for (int i = 0; i < nvec; i++) {
+			iov[i].iov_base = vec[i].iov_base;
+			iov[i].iov_len = vec[i].iov_len;
+		}
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)nvec };
+		n = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	if (n > 0)
+		evbuffer_drain(out, (size_t)n);
+	return (int)n;
+}
 
 static void flusher_write_one(OutFlush *of)
 {
@@ -46,7 +77,7 @@ static void flusher_write_one(OutFlush *of)
 	/* bufferevents freeze the front of their output; unfreeze just for this write, as
 	 * libevent's own write callback does. */
 	evbuffer_unfreeze(out, 1);
-	int n = evbuffer_write(out, bufferevent_getfd(bev));
+	int n = flusher_send(out, bufferevent_getfd(bev));
 	evbuffer_freeze(out, 1);
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		bufferevent_enable(bev, EV_WRITE);	/* the bufferevent reports the error */
@@ -65,7 +96,11 @@ static void flusher_write_one(OutFlush *of)
 
 static void flusher_run(evutil_socket_t fd, short what, void *arg)
 {
-	Flusher *f = arg;
+	msgio_flusher_run(arg);
+}
+
+void msgio_flusher_run(Flusher *f)
+{
 	List *item;
 	while ((item = list_first(&f->dirty)) != NULL) {
 		OutFlush *of = container_of(item, OutFlush, link);
@@ -123,7 +158,6 @@ void msgio_output_drained(struct bufferevent *bev)
 		bufferevent_disable(bev, EV_WRITE);
 }
 
-#include <sys/uio.h>
 
 #define READ_CHUNK 16384	/* per read: larger reservations churn the heap */
 
@@ -165,7 +199,9 @@ static ssize_t reader_fill(InReader *r, bool *got_data)
 		iov[i].iov_base = vec[i].iov_base;
 		iov[i].iov_len = vec[i].iov_len;
 	}
-	ssize_t n = readv(event_get_fd(r->ev), iov, nvec);
+	/* recv() takes the socket path directly; readv() goes through the VFS layer. */
+	int fd = event_get_fd(r->ev);
+	ssize_t n = nvec == 1 ? recv(fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(fd, iov, nvec);
 	size_t left = n > 0 ? (size_t)n : 0;
 	for (int i = 0; i < nvec; i++) {
 		size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;

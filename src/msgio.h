@@ -51,6 +51,12 @@ typedef struct OutFlush {
 } OutFlush;
 
 bool msgio_flusher_init(Flusher *f, struct event_base *base) MUST_CHECK;
+/*
+ * Write every dirty output now. Read callbacks call it last, so a response
+ * leaves in the same callback that produced it (latency), while everything one
+ * callback produced for a socket still goes out in one write.
+ */
+void msgio_flusher_run(Flusher *f);
 void msgio_flusher_free(Flusher *f);
 /* Take over the output side of bev; call msgio_output_detach before freeing bev. */
 void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev);

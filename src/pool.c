@@ -274,6 +274,10 @@ static void pool_open_connections(Pool *pool)
 	static bool opening;
 	if (opening || pool->db->is_admin || moat->state == MOAT_DRAINING)
 		return;
+	/* The common case on the data path: nobody waits and min_pool_size is met. */
+	if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients) &&
+	    pool_min_size(pool) == 0)
+		return;
 	opening = true;
 	int wanted = pool_demand(pool) - list_count(&pool->login_servers);
 	int min = pool_min_size(pool);
@@ -329,6 +333,8 @@ static bool pool_assign_one(Pool *pool)
 static void pool_check_used_servers(Pool *pool)
 {
 	List *item, *tmp;
+	if (list_empty(&pool->used_servers) || list_empty(&pool->waiting_clients))
+		return;
 	int need = list_count(&pool->waiting_clients) - list_count(&pool->idle_servers) -
 		   list_count(&pool->tested_servers);
 	list_for_each_safe(item, &pool->used_servers, tmp) {

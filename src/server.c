@@ -769,7 +769,10 @@ static void server_process_input(Server *s)
 
 static void server_read_cb(struct bufferevent *bev, void *arg)
 {
-	server_process_input(arg);
+	Server *s = arg;
+	Worker *w = s->worker;
+	server_process_input(s);
+	msgio_flusher_run(&w->flusher);	/* s may be gone after this */
 }
 
 static void server_write_cb(struct bufferevent *bev, void *arg)
