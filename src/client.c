@@ -189,6 +189,8 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	}
 	client_log_disconnect(c, msg);
 	enforce_session_close(c);
+	free(c->stash);
+	c->stash = NULL;
 	client_unlink_server(c);
 	if (c->counted) {
 		moat->client_count--;
@@ -821,21 +823,84 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	}
 	client_read_whole(c, total, false);
 	client_account_message(c, s, h->type, total);
-	uint8_t *send;
-	size_t send_len;
-	bool owned;
-	enforce_judge(c, s, msg, total, &send, &send_len, &owned);
-	evbuffer_add(out, send, send_len);
-	if (owned)
-		free(send);
+	Judged j;
+	enforce_judge(c, s, msg, total, &j);
+	evbuffer_add(out, j.send, j.len);
+	if (j.owned)
+		free(j.send);
 	free(msg);
 	return true;
+}
+
+/*
+ * A client with no server, outside a transaction: judge first. A denial is
+ * answered here (it never waits for a pooled connection); an allowed message
+ * is kept and sent first once a server is assigned. False: wait for bytes.
+ */
+static bool client_judge_unlinked(Client *c, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t total = proto_msg_total(h);
+	uint8_t *msg = msgio_take(in, h);
+	if (!msg) {
+		client_read_whole(c, total, true);
+		return false;
+	}
+	client_read_whole(c, total, false);
+	c->request_time = util_now_mono();
+	Judged j;
+	enforce_judge(c, NULL, msg, total, &j);
+	if (j.answer) {
+		evbuffer_add(bufferevent_get_output(c->bev), j.send, j.len);
+		c->discard_until_sync = j.discard_until_sync;
+		free(j.send);
+		free(msg);
+		return true;
+	}
+	if (j.owned) {
+		free(msg);
+		msg = j.send;
+	}
+	c->stash = msg;
+	c->stash_len = j.len;
+	c->stash_type = h->type;
+	c->stash_may_change_lexing = j.may_change_lexing;
+	return true;
+}
+
+/* The server for a stashed message has come: it goes before anything else. */
+static void client_send_stash(Client *c, Server *s)
+{
+	client_account_message(c, s, c->stash_type, c->stash_len);
+	if (c->stash_may_change_lexing)
+		s->lexing_may_change = true;
+	evbuffer_add(bufferevent_get_output(s->bev), c->stash, c->stash_len);
+	free(c->stash);
+	c->stash = NULL;
+}
+
+/* After a locally denied Parse: drop messages up to Sync, then answer it. */
+static void client_discard_message(Client *c, const MsgHeader *h)
+{
+	c->fwd_remaining = proto_msg_total(h);
+	c->fwd_discard = true;
+	if (h->type != 'S')
+		return;
+	c->discard_until_sync = false;
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_ready(&pb, 'I');
+	if (!client_send_pktbuf(c, &pb))
+		client_disconnect(c, NULL, "could not answer Sync");
+	pktbuf_free(&pb);
 }
 
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
 static void client_forward(Client *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (c->stash && c->link)
+		client_send_stash(c, c->link);
 	while (c->state == CL_ACTIVE && evbuffer_get_length(in) > 0) {
 		Server *s = c->link;
 		if (s && evbuffer_get_length(bufferevent_get_output(s->bev)) > CLIENT_OUT_HIGH) {
@@ -845,7 +910,7 @@ static void client_forward(Client *c)
 		if (c->fwd_remaining > 0) {
 			struct evbuffer *out = c->fwd_discard ? NULL : bufferevent_get_output(s->bev);
 			c->fwd_remaining -= msgio_move(in, out, c->fwd_remaining);
-			if (c->fwd_remaining == 0)
+			if (c->fwd_remaining == 0 && s)
 				server_release_if_done(s);	/* its ReadyForQuery came first */
 			continue;
 		}
@@ -864,6 +929,18 @@ static void client_forward(Client *c)
 		if (!client_msg_type_valid(h.type)) {
 			client_disconnect(c, "08P01", "unsupported pkt type: %d", h.type);
 			return;
+		}
+		if (c->discard_until_sync && !s) {
+			client_discard_message(c, &h);
+			continue;
+		}
+		/* (An oversized message is denied through a server, unread.) */
+		if (!s && !c->stash && c->tx_status == 'I' && enforce_active(c->worker) &&
+		    enforce_judges(h.type) && proto_msg_total(&h) <= JUDGE_MSG_MAX) {
+			if (!client_judge_unlinked(c, &h))
+				return;
+			if (!c->stash)
+				continue;	/* answered here */
 		}
 		if (!s) {
 			/*

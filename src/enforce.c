@@ -212,6 +212,13 @@ static void enforce_build_marker(uint8_t type, PktBuf *pb)
 
 static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *pb)
 {
+	if (!s) {
+		/* No server: answer as the server would have. */
+		pktbuf_error(pb, "ERROR", DENY_SQLSTATE, message);
+		if (type != 'P')
+			pktbuf_ready(pb, 'I');
+		return;
+	}
 	/* A Query's batch ends with its own ReadyForQuery; a Parse's with the next Sync's. */
 	int batches_left = s->pending_requests + (type == 'P' ? 1 : 0);
 	enforce_queue_denial(s, message, batches_left > 0 ? batches_left : 1);
@@ -318,12 +325,12 @@ static bool sql_only_transaction_control(const SqlInfo *info)
 	return true;
 }
 
-static void enforce_note_sent(Client *c, Server *s, const char *sql)
+static bool enforce_may_change_lexing(Client *c, const char *sql)
 {
 	SqlInfo *info = policy_engine_classify(c->worker->policy, sql, strlen(sql));
-	if (sql_may_change_lexing(info))
-		s->lexing_may_change = true;
+	bool may = sql_may_change_lexing(info);
 	policy_engine_release(c->worker->policy, info);
+	return may;
 }
 
 EnforceReady enforce_ready(Client *c, Server *s, uint8_t type)
@@ -356,7 +363,7 @@ static bool sql_lexes_alike(const char *sql)
 static bool enforce_refuse_disagreement(Client *c, Server *s, const char *sql, PolicyDecision *d)
 {
 	const char *why = enforce_disagreement(c);
-	if (!why && !(s->lexing_may_change && sql))
+	if (!why && !(s && s->lexing_may_change && sql))
 		return false;
 	if (sql && sql_lexes_alike(sql))
 		return false;
@@ -389,8 +396,7 @@ static void enforce_log(Client *c, const PolicyDecision *d, const char *sql)
 		  d->message ? ": " : "", d->message ? d->message : "", d->where ? d->where : sql);
 }
 
-void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, uint8_t **send,
-		   size_t *send_len, bool *owned)
+void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
 {
 	uint8_t type = msg[0];
 	const uint8_t *body = msg + PROTO_HEADER_LEN;
@@ -419,13 +425,20 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, uint8
 					&d);
 	}
 	enforce_log(c, &d, sql ? sql : "");
-	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE)
-		enforce_note_sent(c, s, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql);
+	memset(out, 0, sizeof(*out));
+	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE) {
+		out->may_change_lexing = enforce_may_change_lexing(
+			c, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql);
+		if (s && out->may_change_lexing)
+			s->lexing_may_change = true;
+	} else if (!s) {
+		out->answer = true;
+		out->discard_until_sync = type == 'P';
+	}
 	switch (d.enforced) {
 	case POLICY_ALLOW:
-		*send = (uint8_t *)msg;
-		*send_len = total;
-		*owned = false;
+		out->send = (uint8_t *)msg;
+		out->len = total;
 		policy_decision_free(&d);
 		pktbuf_free(&pb);
 		return;
@@ -446,8 +459,10 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, uint8
 		/* Could not build the replacement: never send the original instead. */
 		pktbuf_reset(&pb);
 		enforce_deny(s, type == 'P' ? 'P' : 'Q', "could not apply the policy decision", &pb);
+		out->answer = !s;
+		out->discard_until_sync = !s && type == 'P';
 	}
-	*send = pb.data;	/* ownership passes to the caller */
-	*send_len = pb.len;
-	*owned = true;
+	out->send = pb.data;	/* ownership passes to the caller */
+	out->len = pb.len;
+	out->owned = true;
 }

@@ -45,14 +45,23 @@ EnforceReady enforce_ready(Client *c, Server *s, uint8_t type);
 /* A ReadyForQuery came: with nothing in flight, the reported settings are current. */
 void enforce_settled(Server *s);
 
+typedef struct Judged {
+	uint8_t *send;		/* what to send: the original message, a rewrite, the marker, or
+				 * (answer set) the client's answer */
+	size_t len;
+	bool owned;		/* send was allocated here: free it after use */
+	bool answer;		/* denied with no server: send goes to the client itself */
+	bool discard_until_sync;	/* ... and a Parse was denied: drop up to Sync, then answer */
+	bool may_change_lexing;	/* allowed text that may change how the server lexes SQL */
+} Judged;
+
 /*
- * Judge one whole client message (header included) for server s. On return
- * (*send, *send_len) is what goes to the server instead: the original message,
- * a rewrite, or the denial marker; *owned is true when *send was allocated
- * here (free it after use).
+ * Judge one whole client message (header included). With a server (s), a
+ * denial travels as the marker; with none (the client holds no server and is
+ * outside a transaction), pgmoat answers the client itself, so a denial never
+ * waits for a pooled connection.
  */
-void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, uint8_t **send,
-		   size_t *send_len, bool *owned);
+void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out);
 
 /* A message too large to judge: the denial marker replaces it; its bytes are dropped. */
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb);

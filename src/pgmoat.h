@@ -170,6 +170,11 @@ struct Client {
 	bool fwd_discard;	/* the message streaming in is dropped (denied, too big to judge) */
 	bool read_wm_raised;	/* read watermark raised to take one whole message to judge */
 	bool judge_waiting;	/* a Query waits for in-flight statements to settle */
+	uint8_t *stash;		/* judged before a server was assigned: sent first once one is */
+	size_t stash_len;
+	uint8_t stash_type;
+	bool stash_may_change_lexing;
+	bool discard_until_sync;	/* a Parse was denied with no server: drop up to Sync */
 	PolicySession psession;	/* the policies' view of this client */
 	bool psession_open;
 	bool pinned;		/* keeps its server until disconnect (session mode or COPY) */

@@ -557,8 +557,6 @@ def test_prepared_statement_reexecuted_many_times(pg, policy_proxy):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="known gap: a denial is delivered through a server "
-                   "connection (the denial marker), so it waits for a free one")
 def test_denial_outside_transaction_needs_no_server_connection(pg, policy_proxy):
     # every server connection is busy: a statement the policy denies outside
     # a transaction is answered at once, without waiting for a server
