@@ -27,9 +27,6 @@
 #include <netinet/tcp.h>
 #include <sys/un.h>
 
-#define CLIENT_OUT_HIGH (512 * 1024)	/* stop reading the server above this */
-#define CLIENT_OUT_LOW (64 * 1024)	/* resume below this */
-#define CLIENT_READ_HIGH (256 * 1024)	/* socket reads stop while this much is unprocessed */
 #define AUTH_MSG_MAX 8192		/* password and SASL messages */
 #define ADMIN_QUERY_MAX 65536
 #define FLUSH_TIMEOUT_SEC 5		/* an error that nobody reads does not keep the socket */
@@ -39,8 +36,7 @@ static void client_process_input(Client *c);
 
 const char *client_state_name(ClientState s)
 {
-	static const char *names[] = { "free", "login", "waiting_login", "waiting", "active",
-				       "cancel" };
+	static const char *names[] = { "free", "login", "waiting_login", "waiting", "active" };
 	return names[s];
 }
 
@@ -52,8 +48,6 @@ static List *client_state_list(Client *c, ClientState st)
 		return &w->free_clients;
 	case CL_LOGIN:
 		return &w->login_clients;
-	case CL_CANCEL:
-		return &w->cancel_clients;
 	case CL_WAITING_LOGIN:
 		return &c->pool->waiting_login_clients;
 	case CL_WAITING:
@@ -788,7 +782,7 @@ static void client_read_whole(Client *c, size_t total, bool on)
 	if (on == c->read_wm_raised)
 		return;
 	c->read_wm_raised = on;
-	msgio_reader_set_high(&c->in, on ? total + CLIENT_READ_HIGH : CLIENT_READ_HIGH);
+	msgio_reader_set_high(&c->in, on ? total + MSGIO_READ_HIGH : MSGIO_READ_HIGH);
 }
 
 /*
@@ -903,7 +897,7 @@ static void client_forward(Client *c)
 		client_send_stash(c, c->link);
 	while (c->state == CL_ACTIVE && evbuffer_get_length(in) > 0) {
 		Server *s = c->link;
-		if (s && evbuffer_get_length(bufferevent_get_output(s->bev)) > CLIENT_OUT_HIGH) {
+		if (s && evbuffer_get_length(bufferevent_get_output(s->bev)) > MSGIO_OUT_HIGH) {
 			client_pause_reading(c);
 			return;
 		}
@@ -1108,9 +1102,9 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		return;
 	}
 	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUT_LOW, 0);
+	bufferevent_setwatermark(c->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
 	msgio_output_attach(&c->out, &w->flusher, c->bev);
-	if (!msgio_reader_init(&c->in, c->bev, CLIENT_READ_HIGH, client_read_cb, client_event_cb, c)) {
+	if (!msgio_reader_init(&c->in, c->bev, MSGIO_READ_HIGH, client_read_cb, client_event_cb, c)) {
 		client_disconnect(c, NULL, "could not create the read event");
 		return;
 	}

@@ -152,7 +152,6 @@ static Worker *worker_create(void)
 	list_init(&w->all_clients);
 	list_init(&w->all_servers);
 	list_init(&w->login_clients);
-	list_init(&w->cancel_clients);
 	list_init(&w->free_clients);
 	list_init(&w->free_servers);
 	w->free_ev = event_new(w->base, -1, 0, free_deferred_cb, w);

@@ -9,6 +9,16 @@
 #include <event2/buffer.h>
 #include "proto.h"
 
+/*
+ * Buffer bounds shared by both sides of a link: a connection stops reading
+ * while its partner's output holds more than MSGIO_OUT_HIGH (backpressure),
+ * resumes when that drains below MSGIO_OUT_LOW, and stops reading its own
+ * socket while MSGIO_READ_HIGH bytes are unprocessed.
+ */
+#define MSGIO_OUT_HIGH (512 * 1024)
+#define MSGIO_OUT_LOW (64 * 1024)
+#define MSGIO_READ_HIGH (256 * 1024)
+
 /* FRAME_NEED_MORE below 5 bytes; FRAME_BAD on an impossible length. */
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h);
 

@@ -49,7 +49,6 @@ typedef enum {
 	CL_WAITING_LOGIN,	/* authenticated, waiting for the pool's first server (welcome params) */
 	CL_WAITING,		/* has a request, waiting for a server */
 	CL_ACTIVE,		/* idle between transactions, or linked to a server */
-	CL_CANCEL,		/* a CancelRequest connection being forwarded */
 } ClientState;
 
 typedef enum {
@@ -177,7 +176,6 @@ struct Client {
 	bool discard_until_sync;	/* a Parse was denied with no server: drop up to Sync */
 	PolicySession psession;	/* the policies' view of this client */
 	bool psession_open;
-	bool pinned;		/* keeps its server until disconnect (session mode or COPY) */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */
@@ -239,7 +237,6 @@ struct Worker {
 	List all_clients;
 	List all_servers;
 	List login_clients;	/* CL_LOGIN before a pool is known */
-	List cancel_clients;	/* CL_CANCEL */
 	List free_clients;	/* CL_FREE, freed on the next loop turn */
 	List free_servers;
 	struct event *free_ev;	/* deferred free */
@@ -263,9 +260,7 @@ struct Moat {
 	int client_count;	/* for max_client_conn */
 	usec_t start_time;
 	struct event *janitor_ev;
-	struct event *stats_ev;
 	GlobalStats stats;
-	struct Listener *listeners;
 };
 
 extern Moat *moat;

@@ -27,12 +27,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#define SERVER_OUT_HIGH (512 * 1024)	/* stop reading the client above this */
-#define SERVER_OUT_LOW (64 * 1024)
-#define SERVER_READ_HIGH (256 * 1024)
 #define SERVER_LOGIN_MSG_MAX 65536	/* auth, ParameterStatus, errors during login */
 #define SERVER_INSPECT_MAX 65536	/* messages we must parse: ParameterStatus, errors of ours */
-#define CLIENT_OUT_HIGH (512 * 1024)
 
 static void server_process_input(Server *s);
 
@@ -713,7 +709,7 @@ static void server_forward(Server *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0) {
 		Client *c = s->link;
-		if (c && evbuffer_get_length(bufferevent_get_output(c->bev)) > CLIENT_OUT_HIGH) {
+		if (c && evbuffer_get_length(bufferevent_get_output(c->bev)) > MSGIO_OUT_HIGH) {
 			server_pause_reading(s);
 			return;
 		}
@@ -807,7 +803,7 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		server_tune_socket(s);
 		bufferevent_set_timeouts(s->bev, NULL, NULL);
-		if (!msgio_reader_init(&s->in, s->bev, SERVER_READ_HIGH, server_read_cb,
+		if (!msgio_reader_init(&s->in, s->bev, MSGIO_READ_HIGH, server_read_cb,
 				       server_event_cb, s)) {
 			server_disconnect(s, "could not create the read event");
 			return;
@@ -878,7 +874,7 @@ static bool server_start_connect(Server *s)
 		return false;
 	/* Reading starts once connected, through s->in (see server_event_cb). */
 	bufferevent_setcb(s->bev, NULL, server_write_cb, server_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_WRITE, SERVER_OUT_LOW, 0);
+	bufferevent_setwatermark(s->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
 	if (moat->cfg->server_connect_timeout > 0) {
 		struct timeval tv = { (time_t)(moat->cfg->server_connect_timeout / USEC_PER_SEC),
 				      (suseconds_t)(moat->cfg->server_connect_timeout % USEC_PER_SEC) };

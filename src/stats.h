@@ -19,7 +19,6 @@ typedef struct PoolStats {
 	StatCounters total;
 	StatCounters last_period;	/* snapshot at the previous stats_period */
 	StatCounters avg;		/* per-second averages over the last period */
-	uint64_t max_wait_us;		/* not a counter: recomputed on demand */
 	/*
 	 * What the last period added, and how long it was: averages of several
 	 * pools (SHOW STATS per database) are recomputed from these, because
