@@ -29,6 +29,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <luajit.h>
+#include <jansson.h>
 #include <openssl/sha.h>
 
 #include "policy.h"
@@ -934,242 +935,81 @@ static int str_gsub(lua_State *L)
 /* ---------------------------------------------------------- JSON claims */
 
 /*
- * A small decoder for the claims object: objects, arrays, strings, numbers,
- * booleans; null is nil. Depth-limited, duplicate keys refused (two parsers
- * must never disagree on which value a claim has). Pushes the value or raises.
+ * The claims object, parsed by jansson with duplicate keys refused (two
+ * parsers must never disagree on which value a claim has) and converted to
+ * Lua tables: null is nil, depth limited. Conversion can raise (memory cap),
+ * so the jansson tree is owned by a userdata whose __gc frees it.
  */
-typedef struct Json {
-	lua_State *L;
-	const char *p;
-	const char *end;
-	int depth;
-} Json;
-
-static int json_fail(Json *j, const char *what)
+static int claims_guard_gc(lua_State *L)
 {
-	return luaL_error(j->L, "invalid claims JSON: %s", what);
+	json_t **root = lua_touserdata(L, 1);
+	if (*root)
+		json_decref(*root);
+	*root = NULL;
+	return 0;
 }
 
-static void json_space(Json *j)
+static void claims_push_value(lua_State *L, const json_t *v, int depth)
 {
-	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-		j->p++;
-}
-
-static unsigned json_hex4(Json *j)
-{
-	if (j->end - j->p < 4)
-		json_fail(j, "short \\u escape");
-	unsigned v = 0;
-	for (int i = 0; i < 4; i++) {
-		int c = (unsigned char)*j->p++;
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-		else
-			json_fail(j, "bad \\u escape");
-	}
-	return v;
-}
-
-static void json_add_utf8(luaL_Buffer *b, unsigned cp)
-{
-	if (cp < 0x80) {
-		luaL_addchar(b, (char)cp);
-	} else if (cp < 0x800) {
-		luaL_addchar(b, (char)(0xC0 | (cp >> 6)));
-		luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
-	} else if (cp < 0x10000) {
-		luaL_addchar(b, (char)(0xE0 | (cp >> 12)));
-		luaL_addchar(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
-		luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
-	} else {
-		luaL_addchar(b, (char)(0xF0 | (cp >> 18)));
-		luaL_addchar(b, (char)(0x80 | ((cp >> 12) & 0x3F)));
-		luaL_addchar(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
-		luaL_addchar(b, (char)(0x80 | (cp & 0x3F)));
-	}
-}
-
-static unsigned json_escape_u(Json *j)
-{
-	unsigned cp = json_hex4(j);
-	if (cp >= 0xDC00 && cp <= 0xDFFF)
-		json_fail(j, "lone surrogate");
-	if (cp >= 0xD800 && cp <= 0xDBFF) {
-		if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u')
-			json_fail(j, "lone surrogate");
-		j->p += 2;
-		unsigned lo = json_hex4(j);
-		if (lo < 0xDC00 || lo > 0xDFFF)
-			json_fail(j, "bad surrogate pair");
-		cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-	}
-	return cp;
-}
-
-static void json_string(Json *j)
-{
-	luaL_Buffer b;
-	j->p++;	/* opening quote */
-	luaL_buffinit(j->L, &b);
-	for (;;) {
-		if (j->p >= j->end)
-			json_fail(j, "unterminated string");
-		unsigned char c = (unsigned char)*j->p++;
-		if (c == '"')
-			break;
-		if (c < 0x20)
-			json_fail(j, "control character in string");
-		if (c != '\\') {
-			luaL_addchar(&b, (char)c);
-			continue;
+	if (depth > JSON_MAX_DEPTH)
+		luaL_error(L, "invalid claims JSON: nested too deep");
+	luaL_checkstack(L, 4, "claims");
+	const char *key;
+	json_t *item;
+	size_t i;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		lua_createtable(L, 0, (int)json_object_size(v));
+		json_object_foreach((json_t *)v, key, item) {
+			claims_push_value(L, item, depth + 1);
+			lua_setfield(L, -2, key);
 		}
-		if (j->p >= j->end)
-			json_fail(j, "unterminated string");
-		c = (unsigned char)*j->p++;
-		switch (c) {
-		case '"': case '\\': case '/': luaL_addchar(&b, (char)c); break;
-		case 'b': luaL_addchar(&b, '\b'); break;
-		case 'f': luaL_addchar(&b, '\f'); break;
-		case 'n': luaL_addchar(&b, '\n'); break;
-		case 'r': luaL_addchar(&b, '\r'); break;
-		case 't': luaL_addchar(&b, '\t'); break;
-		case 'u': json_add_utf8(&b, json_escape_u(j)); break;
-		default: json_fail(j, "bad escape");
+		return;
+	case JSON_ARRAY:
+		lua_createtable(L, (int)json_array_size(v), 0);
+		json_array_foreach(v, i, item) {
+			claims_push_value(L, item, depth + 1);
+			lua_rawseti(L, -2, (int)i + 1);
 		}
-	}
-	luaL_pushresult(&b);
-}
-
-static void json_number(Json *j)
-{
-	char buf[64];
-	size_t n = 0;
-	while (j->p < j->end && n < sizeof(buf) - 1 && strchr("+-0123456789.eE", *j->p) && *j->p)
-		buf[n++] = *j->p++;
-	buf[n] = '\0';
-	char *endp;
-	double v = strtod(buf, &endp);
-	if (n == 0 || *endp != '\0' || (buf[0] != '-' && !isdigit((unsigned char)buf[0])))
-		json_fail(j, "bad number");
-	lua_pushnumber(j->L, v);
-}
-
-static bool json_literal(Json *j, const char *lit)
-{
-	size_t n = strlen(lit);
-	if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0)
-		return false;
-	j->p += n;
-	return true;
-}
-
-static void json_value(Json *j);
-
-static void json_object(Json *j)
-{
-	lua_newtable(j->L);
-	j->p++;
-	json_space(j);
-	if (j->p < j->end && *j->p == '}') {
-		j->p++;
+		return;
+	case JSON_STRING:
+		lua_pushlstring(L, json_string_value(v), json_string_length(v));
+		return;
+	case JSON_INTEGER:
+		lua_pushnumber(L, (lua_Number)json_integer_value(v));
+		return;
+	case JSON_REAL:
+		lua_pushnumber(L, json_real_value(v));
+		return;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		lua_pushboolean(L, json_is_true(v));
+		return;
+	case JSON_NULL:
+		lua_pushnil(L);
 		return;
 	}
-	for (;;) {
-		json_space(j);
-		if (j->p >= j->end || *j->p != '"')
-			json_fail(j, "expected a key");
-		json_string(j);
-		lua_pushvalue(j->L, -1);
-		lua_rawget(j->L, -3);
-		if (!lua_isnil(j->L, -1))
-			json_fail(j, "duplicate key");
-		lua_pop(j->L, 1);
-		json_space(j);
-		if (j->p >= j->end || *j->p != ':')
-			json_fail(j, "expected ':'");
-		j->p++;
-		json_value(j);
-		lua_rawset(j->L, -3);
-		json_space(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		if (j->p < j->end && *j->p == '}') {
-			j->p++;
-			return;
-		}
-		json_fail(j, "expected ',' or '}'");
-	}
-}
-
-static void json_array(Json *j)
-{
-	lua_newtable(j->L);
-	j->p++;
-	json_space(j);
-	if (j->p < j->end && *j->p == ']') {
-		j->p++;
-		return;
-	}
-	for (int i = 1;; i++) {
-		json_value(j);
-		lua_rawseti(j->L, -2, i);
-		json_space(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		if (j->p < j->end && *j->p == ']') {
-			j->p++;
-			return;
-		}
-		json_fail(j, "expected ',' or ']'");
-	}
-}
-
-static void json_value(Json *j)
-{
-	if (++j->depth > JSON_MAX_DEPTH)
-		json_fail(j, "nested too deep");
-	luaL_checkstack(j->L, 4, "claims");
-	json_space(j);
-	if (j->p >= j->end)
-		json_fail(j, "unexpected end");
-	switch (*j->p) {
-	case '{': json_object(j); break;
-	case '[': json_array(j); break;
-	case '"': json_string(j); break;
-	default:
-		if (json_literal(j, "true"))
-			lua_pushboolean(j->L, 1);
-		else if (json_literal(j, "false"))
-			lua_pushboolean(j->L, 0);
-		else if (json_literal(j, "null"))
-			lua_pushnil(j->L);
-		else
-			json_number(j);
-	}
-	j->depth--;
 }
 
 /* Push the claims object decoded from text, or raise. */
 static void json_push_claims(lua_State *L, const char *text)
 {
-	Json j = { L, text, text + strlen(text), 0 };
-	json_space(&j);
-	if (j.p >= j.end || *j.p != '{')
-		json_fail(&j, "claims must be an object");
-	json_value(&j);
-	json_space(&j);
-	if (j.p != j.end)
-		json_fail(&j, "trailing characters");
+	json_error_t jerr;
+	json_t **root = lua_newuserdata(L, sizeof(json_t *));
+	*root = NULL;
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, claims_guard_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_setmetatable(L, -2);
+	*root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*root)
+		luaL_error(L, "invalid claims JSON: %s", jerr.text);
+	if (!json_is_object(*root))
+		luaL_error(L, "invalid claims JSON: claims must be an object");
+	claims_push_value(L, *root, 1);
+	json_decref(*root);
+	*root = NULL;
+	lua_remove(L, -2);	/* the guard */
 }
 
 /* ---------------------------------------------------------------- moat */

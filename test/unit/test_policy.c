@@ -959,3 +959,35 @@ Test(policy, on_row_refused_until_it_is_called)
 	const char *err = engine_error("row.lua", "return { on_row = function(s, row, cols) end }\n");
 	cr_assert(strstr(err, "on_row") != NULL, "got: %s", err);
 }
+
+Test(policy, session_refused_when_claims_are_malformed_too_deep_or_not_an_object)
+{
+	char deep[256] = "";
+	for (int i = 0; i < 40; i++)
+		strcat(deep, "[");
+	for (int i = 0; i < 40; i++)
+		strcat(deep, "]");
+	char deep_obj[300];
+	snprintf(deep_obj, sizeof(deep_obj), "{\"a\":%s}", deep);
+	const char *bad[] = { "{\"sub\":", "[1,2]", "\"x\"", "{\"s\":\"\\ud800\"}", deep_obj };
+	PolicyEngine *e = engine("c.lua", HEADER "function P.on_connect(s) end\nreturn P\n");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		PolicySession s = session_new();
+		s.claims_json = bad[i];
+		PolicyDecision d;
+		policy_session_open(e, &s, &d);
+		cr_assert_eq(d.verdict, POLICY_DENY, "claims %s", bad[i]);
+		cr_assert(d.error, "claims %s", bad[i]);
+		policy_decision_free(&d);
+		policy_session_close(e, &s);
+	}
+	/* Nesting within the limit still works. */
+	PolicySession ok = session_new();
+	ok.claims_json = "{\"a\":[[[{\"b\":null,\"c\":1.5}]]]}";
+	PolicyDecision d;
+	policy_session_open(e, &ok, &d);
+	cr_assert_eq(d.verdict, POLICY_ALLOW);
+	policy_decision_free(&d);
+	policy_session_close(e, &ok);
+	policy_engine_free(e);
+}
