@@ -489,8 +489,7 @@ void client_finish_login(Client *c)
 		client_disconnect(c, NULL, "could not send the welcome");
 		return;
 	}
-	if (moat->cfg->log_connections)
-		slog_info(c, "login ok");
+	slog_debug(c, "login ok");
 	c->request_time = util_now_mono();
 	client_resume_reading(c);
 }
@@ -1109,6 +1108,7 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		return;
 	}
 	msgio_reader_enable(&c->in, true);
+	msgio_reader_try_now(&c->in);
 }
 
 /* Called from the worker's deferred-free event: the client's callbacks are done. */

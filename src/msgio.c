@@ -277,6 +277,12 @@ void msgio_reader_consumed(InReader *r)
 		reader_update(r);
 }
 
+void msgio_reader_try_now(InReader *r)
+{
+	if (r->ev && r->enabled)
+		event_active(r->ev, EV_READ, 0);
+}
+
 void msgio_reader_kick(InReader *r)
 {
 	if (!r->ev)
