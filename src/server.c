@@ -184,6 +184,8 @@ static const char *server_secret(const Server *s)
 		return d->password;
 	const Userlist *ul = moat->cfg->userlist;
 	const UserlistEntry *ue = ul ? userlist_find(ul, s->pool->server_user) : NULL;
+	if (!ue && !d->user)
+		return s->pool->queried_secret;	/* the client logged in through auth_query */
 	return ue ? ue->secret : NULL;
 }
 
