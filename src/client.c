@@ -11,6 +11,7 @@
 #include "server.h"
 #include "pool.h"
 #include "admin.h"
+#include "admin_ext.h"
 #include "cancel.h"
 #include "enforce.h"
 #include "sqlinfo.h"
@@ -798,8 +799,8 @@ static void client_read_admin(Client *c)
 		FrameResult fr = msgio_peek_header(in, ADMIN_QUERY_MAX, &h);
 		if (fr == FRAME_NEED_MORE)
 			return;
-		if (fr == FRAME_BAD || (h.type != 'Q' && h.type != 'X')) {
-			client_disconnect(c, "08P01", "the admin console supports only simple queries");
+		if (fr == FRAME_BAD || (h.type != 'Q' && h.type != 'X' && !admin_ext_is_message(h.type))) {
+			client_disconnect(c, "08P01", "unexpected message on the admin console");
 			return;
 		}
 		uint8_t *msg = msgio_take(in, &h);
@@ -812,6 +813,13 @@ static void client_read_admin(Client *c)
 			return;
 		}
 		size_t blen = msgio_body_len(&h);
+		if (h.type != 'Q') {
+			admin_ext_handle(c, h.type, msgio_body(msg), blen);
+			free(msg);
+			if (c->state == CL_FREE)
+				return;
+			continue;
+		}
 		const char *sql = (const char *)msgio_body(msg);
 		if (blen == 0 || memchr(sql, '\0', blen) != sql + blen - 1) {
 			free(msg);
@@ -1214,6 +1222,7 @@ void client_free(Client *c)
 	varcache_free(&c->vars);
 	free(c->user_name);
 	free(c->db_name);
+	admin_ext_free(c);
 	if (c->queried) {
 		free(c->queried->name);
 		util_free_secret(c->queried->secret);

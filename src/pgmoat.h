@@ -191,6 +191,9 @@ struct Client {
 	AuthType auth_method;	/* auth_type, or the method of the client's auth_hba_file line */
 	UserlistEntry *queried;	/* owned: the secret auth_query found; NULL: use auth_file */
 	struct AuthLookup *auth_query_req;	/* lookup in flight (auth_query.c) */
+
+	/* admin console over the extended protocol (issue 3 point 3) */
+	struct AdminExt *admin_ext;	/* owned: its statements and portals; NULL until used */
 };
 
 struct Server {
