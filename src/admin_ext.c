@@ -18,6 +18,7 @@
 #include "admin.h"
 #include "client.h"
 #include "proto.h"
+#include "proto_ext.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -217,106 +218,68 @@ static void portal_run(Client *c, ExtPortal *p)
 
 /* ------------------------------------------------------------ messages */
 
-static void ext_parse(Client *c, PktReader *r)
+static void ext_parse(Client *c, const uint8_t *body, size_t len)
 {
 	AdminExt *x = ext_of(c);
-	const char *name, *sql;
-	int16_t nparams;
+	ParseBody m;
 	ExtStatement **pp;
 
-	if (!proto_read_cstring(r, &name) || !proto_read_cstring(r, &sql) ||
-	    !proto_read_int16(r, &nparams) || nparams < 0 ||
-	    proto_reader_left(r) != (size_t)nparams * 4) {
+	if (!proto_parse_parse(body, len, &m)) {
 		client_disconnect(c, "08P01", "invalid Parse message");
 		return;
 	}
-	if (nparams > 0) {
+	if (m.nparams > 0) {
 		ext_error(c, "0A000", "admin console commands take no parameters");
 		return;
 	}
-	pp = statement_find(x, name);
-	if (*pp && name[0]) {
-		ext_error(c, "42P05", "prepared statement \"%s\" already exists", name);
+	pp = statement_find(x, m.name);
+	if (*pp && m.name[0]) {
+		ext_error(c, "42P05", "prepared statement \"%s\" already exists", m.name);
 		return;
 	}
 	if (*pp) {	/* the unnamed statement is replaced */
 		free((*pp)->sql);
-		(*pp)->sql = xstrdup(sql);
+		(*pp)->sql = xstrdup(m.query);
 	} else if (statement_count(x) >= ADMIN_EXT_MAX_OBJECTS) {
 		ext_error(c, "54000", "too many prepared statements on the admin console");
 		return;
 	} else {
 		ExtStatement *st = xcalloc(1, sizeof(*st));
-		st->name = xstrdup(name);
-		st->sql = xstrdup(sql);
+		st->name = xstrdup(m.name);
+		st->sql = xstrdup(m.query);
 		*pp = st;
 	}
 	ext_send_simple(c, '1');
 }
 
-/* Bind's format and parameter lists: only text results, no parameters. */
-static bool ext_read_bind_lists(Client *c, PktReader *r, int *nparams, bool *binary)
-{
-	int16_t n, v;
-	int32_t len;
-	const uint8_t *data;
-
-	*binary = false;
-	if (!proto_read_int16(r, &n) || n < 0)
-		return false;
-	for (int i = 0; i < n; i++)
-		if (!proto_read_int16(r, &v))
-			return false;
-	if (!proto_read_int16(r, &n) || n < 0)
-		return false;
-	*nparams = n;
-	for (int i = 0; i < n; i++) {
-		if (!proto_read_int32(r, &len) || len < -1)
-			return false;
-		if (len > 0 && !proto_read_bytes(r, (size_t)len, &data))
-			return false;
-	}
-	if (!proto_read_int16(r, &n) || n < 0)
-		return false;
-	for (int i = 0; i < n; i++) {
-		if (!proto_read_int16(r, &v))
-			return false;
-		*binary |= v != 0;
-	}
-	return proto_reader_left(r) == 0;
-}
-
-static void ext_bind(Client *c, PktReader *r)
+static void ext_bind(Client *c, const uint8_t *body, size_t len)
 {
 	AdminExt *x = ext_of(c);
-	const char *portal, *stmt;
-	int nparams;
-	bool binary;
+	BindBody m;
 	ExtStatement *st;
-	ExtPortal **pp;
+	ExtPortal **pp, *p;
 
-	if (!proto_read_cstring(r, &portal) || !proto_read_cstring(r, &stmt) ||
-	    !ext_read_bind_lists(c, r, &nparams, &binary)) {
+	if (!proto_parse_bind(body, len, &m)) {
 		client_disconnect(c, "08P01", "invalid Bind message");
 		return;
 	}
-	st = *statement_find(x, stmt);
+	st = *statement_find(x, m.statement);
 	if (!st) {
-		ext_error(c, "26000", "prepared statement \"%s\" does not exist", stmt);
+		ext_error(c, "26000", "prepared statement \"%s\" does not exist", m.statement);
 		return;
 	}
-	if (nparams > 0) {
+	if (m.nparams > 0) {
 		ext_error(c, "08P01", "bind message supplies %d parameters, but prepared statement "
-			  "\"%s\" requires 0", nparams, stmt);
+			  "\"%s\" requires 0", m.nparams, m.statement);
 		return;
 	}
-	if (binary) {
+	if (m.binary_results) {
 		ext_error(c, "0A000", "the admin console sends text results only");
 		return;
 	}
-	pp = portal_find(x, portal);
-	if (*pp && portal[0]) {
-		ext_error(c, "42P03", "cursor \"%s\" already exists", portal);
+	pp = portal_find(x, m.portal);
+	if (*pp && m.portal[0]) {
+		ext_error(c, "42P03", "cursor \"%s\" already exists", m.portal);
 		return;
 	}
 	if (*pp) {	/* the unnamed portal is replaced */
@@ -327,8 +290,8 @@ static void ext_bind(Client *c, PktReader *r)
 		ext_error(c, "54000", "too many portals on the admin console");
 		return;
 	}
-	ExtPortal *p = xcalloc(1, sizeof(*p));
-	p->name = xstrdup(portal);
+	p = xcalloc(1, sizeof(*p));
+	p->name = xstrdup(m.portal);
 	p->sql = xstrdup(st->sql);
 	pktbuf_init(&p->result);
 	p->next = x->portals;
@@ -336,69 +299,74 @@ static void ext_bind(Client *c, PktReader *r)
 	ext_send_simple(c, '2');
 }
 
-static void ext_describe(Client *c, PktReader *r)
+/* ParameterDescription (none) and the columns of a prepared statement. */
+static bool ext_describe_statement(Client *c, const char *name, PktBuf *out)
 {
-	AdminExt *x = ext_of(c);
-	uint8_t kind;
-	const char *name;
-	PktBuf out;
+	ExtStatement *st = *statement_find(ext_of(c), name);
+	PktBuf answer;
 
-	if (!proto_read_uint8(r, &kind) || !proto_read_cstring(r, &name) ||
-	    proto_reader_left(r) != 0 || (kind != 'S' && kind != 'P')) {
+	if (!st) {
+		ext_error(c, "26000", "prepared statement \"%s\" does not exist", name);
+		return false;
+	}
+	pktbuf_start(out, 't');
+	pktbuf_put_int16(out, 0);
+	pktbuf_finish(out);
+	pktbuf_init(&answer);
+	if (admin_is_read_only(st->sql))
+		admin_run_captured(c, st->sql, &answer);
+	ext_put_row_description(out, &answer);
+	pktbuf_free(&answer);
+	return true;
+}
+
+static bool ext_describe_portal(Client *c, const char *name, PktBuf *out)
+{
+	ExtPortal *p = *portal_find(ext_of(c), name);
+
+	if (!p) {
+		ext_error(c, "34000", "portal \"%s\" does not exist", name);
+		return false;
+	}
+	if (admin_is_read_only(p->sql))
+		portal_run(c, p);
+	ext_put_row_description(out, &p->result);
+	return true;
+}
+
+static void ext_describe(Client *c, const uint8_t *body, size_t len)
+{
+	TargetBody m;
+	PktBuf out;
+	bool ok;
+
+	if (!proto_parse_target(body, len, &m)) {
 		client_disconnect(c, "08P01", "invalid Describe message");
 		return;
 	}
 	pktbuf_init(&out);
-	if (kind == 'S') {
-		ExtStatement *st = *statement_find(x, name);
-		if (!st) {
-			pktbuf_free(&out);
-			ext_error(c, "26000", "prepared statement \"%s\" does not exist", name);
-			return;
-		}
-		pktbuf_start(&out, 't');
-		pktbuf_put_int16(&out, 0);
-		pktbuf_finish(&out);
-		PktBuf answer;
-		pktbuf_init(&answer);
-		if (admin_is_read_only(st->sql))
-			admin_run_captured(c, st->sql, &answer);
-		ext_put_row_description(&out, &answer);
-		pktbuf_free(&answer);
-	} else {
-		ExtPortal *p = *portal_find(x, name);
-		if (!p) {
-			pktbuf_free(&out);
-			ext_error(c, "34000", "portal \"%s\" does not exist", name);
-			return;
-		}
-		if (admin_is_read_only(p->sql))
-			portal_run(c, p);
-		ext_put_row_description(&out, &p->result);
-	}
-	if (c->state != CL_FREE)
+	ok = m.kind == 'S' ? ext_describe_statement(c, m.name, &out)
+			   : ext_describe_portal(c, m.name, &out);
+	if (ok && c->state != CL_FREE)
 		ext_send(c, &out);
 	else
 		pktbuf_free(&out);
 }
 
-static void ext_execute(Client *c, PktReader *r)
+static void ext_execute(Client *c, const uint8_t *body, size_t len)
 {
-	AdminExt *x = ext_of(c);
-	const char *name;
-	int32_t max_rows;
+	ExecuteBody m;
 	ExtPortal *p;
 	PktBuf out;
 	bool failed;
 
-	if (!proto_read_cstring(r, &name) || !proto_read_int32(r, &max_rows) ||
-	    proto_reader_left(r) != 0) {
+	if (!proto_parse_execute(body, len, &m)) {
 		client_disconnect(c, "08P01", "invalid Execute message");
 		return;
 	}
-	p = *portal_find(x, name);
+	p = *portal_find(ext_of(c), m.portal);
 	if (!p) {
-		ext_error(c, "34000", "portal \"%s\" does not exist", name);
+		ext_error(c, "34000", "portal \"%s\" does not exist", m.portal);
 		return;
 	}
 	portal_run(c, p);
@@ -411,26 +379,24 @@ static void ext_execute(Client *c, PktReader *r)
 		ext_of(c)->failed = true;
 }
 
-static void ext_close(Client *c, PktReader *r)
+static void ext_close(Client *c, const uint8_t *body, size_t len)
 {
 	AdminExt *x = ext_of(c);
-	uint8_t kind;
-	const char *name;
+	TargetBody m;
 
-	if (!proto_read_uint8(r, &kind) || !proto_read_cstring(r, &name) ||
-	    proto_reader_left(r) != 0 || (kind != 'S' && kind != 'P')) {
+	if (!proto_parse_target(body, len, &m)) {
 		client_disconnect(c, "08P01", "invalid Close message");
 		return;
 	}
-	if (kind == 'S') {
-		ExtStatement **pp = statement_find(x, name);
+	if (m.kind == 'S') {
+		ExtStatement **pp = statement_find(x, m.name);
 		if (*pp) {
 			ExtStatement *st = *pp;
 			*pp = st->next;
 			statement_free(st);
 		}
 	} else {
-		ExtPortal **pp = portal_find(x, name);
+		ExtPortal **pp = portal_find(x, m.name);
 		if (*pp) {
 			ExtPortal *p = *pp;
 			*pp = p->next;
@@ -461,9 +427,6 @@ bool admin_ext_is_message(uint8_t type)
 
 void admin_ext_handle(Client *c, uint8_t type, const uint8_t *body, size_t len)
 {
-	PktReader r;
-
-	proto_reader_init(&r, body, len);
 	if (type == 'S') {
 		ext_sync(c);
 		return;
@@ -471,11 +434,11 @@ void admin_ext_handle(Client *c, uint8_t type, const uint8_t *body, size_t len)
 	if (ext_of(c)->failed || type == 'H')
 		return;	/* skipped until Sync; Flush: everything is sent at once anyway */
 	switch (type) {
-	case 'P': ext_parse(c, &r); break;
-	case 'B': ext_bind(c, &r); break;
-	case 'D': ext_describe(c, &r); break;
-	case 'E': ext_execute(c, &r); break;
-	case 'C': ext_close(c, &r); break;
+	case 'P': ext_parse(c, body, len); break;
+	case 'B': ext_bind(c, body, len); break;
+	case 'D': ext_describe(c, body, len); break;
+	case 'E': ext_execute(c, body, len); break;
+	case 'C': ext_close(c, body, len); break;
 	default: client_disconnect(c, "08P01", "unexpected message on the admin console");
 	}
 }
