@@ -39,6 +39,7 @@ typedef struct AuthConn {
 	List queue;		/* AuthLookup, FIFO */
 	AuthLookup *current;	/* query in flight */
 	PGresult *answer;	/* first result of the query in flight */
+	bool stale;		/* opened under an older config: re-open when idle */
 } AuthConn;
 
 /* All lookup connections; they serve logins of any pool, like the admin console's objects. */
@@ -129,6 +130,7 @@ static void auth_conn_close(AuthConn *ac)
 		PQfinish(ac->pg);
 	ac->pg = NULL;
 	ac->connected = false;
+	ac->stale = false;
 }
 
 /* The connection failed: every client waiting on it gets a failed lookup. */
@@ -357,10 +359,12 @@ static void auth_conn_timeout_cb(evutil_socket_t fd, short what, void *arg)
 /* Connect, or send the next queued query when idle. */
 static void auth_conn_kick(AuthConn *ac)
 {
-	if (list_empty(&ac->queue) || ac->current)
+	if (ac->current)
 		return;
-	if (ac->pg && PQstatus(ac->pg) == CONNECTION_BAD)
+	if (ac->pg && (ac->stale || PQstatus(ac->pg) == CONNECTION_BAD))
 		auth_conn_close(ac);
+	if (list_empty(&ac->queue))
+		return;
 	if (!ac->pg)
 		auth_conn_start(ac);
 	else if (ac->connected)
@@ -399,6 +403,19 @@ void auth_query_start(Client *c, Database *db, const char *auth_user)
 	c->auth_query_req = rq;
 	list_append(&ac->queue, &rq->head);
 	auth_conn_kick(ac);
+}
+
+void auth_query_reload(void)
+{
+	List *item;
+
+	list_for_each(item, &auth_conns) {
+		AuthConn *ac = container_of(item, AuthConn, head);
+		if (!ac->pg)
+			continue;
+		ac->stale = true;
+		auth_conn_kick(ac);	/* closes it now unless a query is in flight */
+	}
 }
 
 /* At exit: the client, if any, forgets the request; then it is freed. */

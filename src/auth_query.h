@@ -31,6 +31,13 @@ void auth_query_start(Client *c, Database *db, const char *auth_user);
 /* The client is going away: forget its lookup (an answer in flight is dropped). */
 void auth_query_cancel(Client *c);
 
+/*
+ * After a reload: lookup connections are re-opened with the new settings
+ * (target, auth_user's password) - idle ones now, busy ones once their
+ * query is answered.
+ */
+void auth_query_reload(void);
+
 /* At exit: close every auth_query connection. */
 void auth_query_cleanup(void);
 

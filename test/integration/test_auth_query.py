@@ -162,3 +162,19 @@ def test_hashed_auth_user_secret_is_reported(pg, roles, proxy_factory):
     p = proxy_factory(settings={"auth_user": AUTH_USER}, userlist=ul)
     assert "authentication query failed" in login_error(p, ALICE, ALICE_PW)
     p.wait_log("must be a plain password")
+
+
+def test_reload_reopens_the_lookup_connection_with_new_settings(pg, roles, proxy_factory):
+    p = aq_proxy(pg, proxy_factory)
+    assert whoami(p, ALICE, ALICE_PW) == ALICE
+    # a wrong auth_user password after RELOAD: the next lookup logs in anew, and fails
+    p.userlist[AUTH_USER] = "no-longer-right"
+    p.write_config()
+    p.reload()
+    p.wait_log("configuration reloaded")
+    assert "authentication query failed" in login_error(p, ALICE, ALICE_PW)
+    p.userlist[AUTH_USER] = AUTH_PW
+    p.write_config()
+    p.reload()
+    wait_until(lambda: p.log().count("configuration reloaded") >= 2, what="second reload")
+    assert whoami(p, ALICE, ALICE_PW) == ALICE
