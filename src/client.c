@@ -1212,6 +1212,7 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		return;
 	}
 	msgio_reader_enable(&c->in, true);
+	msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);	/* accepted just before SUSPEND */
 }
 
 /* Called from the worker's deferred-free event: the client's callbacks are done. */

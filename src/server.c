@@ -811,6 +811,7 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 			return;
 		}
 		msgio_reader_enable(&s->in, !s->reading_paused);
+		msgio_reader_suspend(&s->in, moat->state == MOAT_SUSPENDED);	/* SUSPEND: no reading */
 		if (!server_send_startup(s))
 			server_disconnect(s, "could not send the startup packet");
 		return;
