@@ -174,8 +174,8 @@ def test_kill_client_drops_that_client_only(proxy_factory):
             cur.execute("select 1")
         before = {r["ptr"] for r in p.show_dicts("CLIENTS") if r["user"] == "app"}
         assert len(before) == 2
-        # the victim is the one that is not the other: find it by closing nothing,
-        # kill the first listed and check exactly one of the two dies
+        # SHOW CLIENTS does not say which ptr is which connection: kill one of the
+        # two and check that exactly one dies and the console forgets only it
         target = sorted(before)[0]
         with contextlib.closing(p.admin()) as a, a.cursor() as cur:
             cur.execute("KILL_CLIENT " + target)
