@@ -24,6 +24,7 @@ typedef struct AuthLookup {
 	List head;		/* in its AuthConn's queue, or detached while in flight */
 	Client *client;		/* NULL once the client left (answer dropped) */
 	char *user_name;	/* owned: the $1 of the query */
+	bool retried;		/* already re-sent once on a fresh connection */
 } AuthLookup;
 
 typedef struct AuthConn {
@@ -40,6 +41,7 @@ typedef struct AuthConn {
 	AuthLookup *current;	/* query in flight */
 	PGresult *answer;	/* first result of the query in flight */
 	bool stale;		/* opened under an older config: re-open when idle */
+	bool served;		/* answered a query before: a failure may just mean it went stale */
 } AuthConn;
 
 /* All lookup connections; they serve logins of any pool, like the admin console's objects. */
@@ -133,11 +135,35 @@ static void auth_conn_close(AuthConn *ac)
 	ac->stale = false;
 }
 
+/*
+ * A kept connection that the server dropped while idle (restart,
+ * pg_terminate_backend) is usually noticed only by the next query: that
+ * query gets one more try on a new connection instead of failing a login.
+ */
+static bool auth_conn_retry_current(AuthConn *ac)
+{
+	AuthLookup *rq = ac->current;
+
+	if (!rq || rq->retried || !ac->served)
+		return false;
+	log_info("auth_query connection as %s in %s was lost; retrying on a new one",
+		 ac->auth_user, ac->db_name);
+	rq->retried = true;
+	ac->current = NULL;
+	auth_conn_close(ac);
+	ac->served = false;
+	list_prepend(&ac->queue, &rq->head);
+	auth_conn_kick(ac);
+	return true;
+}
+
 /* The connection failed: every client waiting on it gets a failed lookup. */
 static void auth_conn_fail(AuthConn *ac, const char *why)
 {
 	List *item, *tmp;
 
+	if (auth_conn_retry_current(ac))
+		return;
 	log_warning("auth_query as %s in %s failed: %s", ac->auth_user, ac->db_name, why);
 	auth_conn_close(ac);
 	if (ac->current) {
@@ -290,8 +316,15 @@ static void auth_conn_query_done(AuthConn *ac)
 	char err[256] = "";
 	bool ok = ac->answer && auth_answer_secret(ac->answer, &secret, err, sizeof(err));
 
+	if (!ok && PQstatus(ac->pg) == CONNECTION_BAD) {
+		PQclear(ac->answer);
+		ac->answer = NULL;
+		if (auth_conn_retry_current(ac))
+			return;
+	}
 	event_del(ac->timer_ev);
 	ac->current = NULL;
+	ac->served = true;
 	if (!ok)
 		log_warning("auth_query for user \"%s\" failed: %s", rq->user_name,
 			    err[0] ? err : "no result");
@@ -351,9 +384,12 @@ static void auth_conn_io_cb(evutil_socket_t fd, short what, void *arg)
 
 static void auth_conn_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
+	AuthConn *ac = arg;
+
 	(void)fd;
 	(void)what;
-	auth_conn_fail(arg, "timed out (server_connect_timeout)");
+	ac->served = false;	/* a slow server gets no second deadline */
+	auth_conn_fail(ac, "timed out (server_connect_timeout)");
 }
 
 /* Connect, or send the next queued query when idle. */

@@ -27,6 +27,9 @@ static inline void list_append(List *head, List *item)
 	head->prev = item;
 }
 
+/* At the front: inserting before the first element is appending to it. */
+static inline void list_prepend(List *head, List *item) { list_append(head->next, item); }
+
 static inline void list_del(List *item)
 {
 	item->prev->next = item->next;
