@@ -496,6 +496,7 @@ static Config *config_new_defaults(const char *path)
 	cfg->source_path = xstrdup(path);
 	cfg->workers = 1;
 	policy_config_init(&cfg->policy);
+	cfg->approvals_timeout = 10 * 60 * USEC_PER_SEC;
 	return cfg;
 }
 
@@ -1426,6 +1427,34 @@ static void yaml_policy_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_nod
 	free(where);
 }
 
+/* approvals: { timeout: 10m, store: memory } (a postgres store is not in this build). */
+static void yaml_approvals_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	char *where = xasprintf("approvals.%s", key);
+	const char *s = yscalar(y, v, where);
+	if (!s) {
+		free(where);
+		return;
+	}
+	if (strcmp(key, "timeout") == 0) {
+		usec_t t;
+		if (config_parse_duration(s, &t) && t > 0)
+			y->ld->cfg->approvals_timeout = t;
+		else
+			loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s",
+				    where, s);
+	} else if (strcmp(key, "store") == 0) {
+		if (strcmp(s, "memory") != 0)
+			loader_fail(y->ld, y->file, ynode_line(v), "'%s: %s' is not available in this "
+				    "build (only memory)", where, s);
+	} else if (strcmp(key, "conninfo") == 0 || strcmp(key, "webhook") == 0) {
+		loader_fail(y->ld, y->file, ynode_line(v), "'%s' is not available in this build", where);
+	} else {
+		yunknown(y, key, kn, "approvals");
+	}
+	free(where);
+}
+
 static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
 {
 	static const YamlAlias admin[] = {
@@ -1452,8 +1481,10 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 		ymap_each(y, v, "users", yaml_users_pair, NULL);
 	else if (strcmp(key, "policy") == 0)
 		ymap_each(y, v, "policy", yaml_policy_pair, NULL);
-	else if (strcmp(key, "audit") == 0 || strcmp(key, "approvals") == 0)
-		return;	/* parsed by libyaml; their features land with later issues */
+	else if (strcmp(key, "approvals") == 0)
+		ymap_each(y, v, "approvals", yaml_approvals_pair, NULL);
+	else if (strcmp(key, "audit") == 0)
+		return;	/* parsed by libyaml; its feature lands with a later issue */
 	else
 		yunknown(y, key, kn, "top level");
 }

@@ -165,6 +165,9 @@ typedef struct Config {
 	UserConfig *users;	/* [users] section */
 	Userlist *userlist;	/* parsed auth_file; NULL when none */
 	PolicyConfig policy;	/* YAML `policy:`; no scripts: no policy engine */
+
+	/* hold: YAML `approvals:` (approvals.c) */
+	usec_t approvals_timeout;	/* a held statement is denied after this long */
 } Config;
 
 /*
