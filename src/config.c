@@ -1448,7 +1448,9 @@ static void yaml_approvals_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_
 			loader_fail(y->ld, y->file, ynode_line(v), "'%s: %s' is not available in this "
 				    "build (only memory)", where, s);
 	} else if (strcmp(key, "conninfo") == 0 || strcmp(key, "webhook") == 0) {
-		loader_fail(y->ld, y->file, ynode_line(v), "'%s' is not available in this build", where);
+		/* Accepted (DESIGN.md's example has them); their features land later. */
+		log_warning("%s:%d: '%s' is not used by this build, ignored", y->file, ynode_line(v),
+			    where);
 	} else {
 		yunknown(y, key, kn, "approvals");
 	}
