@@ -16,7 +16,6 @@ struct Approval {
 	char *reason;
 	char *policy;
 	const char *protocol;
-	uint64_t server_id;	/* kept while waiting (in a transaction); 0: none */
 	usec_t held_at;		/* wall */
 	usec_t held_mono;
 	usec_t timeout;
@@ -167,7 +166,6 @@ void approvals_hold(Client *c, Server *s, const uint8_t *msg, size_t total, cons
 	a->reason = xstrdup(d->message ? d->message : "statement held for approval");
 	a->policy = xstrdup(d->policy ? d->policy : "(engine)");
 	a->protocol = msg[0] == 'P' ? "extended" : "simple";
-	a->server_id = s ? s->id : 0;
 	a->held_at = util_now_wall();
 	a->held_mono = util_now_mono();
 	a->timeout = moat->cfg->approvals_timeout > 0 ? moat->cfg->approvals_timeout
@@ -192,6 +190,9 @@ void approvals_hold(Client *c, Server *s, const uint8_t *msg, size_t total, cons
 	/* Never inside a message the server is still streaming to the client. */
 	if (!s || s->fwd_remaining == 0)
 		approval_send_notice(a);
+	else
+		slog_debug(c, "approval %llu: notice deferred until the server's message ends",
+			   (unsigned long long)a->id);
 }
 
 void approvals_flush_notice(Client *c)
@@ -220,7 +221,7 @@ ApprovalInfo *approvals_list(int *count)
 		ai->reason = a->reason;
 		ai->policy = a->policy;
 		ai->protocol = a->protocol;
-		ai->server_id = a->server_id;
+		ai->server_id = a->client->link ? a->client->link->id : 0;
 		ai->held_at = a->held_at;
 		ai->waited = now - a->held_mono;
 		ai->timeout_at = a->held_at + a->timeout;

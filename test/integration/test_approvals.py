@@ -236,6 +236,81 @@ def test_multi_statement_query_is_held_whole(pg, hp):
     assert count(pg) == 1
 
 
+def read_results_and_notice(c):
+    """Messages up to ReadyForQuery without the hold notice, and the notice's approval id.
+
+    The notice is asynchronous: it may come before the results of statements
+    pipelined ahead of the held one, or after them.
+    """
+    out = c.read_until({b"Z"}, 10)
+    notices = [parse_error_fields(p)["M"] for t, p in out if t == b"N"]
+    if not notices:
+        return out, read_hold_notice(c)
+    return [m for m in out if m[0] != b"N"], int(NOTICE_ID.search(notices[0]).group(1))
+
+
+def test_pipelined_queries_behind_a_held_one_wait_and_keep_their_order(pg, hp):
+    fresh_guarded(pg)
+    with raw(hp) as c:
+        c.send(query_msg("select 1") + query_msg("INSERT INTO ap_guarded VALUES (1)")
+               + query_msg("select 2") + query_msg("INSERT INTO ap_guarded VALUES (2)"))
+        out, first = read_results_and_notice(c)
+        assert types(out) == [b"T", b"D", b"C", b"Z"]
+        assert_waiting(c)
+        # its server went back to the pool once select 1 was done
+        wait_until(lambda: approval(hp, first)["server"] is None, 5, 0.1, "server released")
+        admin_cmd(hp, "DENY %d" % first)
+        out = c.read_until({b"Z"}, 10)
+        assert types(out) == [b"E", b"Z"], types(out)
+        out, second = read_results_and_notice(c)
+        assert types(out) == [b"T", b"D", b"C", b"Z"], types(out)
+        assert data_row_values(out[1][1]) == ["2"]
+        assert second != first
+        assert_waiting(c)
+        admin_cmd(hp, "APPROVE %d" % second)
+        out = c.read_until({b"Z"}, 10)
+        assert types(out) == [b"C", b"Z"], types(out)
+    assert pgx(pg, "select id from ap_guarded") == [(2,)]
+
+
+def test_hold_notice_never_splits_a_row_being_streamed(pg, hp):
+    """Held while the server is mid-way through a big DataRow: the notice comes after it."""
+    fresh_guarded(pg)
+    big = 16 * 1024 * 1024
+    pgx(pg, "DROP TABLE IF EXISTS ap_big; CREATE TABLE ap_big (v text); "
+            "ALTER TABLE ap_big ALTER v SET STORAGE EXTERNAL; GRANT ALL ON ap_big TO PUBLIC; "
+            "INSERT INTO ap_big SELECT repeat('x', %d)" % big)
+    with raw(hp) as c:
+        # no function call: the next statement is judged at once, not after this one
+        c.send(query_msg("select v from ap_big"))
+        time.sleep(1.0)  # the row is streaming; we do not read, so it stalls half-way
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        time.sleep(0.3)
+        out, aid = read_results_and_notice(c)
+        assert types(out) == [b"T", b"D", b"C", b"Z"], types(out)
+        assert len(out[1][1]) == 2 + 4 + big  # the row arrived whole
+        admin_cmd(hp, "APPROVE %d" % aid)
+        assert types(c.read_until({b"Z"}, 10)) == [b"C", b"Z"]
+    assert count(pg) == 1
+    assert hp.alive()
+
+
+def test_two_held_clients_are_decided_independently(pg, hp):
+    fresh_guarded(pg)
+    with raw(hp) as a, raw(hp) as b:
+        a.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        ida = read_hold_notice(a)
+        b.send(pbe("INSERT INTO ap_guarded VALUES (2)"))
+        idb = read_hold_notice(b)
+        assert sorted(r["id"] for r in approvals(hp)) == sorted([ida, idb])
+        admin_cmd(hp, "APPROVE %d" % idb)
+        assert types(b.read_until({b"Z"}, 10))[-2:] == [b"C", b"Z"]
+        assert_waiting(a)
+        admin_cmd(hp, "DENY %d" % ida)
+        assert types(a.read_until({b"Z"}, 10)) == [b"E", b"Z"]
+    assert pgx(pg, "select id from ap_guarded") == [(2,)]
+
+
 # ---------------------------------------------------------------- extended protocol
 
 def test_extended_batch_waits_whole_and_runs_on_approve(pg, hp):
