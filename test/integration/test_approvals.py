@@ -627,3 +627,37 @@ def test_approvals_config_errors(proxy_factory, tmp_path):
         r = subprocess.run(p.command("--check", str(p.config_path)), capture_output=True,
                            text=True, timeout=30)
         assert r.returncode != 0 and text in r.stdout + r.stderr, (block, r.stdout, r.stderr)
+
+
+def test_reload_while_held_keeps_the_approval(pg, hp):
+    """SIGHUP with a policy that no longer holds: the waiting approval is still decided."""
+    fresh_guarded(pg)
+    with raw(hp) as c:
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        aid = read_hold_notice(c)
+        hp.set_policy("hold.lua", "return {}\n")
+        hp.reload()
+        hp.wait_log("reload|RELOAD|reloaded", 10)
+        assert [r["id"] for r in approvals(hp)] == [aid]
+        admin_cmd(hp, "DENY %d 'after reload'" % aid)
+        out = c.read_until({b"Z"}, 10)
+        assert "after reload" in errors(out)[0]["M"]
+        # the new policy allows it now
+        assert types(c.simple_query("INSERT INTO ap_guarded VALUES (2)")) == [b"C", b"Z"]
+    assert pgx(pg, "select id from ap_guarded") == [(2,)]
+
+
+def test_shutdown_closes_a_held_client_and_never_runs_it(pg, hp):
+    fresh_guarded(pg)
+    c = raw_login(hp)
+    try:
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        read_hold_notice(c)
+        hp.expect_exit = True
+        assert hp.stop() == 0
+        data, closed = c.read_until_close(10)
+        assert closed
+        assert b"57P01" in data
+    finally:
+        c.close()
+    assert count(pg) == 0
