@@ -1529,7 +1529,7 @@ static const AdminColumn approval_cols[] = {
 	{ "database", COLTYPE_TEXT }, { "statement", COLTYPE_TEXT }, { "reason", COLTYPE_TEXT },
 	{ "policy", COLTYPE_TEXT }, { "protocol", COLTYPE_TEXT }, { "server", COLTYPE_TEXT },
 	{ "held_at", COLTYPE_TEXT }, { "wait", COLTYPE_INT4 }, { "wait_us", COLTYPE_INT4 },
-	{ "timeout_at", COLTYPE_TEXT },
+	{ "timeout_at", COLTYPE_TEXT }, { "replica", COLTYPE_TEXT },
 };
 
 static void approval_row(ResultSet *rs, const ApprovalInfo *ai)
@@ -1556,6 +1556,7 @@ static void approval_row(ResultSet *rs, const ApprovalInfo *ai)
 	row_int(&r, ai->waited / USEC_PER_SEC);
 	row_int(&r, ai->waited % USEC_PER_SEC);
 	row_str(&r, until);
+	row_str(&r, ai->replica);
 	rs_row(rs, &r);
 }
 
@@ -1620,6 +1621,26 @@ static const char *admin_reviewer(const Client *c)
 	return c->user_name ? c->user_name : "(console)";
 }
 
+/* The answer to APPROVE/DENY; a decision sent to another replica says so in a notice. */
+static void admin_decided(Client *c, ApprovalResult r, const char *tag, uint64_t id)
+{
+	PktBuf pb;
+
+	if (r == APPROVAL_NOT_FOUND) {
+		admin_error_code(c, "42704", "no such approval: %" PRIu64
+				 " (already decided, timed out, or its client left)", id);
+		return;
+	}
+	slog_info(c, "%s %" PRIu64 "%s", tag, id, r == APPROVAL_FORWARDED ? " (forwarded)" : "");
+	pktbuf_init(&pb);
+	if (r == APPROVAL_FORWARDED)
+		pktbuf_notice(&pb, "00000", "held by another replica: the decision was sent to it, "
+			      "which applies it if the statement still waits");
+	pktbuf_command_complete(&pb, tag);
+	pktbuf_ready(&pb, 'I');
+	admin_send(c, &pb);
+}
+
 static void admin_cmd_approve(Client *c, const char *arg)
 {
 	uint64_t id;
@@ -1628,13 +1649,7 @@ static void admin_cmd_approve(Client *c, const char *arg)
 		admin_error_code(c, "22023", "APPROVE needs an approval id (SHOW APPROVALS)");
 		return;
 	}
-	if (approvals_approve(id, admin_reviewer(c)) != APPROVAL_OK) {
-		admin_error_code(c, "42704", "no such approval: %" PRIu64
-				 " (already decided, timed out, or its client left)", id);
-		return;
-	}
-	slog_info(c, "APPROVE %" PRIu64, id);
-	admin_ready(c, "APPROVE");
+	admin_decided(c, approvals_approve(id, admin_reviewer(c)), "APPROVE", id);
 }
 
 static void admin_deny(Client *c, const char *idtext, const char *reason)
@@ -1649,13 +1664,7 @@ static void admin_deny(Client *c, const char *idtext, const char *reason)
 		admin_error_code(c, "22023", "DENY needs an approval id (SHOW APPROVALS)");
 		return;
 	}
-	if (approvals_deny(id, admin_reviewer(c), reason) != APPROVAL_OK) {
-		admin_error_code(c, "42704", "no such approval: %" PRIu64
-				 " (already decided, timed out, or its client left)", id);
-		return;
-	}
-	slog_info(c, "DENY %" PRIu64 "%s%s", id, *reason ? ": " : "", reason);
-	admin_ready(c, "DENY");
+	admin_decided(c, approvals_deny(id, admin_reviewer(c), reason), "DENY", id);
 }
 
 static void admin_cmd_deny(Client *c, const char *arg)

@@ -1,4 +1,5 @@
 #include "approvals.h"
+#include "approvals_pg.h"
 #include "client.h"
 #include "pktbuf.h"
 #include "sqlinfo.h"
@@ -26,11 +27,6 @@ struct Approval {
 
 static List approval_queue = { &approval_queue, &approval_queue };
 static uint64_t approval_next_id;
-
-bool approvals_store_known(const char *name)
-{
-	return strcmp(name, "memory") == 0;
-}
 
 void approvals_emit_event(const ApprovalEvent *ev)
 {
@@ -68,6 +64,7 @@ static char *approval_statement(Client *c, const uint8_t *msg, size_t total)
 
 static void approval_free(Approval *a)
 {
+	approvals_pg_gone(a->id);
 	list_del(&a->head);
 	if (a->timer)
 		event_free(a->timer);
@@ -153,11 +150,57 @@ static void approval_send_notice(Approval *a)
 	pktbuf_free(&a->notice);
 }
 
+static void approval_info(const Approval *a, ApprovalInfo *ai, usec_t now)
+{
+	memset(ai, 0, sizeof(*ai));
+	ai->id = a->id;
+	ai->client_id = a->client->id;
+	ai->user = a->client->user_name;
+	ai->database = a->client->db_name;
+	ai->statement = a->statement;
+	ai->reason = a->reason;
+	ai->policy = a->policy;
+	ai->protocol = a->protocol;
+	ai->server_id = a->client->link ? a->client->link->id : 0;
+	ai->held_at = a->held_at;
+	ai->waited = now - a->held_mono;
+	ai->timeout_at = a->held_at + a->timeout;
+}
+
+/*
+ * Sequential ids are easy to type; shared with other replicas they would
+ * collide, so there they are random 9-digit numbers, unique among those known.
+ */
+static uint64_t approval_new_id(void)
+{
+	if (!approvals_pg_active())
+		return ++approval_next_id;
+	for (;;) {
+		uint64_t r = 0;
+		if (!util_random_bytes(&r, sizeof(r)))
+			r = util_now_mono();
+		uint64_t id = 100000000 + r % 900000000;
+		if (!approval_find(id) && !approvals_pg_knows(id))
+			return id;
+	}
+}
+
+void approvals_announce_all(void)
+{
+	usec_t now = util_now_mono();
+	List *item;
+	list_for_each(item, &approval_queue) {
+		ApprovalInfo ai;
+		approval_info(container_of(item, Approval, head), &ai, now);
+		approvals_pg_announce(&ai);
+	}
+}
+
 void approvals_hold(Client *c, Server *s, const uint8_t *msg, size_t total, const PolicyDecision *d)
 {
 	Approval *a = xcalloc(1, sizeof(*a));
 	pktbuf_init(&a->notice);
-	a->id = ++approval_next_id;
+	a->id = approval_new_id();
 	a->client = c;
 	a->msg = xmalloc(total);
 	memcpy(a->msg, msg, total);
@@ -182,6 +225,9 @@ void approvals_hold(Client *c, Server *s, const uint8_t *msg, size_t total, cons
 			       "could not be queued: denied", NULL, "rejected");
 		return;
 	}
+	ApprovalInfo ai;
+	approval_info(a, &ai, a->held_mono);
+	approvals_pg_announce(&ai);
 	slog_info(c, "approval %llu: statement held by policy %s (%s)%s: %s",
 		  (unsigned long long)a->id, a->policy, a->reason,
 		  s ? ", keeping its server in the transaction" : "", a->statement);
@@ -210,22 +256,9 @@ ApprovalInfo *approvals_list(int *count)
 	ApprovalInfo *out = xcalloc((size_t)(n ? n : 1), sizeof(*out));
 	usec_t now = util_now_mono();
 	int i = 0;
-	list_for_each(item, &approval_queue) {
-		const Approval *a = container_of(item, Approval, head);
-		ApprovalInfo *ai = &out[i++];
-		ai->id = a->id;
-		ai->client_id = a->client->id;
-		ai->user = a->client->user_name;
-		ai->database = a->client->db_name;
-		ai->statement = a->statement;
-		ai->reason = a->reason;
-		ai->policy = a->policy;
-		ai->protocol = a->protocol;
-		ai->server_id = a->client->link ? a->client->link->id : 0;
-		ai->held_at = a->held_at;
-		ai->waited = now - a->held_mono;
-		ai->timeout_at = a->held_at + a->timeout;
-	}
+	list_for_each(item, &approval_queue)
+		approval_info(container_of(item, Approval, head), &out[i++], now);
+	approvals_pg_remote(&out, &n);
 	*count = n;
 	return out;
 }
@@ -234,7 +267,8 @@ ApprovalResult approvals_approve(uint64_t id, const char *reviewer)
 {
 	Approval *a = approval_find(id);
 	if (!a)
-		return APPROVAL_NOT_FOUND;
+		return approvals_pg_forward(id, true, reviewer, NULL) ? APPROVAL_FORWARDED
+								      : APPROVAL_NOT_FOUND;
 	slog_info(a->client, "approval %llu approved by %s after %llds", (unsigned long long)id,
 		  reviewer, (long long)((util_now_mono() - a->held_mono) / USEC_PER_SEC));
 	approval_settle(a, true, NULL, NULL, reviewer, "approved");
@@ -245,7 +279,8 @@ ApprovalResult approvals_deny(uint64_t id, const char *reviewer, const char *rea
 {
 	Approval *a = approval_find(id);
 	if (!a)
-		return APPROVAL_NOT_FOUND;
+		return approvals_pg_forward(id, false, reviewer, reason) ? APPROVAL_FORWARDED
+									 : APPROVAL_NOT_FOUND;
 	char *msg = reason && *reason
 		    ? xasprintf("statement held for approval %llu was denied by %s: %s",
 				(unsigned long long)id, reviewer, reason)
@@ -256,6 +291,21 @@ ApprovalResult approvals_deny(uint64_t id, const char *reviewer, const char *rea
 	approval_settle(a, false, "42501", msg, reviewer, "rejected");
 	free(msg);
 	return APPROVAL_OK;
+}
+
+/* A decision another replica's reviewer sent for one of ours. */
+void approvals_decide_remote(uint64_t id, bool approve, const char *reviewer, const char *reason)
+{
+	if (!approval_find(id)) {
+		/* Decided here meanwhile, timed out, or its client left. */
+		log_info("approvals store: decision by %s for approval %llu ignored: no longer "
+			 "waiting here", reviewer, (unsigned long long)id);
+		return;
+	}
+	if (approve)
+		(void)approvals_approve(id, reviewer);
+	else
+		(void)approvals_deny(id, reviewer, reason);
 }
 
 void approvals_cancel(Client *c)

@@ -41,6 +41,7 @@ typedef struct ApprovalRuling {
 /* One row of SHOW APPROVALS / GET /api/approvals; strings borrowed until the loop runs again. */
 typedef struct ApprovalInfo {
 	uint64_t id;
+	const char *replica;	/* NULL: held here; else the replica holding it (store: postgres) */
 	uint64_t client_id;
 	const char *user;
 	const char *database;
@@ -54,7 +55,11 @@ typedef struct ApprovalInfo {
 	usec_t timeout_at;	/* wall clock */
 } ApprovalInfo;
 
-typedef enum { APPROVAL_OK, APPROVAL_NOT_FOUND } ApprovalResult;
+typedef enum {
+	APPROVAL_OK,		/* decided here */
+	APPROVAL_FORWARDED,	/* held by another replica: the decision was sent to it */
+	APPROVAL_NOT_FOUND,
+} ApprovalResult;
 
 /*
  * Hold c's message (msg, total bytes, header included) per decision d: keep
@@ -81,8 +86,6 @@ void approvals_ruling_free(ApprovalRuling *r);
 /* The server finished streaming a message to c: a deferred hold notice may go now. */
 void approvals_flush_notice(Client *c);
 
-/* Parse "memory" (the only store this build has); false for anything else. */
-bool approvals_store_known(const char *name) MUST_CHECK;
 
 /*
  * The approval event (DESIGN.md "Contract: audit record"): one per ruling.

@@ -543,6 +543,7 @@ void config_free(Config *cfg)
 	}
 	userlist_free(cfg->userlist);
 	policy_config_free(&cfg->policy);
+	util_free_secret(cfg->approvals_conninfo);
 	free(cfg);
 }
 
@@ -1427,7 +1428,7 @@ static void yaml_policy_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_nod
 	free(where);
 }
 
-/* approvals: { timeout: 10m, store: memory } (a postgres store is not in this build). */
+/* approvals: { timeout: 10m, store: memory | postgres, conninfo: "host=... dbname=..." } */
 static void yaml_approvals_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
 {
 	char *where = xasprintf("approvals.%s", key);
@@ -1444,11 +1445,18 @@ static void yaml_approvals_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_
 			loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s",
 				    where, s);
 	} else if (strcmp(key, "store") == 0) {
-		if (strcmp(s, "memory") != 0)
-			loader_fail(y->ld, y->file, ynode_line(v), "'%s: %s' is not available in this "
-				    "build (only memory)", where, s);
-	} else if (strcmp(key, "conninfo") == 0 || strcmp(key, "webhook") == 0) {
-		/* Accepted (DESIGN.md's example has them); their features land later. */
+		if (strcmp(s, "memory") == 0)
+			y->ld->cfg->approvals_store = APPROVALS_STORE_MEMORY;
+		else if (strcmp(s, "postgres") == 0)
+			y->ld->cfg->approvals_store = APPROVALS_STORE_POSTGRES;
+		else
+			loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s "
+				    "(memory or postgres)", where, s);
+	} else if (strcmp(key, "conninfo") == 0) {
+		util_free_secret(y->ld->cfg->approvals_conninfo);
+		y->ld->cfg->approvals_conninfo = *s ? xstrdup(s) : NULL;
+	} else if (strcmp(key, "webhook") == 0) {
+		/* Accepted (DESIGN.md's example has it); the feature lands later. */
 		log_warning("%s:%d: '%s' is not used by this build, ignored", y->file, ynode_line(v),
 			    where);
 	} else {
@@ -1483,8 +1491,13 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 		ymap_each(y, v, "users", yaml_users_pair, NULL);
 	else if (strcmp(key, "policy") == 0)
 		ymap_each(y, v, "policy", yaml_policy_pair, NULL);
-	else if (strcmp(key, "approvals") == 0)
+	else if (strcmp(key, "approvals") == 0) {
 		ymap_each(y, v, "approvals", yaml_approvals_pair, NULL);
+		if (y->ld->cfg->approvals_store == APPROVALS_STORE_POSTGRES &&
+		    !y->ld->cfg->approvals_conninfo)
+			loader_fail(y->ld, y->file, ynode_line(v), "'approvals.store: postgres' needs "
+				    "'approvals.conninfo'");
+	}
 	else if (strcmp(key, "audit") == 0)
 		return;	/* parsed by libyaml; its feature lands with a later issue */
 	else

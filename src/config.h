@@ -62,6 +62,8 @@ typedef struct UserConfig {
 	struct UserConfig *next;
 } UserConfig;
 
+typedef enum { APPROVALS_STORE_MEMORY, APPROVALS_STORE_POSTGRES } ApprovalsStore;
+
 typedef struct Config {
 	char *source_path;	/* the file given on the command line */
 
@@ -166,8 +168,10 @@ typedef struct Config {
 	Userlist *userlist;	/* parsed auth_file; NULL when none */
 	PolicyConfig policy;	/* YAML `policy:`; no scripts: no policy engine */
 
-	/* hold: YAML `approvals:` (approvals.c) */
+	/* hold: YAML `approvals:` (approvals.c, approvals_pg.c) */
 	usec_t approvals_timeout;	/* a held statement is denied after this long */
+	ApprovalsStore approvals_store;	/* memory, or shared with other replicas */
+	char *approvals_conninfo;	/* libpq conninfo of the postgres store (may hold a password) */
 } Config;
 
 /*

@@ -2,6 +2,7 @@
 #include "daemon.h"
 #include "listener.h"
 #include "pool.h"
+#include "approvals_pg.h"
 #include "enforce.h"
 
 #include <errno.h>
@@ -107,6 +108,7 @@ bool moat_reload(char *err, size_t errlen)
 	moat_apply_logging(fresh);
 	listener_reload(moat->worker, old, fresh);
 	pool_apply_config(fresh);
+	approvals_pg_configure(moat->worker, fresh);
 	config_free(old);
 	pool_maintain_all();
 	log_info("configuration reloaded from %s", moat->config_path);

@@ -15,6 +15,7 @@
 #include "server.h"
 #include "policy.h"
 #include "try.h"
+#include "approvals_pg.h"
 #include "enforce.h"
 #include "build_config.h"
 
@@ -186,6 +187,7 @@ static void worker_destroy(Worker *w)
 		}
 	}
 	enforce_shutdown(w);
+	approvals_pg_stop();
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);
@@ -272,6 +274,7 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	signals_setup(m->worker);
 	janitor_start(m->worker);
+	approvals_pg_configure(m->worker, m->cfg);
 	log_info("pgmoat %s started, pid %d", PACKAGE_VERSION, (int)getpid());
 	return true;
 }

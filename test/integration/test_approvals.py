@@ -11,6 +11,7 @@ proxy).
 """
 
 import contextlib
+import json
 import re
 import socket
 import time
@@ -55,7 +56,7 @@ class ApprovalsProxy(YamlProxy):
         text = super().render_yaml()
         if self.approvals:
             text += "approvals: { %s }\n" % ", ".join(
-                "%s: %s" % (k, v) for k, v in self.approvals.items())
+                "%s: %s" % (k, json.dumps(v)) for k, v in self.approvals.items())
         return text
 
 
@@ -615,7 +616,8 @@ def test_guardrails_drop_is_held_and_runs_when_approved(pg, proxy_factory):
 
 
 def test_approvals_config_errors(proxy_factory, tmp_path):
-    for block, text in (("{ store: postgres }", "not available"),
+    for block, text in (("{ store: postgres }", "needs 'approvals.conninfo'"),
+                        ("{ store: files }", "memory or postgres"),
                         ("{ timeout: never }", "approvals.timeout"),
                         ("{ colour: red }", "unknown key")):
         p = ApprovalsProxy(proxy_factory.pg, policies={"hold.lua": HOLD_POLICY})
@@ -661,3 +663,113 @@ def test_shutdown_closes_a_held_client_and_never_runs_it(pg, hp):
     finally:
         c.close()
     assert count(pg) == 0
+
+
+# ---------------------------------------------------------------- store: postgres (replicas)
+
+def store_conninfo(pg, port=None):
+    return "host=127.0.0.1 port=%d dbname=app user=app password=apppw" % (port or pg.port)
+
+
+def start_replica(factory, pg, **kw):
+    p = start_proxy(factory, approvals={"store": "postgres", "conninfo": store_conninfo(pg),
+                                        "timeout": "60s"}, **kw)
+    p.wait_log("approvals store: connected", 10)
+    return p
+
+
+def test_replicas_see_and_decide_each_others_holds(pg, proxy_factory):
+    fresh_guarded(pg)
+    a = start_replica(proxy_factory, pg)
+    b = start_replica(proxy_factory, pg)
+    with raw(a) as c1, raw(a) as c2:
+        c1.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        id1 = read_hold_notice(c1)
+        c2.send(pbe("INSERT INTO ap_guarded VALUES (2)"))
+        id2 = read_hold_notice(c2)
+        assert 100000000 <= id1 < 1000000000 and id1 != id2  # random ids: shared space
+        wait_until(lambda: sorted(r["id"] for r in approvals(b)) == sorted([id1, id2]), 10, 0.1,
+                   "replica b to learn a's holds")
+        row = [r for r in approvals(b) if r["id"] == id1][0]
+        assert row["replica"] == "%s:%d" % (socket.gethostname(), a.port)
+        assert row["statement"] == "INSERT INTO ap_guarded VALUES ($1)" and row["user"] == "app"
+        assert row["client"].startswith("C-") and row["server"] is None
+        assert approval(a, id1)["replica"] is None  # a's own holds
+        # b approves one and denies the other; a applies both
+        with contextlib.closing(b.admin()) as adm, adm.cursor() as cur:
+            cur.execute("APPROVE %d" % id1)
+            assert any("another replica" in n for n in adm.notices)
+            cur.execute("DENY %d 'from b'" % id2)
+        out = c1.read_until({b"Z"}, 10)
+        assert types(out) == [b"C", b"Z"], (types(out), errors(out))
+        out = c2.read_until({b"Z"}, 10)
+        assert types(out) == [b"E", b"Z"], types(out)
+        f = errors(out)[0]
+        assert f["C"] == "42501" and "from b" in f["M"] and "admin@" in f["M"], f
+        wait_until(lambda: approvals(b) == [], 10, 0.1, "b to forget the decided holds")
+        assert approvals(a) == []
+    assert pgx(pg, "select id from ap_guarded") == [(1,)]
+    assert "approval %d approved by admin@" % id1 in a.log()
+
+
+def test_a_replica_that_starts_later_learns_waiting_holds(pg, proxy_factory):
+    fresh_guarded(pg)
+    a = start_replica(proxy_factory, pg)
+    with raw(a) as c:
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        aid = read_hold_notice(c)
+        b = start_replica(proxy_factory, pg)
+        wait_until(lambda: [r["id"] for r in approvals(b)] == [aid], 10, 0.1, "sync")
+        admin_cmd(b, "DENY %d" % aid)
+        assert types(c.read_until({b"Z"}, 10)) == [b"E", b"Z"]
+    assert count(pg) == 0
+
+
+def test_a_client_leaving_is_forgotten_by_every_replica(pg, proxy_factory):
+    fresh_guarded(pg)
+    a = start_replica(proxy_factory, pg)
+    b = start_replica(proxy_factory, pg)
+    c = raw_login(a)
+    c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+    aid = read_hold_notice(c)
+    wait_until(lambda: [r["id"] for r in approvals(b)] == [aid], 10, 0.1, "b to learn it")
+    c.close()
+    wait_until(lambda: approvals(b) == [], 10, 0.1, "b to forget it")
+    with pytest.raises(psycopg2.Error) as ei:
+        admin_cmd(b, "APPROVE %d" % aid)
+    assert "no such approval" in str(ei.value)
+    time.sleep(0.5)
+    assert count(pg) == 0
+
+
+def test_unreachable_store_leaves_each_replica_working_alone(pg, proxy_factory):
+    fresh_guarded(pg)
+    from conftest import free_port
+    p = start_proxy(proxy_factory, approvals={"store": "postgres",
+                                              "conninfo": store_conninfo(pg, free_port())})
+    p.wait_log("approvals store: could not connect", 10)
+    with raw(p) as c:
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        aid = read_hold_notice(c)
+        admin_cmd(p, "APPROVE %d" % aid)
+        assert types(c.read_until({b"Z"}, 10)) == [b"C", b"Z"]
+    assert count(pg) == 1
+
+
+def test_replica_reconnects_to_the_store_after_losing_it(pg, proxy_factory):
+    fresh_guarded(pg)
+    a = start_replica(proxy_factory, pg)
+    b = start_replica(proxy_factory, pg)
+    killed = pgx(pg, "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                     "where application_name = 'pgmoat approvals'")[0][0]
+    assert killed == 2
+    a.wait_log("approvals store: connection lost", 10)
+    wait_until(lambda: a.log().count("approvals store: connected") >= 2
+               and b.log().count("approvals store: connected") >= 2, 15, 0.2, "reconnects")
+    with raw(a) as c:
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        aid = read_hold_notice(c)
+        wait_until(lambda: [r["id"] for r in approvals(b)] == [aid], 10, 0.1, "b to learn it")
+        admin_cmd(b, "APPROVE %d" % aid)
+        assert types(c.read_until({b"Z"}, 10)) == [b"C", b"Z"]
+    assert count(pg) == 1

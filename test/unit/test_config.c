@@ -728,13 +728,20 @@ Test(config, approvals_timeout_defaults_to_10m_and_parses)
 	config_free(cfg);
 	cfg = load_ok(tmp_write("t.yaml", "approvals: { timeout: 90s, store: memory }\n"));
 	cr_expect_eq(cfg->approvals_timeout, 90 * USEC_PER_SEC);
+	cr_expect_eq(cfg->approvals_store, APPROVALS_STORE_MEMORY);
+	config_free(cfg);
+	cfg = load_ok(tmp_write("p.yaml", "approvals: { store: postgres, conninfo: 'dbname=x' }\n"));
+	cr_expect_eq(cfg->approvals_store, APPROVALS_STORE_POSTGRES);
+	cr_expect_str_eq(cfg->approvals_conninfo, "dbname=x");
 	config_free(cfg);
 }
 
-Test(config, approvals_rejects_unknown_store_bad_timeout_and_unknown_keys)
+Test(config, approvals_rejects_bad_store_bad_timeout_and_unknown_keys)
 {
 	expect_load_error(tmp_write("s.yaml", "approvals:\n  store: postgres\n"), 2,
-			  "'approvals.store: postgres' is not available in this build (only memory)");
+			  "'approvals.store: postgres' needs 'approvals.conninfo'");
+	expect_load_error(tmp_write("f.yaml", "approvals:\n  store: files\n"), 2,
+			  "invalid value for key 'approvals.store': files (memory or postgres)");
 	expect_load_error(tmp_write("b.yaml", "approvals:\n  timeout: 0\n"), 2,
 			  "invalid value for key 'approvals.timeout': 0");
 	expect_load_error(tmp_write("u.yaml", "approvals:\n  colour: red\n"), 2,
