@@ -2,6 +2,8 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,7 +12,10 @@
 #define PG_QUEUE_MAX 1024		/* payloads waiting to be sent; beyond: dropped, logged */
 #define PG_TEXT_MAX 3000		/* bytes of a statement in a payload (NOTIFY: < 8000) */
 #define PG_FIELD_MAX 400		/* other strings */
+#define PG_PAYLOAD_MAX 7900		/* PostgreSQL refuses NOTIFY payloads of 8000 bytes */
 #define REMOTE_GRACE_USEC (30 * USEC_PER_SEC)	/* a lost "gone": forget after timeout + this */
+#define MESSAGE_MAX_AGE_USEC (120 * USEC_PER_SEC)	/* older (replayed) messages are ignored */
+#define MAC_HEX_LEN 64
 
 typedef enum { PG_DOWN, PG_CONNECTING, PG_READY } PgState;
 
@@ -30,6 +35,7 @@ typedef struct Payload {
 typedef struct PgStore {
 	Worker *worker;
 	char *conninfo;		/* owned; may hold a password */
+	char *key;		/* approvals.key_file: every message is signed with it (owned) */
 	char replica[96];
 	PGconn *conn;
 	PgState state;
@@ -118,6 +124,7 @@ static void pg_retry_cb(evutil_socket_t fd, short what, void *arg)
 
 static void pg_send_next(PgStore *st);
 static void pg_flush(PgStore *st);
+static char *pg_sign(const PgStore *st, json_t *j);
 
 /* Connected: LISTEN first, then ask the others to announce their holds. */
 static void pg_ready(PgStore *st)
@@ -139,7 +146,7 @@ static void pg_ready(PgStore *st)
 	if (st->state != PG_READY)
 		return;
 	json_t *j = json_pack("{s:s,s:s}", "op", "sync", "replica", st->replica);
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	char *text = pg_sign(st, j);
 	json_decref(j);
 	if (text) {
 		Payload *p = xcalloc(1, sizeof(*p));
@@ -202,10 +209,60 @@ static void pg_send_next(PgStore *st)
 	pg_flush(st);
 }
 
-static void pg_enqueue(json_t *j)
+/*
+ * Any role that can connect to the store's database can NOTIFY on the
+ * channel, so every message carries an HMAC-SHA-256 under the replicas'
+ * shared key and a timestamp: "<hex mac>.<json>". Unsigned, forged or stale
+ * messages are ignored.
+ */
+static bool pg_mac(const PgStore *st, const char *text, size_t len, char hex[MAC_HEX_LEN + 1])
 {
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
+	uint8_t mac[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (!HMAC(EVP_sha256(), st->key, (int)strlen(st->key), (const uint8_t *)text, len, mac, &n) ||
+	    n * 2 != MAC_HEX_LEN)
+		return false;
+	util_hex(mac, n, hex);
+	return true;
+}
+
+static char *pg_sign(const PgStore *st, json_t *j)
+{
+	char hex[MAC_HEX_LEN + 1];
+	if (!j || json_object_set_new(j, "ts", json_integer((json_int_t)util_now_wall())) != 0)
+		return NULL;
+	char *text = json_dumps(j, JSON_COMPACT);
+	char *out = text && pg_mac(st, text, strlen(text), hex) ? xasprintf("%s.%s", hex, text) : NULL;
+	free(text);
+	return out;
+}
+
+/* The message of a signed payload, or NULL (logged) when it is not one of ours. */
+static json_t *pg_verify(const PgStore *st, const char *payload)
+{
+	char hex[MAC_HEX_LEN + 1];
+	size_t len = strlen(payload);
+	if (len <= MAC_HEX_LEN + 1 || payload[MAC_HEX_LEN] != '.' ||
+	    !pg_mac(st, payload + MAC_HEX_LEN + 1, len - MAC_HEX_LEN - 1, hex) ||
+	    !util_secure_equal(hex, payload, MAC_HEX_LEN)) {
+		log_warning("approvals store: ignoring a message with no valid signature (wrong "
+			    "approvals.key_file, or not from a pgmoat replica)");
+		return NULL;
+	}
+	json_error_t err;
+	json_t *o = json_loads(payload + MAC_HEX_LEN + 1, 0, &err);
+	json_int_t ts = json_integer_value(json_object_get(o, "ts"));
+	usec_t age = util_now_wall() - (usec_t)ts;
+	if (!json_is_object(o) || age > MESSAGE_MAX_AGE_USEC || age < -MESSAGE_MAX_AGE_USEC) {
+		log_warning("approvals store: ignoring a malformed or stale message");
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static void pg_enqueue_text(char *text)
+{
 	if (!store || !text) {
 		free(text);
 		return;
@@ -220,6 +277,13 @@ static void pg_enqueue(json_t *j)
 	list_append(&store->queue, &p->head);
 	store->queued++;
 	pg_send_next(store);
+}
+
+static void pg_enqueue(json_t *j)
+{
+	char *text = store ? pg_sign(store, j) : NULL;
+	json_decref(j);
+	pg_enqueue_text(text);
 }
 
 /* A copy of s cut to at most max bytes on a UTF-8 character boundary (jansson needs UTF-8). */
@@ -237,24 +301,44 @@ static char *pg_cut(const char *s, size_t max)
 	return out;
 }
 
-void approvals_pg_announce(const ApprovalInfo *ai)
+/* A "held" message cutting the texts to limit bytes; NULL if it does not fit a NOTIFY. */
+static char *pg_held_message(const ApprovalInfo *ai, size_t limit)
 {
-	if (!store)
-		return;
-	char *stmt = pg_cut(ai->statement, PG_TEXT_MAX), *reason = pg_cut(ai->reason, PG_FIELD_MAX);
-	char *policy = pg_cut(ai->policy, PG_FIELD_MAX), *user = pg_cut(ai->user, PG_FIELD_MAX);
-	char *db = pg_cut(ai->database, PG_FIELD_MAX);
-	pg_enqueue(json_pack("{s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "op", "held",
-			     "replica", store->replica, "id", (json_int_t)ai->id, "client",
-			     (json_int_t)ai->client_id, "user", user, "database", db, "statement",
-			     stmt, "reason", reason, "policy", policy, "protocol", ai->protocol,
-			     "held_at", (json_int_t)ai->held_at, "timeout_at",
-			     (json_int_t)ai->timeout_at));
+	char *stmt = pg_cut(ai->statement, limit), *reason = pg_cut(ai->reason, limit / 8);
+	char *policy = pg_cut(ai->policy, limit / 8), *user = pg_cut(ai->user, limit / 8);
+	char *db = pg_cut(ai->database, limit / 8);
+	json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "op", "held",
+			      "replica", store->replica, "id", (json_int_t)ai->id, "client",
+			      (json_int_t)ai->client_id, "user", user, "database", db, "statement",
+			      stmt, "reason", reason, "policy", policy, "protocol", ai->protocol,
+			      "held_at", (json_int_t)ai->held_at, "timeout_at",
+			      (json_int_t)ai->timeout_at);
+	char *text = pg_sign(store, j);
+	json_decref(j);
 	free(stmt);
 	free(reason);
 	free(policy);
 	free(user);
 	free(db);
+	if (text && strlen(text) >= PG_PAYLOAD_MAX) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+void approvals_pg_announce(const ApprovalInfo *ai)
+{
+	if (!store)
+		return;
+	/* JSON escapes can grow text up to 6 times: shrink until it fits. */
+	char *text = NULL;
+	for (size_t limit = PG_TEXT_MAX; !text && limit >= 64; limit /= 2)
+		text = pg_held_message(ai, limit);
+	if (!text)
+		log_warning("approvals store: approval %llu could not be announced",
+			    (unsigned long long)ai->id);
+	pg_enqueue_text(text);
 }
 
 void approvals_pg_gone(uint64_t id)
@@ -381,14 +465,12 @@ bool approvals_pg_forward(uint64_t id, bool approve, const char *reviewer, const
 /* One notification from any replica (our own come back too: ignored). */
 static void pg_dispatch(const char *payload)
 {
-	json_error_t err;
-	json_t *o = json_loads(payload, 0, &err);
-	const char *op = json_is_object(o) ? jstr(o, "op") : "";
-	const char *from = o ? jstr(o, "replica") : "";
-	bool own = strcmp(from, store->replica) == 0;
-	if (!json_is_object(o)) {
-		log_warning("approvals store: ignoring a malformed message: %s", err.text);
-	} else if (strcmp(op, "held") == 0 && !own) {
+	json_t *o = pg_verify(store, payload);
+	if (!o)
+		return;
+	const char *op = jstr(o, "op");
+	bool own = strcmp(jstr(o, "replica"), store->replica) == 0;
+	if (strcmp(op, "held") == 0 && !own) {
 		remote_add(o);
 	} else if (strcmp(op, "gone") == 0 && !own) {
 		Remote *r = remote_find(jid(o, "id"));
@@ -458,13 +540,16 @@ void approvals_pg_stop(void)
 	while (!list_empty(&st->remote))
 		remote_free(container_of(st->remote.next, Remote, head));
 	util_free_secret(st->conninfo);
+	util_free_secret(st->key);
 	free(st);
 }
 
 void approvals_pg_configure(Worker *w, const Config *cfg)
 {
-	bool want = cfg->approvals_store == APPROVALS_STORE_POSTGRES && cfg->approvals_conninfo;
-	if (store && want && strcmp(store->conninfo, cfg->approvals_conninfo) == 0)
+	bool want = cfg->approvals_store == APPROVALS_STORE_POSTGRES && cfg->approvals_conninfo &&
+		    cfg->approvals_key;
+	if (store && want && strcmp(store->conninfo, cfg->approvals_conninfo) == 0 &&
+	    strcmp(store->key, cfg->approvals_key) == 0)
 		return;
 	approvals_pg_stop();
 	if (!want)
@@ -472,6 +557,7 @@ void approvals_pg_configure(Worker *w, const Config *cfg)
 	PgStore *st = xcalloc(1, sizeof(*st));
 	st->worker = w;
 	st->conninfo = xstrdup(cfg->approvals_conninfo);
+	st->key = xstrdup(cfg->approvals_key);
 	char host[64] = "localhost";
 	if (gethostname(host, sizeof(host)) != 0)
 		snprintf(host, sizeof(host), "localhost");

@@ -544,6 +544,7 @@ void config_free(Config *cfg)
 	userlist_free(cfg->userlist);
 	policy_config_free(&cfg->policy);
 	util_free_secret(cfg->approvals_conninfo);
+	util_free_secret(cfg->approvals_key);
 	free(cfg);
 }
 
@@ -1455,6 +1456,14 @@ static void yaml_approvals_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_
 	} else if (strcmp(key, "conninfo") == 0) {
 		util_free_secret(y->ld->cfg->approvals_conninfo);
 		y->ld->cfg->approvals_conninfo = *s ? xstrdup(s) : NULL;
+	} else if (strcmp(key, "key_file") == 0) {
+		char *path = path_resolve(y->ld->dir, s);
+		util_free_secret(y->ld->cfg->approvals_key);
+		y->ld->cfg->approvals_key = util_read_file(path, CONFIG_MAX_SECRET_FILE, true);
+		if (!y->ld->cfg->approvals_key || strlen(y->ld->cfg->approvals_key) < 16)
+			loader_fail(y->ld, y->file, ynode_line(v), "cannot read '%s' (at least 16 "
+				    "bytes): %s", where, path);
+		free(path);
 	} else if (strcmp(key, "webhook") == 0) {
 		/* Accepted (DESIGN.md's example has it); the feature lands later. */
 		log_warning("%s:%d: '%s' is not used by this build, ignored", y->file, ynode_line(v),
@@ -1494,9 +1503,9 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 	else if (strcmp(key, "approvals") == 0) {
 		ymap_each(y, v, "approvals", yaml_approvals_pair, NULL);
 		if (y->ld->cfg->approvals_store == APPROVALS_STORE_POSTGRES &&
-		    !y->ld->cfg->approvals_conninfo)
+		    (!y->ld->cfg->approvals_conninfo || !y->ld->cfg->approvals_key))
 			loader_fail(y->ld, y->file, ynode_line(v), "'approvals.store: postgres' needs "
-				    "'approvals.conninfo'");
+				    "'approvals.conninfo' and 'approvals.key_file'");
 	}
 	else if (strcmp(key, "audit") == 0)
 		return;	/* parsed by libyaml; its feature lands with a later issue */

@@ -172,6 +172,7 @@ typedef struct Config {
 	usec_t approvals_timeout;	/* a held statement is denied after this long */
 	ApprovalsStore approvals_store;	/* memory, or shared with other replicas */
 	char *approvals_conninfo;	/* libpq conninfo of the postgres store (may hold a password) */
+	char *approvals_key;	/* contents of approvals.key_file: signs the replicas' messages */
 } Config;
 
 /*

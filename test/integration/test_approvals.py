@@ -617,6 +617,8 @@ def test_guardrails_drop_is_held_and_runs_when_approved(pg, proxy_factory):
 
 def test_approvals_config_errors(proxy_factory, tmp_path):
     for block, text in (("{ store: postgres }", "needs 'approvals.conninfo'"),
+                        ("{ store: postgres, conninfo: 'dbname=app', key_file: nokey }",
+                         "approvals.key_file"),
                         ("{ store: files }", "memory or postgres"),
                         ("{ timeout: never }", "approvals.timeout"),
                         ("{ colour: red }", "unknown key")):
@@ -671,9 +673,13 @@ def store_conninfo(pg, port=None):
     return "host=127.0.0.1 port=%d dbname=app user=app password=apppw" % (port or pg.port)
 
 
-def start_replica(factory, pg, **kw):
+STORE_KEY = "replicas-share-this-secret-0123456789\n"
+
+
+def start_replica(factory, pg, key=STORE_KEY, **kw):
     p = start_proxy(factory, approvals={"store": "postgres", "conninfo": store_conninfo(pg),
-                                        "timeout": "60s"}, **kw)
+                                        "key_file": "approvals.key", "timeout": "60s"},
+                    extra_files={"approvals.key": key}, **kw)
     p.wait_log("approvals store: connected", 10)
     return p
 
@@ -745,8 +751,9 @@ def test_a_client_leaving_is_forgotten_by_every_replica(pg, proxy_factory):
 def test_unreachable_store_leaves_each_replica_working_alone(pg, proxy_factory):
     fresh_guarded(pg)
     from conftest import free_port
-    p = start_proxy(proxy_factory, approvals={"store": "postgres",
-                                              "conninfo": store_conninfo(pg, free_port())})
+    p = start_proxy(proxy_factory, approvals={"store": "postgres", "key_file": "approvals.key",
+                                              "conninfo": store_conninfo(pg, free_port())},
+                    extra_files={"approvals.key": STORE_KEY})
     p.wait_log("approvals store: could not connect", 10)
     with raw(p) as c:
         c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
@@ -773,3 +780,46 @@ def test_replica_reconnects_to_the_store_after_losing_it(pg, proxy_factory):
         admin_cmd(b, "APPROVE %d" % aid)
         assert types(c.read_until({b"Z"}, 10)) == [b"C", b"Z"]
     assert count(pg) == 1
+
+
+def test_forged_or_foreign_store_messages_are_ignored(pg, proxy_factory):
+    """Any role of the store's database can NOTIFY: only signed messages count."""
+    fresh_guarded(pg)
+    a = start_replica(proxy_factory, pg)
+    other = start_replica(proxy_factory, pg, key="a-different-key-0123456789abcdef\n")
+    with raw(a) as c:
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        aid = read_hold_notice(c)
+        replica = "%s:%d" % (socket.gethostname(), a.port)
+        forged = json.dumps({"op": "decide", "replica": "x", "to": replica, "id": aid,
+                             "approve": True, "reviewer": "mallory", "reason": "",
+                             "ts": int(time.time() * 1e6)})
+        pgx(pg, "SELECT pg_notify('pgmoat_approvals', %s)", (forged,))
+        pgx(pg, "SELECT pg_notify('pgmoat_approvals', %s)", ("0" * 64 + "." + forged,))
+        a.wait_log("no valid signature", 10)
+        # a replica with another key neither sees a's holds nor can decide them
+        time.sleep(0.5)
+        assert approvals(other) == []
+        with pytest.raises(psycopg2.Error):
+            admin_cmd(other, "APPROVE %d" % aid)
+        assert_waiting(c)
+        assert count(pg) == 0
+        admin_cmd(a, "DENY %d" % aid)
+        assert types(c.read_until({b"Z"}, 10)) == [b"E", b"Z"]
+    assert count(pg) == 0
+
+
+def test_long_statements_are_announced_cut_to_fit_a_notify(pg, proxy_factory):
+    fresh_guarded(pg)
+    a = start_replica(proxy_factory, pg)
+    b = start_replica(proxy_factory, pg)
+    sql = "INSERT INTO ap_guarded SELECT id FROM ap_guarded WHERE " + " AND ".join(
+        ["id = id"] * 3000)
+    with raw(a) as c:
+        c.send(query_msg(sql))
+        aid = read_hold_notice(c)
+        wait_until(lambda: [r["id"] for r in approvals(b)] == [aid], 10, 0.1, "b to learn it")
+        stmt = approvals(b)[0]["statement"]
+        assert stmt.startswith("INSERT INTO ap_guarded SELECT id") and len(stmt) <= 3000
+        admin_cmd(b, "APPROVE %d" % aid)
+        assert types(c.read_until({b"Z"}, 10)) == [b"C", b"Z"]

@@ -730,16 +730,20 @@ Test(config, approvals_timeout_defaults_to_10m_and_parses)
 	cr_expect_eq(cfg->approvals_timeout, 90 * USEC_PER_SEC);
 	cr_expect_eq(cfg->approvals_store, APPROVALS_STORE_MEMORY);
 	config_free(cfg);
-	cfg = load_ok(tmp_write("p.yaml", "approvals: { store: postgres, conninfo: 'dbname=x' }\n"));
+	tmp_write("ap.key", "0123456789abcdef0123\n");
+	cfg = load_ok(tmp_write("p.yaml", "approvals: { store: postgres, conninfo: 'dbname=x',\n"
+				  "  key_file: ap.key }\n"));
 	cr_expect_eq(cfg->approvals_store, APPROVALS_STORE_POSTGRES);
 	cr_expect_str_eq(cfg->approvals_conninfo, "dbname=x");
+	cr_expect_str_eq(cfg->approvals_key, "0123456789abcdef0123");
 	config_free(cfg);
 }
 
 Test(config, approvals_rejects_bad_store_bad_timeout_and_unknown_keys)
 {
 	expect_load_error(tmp_write("s.yaml", "approvals:\n  store: postgres\n"), 2,
-			  "'approvals.store: postgres' needs 'approvals.conninfo'");
+			  "'approvals.store: postgres' needs 'approvals.conninfo' and "
+			  "'approvals.key_file'");
 	expect_load_error(tmp_write("f.yaml", "approvals:\n  store: files\n"), 2,
 			  "invalid value for key 'approvals.store': files (memory or postgres)");
 	expect_load_error(tmp_write("b.yaml", "approvals:\n  timeout: 0\n"), 2,
