@@ -1,9 +1,8 @@
 #include "approvals_pg.h"
+#include "approvals_msg.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,8 +13,6 @@
 #define PG_FIELD_MAX 400		/* other strings */
 #define PG_PAYLOAD_MAX 7900		/* PostgreSQL refuses NOTIFY payloads of 8000 bytes */
 #define REMOTE_GRACE_USEC (30 * USEC_PER_SEC)	/* a lost "gone": forget after timeout + this */
-#define MESSAGE_MAX_AGE_USEC (120 * USEC_PER_SEC)	/* older (replayed) messages are ignored */
-#define MAC_HEX_LEN 64
 
 typedef enum { PG_DOWN, PG_CONNECTING, PG_READY } PgState;
 
@@ -209,56 +206,9 @@ static void pg_send_next(PgStore *st)
 	pg_flush(st);
 }
 
-/*
- * Any role that can connect to the store's database can NOTIFY on the
- * channel, so every message carries an HMAC-SHA-256 under the replicas'
- * shared key and a timestamp: "<hex mac>.<json>". Unsigned, forged or stale
- * messages are ignored.
- */
-static bool pg_mac(const PgStore *st, const char *text, size_t len, char hex[MAC_HEX_LEN + 1])
-{
-	uint8_t mac[EVP_MAX_MD_SIZE];
-	unsigned int n = 0;
-	if (!HMAC(EVP_sha256(), st->key, (int)strlen(st->key), (const uint8_t *)text, len, mac, &n) ||
-	    n * 2 != MAC_HEX_LEN)
-		return false;
-	util_hex(mac, n, hex);
-	return true;
-}
-
 static char *pg_sign(const PgStore *st, json_t *j)
 {
-	char hex[MAC_HEX_LEN + 1];
-	if (!j || json_object_set_new(j, "ts", json_integer((json_int_t)util_now_wall())) != 0)
-		return NULL;
-	char *text = json_dumps(j, JSON_COMPACT);
-	char *out = text && pg_mac(st, text, strlen(text), hex) ? xasprintf("%s.%s", hex, text) : NULL;
-	free(text);
-	return out;
-}
-
-/* The message of a signed payload, or NULL (logged) when it is not one of ours. */
-static json_t *pg_verify(const PgStore *st, const char *payload)
-{
-	char hex[MAC_HEX_LEN + 1];
-	size_t len = strlen(payload);
-	if (len <= MAC_HEX_LEN + 1 || payload[MAC_HEX_LEN] != '.' ||
-	    !pg_mac(st, payload + MAC_HEX_LEN + 1, len - MAC_HEX_LEN - 1, hex) ||
-	    !util_secure_equal(hex, payload, MAC_HEX_LEN)) {
-		log_warning("approvals store: ignoring a message with no valid signature (wrong "
-			    "approvals.key_file, or not from a pgmoat replica)");
-		return NULL;
-	}
-	json_error_t err;
-	json_t *o = json_loads(payload + MAC_HEX_LEN + 1, 0, &err);
-	json_int_t ts = json_integer_value(json_object_get(o, "ts"));
-	usec_t age = util_now_wall() - (usec_t)ts;
-	if (!json_is_object(o) || age > MESSAGE_MAX_AGE_USEC || age < -MESSAGE_MAX_AGE_USEC) {
-		log_warning("approvals store: ignoring a malformed or stale message");
-		json_decref(o);
-		return NULL;
-	}
-	return o;
+	return j ? approvals_msg_sign(st->key, j, util_now_wall()) : NULL;
 }
 
 static void pg_enqueue_text(char *text)
@@ -384,37 +334,25 @@ bool approvals_pg_knows(uint64_t id)
 	return store && remote_find(id) != NULL;
 }
 
-static const char *jstr(json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-	return s ? s : "";
-}
-
-static uint64_t jid(json_t *o, const char *key)
-{
-	json_int_t v = json_integer_value(json_object_get(o, key));
-	return v > 0 ? (uint64_t)v : 0;
-}
-
 static void remote_add(json_t *o)
 {
-	uint64_t id = jid(o, "id");
+	uint64_t id = approvals_msg_id(o, "id");
 	if (!id)
 		return;
 	Remote *old = remote_find(id);
 	if (old)
 		remote_free(old);
 	Remote *r = xcalloc(1, sizeof(*r));
-	r->replica = xstrdup(jstr(o, "replica"));
-	r->user = xstrdup(jstr(o, "user"));
-	r->database = xstrdup(jstr(o, "database"));
-	r->statement = xstrdup(jstr(o, "statement"));
-	r->reason = xstrdup(jstr(o, "reason"));
-	r->policy = xstrdup(jstr(o, "policy"));
-	r->protocol = xstrdup(jstr(o, "protocol"));
+	r->replica = xstrdup(approvals_msg_str(o, "replica"));
+	r->user = xstrdup(approvals_msg_str(o, "user"));
+	r->database = xstrdup(approvals_msg_str(o, "database"));
+	r->statement = xstrdup(approvals_msg_str(o, "statement"));
+	r->reason = xstrdup(approvals_msg_str(o, "reason"));
+	r->policy = xstrdup(approvals_msg_str(o, "policy"));
+	r->protocol = xstrdup(approvals_msg_str(o, "protocol"));
 	ApprovalInfo *ai = &r->info;
 	ai->id = id;
-	ai->client_id = jid(o, "client");
+	ai->client_id = approvals_msg_id(o, "client");
 	ai->replica = r->replica;
 	ai->user = r->user;
 	ai->database = r->database;
@@ -422,8 +360,8 @@ static void remote_add(json_t *o)
 	ai->reason = r->reason;
 	ai->policy = r->policy;
 	ai->protocol = r->protocol;
-	ai->held_at = (usec_t)jid(o, "held_at");
-	ai->timeout_at = (usec_t)jid(o, "timeout_at");
+	ai->held_at = (usec_t)approvals_msg_id(o, "held_at");
+	ai->timeout_at = (usec_t)approvals_msg_id(o, "timeout_at");
 	usec_t left = ai->timeout_at - util_now_wall();
 	r->expires = util_now_mono() + (left > 0 ? left : 0) + REMOTE_GRACE_USEC;
 	list_append(&store->remote, &r->head);
@@ -465,23 +403,26 @@ bool approvals_pg_forward(uint64_t id, bool approve, const char *reviewer, const
 /* One notification from any replica (our own come back too: ignored). */
 static void pg_dispatch(const char *payload)
 {
-	json_t *o = pg_verify(store, payload);
-	if (!o)
+	const char *why = NULL;
+	json_t *o = approvals_msg_verify(store->key, payload, strlen(payload), util_now_wall(), &why);
+	if (!o) {
+		log_warning("approvals store: ignoring a message: %s", why);
 		return;
-	const char *op = jstr(o, "op");
-	bool own = strcmp(jstr(o, "replica"), store->replica) == 0;
+	}
+	const char *op = approvals_msg_str(o, "op");
+	bool own = strcmp(approvals_msg_str(o, "replica"), store->replica) == 0;
 	if (strcmp(op, "held") == 0 && !own) {
 		remote_add(o);
 	} else if (strcmp(op, "gone") == 0 && !own) {
-		Remote *r = remote_find(jid(o, "id"));
+		Remote *r = remote_find(approvals_msg_id(o, "id"));
 		if (r)
 			remote_free(r);
 	} else if (strcmp(op, "sync") == 0 && !own) {
 		approvals_announce_all();
-	} else if (strcmp(op, "decide") == 0 && strcmp(jstr(o, "to"), store->replica) == 0) {
+	} else if (strcmp(op, "decide") == 0 && strcmp(approvals_msg_str(o, "to"), store->replica) == 0) {
 		json_t *approve = json_object_get(o, "approve");
-		approvals_decide_remote(jid(o, "id"), json_is_true(approve), jstr(o, "reviewer"),
-					jstr(o, "reason"));
+		approvals_decide_remote(approvals_msg_id(o, "id"), json_is_true(approve), approvals_msg_str(o, "reviewer"),
+					approvals_msg_str(o, "reason"));
 	}
 	json_decref(o);
 }
