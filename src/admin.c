@@ -13,6 +13,7 @@
  * those clients wait on a list that a short timer re-checks.
  */
 #include "admin.h"
+#include "approvals.h"
 #include "client.h"
 #include "pool.h"
 #include "daemon.h"
@@ -1149,6 +1150,9 @@ static const char admin_help_text[] =
 	"\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
 	"\tSHOW DNS_HOSTS|DNS_ZONES\n"
 	"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
+	"\tSHOW APPROVALS|POLICIES\n"
+	"\tAPPROVE <id>\n"
+	"\tDENY <id> [<reason>]\n"
 	"\tSET key = arg\n"
 	"\tRELOAD\n"
 	"\tPAUSE [<db>]\n"
@@ -1707,6 +1711,156 @@ static void admin_cmd_suspend(Client *c, const char *arg)
 	admin_wait_or_answer(c, ADMIN_WAIT_SUSPEND, NULL);
 }
 
+/* ------------------------------------------- approvals and policies (hold) */
+
+static const AdminColumn approval_cols[] = {
+	{ "id", COLTYPE_INT8 }, { "client", COLTYPE_TEXT }, { "user", COLTYPE_TEXT },
+	{ "database", COLTYPE_TEXT }, { "statement", COLTYPE_TEXT }, { "reason", COLTYPE_TEXT },
+	{ "policy", COLTYPE_TEXT }, { "protocol", COLTYPE_TEXT }, { "server", COLTYPE_TEXT },
+	{ "held_at", COLTYPE_TEXT }, { "wait", COLTYPE_INT4 }, { "wait_us", COLTYPE_INT4 },
+	{ "timeout_at", COLTYPE_TEXT }, { "replica", COLTYPE_TEXT },
+};
+
+static void approval_row(ResultSet *rs, const ApprovalInfo *ai)
+{
+	char held[64], until[64];
+	Row r;
+
+	admin_format_time(held, sizeof(held), ai->held_at);
+	admin_format_time(until, sizeof(until), ai->timeout_at);
+	row_reset(&r);
+	row_u64(&r, ai->id);
+	row_fmt(&r, "C-%" PRIu64, ai->client_id);
+	row_str(&r, ai->user);
+	row_str(&r, ai->database);
+	row_str(&r, ai->statement);
+	row_str(&r, ai->reason);
+	row_str(&r, ai->policy);
+	row_str(&r, ai->protocol);
+	if (ai->server_id)
+		row_fmt(&r, "S-%" PRIu64, ai->server_id);
+	else
+		row_str(&r, NULL);
+	row_str(&r, held);
+	row_int(&r, ai->waited / USEC_PER_SEC);
+	row_int(&r, ai->waited % USEC_PER_SEC);
+	row_str(&r, until);
+	row_str(&r, ai->replica);
+	rs_row(rs, &r);
+}
+
+static void admin_show_approvals(Client *c)
+{
+	int n;
+	ApprovalInfo *list = approvals_list(&n);
+	ResultSet rs;
+
+	RS_BEGIN(&rs, approval_cols);
+	for (int i = 0; i < n; i++)
+		approval_row(&rs, &list[i]);
+	free(list);
+	rs_send(c, &rs, "SHOW");
+}
+
+static const AdminColumn policy_cols[] = {
+	{ "position", COLTYPE_INT4 }, { "file", COLTYPE_TEXT }, { "hooks", COLTYPE_TEXT },
+	{ "mode", COLTYPE_TEXT },
+};
+
+static void admin_show_policies(Client *c)
+{
+	const PolicyEngine *e = c->worker->policy;
+	int n = e ? policy_engine_script_count(e) : 0;
+	ResultSet rs;
+
+	RS_BEGIN(&rs, policy_cols);
+	for (int i = 0; i < n; i++) {
+		char hooks[128];
+		Row r;
+
+		policy_engine_script_hooks(e, i, hooks, sizeof(hooks));
+		row_reset(&r);
+		row_int(&r, i + 1);
+		row_str(&r, policy_engine_script_path(e, i));
+		row_str(&r, hooks);
+		row_str(&r, policy_mode_name(moat->cfg->policy.mode));
+		rs_row(&rs, &r);
+	}
+	rs_send(c, &rs, "SHOW");
+}
+
+/* An approval id: a positive decimal number. */
+static bool admin_parse_approval_id(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	v = strtoull(s, &end, 10);
+	if (*end || v == 0)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Who decided, for the logs and the audit record: the console user. */
+static const char *admin_reviewer(const Client *c)
+{
+	return c->user_name ? c->user_name : "(console)";
+}
+
+/* The answer to APPROVE/DENY; a decision sent to another replica says so in a notice. */
+static void admin_decided(Client *c, ApprovalResult r, const char *tag, uint64_t id)
+{
+	PktBuf pb;
+
+	if (r == APPROVAL_NOT_FOUND) {
+		admin_error_code(c, "42704", "no such approval: %" PRIu64
+				 " (already decided, timed out, or its client left)", id);
+		return;
+	}
+	slog_info(c, "%s %" PRIu64 "%s", tag, id, r == APPROVAL_FORWARDED ? " (forwarded)" : "");
+	pktbuf_init(&pb);
+	if (r == APPROVAL_FORWARDED)
+		pktbuf_notice(&pb, "00000", "held by another replica: the decision was sent to it, "
+			      "which applies it if the statement still waits");
+	pktbuf_command_complete(&pb, tag);
+	pktbuf_ready(&pb, 'I');
+	admin_send(c, &pb);
+}
+
+static void admin_cmd_approve(Client *c, const char *arg)
+{
+	uint64_t id;
+
+	if (!admin_parse_approval_id(arg, &id)) {
+		admin_error_code(c, "22023", "APPROVE needs an approval id (SHOW APPROVALS)");
+		return;
+	}
+	admin_decided(c, approvals_approve(id, admin_reviewer(c)), "APPROVE", id);
+}
+
+static void admin_deny(Client *c, const char *idtext, const char *reason)
+{
+	uint64_t id;
+
+	if (!c->admin_can_write) {
+		admin_error(c, "admin access needed");
+		return;
+	}
+	if (!admin_parse_approval_id(idtext, &id)) {
+		admin_error_code(c, "22023", "DENY needs an approval id (SHOW APPROVALS)");
+		return;
+	}
+	admin_decided(c, approvals_deny(id, admin_reviewer(c), reason), "DENY", id);
+}
+
+static void admin_cmd_deny(Client *c, const char *arg)
+{
+	admin_deny(c, arg, "");
+}
+
 typedef struct AdminShow {
 	const char *name;
 	void (*fn)(Client *c);
@@ -1715,6 +1869,7 @@ typedef struct AdminShow {
 
 static const AdminShow admin_shows[] = {
 	{ "active_sockets", admin_show_active_sockets, false },
+	{ "approvals", admin_show_approvals, false },
 	{ "clients", admin_show_clients, false },
 	{ "config", admin_show_config, false },
 	{ "databases", admin_show_databases, false },
@@ -1724,6 +1879,7 @@ static const AdminShow admin_shows[] = {
 	{ "help", admin_show_help, false },
 	{ "lists", admin_show_lists, false },
 	{ "mem", admin_show_mem, false },
+	{ "policies", admin_show_policies, false },
 	{ "pools", admin_show_pools, false },
 	{ "servers", admin_show_servers, false },
 	{ "sockets", admin_show_sockets, false },
@@ -1778,6 +1934,8 @@ typedef struct AdminCommand {
 } AdminCommand;
 
 static const AdminCommand admin_commands[] = {
+	{ "approve", admin_cmd_approve, true, ARG_OPTIONAL },
+	{ "deny", admin_cmd_deny, true, ARG_OPTIONAL },
 	{ "disable", admin_cmd_disable, true, ARG_DB_REQUIRED },
 	{ "enable", admin_cmd_enable, true, ARG_DB_REQUIRED },
 	{ "kill", admin_cmd_kill, true, ARG_DB_REQUIRED },
@@ -2126,11 +2284,47 @@ static ParseResult parse_set(const char *sql, char *key, char *val)
 	return parse_end(p) ? PARSE_OK : PARSE_NO_MATCH;
 }
 
+/* DENY ID (WORD...|'string') [;]: the reason may be several words (pgmoat addition). */
+static ParseResult parse_deny(const char *sql, char *id, char *reason)
+{
+	const char *p = sql;
+	ParseResult r;
+	size_t n;
+
+	reason[0] = '\0';
+	parse_space(&p);
+	if (!parse_keyword(&p, "deny") || !parse_space(&p))
+		return PARSE_NO_MATCH;
+	r = parse_word(&p, id, ADMIN_ARG_MAX);
+	if (r != PARSE_OK || !parse_space(&p))
+		return r != PARSE_OK ? r : parse_end(p) ? PARSE_OK : PARSE_NO_MATCH;
+	if (*p == '\'')
+		return parse_quoted(&p, '\'', reason, ADMIN_VAL_MAX) == PARSE_OK && parse_end(p)
+		       ? PARSE_OK : PARSE_NO_MATCH;
+	n = strlen(p);
+	while (n > 0 && (parse_is_space(p[n - 1]) || p[n - 1] == ';'))
+		n--;
+	if (n >= ADMIN_VAL_MAX)
+		return PARSE_TOO_LONG;
+	memcpy(reason, p, n);
+	reason[n] = '\0';
+	return PARSE_OK;
+}
+
 static void admin_dispatch(Client *c, const char *sql)
 {
 	char cmd[ADMIN_CMD_MAX], arg[ADMIN_ARG_MAX], val[ADMIN_VAL_MAX];
-	ParseResult r = parse_command(sql, cmd, arg);
+	ParseResult r = parse_deny(sql, arg, val);
 
+	if (r == PARSE_OK) {
+		admin_deny(c, arg, val);
+		return;
+	}
+	if (r == PARSE_TOO_LONG) {
+		admin_error(c, "bad arguments");
+		return;
+	}
+	r = parse_command(sql, cmd, arg);
 	if (r == PARSE_OK) {
 		admin_exec(c, cmd, arg);
 		return;

@@ -8,6 +8,7 @@
  * meant for this client's query could land on the next client's.
  */
 #include "cancel.h"
+#include "approvals.h"
 #include "client.h"
 #include "pool.h"
 #include "pktbuf.h"
@@ -60,6 +61,10 @@ static void cancel_read_cb(struct bufferevent *bev, void *arg)
 void cancel_forward(Worker *w, uint32_t pid, uint32_t key)
 {
 	Client *c = client_find_by_cancel_key(w, pid, key);
+	if (c && c->held) {
+		approvals_cancel(c);	/* its statement has not reached any server */
+		return;
+	}
 	if (!c || !c->link || c->link->state != SV_ACTIVE) {
 		log_debug("cancel request ignored: no client with that key has a running query");
 		return;

@@ -12,6 +12,7 @@
 #include "pool.h"
 #include "admin.h"
 #include "admin_ext.h"
+#include "approvals.h"
 #include "cancel.h"
 #include "enforce.h"
 #include "sqlinfo.h"
@@ -185,6 +186,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	}
 	client_log_disconnect(c, msg);
 	auth_query_cancel(c);
+	approvals_forget(c);
 	enforce_session_close(c);
 	free(c->stash);
 	c->stash = NULL;
@@ -900,8 +902,8 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	if (total > JUDGE_MSG_MAX) {
 		PktBuf pb;
 		pktbuf_init(&pb);
-		client_account_message(c, s, h->type, total);
 		enforce_deny_oversized(c, s, h->type, &pb);
+		client_account_message(c, s, h->type, total);
 		evbuffer_add(out, pb.data, pb.len);
 		pktbuf_free(&pb);
 		c->fwd_remaining = total;
@@ -918,9 +920,13 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		return false;
 	}
 	client_read_whole(c, total, false);
-	client_account_message(c, s, h->type, total);
 	Judged j;
 	enforce_judge(c, s, msg, total, &j);
+	if (j.held) {
+		free(msg);	/* approvals.c kept a copy; c->held stops the loop */
+		return true;
+	}
+	client_account_message(c, s, h->type, total);
 	evbuffer_add(out, j.send, j.len);
 	if (j.owned)
 		free(j.send);
@@ -946,6 +952,10 @@ static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 	c->request_time = util_now_mono();
 	Judged j;
 	enforce_judge(c, NULL, msg, total, &j);
+	if (j.held) {
+		free(msg);	/* waits without a server; c->held stops the loop */
+		return true;
+	}
 	if (j.answer) {
 		evbuffer_add(bufferevent_get_output(c->bev), j.send, j.len);
 		c->discard_until_sync = j.discard_until_sync;
@@ -997,7 +1007,8 @@ static void client_forward(Client *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	if (c->stash && c->link)
 		client_send_stash(c, c->link);
-	while (c->state == CL_ACTIVE && evbuffer_get_length(in) > 0) {
+	/* A held client reads nothing more until the reviewer's ruling (approvals.c). */
+	while (c->state == CL_ACTIVE && !c->held && evbuffer_get_length(in) > 0) {
 		Server *s = c->link;
 		if (s && evbuffer_get_length(bufferevent_get_output(s->bev)) > MSGIO_OUT_HIGH) {
 			client_pause_reading(c);
@@ -1036,7 +1047,7 @@ static void client_forward(Client *c)
 			if (!client_judge_unlinked(c, &h))
 				return;
 			if (!c->stash)
-				continue;	/* answered here */
+				continue;	/* answered here, or held */
 		}
 		if (!s) {
 			/*

@@ -500,6 +500,7 @@ static Config *config_new_defaults(const char *path)
 	cfg->source_path = xstrdup(path);
 	cfg->workers = 1;
 	policy_config_init(&cfg->policy);
+	cfg->approvals_timeout = 10 * 60 * USEC_PER_SEC;
 	return cfg;
 }
 
@@ -547,6 +548,8 @@ void config_free(Config *cfg)
 	userlist_free(cfg->userlist);
 	hba_free(cfg->hba);
 	policy_config_free(&cfg->policy);
+	util_free_secret(cfg->approvals_conninfo);
+	util_free_secret(cfg->approvals_key);
 	free(cfg);
 }
 
@@ -1431,6 +1434,51 @@ static void yaml_policy_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_nod
 	free(where);
 }
 
+/* approvals: { timeout: 10m, store: memory | postgres, conninfo: "host=... dbname=..." } */
+static void yaml_approvals_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	char *where = xasprintf("approvals.%s", key);
+	const char *s = yscalar(y, v, where);
+	if (!s) {
+		free(where);
+		return;
+	}
+	if (strcmp(key, "timeout") == 0) {
+		usec_t t;
+		if (config_parse_duration(s, &t) && t > 0)
+			y->ld->cfg->approvals_timeout = t;
+		else
+			loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s",
+				    where, s);
+	} else if (strcmp(key, "store") == 0) {
+		if (strcmp(s, "memory") == 0)
+			y->ld->cfg->approvals_store = APPROVALS_STORE_MEMORY;
+		else if (strcmp(s, "postgres") == 0)
+			y->ld->cfg->approvals_store = APPROVALS_STORE_POSTGRES;
+		else
+			loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s "
+				    "(memory or postgres)", where, s);
+	} else if (strcmp(key, "conninfo") == 0) {
+		util_free_secret(y->ld->cfg->approvals_conninfo);
+		y->ld->cfg->approvals_conninfo = *s ? xstrdup(s) : NULL;
+	} else if (strcmp(key, "key_file") == 0) {
+		char *path = path_resolve(y->ld->dir, s);
+		util_free_secret(y->ld->cfg->approvals_key);
+		y->ld->cfg->approvals_key = util_read_file(path, CONFIG_MAX_SECRET_FILE, true);
+		if (!y->ld->cfg->approvals_key || strlen(y->ld->cfg->approvals_key) < 16)
+			loader_fail(y->ld, y->file, ynode_line(v), "cannot read '%s' (at least 16 "
+				    "bytes): %s", where, path);
+		free(path);
+	} else if (strcmp(key, "webhook") == 0) {
+		/* Accepted (DESIGN.md's example has it); the feature lands later. */
+		log_warning("%s:%d: '%s' is not used by this build, ignored", y->file, ynode_line(v),
+			    where);
+	} else {
+		yunknown(y, key, kn, "approvals");
+	}
+	free(where);
+}
+
 static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
 {
 	static const YamlAlias admin[] = {
@@ -1457,8 +1505,15 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 		ymap_each(y, v, "users", yaml_users_pair, NULL);
 	else if (strcmp(key, "policy") == 0)
 		ymap_each(y, v, "policy", yaml_policy_pair, NULL);
-	else if (strcmp(key, "audit") == 0 || strcmp(key, "approvals") == 0)
-		return;	/* parsed by libyaml; their features land with later issues */
+	else if (strcmp(key, "approvals") == 0) {
+		ymap_each(y, v, "approvals", yaml_approvals_pair, NULL);
+		if (y->ld->cfg->approvals_store == APPROVALS_STORE_POSTGRES &&
+		    (!y->ld->cfg->approvals_conninfo || !y->ld->cfg->approvals_key))
+			loader_fail(y->ld, y->file, ynode_line(v), "'approvals.store: postgres' needs "
+				    "'approvals.conninfo' and 'approvals.key_file'");
+	}
+	else if (strcmp(key, "audit") == 0)
+		return;	/* parsed by libyaml; its feature lands with a later issue */
 	else
 		yunknown(y, key, kn, "top level");
 }

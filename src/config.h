@@ -63,6 +63,8 @@ typedef struct UserConfig {
 	struct UserConfig *next;
 } UserConfig;
 
+typedef enum { APPROVALS_STORE_MEMORY, APPROVALS_STORE_POSTGRES } ApprovalsStore;
+
 typedef struct Config {
 	char *source_path;	/* the file given on the command line */
 
@@ -169,6 +171,11 @@ typedef struct Config {
 
 	/* auth (issue 3 point 4) */
 	Hba *hba;		/* parsed auth_hba_file; NULL when none */
+	/* hold: YAML `approvals:` (approvals.c, approvals_pg.c) */
+	usec_t approvals_timeout;	/* a held statement is denied after this long */
+	ApprovalsStore approvals_store;	/* memory, or shared with other replicas */
+	char *approvals_conninfo;	/* libpq conninfo of the postgres store (may hold a password) */
+	char *approvals_key;	/* contents of approvals.key_file: signs the replicas' messages */
 } Config;
 
 /*

@@ -3,6 +3,7 @@
 #include "auth_query.h"
 #include "listener.h"
 #include "pool.h"
+#include "approvals_pg.h"
 #include "enforce.h"
 
 #include <errno.h>
@@ -109,6 +110,7 @@ bool moat_reload(char *err, size_t errlen)
 	listener_reload(moat->worker, old, fresh);
 	pool_apply_config(fresh);
 	auth_query_reload();
+	approvals_pg_configure(moat->worker, fresh);
 	config_free(old);
 	pool_maintain_all();
 	log_info("configuration reloaded from %s", moat->config_path);

@@ -1,4 +1,5 @@
 #include "enforce.h"
+#include "approvals.h"
 #include "client.h"
 #include "pktbuf.h"
 #include "sqlinfo.h"
@@ -14,6 +15,7 @@
 struct Denial {
 	struct Denial *next;
 	int batches_left;	/* ReadyForQuery messages until its batch ends */
+	char sqlstate[6];	/* 42501; 57014 for a held statement that was canceled */
 	char *message;
 };
 
@@ -135,9 +137,11 @@ void enforce_shutdown(Worker *w)
 
 /* ---- the marker ------------------------------------------------------ */
 
-static void enforce_queue_denial(Server *s, const char *message, int batches_left)
+static void enforce_queue_denial(Server *s, const char *sqlstate, const char *message,
+				 int batches_left)
 {
 	struct Denial *d = xcalloc(1, sizeof(*d));
+	snprintf(d->sqlstate, sizeof(d->sqlstate), "%s", sqlstate);
 	d->message = xstrdup(message);
 	d->batches_left = batches_left;
 	struct Denial **tail = &s->denials;
@@ -183,7 +187,7 @@ bool enforce_rewrite_error(Server *s, const uint8_t *body, size_t len, PktBuf *p
 		return false;
 	struct Denial *d = s->denials;
 	s->denials = d->next;
-	pktbuf_error(pb, "ERROR", DENY_SQLSTATE, d->message);
+	pktbuf_error(pb, "ERROR", d->sqlstate, d->message);
 	denial_free(d);
 	return true;
 }
@@ -210,19 +214,27 @@ static void enforce_build_marker(uint8_t type, PktBuf *pb)
 	pktbuf_query(pb, sql);
 }
 
-static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *pb)
+/*
+ * Called before the message is accounted on s: its batch ends with the
+ * ReadyForQuery after those already pending (a Query's own, a Parse's Sync's).
+ */
+static void enforce_deny_code(Server *s, uint8_t type, const char *sqlstate, const char *message,
+			      PktBuf *pb)
 {
 	if (!s) {
 		/* No server: answer as the server would have. */
-		pktbuf_error(pb, "ERROR", DENY_SQLSTATE, message);
+		pktbuf_error(pb, "ERROR", sqlstate, message);
 		if (type != 'P')
 			pktbuf_ready(pb, 'I');
 		return;
 	}
-	/* A Query's batch ends with its own ReadyForQuery; a Parse's with the next Sync's. */
-	int batches_left = s->pending_requests + (type == 'P' ? 1 : 0);
-	enforce_queue_denial(s, message, batches_left > 0 ? batches_left : 1);
+	enforce_queue_denial(s, sqlstate, message, s->pending_requests + 1);
 	enforce_build_marker(type, pb);
+}
+
+static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *pb)
+{
+	enforce_deny_code(s, type, DENY_SQLSTATE, message, pb);
 }
 
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb)
@@ -396,6 +408,27 @@ static void enforce_log(Client *c, const PolicyDecision *d, const char *sql)
 		  d->message ? ": " : "", d->message ? d->message : "", d->where ? d->where : sql);
 }
 
+/*
+ * A reviewer's ruling on this (held) message: denied, it is answered like a
+ * policy denial; approved, a policy that holds it again is overruled (it
+ * still may deny or rewrite it).
+ */
+static bool enforce_apply_ruling(Client *c, const ApprovalRuling *r, PolicyDecision *d)
+{
+	if (!r->approved) {
+		d->enforced = d->verdict = POLICY_DENY;
+		d->message = xstrdup(r->message ? r->message : "denied by a reviewer");
+		d->policy = xasprintf("approval %llu", (unsigned long long)r->id);
+		return true;
+	}
+	if (d->enforced != POLICY_HOLD)
+		return false;
+	slog_info(c, "approval %llu: statement runs, approved by %s", (unsigned long long)r->id,
+		  r->reviewer);
+	d->enforced = d->rewritten_sql ? POLICY_REWRITE : POLICY_ALLOW;
+	return false;
+}
+
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
 {
 	uint8_t type = msg[0];
@@ -407,8 +440,12 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 	PolicyDecision d = { 0 };
 	PktBuf pb;
 	pktbuf_init(&pb);
+	ApprovalRuling *ruling = approvals_take_ruling(c, msg, total);
+	const char *sqlstate = ruling && !ruling->approved ? ruling->sqlstate : DENY_SQLSTATE;
 
-	if (type == 'F') {
+	if (ruling && enforce_apply_ruling(c, ruling, &d)) {
+		/* denied by a reviewer, a timeout or a cancel: no policy runs again */
+	} else if (type == 'F') {
 		/* A function call carries no SQL to judge: fail closed. */
 		d.enforced = d.verdict = POLICY_DENY;
 		d.message = xstrdup("function calls (FunctionCall messages) are not allowed by policy");
@@ -423,16 +460,26 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 			policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
 					type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I',
 					&d);
+		if (ruling)
+			enforce_apply_ruling(c, ruling, &d);
 	}
 	enforce_log(c, &d, sql ? sql : "");
 	memset(out, 0, sizeof(*out));
+	if (d.enforced == POLICY_HOLD) {
+		/* Nothing is sent: the message waits in the approval queue. */
+		approvals_hold(c, s, msg, total, &d);
+		out->held = true;
+		policy_decision_free(&d);
+		approvals_ruling_free(ruling);
+		return;
+	}
 	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE) {
 		out->may_change_lexing = enforce_may_change_lexing(
 			c, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql);
 		if (s && out->may_change_lexing)
 			s->lexing_may_change = true;
 	} else if (!s) {
-		out->answer = true;
+		out->answer = true;	/* a denial */
 		out->discard_until_sync = type == 'P';
 	}
 	switch (d.enforced) {
@@ -440,21 +487,20 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 		out->send = (uint8_t *)msg;
 		out->len = total;
 		policy_decision_free(&d);
+		approvals_ruling_free(ruling);
 		pktbuf_free(&pb);
 		return;
 	case POLICY_REWRITE:
 		enforce_build_rewrite(type, name, d.rewritten_sql, rest, rest_len, &pb);
 		break;
-	case POLICY_HOLD:
-		/* Approvals are not wired to the data path yet: a held statement never runs. */
-		enforce_deny(s, type == 'P' ? 'P' : 'Q',
-			     "statement held for approval, and approvals are not available: denied", &pb);
-		break;
+	case POLICY_HOLD:	/* handled above */
 	case POLICY_DENY:
-		enforce_deny(s, type == 'P' ? 'P' : 'Q', d.message ? d.message : "denied by policy", &pb);
+		enforce_deny_code(s, type == 'P' ? 'P' : 'Q', sqlstate,
+				  d.message ? d.message : "denied by policy", &pb);
 		break;
 	}
 	policy_decision_free(&d);
+	approvals_ruling_free(ruling);
 	if (!pktbuf_ok(&pb)) {
 		/* Could not build the replacement: never send the original instead. */
 		pktbuf_reset(&pb);

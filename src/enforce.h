@@ -53,17 +53,19 @@ typedef struct Judged {
 	bool answer;		/* denied with no server: send goes to the client itself */
 	bool discard_until_sync;	/* ... and a Parse was denied: drop up to Sync, then answer */
 	bool may_change_lexing;	/* allowed text that may change how the server lexes SQL */
+	bool held;		/* held for approval (approvals.c keeps it): send nothing */
 } Judged;
 
 /*
- * Judge one whole client message (header included). With a server (s), a
- * denial travels as the marker; with none (the client holds no server and is
- * outside a transaction), pgmoat answers the client itself, so a denial never
- * waits for a pooled connection.
+ * Judge one whole client message (header included), before it is accounted
+ * on s. With a server (s), a denial travels as the marker; with none (the
+ * client holds no server and is outside a transaction), pgmoat answers the
+ * client itself, so a denial never waits for a pooled connection. A held
+ * message (held set) is kept by approvals.c: nothing goes anywhere yet.
  */
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out);
 
-/* A message too large to judge: the denial marker replaces it; its bytes are dropped. */
+/* A message too large to judge (not accounted yet): the denial marker replaces it. */
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb);
 
 /* Server side: is this ErrorResponse our marker's? Then pb gets the policy's error instead. */

@@ -21,6 +21,8 @@ static void janitor_check_active_client(Client *c, usec_t now)
 {
 	const Config *cfg = moat->cfg;
 	Server *s = c->link;
+	if (c->held)
+		return;	/* waiting for a reviewer: approvals.timeout applies instead */
 	if (!s) {
 		if (expired(c->request_time, cfg->client_idle_timeout, now))
 			client_disconnect(c, "08P01", "client_idle_timeout");

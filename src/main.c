@@ -16,6 +16,7 @@
 #include "server.h"
 #include "policy.h"
 #include "try.h"
+#include "approvals_pg.h"
 #include "enforce.h"
 #include "build_config.h"
 
@@ -187,6 +188,7 @@ static void worker_destroy(Worker *w)
 		}
 	}
 	enforce_shutdown(w);
+	approvals_pg_stop();
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);
@@ -273,6 +275,7 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	signals_setup(m->worker);
 	janitor_start(m->worker);
+	approvals_pg_configure(m->worker, m->cfg);
 	log_info("pgmoat %s started, pid %d", PACKAGE_VERSION, (int)getpid());
 	return true;
 }

@@ -180,6 +180,10 @@ struct Client {
 	PolicySession psession;	/* the policies' view of this client */
 	bool psession_open;
 
+	/* hold (approvals.c): a statement a policy held for a reviewer */
+	struct Approval *held;	/* waiting: the client's input is not processed */
+	struct ApprovalRuling *ruling;	/* decided: applied when the message is judged again */
+
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */
 	usec_t wait_start;	/* when it started waiting for a server */

@@ -1587,6 +1587,27 @@ int policy_engine_script_count(const PolicyEngine *e)
 	return e->nscripts;
 }
 
+const char *policy_engine_script_path(const PolicyEngine *e, int i)
+{
+	return i >= 0 && i < e->nscripts ? e->scripts[i].path : NULL;
+}
+
+void policy_engine_script_hooks(const PolicyEngine *e, int i, char *buf, size_t len)
+{
+	size_t used = 0;
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	for (int h = 0; i >= 0 && i < e->nscripts && h < HOOK_COUNT; h++) {
+		if (e->scripts[i].hooks[h] == LUA_NOREF)
+			continue;
+		int n = snprintf(buf + used, len - used, "%s%s", used ? "," : "", hook_names[h]);
+		if (n < 0 || (size_t)n >= len - used)
+			return;
+		used += (size_t)n;
+	}
+}
+
 void policy_engine_set_trace(PolicyEngine *e, bool on)
 {
 	e->trace = on;

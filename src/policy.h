@@ -99,6 +99,10 @@ typedef struct PolicyStats {
 } PolicyStats;
 void policy_engine_stats(const PolicyEngine *e, PolicyStats *out);
 
+/* SHOW POLICIES: script i's path, and its hooks as "on_connect,on_query" ("" when none). */
+const char *policy_engine_script_path(const PolicyEngine *e, int i);
+void policy_engine_script_hooks(const PolicyEngine *e, int i, char *buf, size_t len);
+
 /* The engine's cached classification of sql (a hit right after policy_on_query); release it. */
 struct SqlInfo;
 struct SqlInfo *policy_engine_classify(PolicyEngine *e, const char *sql, size_t len);

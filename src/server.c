@@ -8,6 +8,7 @@
  * everyone else carries on.
  */
 #include "server.h"
+#include "approvals.h"
 #include "client.h"
 #include "pool.h"
 #include "enforce.h"
@@ -721,6 +722,8 @@ static void server_forward(Server *s)
 			s->fwd_remaining -= moved;
 			if (out)
 				s->pool->stats.total.bytes_sent += moved;
+			if (s->fwd_remaining == 0 && c && c->held)
+				approvals_flush_notice(c);
 			continue;
 		}
 		if (!server_forward_one(s, in))

@@ -27,6 +27,7 @@ sources() {
 	fuzz_sqlinfo) echo "sqlinfo.c util.c" ;;
 	fuzz_hba) echo "hba.c util.c" ;;
 	fuzz_proto_ext) echo "proto_ext.c proto.c util.c" ;;
+	fuzz_approvals_msg) echo "approvals_msg.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -35,11 +36,12 @@ sources() {
 extra_libs() {
 	case "$1" in
 	fuzz_sqlinfo) echo "-lpg_query -ljansson" ;;
+	fuzz_approvals_msg) echo "-ljansson" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""

@@ -8,6 +8,7 @@ pgmoat-only: every proxy here is started from the native YAML with a
 """
 
 import contextlib
+import re
 import shutil
 import socket
 import struct
@@ -978,25 +979,39 @@ def guardrails(policy_proxy):
     return policy_proxy(policy_scripts=[str(POLICIES_DIR / "guardrails.lua")])
 
 
-def test_guardrails_drop_does_not_run(pg, guardrails):
+def guardrails_hold_then_deny(p, c, timeout=15):
+    """The held statement's notice, silence, then DENY on the console: its 42501 answer."""
+    t, payload = c.recv_msg(timeout)
+    assert t == b"N", (t, payload)
+    notice = parse_error_fields(payload).get("M", "")
+    m = re.search(r"held for approval (\d+)", notice)
+    assert m, notice
+    with pytest.raises(socket.timeout):
+        c.recv_msg(0.5)  # nothing runs while it waits
+    with contextlib.closing(p.admin()) as a, a.cursor() as cur:
+        cur.execute("DENY %s 'guardrails test'" % m.group(1))
+    return c.read_until({b"Z"}, timeout)
+
+
+def test_guardrails_drop_is_held_and_does_not_run_when_denied(pg, guardrails):
     fresh_table(pg, "pw_guard_drop")
     with raw(guardrails) as c:
-        # held statements are denied until approvals reach the wire; either
-        # way the client gets 42501 and the table stays
         c.send(query_msg("DROP TABLE pw_guard_drop"))
-        out = c.read_until({b"Z"}, 15)
+        assert table_exists(pg, "pw_guard_drop")
+        out = guardrails_hold_then_deny(guardrails, c)
         errs = errors(out)
         assert errs and errs[-1].get("C") == "42501", (types(out), errs)
+        assert "guardrails test" in errs[-1].get("M", "")
         assert b"C" not in types(out)
         assert rfq_status(out) == b"I"
     assert table_exists(pg, "pw_guard_drop")
 
 
-def test_guardrails_drop_does_not_run_extended(pg, guardrails):
+def test_guardrails_drop_is_held_and_does_not_run_when_denied_extended(pg, guardrails):
     fresh_table(pg, "pw_guard_drop2")
     with raw(guardrails) as c:
         c.send(pbe("DROP TABLE pw_guard_drop2") + sync_msg())
-        out = c.read_until({b"Z"}, 15)
+        out = guardrails_hold_then_deny(guardrails, c)
         errs = errors(out)
         assert errs and errs[-1].get("C") == "42501", (types(out), errs)
         assert b"C" not in types(out) and b"1" not in types(out), types(out)
@@ -1004,11 +1019,11 @@ def test_guardrails_drop_does_not_run_extended(pg, guardrails):
     assert table_exists(pg, "pw_guard_drop2")
 
 
-def test_guardrails_truncate_does_not_run(pg, guardrails):
+def test_guardrails_truncate_is_held_and_does_not_run_when_denied(pg, guardrails):
     fresh_table(pg, "pw_guard_trunc", rows=3)
     with raw(guardrails) as c:
         c.send(query_msg("TRUNCATE pw_guard_trunc"))
-        out = c.read_until({b"Z"}, 15)
+        out = guardrails_hold_then_deny(guardrails, c)
         errs = errors(out)
         assert errs and errs[-1].get("C") == "42501", (types(out), errs)
     assert len(tags(pg, "pw_guard_trunc")) == 3

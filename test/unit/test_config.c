@@ -721,6 +721,37 @@ Test(config, fails_when_yaml_auth_type_is_unknown)
 	expect_load_error(p, 2, "invalid value for key 'auth_type': kerberos");
 }
 
+Test(config, approvals_timeout_defaults_to_10m_and_parses)
+{
+	Config *cfg = load_ok(tmp_write("d.yaml", "workers: 1\n"));
+	cr_expect_eq(cfg->approvals_timeout, 600 * USEC_PER_SEC);
+	config_free(cfg);
+	cfg = load_ok(tmp_write("t.yaml", "approvals: { timeout: 90s, store: memory }\n"));
+	cr_expect_eq(cfg->approvals_timeout, 90 * USEC_PER_SEC);
+	cr_expect_eq(cfg->approvals_store, APPROVALS_STORE_MEMORY);
+	config_free(cfg);
+	tmp_write("ap.key", "0123456789abcdef0123\n");
+	cfg = load_ok(tmp_write("p.yaml", "approvals: { store: postgres, conninfo: 'dbname=x',\n"
+				  "  key_file: ap.key }\n"));
+	cr_expect_eq(cfg->approvals_store, APPROVALS_STORE_POSTGRES);
+	cr_expect_str_eq(cfg->approvals_conninfo, "dbname=x");
+	cr_expect_str_eq(cfg->approvals_key, "0123456789abcdef0123");
+	config_free(cfg);
+}
+
+Test(config, approvals_rejects_bad_store_bad_timeout_and_unknown_keys)
+{
+	expect_load_error(tmp_write("s.yaml", "approvals:\n  store: postgres\n"), 2,
+			  "'approvals.store: postgres' needs 'approvals.conninfo' and "
+			  "'approvals.key_file'");
+	expect_load_error(tmp_write("f.yaml", "approvals:\n  store: files\n"), 2,
+			  "invalid value for key 'approvals.store': files (memory or postgres)");
+	expect_load_error(tmp_write("b.yaml", "approvals:\n  timeout: 0\n"), 2,
+			  "invalid value for key 'approvals.timeout': 0");
+	expect_load_error(tmp_write("u.yaml", "approvals:\n  colour: red\n"), 2,
+			  "unknown key 'colour' in 'approvals'");
+}
+
 /* ----------------------------------------------------------- durations */
 
 static usec_t dur(const char *s)
