@@ -13,6 +13,7 @@
 #include "admin.h"
 #include "cancel.h"
 #include "enforce.h"
+#include "drain.h"
 #include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
@@ -561,7 +562,7 @@ static void client_auth_ok(Client *c)
 static bool client_precheck_login(Client *c)
 {
 	if (moat->state == MOAT_DRAINING) {
-		client_disconnect(c, "57P01", "pgbouncer is shutting down");
+		client_disconnect(c, "57P01", "pgmoat is shutting down: no new connections");
 		return false;
 	}
 	if (moat->client_count > moat->cfg->max_client_conn) {
@@ -937,6 +938,8 @@ static void client_forward(Client *c)
 				continue;	/* answered here */
 		}
 		if (!s) {
+			if (drain_close_at_boundary(c))
+				return;
 			/*
 			 * Assigned at once, the client carries on from client_on_server_assigned();
 			 * queued, its input waits (CL_WAITING is not processed) while the socket

@@ -3,6 +3,7 @@
 #include "listener.h"
 #include "pool.h"
 #include "enforce.h"
+#include "drain.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -121,7 +122,5 @@ void moat_shutdown(bool immediate)
 		event_base_loopbreak(moat->worker->base);
 		return;
 	}
-	log_info("shutting down after current transactions finish");
-	moat->state = MOAT_DRAINING;
-	listener_close_all();
+	drain_start();
 }

@@ -16,6 +16,7 @@
 #include "policy.h"
 #include "try.h"
 #include "enforce.h"
+#include "http.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -266,6 +267,10 @@ static bool moat_start(Moat *m, const Options *o)
 		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
 		return false;
 	}
+	if (!http_start(m->worker->base, m->cfg)) {
+		log_fatal("could not start the HTTP listener on %s", m->cfg->http_listen);
+		return false;
+	}
 	if (!daemon_drop_privileges(o->user ? o->user : m->cfg->user))
 		return false;
 	if (!daemon_write_pidfile(m->cfg->pidfile))
@@ -281,6 +286,7 @@ static void moat_stop(Moat *m)
 	janitor_stop();
 	signals_teardown();
 	listener_close_all();
+	http_stop();
 	if (m->worker)
 		worker_destroy(m->worker);
 	admin_cleanup();
