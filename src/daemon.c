@@ -86,6 +86,7 @@ bool daemon_drop_privileges(const char *user)
 
 static void moat_apply_logging(const Config *cfg)
 {
+	log_set_json(cfg->log_format && strcmp(cfg->log_format, "json") == 0);
 	if (!log_open_file(cfg->logfile))
 		log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
 }

@@ -242,6 +242,7 @@ static void signals_teardown(void)
 static bool moat_start(Moat *m, const Options *o)
 {
 	log_verbosity = LOG_INFO + m->cfg->verbose + o->verbosity;
+	log_set_json(m->cfg->log_format && strcmp(m->cfg->log_format, "json") == 0);
 	if (!log_open_file(m->cfg->logfile)) {
 		log_fatal("could not open logfile %s", m->cfg->logfile);
 		return false;

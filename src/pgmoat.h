@@ -183,6 +183,9 @@ struct Client {
 	usec_t xact_start;	/* stats */
 	usec_t query_start;
 	usec_t login_deadline;
+
+	/* ops (issue 3.6): PROXY protocol */
+	bool proxy_pending;	/* a trusted balancer's PROXY header must come first */
 };
 
 struct Server {
