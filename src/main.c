@@ -205,8 +205,19 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_error("the old configuration stays in force");
 		break;
 	case SIGTERM:
+		/*
+		 * Kubernetes sends SIGTERM after a preStop hook that may have started
+		 * the drain already: a repeated SIGTERM must not cut the drain short.
+		 */
+		if (moat->state == MOAT_DRAINING) {
+			log_info("got SIGTERM, already draining (a second SIGINT stops at once)");
+			break;
+		}
+		log_info("got SIGTERM");
+		moat_shutdown(false);
+		break;
 	case SIGINT:
-		log_info("got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		log_info("got SIGINT");
 		moat_shutdown(false);
 		break;
 	case SIGUSR1:

@@ -210,3 +210,24 @@ def test_sigterm_under_pgbench_load_loses_no_transaction(proxy_factory, pg, mode
               and "Run was aborted" not in ln]
     assert not others, err
     assert p.proc.returncode == 0
+
+
+@pgmoat_only
+def test_repeated_sigterm_does_not_cut_the_drain_short(proxy_factory):
+    p = proxy_factory(settings={"pool_mode": "transaction"})
+    c = p.connect(autocommit=False)
+    try:
+        with c.cursor() as cur:
+            cur.execute("insert into leak_t values ('drain2', 1)")
+        p.expect_exit = True
+        p.signal(signal.SIGTERM)   # preStop: kill -TERM 1
+        time.sleep(0.3)
+        p.signal(signal.SIGTERM)   # the kubelet's own SIGTERM
+        time.sleep(0.5)
+        assert p.alive(), "the second SIGTERM stopped the drain"
+        with c.cursor() as cur:
+            cur.execute("delete from leak_t where tag = 'drain2'")
+        c.commit()
+    finally:
+        c.close()
+    wait_until(lambda: not p.alive(), 10, 0.1, "proxy to exit")
