@@ -68,22 +68,29 @@ void http_reply_unauthorized(struct evhttp_request *req)
 	http_reply_text(req, 401, "Unauthorized", "unauthorized");
 }
 
+bool http_bearer_matches(const char *authorization, const char *token)
+{
+	static const char scheme[] = "Bearer ";
+	if (!authorization || !token || strncasecmp(authorization, scheme, sizeof(scheme) - 1) != 0)
+		return false;
+	const char *given = authorization + sizeof(scheme) - 1;
+	size_t tlen = strlen(token);
+	/* Length is not secret; the bytes are compared in constant time. */
+	return tlen > 0 && strlen(given) == tlen && util_secure_equal(given, token, tlen);
+}
+
 bool http_check_bearer(struct evhttp_request *req)
 {
 	const char *path = moat->cfg->admin_token_file;
 	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	static const char scheme[] = "Bearer ";
-	if (!path || !auth || strncasecmp(auth, scheme, sizeof(scheme) - 1) != 0)
+	if (!path || !auth)
 		return false;
 	char *token = util_read_file(path, HTTP_TOKEN_MAX, true);
 	if (!token) {
 		log_warning("cannot read admin.token_file %s", path);
 		return false;
 	}
-	const char *given = auth + sizeof(scheme) - 1;
-	size_t tlen = strlen(token);
-	/* Length is not secret; the bytes are compared in constant time. */
-	bool ok = tlen > 0 && strlen(given) == tlen && util_secure_equal(given, token, tlen);
+	bool ok = http_bearer_matches(auth, token);
 	util_free_secret(token);
 	return ok;
 }

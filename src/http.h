@@ -46,6 +46,8 @@ void http_route_add(const char *path, uint16_t methods, HttpHandler fn, void *ar
  * the caller then answers http_reply_unauthorized().
  */
 bool http_check_bearer(struct evhttp_request *req) MUST_CHECK;
+/* The comparison itself: "Bearer <token>" (scheme case-insensitive) against token. */
+bool http_bearer_matches(const char *authorization, const char *token) MUST_CHECK;
 void http_reply_unauthorized(struct evhttp_request *req);
 
 /* Answer with body (may be NULL) as content_type; HEAD gets headers only. */

@@ -275,12 +275,13 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	}
 	enforce_install(m->worker, engine);
-	if (!listener_start(m->worker, m->cfg)) {
-		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
-		return false;
-	}
+	/* HTTP first: once the PostgreSQL port answers, the probes do too. */
 	if (!http_start(m->worker->base, m->cfg)) {
 		log_fatal("could not start the HTTP listener on %s", m->cfg->http_listen);
+		return false;
+	}
+	if (!listener_start(m->worker, m->cfg)) {
+		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
 		return false;
 	}
 	if (!daemon_drop_privileges(o->user ? o->user : m->cfg->user))
