@@ -107,7 +107,8 @@ bool moat_reload(char *err, size_t errlen)
 	Config *old = moat->cfg;
 	moat->cfg = fresh;
 	moat_apply_logging(fresh);
-	listener_reload(moat->worker, old, fresh);
+	if (moat->state != MOAT_DRAINING)	/* a drain keeps its listeners closed */
+		listener_reload(moat->worker, old, fresh);
 	pool_apply_config(fresh);
 	config_free(old);
 	pool_maintain_all();
