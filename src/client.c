@@ -15,6 +15,8 @@
 #include "approvals.h"
 #include "cancel.h"
 #include "enforce.h"
+#include "drain.h"
+#include "proxyproto.h"
 #include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
@@ -658,7 +660,7 @@ static void client_auth_ok(Client *c)
 static bool client_precheck_login(Client *c)
 {
 	if (moat->state == MOAT_DRAINING) {
-		client_disconnect(c, "57P01", "pgbouncer is shutting down");
+		client_disconnect(c, "57P01", "pgmoat is shutting down: no new connections");
 		return false;
 	}
 	if (moat->client_count > moat->cfg->max_client_conn) {
@@ -756,8 +758,47 @@ static bool client_read_auth_message(Client *c)
 	return c->state == CL_LOGIN;
 }
 
+/*
+ * The PROXY header of a trusted balancer: the address it names becomes the
+ * client's (SHOW CLIENTS, logs, hba, policies). True when more input may be
+ * processed.
+ */
+static bool client_read_proxy_header(Client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t want = evbuffer_get_length(in);
+	if (want > PROXYPROTO_V2_HDR + PROXYPROTO_V2_MAX_LEN)
+		want = PROXYPROTO_V2_HDR + PROXYPROTO_V2_MAX_LEN;
+	ProxyMode mode = PROXYPROTO_OFF;
+	if (!proxyproto_mode_parse(moat->cfg->proxy_protocol, &mode))
+		mode = PROXYPROTO_OFF;
+	ProxyHeader h;
+	const char *err = NULL;
+	ProxyResult r = proxyproto_parse(evbuffer_pullup(in, (ev_ssize_t)want), want, mode, &h, &err);
+	if (r == PROXYPROTO_NEED_MORE)
+		return false;
+	if (r == PROXYPROTO_BAD) {
+		client_disconnect(c, "08P01", "%s", err);
+		return false;
+	}
+	evbuffer_drain(in, h.consumed);
+	c->proxy_pending = false;
+	c->login_deadline = moat->cfg->client_login_timeout > 0
+				    ? c->request_time + moat->cfg->client_login_timeout : 0;
+	if (h.local)
+		return true;
+	snprintf(c->remote.host, sizeof(c->remote.host), "%s", h.src_host);
+	c->remote.port = h.src_port;
+	c->remote.is_unix = h.family == AF_UNIX;
+	snprintf(c->local.host, sizeof(c->local.host), "%s", h.dst_host);
+	c->local.port = h.dst_port;
+	return true;
+}
+
 static bool client_read_login(Client *c)
 {
+	if (c->proxy_pending)
+		return client_read_proxy_header(c);
 	if (!c->seen_startup)
 		return client_read_first_packet(c);
 	if (c->auth_phase == AUTH_PHASE_DONE)
@@ -1050,6 +1091,8 @@ static void client_forward(Client *c)
 				continue;	/* answered here, or held */
 		}
 		if (!s) {
+			if (drain_close_at_boundary(c))
+				return;
 			/*
 			 * Assigned at once, the client carries on from client_on_server_assigned();
 			 * queued, its input waits (CL_WAITING is not processed) while the socket
@@ -1177,6 +1220,20 @@ static void client_tune_socket(int fd, bool is_unix)
 		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
 }
 
+/* A trusted balancer must send its PROXY header first, within proxy_protocol_timeout. */
+static void client_expect_proxy_header(Client *c, const struct sockaddr *sa)
+{
+	const Config *cfg = moat->cfg;
+	ProxyMode mode;
+	if (!proxyproto_mode_parse(cfg->proxy_protocol, &mode) || mode == PROXYPROTO_OFF ||
+	    !proxyproto_trusted(&cfg->proxy_protocol_trusted, sa))
+		return;
+	c->proxy_pending = true;
+	usec_t deadline = c->request_time + cfg->proxy_protocol_timeout;
+	if (cfg->proxy_protocol_timeout > 0 && (!c->login_deadline || deadline < c->login_deadline))
+		c->login_deadline = deadline;
+}
+
 void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
 {
 	Client *c = xcalloc(1, sizeof(*c));
@@ -1192,6 +1249,7 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	c->request_time = util_now_mono();
 	if (moat->cfg->client_login_timeout > 0)
 		c->login_deadline = c->request_time + moat->cfg->client_login_timeout;
+	client_expect_proxy_header(c, sa);
 	list_init(&c->head);
 	list_append(&w->all_clients, &c->all_head);
 	client_set_state(c, CL_LOGIN);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
+#include "proxyproto.h"
 
 #define CONFIG_MAX_FILE (16 * 1024 * 1024)
 #define CONFIG_MAX_SECRET_FILE (64 * 1024)
@@ -162,6 +163,15 @@ static const ConfigKey config_keys[] = {
 	KI(unix_socket_mode, "0777", 0, 0, 0777),
 	KS(user, "", 0),
 	KI(verbose, "", R, 0, 10),
+
+	/* ops (issue 3.6): pgmoat-only, so hidden from pgbouncer's SHOW CONFIG */
+	KD(shutdown_timeout, "30", R | KEY_HIDDEN),
+	KS(http_listen, "", KEY_HIDDEN),
+	KS(admin_token_file, "", R | KEY_HIDDEN),
+	KS(log_format, "plain", R | KEY_HIDDEN),
+	KS(proxy_protocol, "off", KEY_HIDDEN),
+	KL(proxy_protocol_trusted, "", R | KEY_HIDDEN),
+	KD(proxy_protocol_timeout, "5", R | KEY_HIDDEN),
 };
 
 #undef R
@@ -1209,6 +1219,9 @@ static void yaml_listen_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_nod
 		{ "unix_socket_mode", "unix_socket_mode" },
 		{ "unix_socket_group", "unix_socket_group" },
 		{ "backlog", "listen_backlog" },
+		{ "proxy_protocol", "proxy_protocol" },
+		{ "proxy_trusted", "proxy_protocol_trusted" },
+		{ "proxy_timeout", "proxy_protocol_timeout" },
 	};
 	AliasArg a = { "listen", plain, ARRAY_SIZE(plain) };
 	yaml_alias_pair(y, key, kn, v, &a);
@@ -1484,8 +1497,8 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 	static const YamlAlias admin[] = {
 		{ "users", "admin_users" },
 		{ "stats_users", "stats_users" },
-		{ "http", NULL },	/* HTTP admin API lands with a later issue */
-		{ "token_file", NULL },
+		{ "http", "http_listen" },
+		{ "token_file", "admin_token_file" },
 	};
 	if (strcmp(key, "listen") == 0)
 		ymap_each(y, v, "listen", yaml_listen_pair, NULL);
@@ -1495,7 +1508,8 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 		yaml_alias_section(y, v, "admin", admin, ARRAY_SIZE(admin));
 	else if (strcmp(key, "pooling") == 0)
 		ymap_each(y, v, "pooling", yaml_pooling_pair, NULL);
-	else if (strcmp(key, "pidfile") == 0 || strcmp(key, "logfile") == 0)
+	else if (strcmp(key, "pidfile") == 0 || strcmp(key, "logfile") == 0 ||
+		 strcmp(key, "log_format") == 0 || strcmp(key, "shutdown_timeout") == 0)
 		yset_named(y, key, v, key);
 	else if (strcmp(key, "auth") == 0)
 		ymap_each(y, v, "auth", yaml_auth_pair, NULL);
@@ -1593,6 +1607,64 @@ static bool sslmode_needs_tls(const char *mode)
 			strcmp(mode, "verify-full") == 0);
 }
 
+bool config_parse_host_port(const char *s, char *host, size_t hostlen, int *port)
+{
+	const char *colon;
+	const char *h = s;
+	size_t hl;
+	if (s[0] == '[') {
+		const char *end = strchr(s, ']');
+		if (!end || end[1] != ':')
+			return false;
+		h = s + 1;
+		hl = (size_t)(end - h);
+		colon = end + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return false;
+		hl = (size_t)(colon - s);
+	}
+	if (hl == 0 || hl >= hostlen)
+		return false;
+	char *endp;
+	long p = strtol(colon + 1, &endp, 10);
+	if (colon[1] == '\0' || *endp != '\0' || p < 1 || p > 65535)
+		return false;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	*port = (int)p;
+	return true;
+}
+
+/* ops (issue 3.6): log format, HTTP address, PROXY protocol. */
+static void config_validate_ops(Loader *ld)
+{
+	const Config *cfg = ld->cfg;
+	const char *file = cfg->source_path;
+	if (cfg->log_format && strcmp(cfg->log_format, "plain") != 0 &&
+	    strcmp(cfg->log_format, "json") != 0)
+		loader_fail(ld, file, 0, "log_format must be plain or json, not %s", cfg->log_format);
+	char host[256];
+	int port;
+	if (cfg->http_listen && !config_parse_host_port(cfg->http_listen, host, sizeof(host), &port))
+		loader_fail(ld, file, 0, "http_listen must be host:port, not %s", cfg->http_listen);
+	ProxyMode mode;
+	if (!proxyproto_mode_parse(cfg->proxy_protocol ? cfg->proxy_protocol : "off", &mode)) {
+		loader_fail(ld, file, 0, "proxy_protocol must be off, v1, v2 or any, not %s",
+			    cfg->proxy_protocol);
+		return;
+	}
+	for (int i = 0; i < cfg->proxy_protocol_trusted.count; i++)
+		if (!proxyproto_trusted_entry_valid(cfg->proxy_protocol_trusted.items[i]))
+			loader_fail(ld, file, 0, "proxy_protocol_trusted: not an address or CIDR: %s",
+				    cfg->proxy_protocol_trusted.items[i]);
+	/* Without a trusted list anyone could claim any address. */
+	if (mode != PROXYPROTO_OFF && cfg->proxy_protocol_trusted.count == 0)
+		loader_fail(ld, file, 0, "proxy_protocol = %s needs proxy_protocol_trusted",
+			    cfg->proxy_protocol);
+}
+
 /* Rules that span keys; per-value rules were checked while parsing. */
 static void config_validate(Loader *ld)
 {
@@ -1607,6 +1679,7 @@ static void config_validate(Loader *ld)
 	if (sslmode_needs_tls(cfg->server_tls_sslmode))
 		loader_fail(ld, file, 0, "server_tls_sslmode = %s is not supported yet (no TLS)",
 			    cfg->server_tls_sslmode);
+	config_validate_ops(ld);
 	if (cfg->min_pool_size > cfg->default_pool_size && cfg->default_pool_size > 0)
 		log_warning("%s: min_pool_size %d is larger than default_pool_size %d", file,
 			    cfg->min_pool_size, cfg->default_pool_size);

@@ -164,6 +164,15 @@ typedef struct Config {
 	/* pgmoat additions */
 	int workers;		/* event-loop threads; 1 for now */
 
+	/* ops (issue 3.6): drain, HTTP endpoints, log format, PROXY protocol */
+	usec_t shutdown_timeout;	/* SIGTERM drain: exit after this even with clients left (0: wait) */
+	char *http_listen;	/* host:port of the HTTP listener (/healthz, /readyz, /metrics); NULL: off */
+	char *admin_token_file;	/* bearer token for HTTP routes that need one */
+	char *log_format;	/* "plain" or "json" */
+	char *proxy_protocol;	/* off | v1 | v2 | any */
+	StrList proxy_protocol_trusted;	/* peers allowed to send a PROXY header (addresses, CIDRs, "unix") */
+	usec_t proxy_protocol_timeout;	/* the header must arrive within this */
+
 	DbConfig *databases;	/* in file order */
 	UserConfig *users;	/* [users] section */
 	Userlist *userlist;	/* parsed auth_file; NULL when none */
@@ -199,6 +208,9 @@ typedef struct ConfigKeyView {
 } ConfigKeyView;
 int config_key_count(void);
 void config_key_view(const Config *cfg, int index, ConfigKeyView *out);
+
+/* Parse "host:port" or "[v6]:port" (port 1..65535): http_listen. */
+bool config_parse_host_port(const char *s, char *host, size_t hostlen, int *port) MUST_CHECK;
 
 /* Parse "30", "30s", "500ms", "10m", "1h", "1.5" (seconds) into usec. */
 bool config_parse_duration(const char *s, usec_t *out) MUST_CHECK;

@@ -5,6 +5,7 @@
 #include "pool.h"
 #include "approvals_pg.h"
 #include "enforce.h"
+#include "drain.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -87,6 +88,7 @@ bool daemon_drop_privileges(const char *user)
 
 static void moat_apply_logging(const Config *cfg)
 {
+	log_set_json(cfg->log_format && strcmp(cfg->log_format, "json") == 0);
 	if (!log_open_file(cfg->logfile))
 		log_error("could not open logfile %s: %s", cfg->logfile, strerror(errno));
 }
@@ -107,7 +109,8 @@ bool moat_reload(char *err, size_t errlen)
 	Config *old = moat->cfg;
 	moat->cfg = fresh;
 	moat_apply_logging(fresh);
-	listener_reload(moat->worker, old, fresh);
+	if (moat->state != MOAT_DRAINING)	/* a drain keeps its listeners closed */
+		listener_reload(moat->worker, old, fresh);
 	pool_apply_config(fresh);
 	auth_query_reload();
 	approvals_pg_configure(moat->worker, fresh);
@@ -125,7 +128,5 @@ void moat_shutdown(bool immediate)
 		event_base_loopbreak(moat->worker->base);
 		return;
 	}
-	log_info("shutting down after current transactions finish");
-	moat->state = MOAT_DRAINING;
-	listener_close_all();
+	drain_start();
 }

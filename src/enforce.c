@@ -83,6 +83,7 @@ bool enforce_session_open(Client *c)
 	c->psession_open = true;
 	bool denied = d.enforced == POLICY_DENY || d.enforced == POLICY_HOLD;
 	if (denied) {
+		moat->stats.policy_denials++;
 		slog_info(c, "connection denied by policy %s: %s", d.policy ? d.policy : "?",
 			  d.message ? d.message : "");
 		client_disconnect(c, DENY_SQLSTATE, "%s", d.message ? d.message : "denied by policy");
@@ -221,6 +222,7 @@ static void enforce_build_marker(uint8_t type, PktBuf *pb)
 static void enforce_deny_code(Server *s, uint8_t type, const char *sqlstate, const char *message,
 			      PktBuf *pb)
 {
+	moat->stats.policy_denials++;
 	if (!s) {
 		/* No server: answer as the server would have. */
 		pktbuf_error(pb, "ERROR", sqlstate, message);

@@ -7,6 +7,7 @@
 #include "client.h"
 #include "server.h"
 #include "pool.h"
+#include "drain.h"
 
 #define JANITOR_INTERVAL_USEC 200000
 
@@ -107,46 +108,6 @@ static void janitor_check_login_clients(Worker *w, usec_t now)
 	}
 }
 
-static bool client_at_boundary(const Client *c)
-{
-	const Server *s = c->link;
-	return !s || (s->ready && s->tx_status == 'I');
-}
-
-/* Closed clients whose last message (the shutdown error) is still being written. */
-static bool janitor_clients_flushing(Worker *w)
-{
-	List *item;
-	list_for_each(item, &w->free_clients) {
-		if (container_of(item, Client, head)->bev)
-			return true;
-	}
-	return false;
-}
-
-/* Draining: close every client at its next transaction boundary, then stop. */
-static void janitor_drain(Worker *w)
-{
-	List *item, *tmp;
-	list_for_each_safe(item, &w->all_clients, tmp) {
-		Client *c = container_of(item, Client, all_head);
-		if (c->state == CL_FREE || c->state == CL_ACTIVE) {
-			if (c->state == CL_ACTIVE && client_at_boundary(c))
-				client_disconnect(c, "57P01", "pgbouncer is shutting down");
-			continue;
-		}
-		client_disconnect(c, "57P01", "pgbouncer is shutting down");
-	}
-	if (moat->client_count > 0 || janitor_clients_flushing(w))
-		return;
-	list_for_each_safe(item, &w->all_servers, tmp) {
-		Server *s = container_of(item, Server, all_head);
-		if (s->state != SV_FREE)
-			server_disconnect(s, "shutting down");
-	}
-	event_base_loopbreak(w->base);
-}
-
 static void janitor_roll_stats(usec_t now)
 {
 	usec_t period = moat->cfg->stats_period > 0 ? moat->cfg->stats_period : 60 * USEC_PER_SEC;
@@ -178,7 +139,7 @@ void janitor_run(void)
 	janitor_roll_stats(now);
 	pool_collect_garbage();
 	if (moat->state == MOAT_DRAINING)
-		janitor_drain(w);
+		drain_tick(w, now);
 }
 
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)

@@ -15,6 +15,9 @@ struct Server;
 
 extern int log_verbosity;	/* LOG_INFO by default; -v raises, -q lowers */
 
+/* log_format: plain lines (default) or one JSON object per line. */
+void log_set_json(bool json);
+
 /* Redirect to a file (NULL: stderr). Reopened on SIGHUP for logrotate. */
 bool log_open_file(const char *path) MUST_CHECK;
 

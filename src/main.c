@@ -18,6 +18,7 @@
 #include "try.h"
 #include "approvals_pg.h"
 #include "enforce.h"
+#include "http.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -207,8 +208,19 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_error("the old configuration stays in force");
 		break;
 	case SIGTERM:
+		/*
+		 * Kubernetes sends SIGTERM after a preStop hook that may have started
+		 * the drain already: a repeated SIGTERM must not cut the drain short.
+		 */
+		if (moat->state == MOAT_DRAINING) {
+			log_info("got SIGTERM, already draining (a second SIGINT stops at once)");
+			break;
+		}
+		log_info("got SIGTERM");
+		moat_shutdown(false);
+		break;
 	case SIGINT:
-		log_info("got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		log_info("got SIGINT");
 		moat_shutdown(false);
 		break;
 	case SIGUSR1:
@@ -244,6 +256,7 @@ static void signals_teardown(void)
 static bool moat_start(Moat *m, const Options *o)
 {
 	log_verbosity = LOG_INFO + m->cfg->verbose + o->verbosity;
+	log_set_json(m->cfg->log_format && strcmp(m->cfg->log_format, "json") == 0);
 	if (!log_open_file(m->cfg->logfile)) {
 		log_fatal("could not open logfile %s", m->cfg->logfile);
 		return false;
@@ -265,6 +278,11 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	}
 	enforce_install(m->worker, engine);
+	/* HTTP first: once the PostgreSQL port answers, the probes do too. */
+	if (!http_start(m->worker->base, m->cfg)) {
+		log_fatal("could not start the HTTP listener on %s", m->cfg->http_listen);
+		return false;
+	}
 	if (!listener_start(m->worker, m->cfg)) {
 		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
 		return false;
@@ -285,6 +303,7 @@ static void moat_stop(Moat *m)
 	janitor_stop();
 	signals_teardown();
 	listener_close_all();
+	http_stop();
 	if (m->worker)
 		worker_destroy(m->worker);
 	admin_cleanup();

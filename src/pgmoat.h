@@ -198,6 +198,8 @@ struct Client {
 
 	/* admin console over the extended protocol (issue 3 point 3) */
 	struct AdminExt *admin_ext;	/* owned: its statements and portals; NULL until used */
+	/* ops (issue 3.6): PROXY protocol */
+	bool proxy_pending;	/* a trusted balancer's PROXY header must come first */
 };
 
 struct Server {

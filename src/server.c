@@ -12,6 +12,7 @@
 #include "client.h"
 #include "pool.h"
 #include "enforce.h"
+#include "drain.h"
 #include "proto.h"
 #include "msgio.h"
 #include "auth_md5.h"
@@ -563,8 +564,11 @@ static void server_after_ready(Server *s, char status)
 void server_release_if_done(Server *s)
 {
 	Client *c = s->link;
-	if (!c || !s->ready || c->fwd_remaining > 0 || s->tx_status != 'I' ||
-	    pool_effective_mode(s->pool) == POOL_SESSION)
+	if (!c || !s->ready || c->fwd_remaining > 0 || s->tx_status != 'I')
+		return;
+	if (drain_close_at_boundary(c))
+		return;	/* the disconnect gave the clean server back */
+	if (pool_effective_mode(s->pool) == POOL_SESSION)
 		return;
 	pool_release_server(s);
 	if (c->state == CL_ACTIVE && c->bev &&

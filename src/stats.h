@@ -33,6 +33,10 @@ typedef struct GlobalStats {
 	uint64_t clients_refused;
 	uint64_t login_failures;
 	uint64_t server_connect_failures;
+
+	/* ops (issue 3.6): for /metrics */
+	uint64_t policy_denials;	/* statements and connections a policy denied */
+	uint64_t drain_closed_clients;	/* clients closed by the SIGTERM drain */
 } GlobalStats;
 
 /*

@@ -28,6 +28,7 @@ sources() {
 	fuzz_hba) echo "hba.c util.c" ;;
 	fuzz_proto_ext) echo "proto_ext.c proto.c util.c" ;;
 	fuzz_approvals_msg) echo "approvals_msg.c util.c" ;;
+	fuzz_proxyproto) echo "proxyproto.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -41,7 +42,7 @@ extra_libs() {
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""

@@ -796,3 +796,61 @@ Test(config, rejects_malformed_or_overflowing_durations)
 	usec_t v;
 	cr_expect(!config_parse_duration(NULL, &v));
 }
+
+/* ---------------------------------------------------- ops (issue 3.6) */
+
+Test(config, loads_ops_keys_when_yaml)
+{
+	Config *cfg = load_ok(tmp_write("ops.yaml",
+		"listen: { host: 127.0.0.1, port: 6432, proxy_protocol: any,\n"
+		"          proxy_trusted: [10.0.0.0/8, '::1', unix], proxy_timeout: 2s }\n"
+		"admin: { http: '127.0.0.1:8432', token_file: /run/secrets/token }\n"
+		"log_format: json\n"
+		"shutdown_timeout: 45s\n"));
+	cr_expect_str_eq(cfg->http_listen, "127.0.0.1:8432");
+	cr_expect_str_eq(cfg->admin_token_file, "/run/secrets/token");
+	cr_expect_str_eq(cfg->log_format, "json");
+	cr_expect_eq(cfg->shutdown_timeout, 45 * USEC_PER_SEC);
+	cr_expect_str_eq(cfg->proxy_protocol, "any");
+	cr_expect_eq(cfg->proxy_protocol_trusted.count, 3);
+	cr_expect_eq(cfg->proxy_protocol_timeout, 2 * USEC_PER_SEC);
+	config_free(cfg);
+}
+
+Test(config, defaults_ops_keys_and_hides_them_from_show_config)
+{
+	Config *cfg = load_ok(tmp_write("ops.ini", "[pgbouncer]\nlisten_addr = 127.0.0.1\n"));
+	cr_expect_eq(cfg->shutdown_timeout, 30 * USEC_PER_SEC);
+	cr_expect_str_eq(cfg->log_format, "plain");
+	cr_expect_str_eq(cfg->proxy_protocol, "off");
+	cr_expect_null(cfg->http_listen);
+	ConfigKeyView v;
+	for (int i = 0; i < config_key_count(); i++) {
+		config_key_view(cfg, i, &v);
+		cr_expect(strcmp(v.key, "shutdown_timeout") != 0 && strcmp(v.key, "http_listen") != 0);
+		free(v.value);
+	}
+	config_free(cfg);
+}
+
+Test(config, refuses_bad_ops_values)
+{
+	expect_load_error(tmp_write("o1.ini", "[pgbouncer]\nlisten_addr = *\nlog_format = xml\n"), 0,
+			  "log_format must be plain or json, not xml");
+	expect_load_error(tmp_write("o2.ini", "[pgbouncer]\nlisten_addr = *\nhttp_listen = 8432\n"), 0,
+			  "http_listen must be host:port, not 8432");
+	expect_load_error(tmp_write("o3.ini", "[pgbouncer]\nlisten_addr = *\nproxy_protocol = v3\n"), 0,
+			  "proxy_protocol must be off, v1, v2 or any, not v3");
+	expect_load_error(tmp_write("o4.ini", "[pgbouncer]\nlisten_addr = *\nproxy_protocol = v1\n"), 0,
+			  "proxy_protocol = v1 needs proxy_protocol_trusted");
+	expect_load_error(tmp_write("o5.ini", "[pgbouncer]\nlisten_addr = *\nproxy_protocol = v2\n"
+					      "proxy_protocol_trusted = lb.example\n"), 0,
+			  "proxy_protocol_trusted: not an address or CIDR: lb.example");
+	char host[64];
+	int port;
+	cr_expect(config_parse_host_port("[::1]:8432", host, sizeof(host), &port));
+	cr_expect_str_eq(host, "::1");
+	cr_expect_eq(port, 8432);
+	cr_expect_not(config_parse_host_port("127.0.0.1:0", host, sizeof(host), &port));
+	cr_expect_not(config_parse_host_port(":80", host, sizeof(host), &port));
+}
