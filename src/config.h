@@ -31,6 +31,24 @@ const char *config_pool_mode_name(PoolMode m);
 const char *config_auth_type_name(AuthType t);
 
 /* One [databases] entry (or YAML databases.<name>). */
+/* ---- audit (feature "audit"): the YAML `audit:` block (doc/audit.md). */
+typedef enum { AUDIT_SINK_NONE, AUDIT_SINK_FILE, AUDIT_SINK_STDOUT } AuditSink;
+
+#define AUDIT_DEFAULT_QUEUE_SIZE 65536
+
+typedef struct AuditConfig {
+	AuditSink sink;
+	char *path;		/* AUDIT_SINK_FILE: resolved against the config file's directory */
+	bool sql_full;		/* sql: full keeps literals; normalized (default) removes them */
+	bool required;		/* refuse statements rather than lose their records */
+	bool fsync;		/* fdatasync after every written batch */
+	int queue_size;		/* records waiting for the writer before drop / refusal */
+	StrList claims;		/* JWT claims copied into every record (besides sub) */
+} AuditConfig;
+
+void audit_config_free(AuditConfig *ac);
+bool audit_config_equal(const AuditConfig *a, const AuditConfig *b);
+
 typedef struct DbConfig {
 	char *name;		/* name clients connect to; "*" is the fallback entry */
 	char *host;		/* NULL or starting with '/': unix socket directory */
@@ -165,6 +183,9 @@ typedef struct Config {
 	UserConfig *users;	/* [users] section */
 	Userlist *userlist;	/* parsed auth_file; NULL when none */
 	PolicyConfig policy;	/* YAML `policy:`; no scripts: no policy engine */
+
+	/* ---- audit (feature "audit"): YAML `audit:`; sink AUDIT_SINK_NONE = no audit */
+	AuditConfig audit;
 } Config;
 
 /*

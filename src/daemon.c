@@ -3,6 +3,7 @@
 #include "listener.h"
 #include "pool.h"
 #include "enforce.h"
+#include "audit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -102,6 +103,7 @@ bool moat_reload(char *err, size_t errlen)
 		return false;
 	}
 	enforce_install(moat->worker, engine);
+	audit_reload(&fresh->audit);
 	Config *old = moat->cfg;
 	moat->cfg = fresh;
 	moat_apply_logging(fresh);

@@ -16,6 +16,8 @@
 #include "policy.h"
 #include "try.h"
 #include "enforce.h"
+#include "audit.h"
+#include "sqlinfo.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -45,6 +47,8 @@ static void usage(FILE *out)
 		"       pgmoat --version\n"
 		"       pgmoat try CONFIG [--user U] [--db D] [--claims JSON] SQL...\n"
 		"       pgmoat try CONFIG --cases FILE\n"
+		"       pgmoat replay AUDIT.jsonl [--session ID] [--policy CONFIG]\n"
+		"       pgmoat audit verify AUDIT.jsonl\n"
 		"\n"
 		"CONFIG is a pgmoat.yaml or an unmodified pgbouncer.ini.\n"
 		"  -d, --daemon    run in the background (writes pidfile)\n"
@@ -186,6 +190,8 @@ static void worker_destroy(Worker *w)
 		}
 	}
 	enforce_shutdown(w);
+	if (w->audit_sql)
+		sqlinfo_cache_free(w->audit_sql);
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);
@@ -262,6 +268,10 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	}
 	enforce_install(m->worker, engine);
+	if (!audit_start(&m->cfg->audit, err, sizeof(err))) {
+		log_fatal("%s", err);
+		return false;
+	}
 	if (!listener_start(m->worker, m->cfg)) {
 		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
 		return false;
@@ -283,6 +293,7 @@ static void moat_stop(Moat *m)
 	listener_close_all();
 	if (m->worker)
 		worker_destroy(m->worker);
+	audit_stop();	/* after the last session_end: the queue is drained to the sink */
 	admin_cleanup();
 	pool_free_all();
 	daemon_remove_pidfile(m->cfg->pidfile);
@@ -296,6 +307,10 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "try") == 0)
 		return try_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "audit") == 0)
+		return audit_cli_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "replay") == 0)
+		return audit_cli_replay(argc - 1, argv + 1);
 	Options o = { 0 };
 	int rc = parse_options(argc, argv, &o);
 	if (rc >= 0)

@@ -183,6 +183,9 @@ struct Client {
 	usec_t xact_start;	/* stats */
 	usec_t query_start;
 	usec_t login_deadline;
+
+	/* ---- audit (feature "audit") */
+	struct AuditSession *audit;	/* this session's audit state; NULL: not audited */
 };
 
 struct Server {
@@ -244,6 +247,9 @@ struct Worker {
 	struct event *maintain_ev;	/* deferred pool_maintain() of flagged pools */
 	PolicyEngine *policy;	/* this thread's Lua policies; NULL when none configured */
 	uint64_t next_id;
+
+	/* ---- audit (feature "audit") */
+	struct SqlInfoCache *audit_sql;	/* classifications for records when no policy engine runs */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;
