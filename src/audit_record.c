@@ -155,8 +155,10 @@ bool audit_verify_line(AuditVerifier *v, const char *line, size_t len)
 	else if (!json_is_string(prev) || !hex64(json_string_value(prev)))
 		verify_fail(v, "\"prev\" is missing or not a SHA-256 hex digest");
 	else if (v->records > 0 && strcmp(json_string_value(prev), v->prev) != 0)
-		verify_fail(v, "prev mismatch: the record says %.64s but the previous line hashes to %s",
-			    json_string_value(prev), v->prev);
+		verify_fail(v, "prev mismatch: line %llu was changed or removed, or this line was "
+			    "inserted (prev says %.64s, line %llu hashes to %s)",
+			    (unsigned long long)(v->line - 1), json_string_value(prev),
+			    (unsigned long long)(v->line - 1), v->prev);
 	else
 		ok = verify_shape(v, rec);
 	if (ok && v->records == 0)
