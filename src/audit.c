@@ -20,6 +20,7 @@
 #define AUDIT_SQL_CACHE 1024
 #define AUDIT_RETRY_USEC (1000 * 1000)	/* a failing sink is retried this often */
 #define AUDIT_STOP_RETRIES 3
+#define AUDIT_MAX_PREPARED 10000	/* statement templates kept per session */
 
 /* ---- the writer ------------------------------------------------------ */
 
@@ -146,6 +147,9 @@ static int audit_writer_seal(AuditItem *list)
 static bool audit_writer_flush(bool do_fsync, int *records)
 {
 	size_t off = 0;
+	*records = 0;
+	if (W.pend_len == 0)
+		return true;
 	while (off < W.pend_len) {
 		if (W.fd < 0)
 			break;
@@ -156,7 +160,6 @@ static bool audit_writer_flush(bool do_fsync, int *records)
 			break;
 		off += (size_t)n;
 	}
-	*records = 0;
 	for (const char *p = W.pend; (p = memchr(p, '\n', (size_t)(W.pend + off - p))); p++)
 		(*records)++;
 	memmove(W.pend, W.pend + off, W.pend_len - off);
@@ -437,10 +440,23 @@ static void audit_ident_claims(json_t *ident, const char *claims_json)
 	json_decref(claims);
 }
 
-void audit_session_start(Client *c)
+/* required: true and the records cannot be kept now (queue full, sink failing). */
+static bool audit_refusing(void)
+{
+	pthread_mutex_lock(&W.mu);
+	bool refuse = W.cfg.required && (W.failing || W.queued >= W.cfg.queue_size);
+	if (refuse)
+		W.stats.refused++;
+	pthread_mutex_unlock(&W.mu);
+	return refuse;
+}
+
+bool audit_session_start(Client *c)
 {
 	if (!W.running || c->audit || c->is_admin)
-		return;
+		return true;
+	if (audit_refusing())
+		return false;
 	AuditSession *as = xcalloc(1, sizeof(*as));
 	snprintf(as->id, sizeof(as->id), "%s-%llu", W.nonce, (unsigned long long)c->id);
 	as->ident = json_object();
@@ -460,6 +476,7 @@ void audit_session_start(Client *c)
 	audit_put_str(rec, "application_name", c->vars.values[VAR_APPLICATION_NAME]);
 	json_object_set_new(rec, "tls", json_false());
 	audit_enqueue(rec);
+	return true;
 }
 
 static void pending_push(AuditSession *as, json_t *rec)
@@ -526,14 +543,7 @@ void audit_session_end(Client *c, const char *reason)
 
 bool audit_admits(Client *c)
 {
-	if (!c->audit || !W.running)
-		return true;
-	pthread_mutex_lock(&W.mu);
-	bool ok = !W.cfg.required || (!W.failing && W.queued < W.cfg.queue_size);
-	if (!ok)
-		W.stats.refused++;
-	pthread_mutex_unlock(&W.mu);
-	return ok;
+	return !c->audit || !W.running || !audit_refusing();
 }
 
 /* ---- statement templates ---------------------------------------------- */
@@ -734,7 +744,10 @@ static void audit_parse(Client *c, const char *name, const char *sql, const Poli
 	json_decref(list);
 	if (template_denied(t))
 		record_denied(as, t);
-	json_object_set_new_nocheck(as->stmts, name, t);
+	if (json_object_size(as->stmts) < AUDIT_MAX_PREPARED || json_object_get(as->stmts, name))
+		json_object_set_new_nocheck(as->stmts, name, t);
+	else
+		json_decref(t);	/* its Executes are recorded as "portal without a statement" */
 }
 
 /*
@@ -919,7 +932,7 @@ static void audit_complete(AuditSession *as, const char *outcome, json_t *rows,
 }
 
 /* ReadyForQuery: the batch is over; statements still waiting were skipped. */
-static void audit_batch_end(AuditSession *as)
+static void audit_batch_end(AuditSession *as, char tx_status)
 {
 	AuditPending *p;
 	while ((p = pending_pop(as))) {
@@ -930,6 +943,8 @@ static void audit_batch_end(AuditSession *as)
 		pending_finish(as, p, as->batch_failed ? "skipped" : "unknown", NULL, NULL);
 	}
 	as->batch_failed = false;
+	if (tx_status == 'I' && !as->head)
+		json_object_clear(as->portals);	/* portals end with their transaction */
 }
 
 void audit_server_reply(Client *c, uint8_t type, const uint8_t *body, size_t len)
@@ -958,7 +973,7 @@ void audit_server_reply(Client *c, uint8_t type, const uint8_t *body, size_t len
 		as->batch_failed = true;
 		return;
 	case 'Z':
-		audit_batch_end(as);
+		audit_batch_end(as, len == 1 ? (char)body[0] : 'I');
 		return;
 	default:
 		return;

@@ -47,8 +47,12 @@ void audit_stats(AuditStats *out);
 
 /* ---- sessions (client.c) ---- */
 
-/* After authentication, before policies' on_connect: session_start. */
-void audit_session_start(Client *c);
+/*
+ * After authentication, before policies' on_connect: session_start. False
+ * with required: true while records cannot be kept: the caller refuses the
+ * session (its records would pile up with nothing to show for them).
+ */
+bool audit_session_start(Client *c) MUST_CHECK;
 /* The client is going: statements still in flight are recorded as unknown, then session_end. */
 void audit_session_end(Client *c, const char *reason);
 

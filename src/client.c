@@ -548,7 +548,11 @@ static void client_auth_ok(Client *c)
 	pool->user->client_count++;
 	if (c->scram.recovered.valid && !db->cfg->user)
 		pool->scram_keys = c->scram.recovered;
-	audit_session_start(c);
+	if (!audit_session_start(c)) {
+		client_disconnect(c, "53400", "the audit log cannot keep up (audit.required): "
+				  "new sessions refused");
+		return;
+	}
 	if (!enforce_session_open(c))
 		return;
 	if (pool->welcome_ready) {
