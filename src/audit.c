@@ -46,6 +46,7 @@ static struct {
 	char nonce[17];		/* random per process: session ids stay unique across restarts */
 	/* writer thread only */
 	int fd;
+	bool open_failed;	/* the last open failed (logged once) */
 	AuditChain chain;
 	char *pend;		/* sealed lines not yet written */
 	size_t pend_len, pend_cap;
@@ -96,9 +97,12 @@ static void audit_writer_open(const char *path)
 	}
 	W.fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (W.fd < 0) {
-		log_error("audit: cannot open %s: %s", path, strerror(errno));
+		if (!W.open_failed)	/* retried every second: say it once */
+			log_error("audit: cannot open %s: %s", path, strerror(errno));
+		W.open_failed = true;
 		return;
 	}
+	W.open_failed = false;
 	char hash[AUDIT_HASH_HEX + 1];
 	bool needs_newline = false;
 	if (audit_file_tail(W.fd, hash, &needs_newline)) {
@@ -188,7 +192,8 @@ static void *audit_writer_main(void *arg)
 			audit_wait_retry();
 		AuditItem *list = W.head;
 		W.head = W.tail = NULL;
-		bool reopen = W.reopen, stop = W.stopping, do_fsync = W.cfg.fsync;
+		/* A sink that could not be opened is tried again with every retry. */
+		bool reopen = W.reopen || W.fd < 0, stop = W.stopping, do_fsync = W.cfg.fsync;
 		char *path = reopen && W.open_path ? xstrdup(W.open_path) : NULL;
 		W.reopen = false;
 		pthread_mutex_unlock(&W.mu);

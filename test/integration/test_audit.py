@@ -401,6 +401,28 @@ def test_sighup_reopens_the_file_and_the_chain_spans_rotation(pg, audit_proxy):
     assert "continues a chain from %s" % last_old in new, (old, new)
 
 
+def test_reload_to_an_unopenable_path_keeps_records_until_it_opens(pg, audit_proxy):
+    p = audit_proxy()
+    p.query("SELECT 1")
+    p.wait_records(lambda r: r["event"] == "session_end", "first session")
+    later = p.dir / "later"
+    p.audit["path"] = str(later / "audit.jsonl")
+    p.write_config()
+    p.reload()
+    p.wait_log("configuration reloaded")
+    assert p.query("SELECT 2") == [(2,)]
+    p.wait_log("cannot open")
+    later.mkdir()
+    wait_until(lambda: any(r["event"] == "session_end" for r in p.records(later / "audit.jsonl")),
+               timeout=15, what="records in the late file")
+    recs = p.records(later / "audit.jsonl")
+    assert [r["event"] for r in recs] == ["session_start", "statement", "session_end"], recs
+    stop_cleanly(p)
+    new = assert_chain(later / "audit.jsonl")
+    last_old = re.search(r"last hash ([0-9a-f]{64})", assert_chain(p.audit_path)).group(1)
+    assert "continues a chain from %s" % last_old in new
+
+
 def test_sigterm_drains_every_record(pg, audit_proxy):
     p = audit_proxy()
     c = raw_login(p)
