@@ -691,7 +691,8 @@ static json_t *statement_record(AuditSession *as, const json_t *tmpl)
 static bool template_denied(const json_t *t)
 {
 	const char *dec = json_string_value(json_object_get(t, "decision"));
-	return dec && (strcmp(dec, "deny") == 0 || strcmp(dec, "hold") == 0);
+	return dec && (strcmp(dec, "deny") == 0 || strcmp(dec, "hold") == 0 ||
+		       strcmp(dec, "rejected") == 0);
 }
 
 /* A statement that never reaches the server: its record is complete now. */
@@ -794,6 +795,30 @@ void audit_judged(Client *c, uint8_t type, const char *stmt_name, const char *sq
 		audit_opaque(c, type, "function_call", NULL, d, NULL, !local);
 	else
 		audit_opaque(c, type, "unknown", "malformed message", d, NULL, !local);
+}
+
+void audit_released(Client *c, uint8_t type, const char *stmt_name, const char *sql,
+		    const PolicyDecision *d, bool approved)
+{
+	AuditSession *as = c->audit;
+	if (!as || !sql || (type != 'Q' && type != 'P'))
+		return;
+	const char *protocol = type == 'Q' ? "simple" : "extended";
+	json_t *list = templates_for_sql(c, sql, protocol, type == 'P' ? stmt_name : NULL, d);
+	size_t i;
+	json_t *t;
+	json_array_foreach(list, i, t) {
+		json_object_set_new(t, "decision", json_string(approved ? "approved" : "rejected"));
+		if (type == 'P')
+			json_object_set_nocheck(as->stmts, stmt_name ? stmt_name : "", t);
+		if (!approved)
+			record_denied(as, t);
+		else if (type == 'Q')
+			pending_push(as, statement_record(as, t));
+	}
+	json_decref(list);
+	if (approved && type == 'Q')
+		pending_push(as, NULL);
 }
 
 void audit_denied_unread(Client *c, uint8_t type, const char *reason)

@@ -90,6 +90,17 @@ void audit_server_reply(Client *c, uint8_t type, const uint8_t *body, size_t len
 void audit_copy_in_ignored_syncs(Client *c, int n);
 
 /*
+ * The "hold" feature, once held statements wait instead of being denied: the
+ * Query or Parse judged HOLD (d) was approved (it is sent to the server now:
+ * its record waits for the answer, decision "approved") or rejected (recorded
+ * now, decision "rejected", sqlstate 42501). Until then audit_judged records
+ * HOLD as a denial; when holds go live, enforce_judge must not pass HOLD
+ * verdicts to audit_judged, only to this function once decided.
+ */
+void audit_released(Client *c, uint8_t type, const char *stmt_name, const char *sql,
+		    const PolicyDecision *d, bool approved);
+
+/*
  * The "hold" feature: a reviewer decided on a held statement. decision is
  * "approved" or "rejected"; c may be NULL when the client has gone (the
  * session field is then session_id). waited_ms: how long the statement waited.

@@ -274,12 +274,14 @@ static void print_statement(Replay *r, const json_t *rec)
 	if (jstr(rec, "sqlstate"))
 		printf(", sqlstate %s", jstr(rec, "sqlstate"));
 	printf("\n");
-	if (jstr(rec, "reason") || jstr(rec, "policy")) {
+	if (jstr(rec, "reason")) {
 		printf("        reason: ");
-		print_flat(jstr(rec, "reason") ? jstr(rec, "reason") : "");
+		print_flat(jstr(rec, "reason"));
 		if (jstr(rec, "policy"))
 			printf(" (%s)", jstr(rec, "policy"));
 		printf("\n");
+	} else if (jstr(rec, "policy")) {
+		printf("        by %s\n", jstr(rec, "policy"));
 	}
 	if (jstr(rec, "rewritten")) {
 		printf("        rewritten: ");

@@ -172,3 +172,121 @@ Test(audit, non_utf8_text_is_kept_escaped)
 	cr_expect(json_is_null(json_object_get(r, "none")));
 	json_decref(r);
 }
+
+/* ---- a session through the hooks, without sockets: records reach the file in order */
+
+#include <stdio.h>
+#include <unistd.h>
+#include "../../src/audit.h"
+#include "../../src/sqlinfo.h"
+
+typedef struct SessionFixture {
+	char path[64];
+	Worker worker;
+	Client client;
+} SessionFixture;
+
+static void fixture_start(SessionFixture *f, bool sql_full)
+{
+	memset(f, 0, sizeof(*f));
+	strcpy(f->path, "/tmp/pgmoat-audit-unit-XXXXXX");
+	int fd = mkstemp(f->path);
+	cr_assert(fd >= 0);
+	close(fd);
+	AuditConfig ac = { .sink = AUDIT_SINK_FILE, .path = f->path, .sql_full = sql_full,
+			   .queue_size = 1024 };
+	char err[256];
+	cr_assert(audit_start(&ac, err, sizeof(err)), "%s", err);
+	f->client.worker = &f->worker;
+	f->client.id = 7;
+	f->client.user_name = "alice";
+	f->client.db_name = "app";
+	f->client.tx_status = 'I';
+	strcpy(f->client.remote.host, "127.0.0.1");
+	cr_assert(audit_session_start(&f->client));
+}
+
+/* Stop the writer (drains) and return the file's records. */
+static json_t *fixture_finish(SessionFixture *f)
+{
+	audit_session_end(&f->client, "bye");
+	audit_stop();
+	if (f->worker.audit_sql)
+		sqlinfo_cache_free(f->worker.audit_sql);
+	FILE *fp = fopen(f->path, "r");
+	cr_assert_not_null(fp);
+	json_t *all = json_array();
+	char line[8192];
+	AuditVerifier v;
+	audit_verifier_init(&v);
+	while (fgets(line, sizeof(line), fp)) {
+		size_t n = strlen(line);
+		if (n && line[n - 1] == '\n')
+			line[--n] = '\0';
+		cr_expect(audit_verify_line(&v, line, n), "%s", v.error);
+		json_array_append_new(all, json_loads(line, 0, NULL));
+	}
+	fclose(fp);
+	unlink(f->path);
+	return all;
+}
+
+static const char *field(json_t *all, size_t i, const char *key)
+{
+	return json_string_value(json_object_get(json_array_get(all, i), key));
+}
+
+static void reply(Client *c, uint8_t type, const char *text)
+{
+	audit_server_reply(c, type, (const uint8_t *)text, strlen(text) + 1);
+}
+
+Test(audit, a_multi_statement_query_is_followed_to_each_answer)
+{
+	SessionFixture f;
+	fixture_start(&f, false);
+	Client *c = &f.client;
+	audit_judged(c, 'Q', "", "SELECT 'a@b.c'; UPDATE t SET x = 1 WHERE y = 2; SELECT 3", NULL, false);
+	reply(c, 'C', "SELECT 1");
+	uint8_t err[] = { 'C', '4', '2', 'P', '0', '1', 0, 0 };
+	audit_server_reply(c, 'E', err, sizeof(err));
+	audit_server_reply(c, 'Z', (const uint8_t *)"I", 1);
+	json_t *all = fixture_finish(&f);
+	cr_assert_eq(json_array_size(all), 5);
+	cr_expect_str_eq(field(all, 0, "event"), "session_start");
+	cr_expect_str_eq(field(all, 1, "sql"), "SELECT $1");
+	cr_expect_str_eq(field(all, 1, "outcome"), "ok");
+	cr_expect_str_eq(field(all, 2, "kind"), "update");
+	cr_expect_str_eq(field(all, 2, "outcome"), "error");
+	cr_expect_str_eq(field(all, 2, "sqlstate"), "42P01");
+	cr_expect_str_eq(field(all, 3, "outcome"), "skipped");
+	cr_expect_str_eq(field(all, 4, "event"), "session_end");
+	cr_expect_str_eq(field(all, 4, "reason"), "bye");
+	json_decref(all);
+}
+
+Test(audit, released_holds_are_recorded_as_approved_or_rejected)
+{
+	SessionFixture f;
+	fixture_start(&f, true);
+	Client *c = &f.client;
+	PolicyDecision d = { .verdict = POLICY_HOLD, .enforced = POLICY_HOLD, .policy = "g.lua",
+			     .message = "needs a reviewer" };
+	audit_released(c, 'Q', NULL, "DROP TABLE t", &d, false);
+	audit_released(c, 'Q', NULL, "TRUNCATE t", &d, true);
+	reply(c, 'C', "TRUNCATE TABLE");
+	audit_server_reply(c, 'Z', (const uint8_t *)"I", 1);
+	audit_approval("a-1", c, NULL, "bob", "approved", 1500);
+	json_t *all = fixture_finish(&f);
+	cr_assert_eq(json_array_size(all), 5);
+	cr_expect_str_eq(field(all, 1, "decision"), "rejected");
+	cr_expect_str_eq(field(all, 1, "outcome"), "denied");
+	cr_expect_str_eq(field(all, 1, "sql"), "DROP TABLE t");
+	cr_expect_str_eq(field(all, 2, "decision"), "approved");
+	cr_expect_str_eq(field(all, 2, "outcome"), "ok");
+	cr_expect_str_eq(field(all, 2, "reason"), "needs a reviewer");
+	cr_expect_str_eq(field(all, 3, "event"), "approval");
+	cr_expect_str_eq(field(all, 3, "reviewer"), "bob");
+	cr_expect_str_eq(field(all, 3, "session"), field(all, 0, "session"));
+	json_decref(all);
+}
