@@ -18,6 +18,8 @@
 #include "daemon.h"
 #include "pktbuf.h"
 #include "stats.h"
+#include "suspend.h"
+#include "listener.h"
 
 #include "build_config.h"	/* autoconf's: PACKAGE_VERSION */
 
@@ -67,8 +69,25 @@ Pool *admin_pool(void)
 
 /* ---------------------------------------------------------------- answers */
 
+/*
+ * While admin_run_captured() runs a command for the extended protocol, its
+ * answer (the same messages a simple Query gets) is collected here instead
+ * of being sent; admin_ext.c then sends the parts each message asks for.
+ */
+static PktBuf *capture;
+
 static void admin_send(Client *c, PktBuf *pb)
 {
+	if (capture) {
+		if (pktbuf_ok(pb)) {
+			pktbuf_put_bytes(capture, pb->data, pb->len);
+		} else {
+			pktbuf_error(capture, "ERROR", "54000", "admin result too large");
+			pktbuf_ready(capture, 'I');
+		}
+		pktbuf_free(pb);
+		return;
+	}
 	if (!client_send_pktbuf(c, pb)) {
 		/* only an oversized result gets here: the builder refused it */
 		client_send_error_ready(c, "54000", "admin result too large");
@@ -96,6 +115,11 @@ static void admin_error_code(Client *c, const char *sqlstate, const char *fmt, .
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	slog_warning(c, "admin: %s", msg);
+	if (capture) {
+		pktbuf_error(capture, "ERROR", sqlstate, msg);
+		pktbuf_ready(capture, 'I');
+		return;
+	}
 	client_send_error_ready(c, sqlstate, "%s", msg);
 }
 
@@ -985,14 +1009,88 @@ static const AdminColumn fds_cols[] = {
 };
 
 /*
- * SHOW FDS exists to hand sockets to a new process (online restart). pgmoat
- * cannot take sockets over, so it hands none: the columns, no rows.
+ * SHOW FDS lists what pgbouncer would hand to a new process in an online
+ * restart: listeners ("pooler"), clients and servers with their cancel keys
+ * and session parameters. pgmoat has no handover; the rows are for
+ * inspection. password and the SCRAM keys stay NULL: secrets never leave
+ * through the console.
  */
+static void fds_listener_row(int fd, const char *addr, int port, void *arg)
+{
+	ResultSet *rs = arg;
+	Row r;
+
+	row_reset(&r);
+	row_int(&r, fd);
+	row_str(&r, "pooler");
+	row_str(&r, NULL);
+	row_str(&r, NULL);
+	row_str(&r, addr);
+	row_int(&r, port);
+	row_str(&r, NULL);	/* cancel */
+	row_str(&r, NULL);	/* link */
+	for (int i = 0; i < 7; i++)
+		row_str(&r, NULL);	/* encoding .. scram_server_key */
+	rs_row(rs, &r);
+}
+
+static int fds_bev_fd(struct bufferevent *bev)
+{
+	return bev ? (int)bufferevent_getfd(bev) : -1;
+}
+
+static void fds_conn_row(ResultSet *rs, const char *task, int fd, const char *user, const char *db,
+			 const PeerAddr *remote, uint64_t cancel, int link, const VarCache *vars)
+{
+	Row r;
+
+	row_reset(&r);
+	row_int(&r, fd);
+	row_str(&r, task);
+	row_str(&r, user);
+	row_str(&r, db);
+	row_str(&r, remote->host);
+	row_int(&r, remote->port);
+	row_u64(&r, cancel);
+	if (link >= 0)
+		row_int(&r, link);
+	else
+		row_str(&r, NULL);
+	row_str(&r, vars->values[VAR_CLIENT_ENCODING]);
+	row_str(&r, vars->values[VAR_STANDARD_CONFORMING_STRINGS]);
+	row_str(&r, vars->values[VAR_DATESTYLE]);
+	row_str(&r, vars->values[VAR_TIMEZONE]);
+	row_str(&r, NULL);	/* password: never shown */
+	row_str(&r, NULL);	/* scram_client_key */
+	row_str(&r, NULL);	/* scram_server_key */
+	rs_row(rs, &r);
+}
+
 static void admin_show_fds(Client *c)
 {
+	Worker *w = moat->worker;
 	ResultSet rs;
+	List *item;
 
 	RS_BEGIN(&rs, fds_cols);
+	listener_each(fds_listener_row, &rs);
+	list_for_each(item, &w->all_clients) {
+		const Client *cl = container_of(item, Client, all_head);
+		if (cl->state == CL_FREE || cl->state == CL_LOGIN || !cl->pool)
+			continue;
+		fds_conn_row(&rs, "client", fds_bev_fd(cl->bev), cl->user_name, cl->db_name,
+			     &cl->remote, (uint64_t)cl->cancel_pid << 32 | cl->cancel_key,
+			     cl->link ? fds_bev_fd(cl->link->bev) : -1, &cl->vars);
+	}
+	list_for_each(item, &w->all_servers) {
+		const Server *s = container_of(item, Server, all_head);
+		if (s->state == SV_FREE || s->state == SV_LOGIN)
+			continue;
+		fds_conn_row(&rs, "server", fds_bev_fd(s->bev), s->pool->server_user,
+			     s->pool->db->cfg->dbname ? s->pool->db->cfg->dbname : s->pool->db->name,
+			     &s->remote, (uint64_t)s->backend_pid << 32 | s->backend_key,
+			     s->link ? fds_bev_fd(s->link->bev) : -1, &s->vars);
+	}
 	rs_send(c, &rs, "SHOW");
 }
 
@@ -1059,6 +1157,7 @@ static const char admin_help_text[] =
 	"\tENABLE <db>\n"
 	"\tRECONNECT [<db>]\n"
 	"\tKILL <db>\n"
+	"\tKILL_CLIENT <id>\n"
 	"\tSUSPEND\n"
 	"\tSHUTDOWN\n"
 	"\tWAIT_CLOSE [<db>]";
@@ -1124,7 +1223,9 @@ static void admin_show_fake(Client *c, int idx)
 
 /* --------------------------------------------------------- PAUSE waiters */
 
-typedef enum { ADMIN_WAIT_PAUSE, ADMIN_WAIT_CLOSE } AdminWaitKind;
+typedef enum { ADMIN_WAIT_PAUSE, ADMIN_WAIT_CLOSE, ADMIN_WAIT_SUSPEND } AdminWaitKind;
+
+static const char *const admin_wait_tags[] = { "PAUSE", "WAIT_CLOSE", "SUSPEND" };
 typedef enum { WAIT_PENDING, WAIT_DONE, WAIT_CANCELLED } WaitOutcome;
 
 /* An admin client whose PAUSE or WAIT_CLOSE is answered when its condition holds. */
@@ -1133,6 +1234,7 @@ typedef struct AdminWait {
 	uint64_t client_id;	/* looked up each time: the client may be gone */
 	AdminWaitKind kind;
 	char *db;		/* owned; NULL: every database */
+	usec_t deadline;	/* SUSPEND: suspend_timeout (monotonic); 0: none */
 	StrList queued;		/* queries the client sent meanwhile, answered after, in order */
 } AdminWait;
 
@@ -1203,8 +1305,24 @@ static bool admin_pause_in_force(const char *db)
 	return false;
 }
 
+/* SUSPEND is done when every buffer is flushed, or, past suspend_timeout, by force. */
+static WaitOutcome admin_suspend_check(const AdminWait *w)
+{
+	if (moat->state != MOAT_SUSPENDED)
+		return WAIT_CANCELLED;
+	if (suspend_buffers_flushed())
+		return WAIT_DONE;
+	if (w->deadline && util_now_mono() >= w->deadline) {
+		suspend_drop_unflushed();
+		return WAIT_DONE;
+	}
+	return WAIT_PENDING;
+}
+
 static WaitOutcome admin_wait_check(const AdminWait *w)
 {
+	if (w->kind == ADMIN_WAIT_SUSPEND)
+		return admin_suspend_check(w);
 	if (w->kind == ADMIN_WAIT_CLOSE)
 		return admin_close_reached(w->db) ? WAIT_DONE : WAIT_PENDING;
 	if (!admin_pause_in_force(w->db))
@@ -1268,6 +1386,8 @@ static void admin_wait_add(Client *c, AdminWaitKind kind, const char *db)
 	w->client_id = c->id;
 	w->kind = kind;
 	w->db = db ? xstrdup(db) : NULL;
+	if (kind == ADMIN_WAIT_SUSPEND && moat->cfg->suspend_timeout > 0)
+		w->deadline = util_now_mono() + moat->cfg->suspend_timeout;
 	list_append(&admin_waits, &w->head);
 	admin_wait_timer_update();
 }
@@ -1276,7 +1396,7 @@ static void admin_wait_add(Client *c, AdminWaitKind kind, const char *db)
 static void admin_wait_finish(Client *c, AdminWait *w, WaitOutcome outcome)
 {
 	StrList queued = w->queued;
-	const char *tag = w->kind == ADMIN_WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE";
+	const char *tag = admin_wait_tags[w->kind];
 
 	w->queued.items = NULL;
 	w->queued.count = 0;
@@ -1284,7 +1404,7 @@ static void admin_wait_finish(Client *c, AdminWait *w, WaitOutcome outcome)
 	if (outcome == WAIT_DONE)
 		admin_ready(c, tag);
 	else
-		admin_error(c, "PAUSE cancelled: the pooler was resumed");
+		admin_error(c, "%s cancelled: the pooler was resumed", tag);
 	for (int i = 0; i < queued.count && c->state != CL_FREE; i++)
 		admin_handle_query(c, queued.items[i]);
 	strlist_free(&queued);
@@ -1313,13 +1433,30 @@ static void admin_wait_poll(evutil_socket_t fd, short what, void *arg)
 	admin_wait_timer_update();
 }
 
+/* Extended protocol: a command that would wait is undone and refused. */
+static void admin_refuse_wait(Client *c, AdminWaitKind kind, const char *db)
+{
+	if (kind == ADMIN_WAIT_SUSPEND)
+		suspend_set(false);
+	else if (kind == ADMIN_WAIT_PAUSE && !db)
+		pool_pause_all(false);
+	else if (kind == ADMIN_WAIT_PAUSE && !pool_pause_db(db, false))
+		log_warning("PAUSE: database %s vanished", db);
+	admin_error_code(c, "0A000", "%s has to wait: use the simple query protocol for it",
+			 admin_wait_tags[kind]);
+}
+
 /* Answer now when the condition already holds, else later. */
 static void admin_wait_or_answer(Client *c, AdminWaitKind kind, const char *db)
 {
-	bool reached = kind == ADMIN_WAIT_PAUSE ? admin_pause_reached(db) : admin_close_reached(db);
+	bool reached = kind == ADMIN_WAIT_PAUSE ? admin_pause_reached(db)
+		       : kind == ADMIN_WAIT_CLOSE ? admin_close_reached(db)
+		       : suspend_buffers_flushed();
 
 	if (reached)
-		admin_ready(c, kind == ADMIN_WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+		admin_ready(c, admin_wait_tags[kind]);
+	else if (capture)	/* an answer that comes later has no place in a Parse/Execute flow */
+		admin_refuse_wait(c, kind, db);
 	else
 		admin_wait_add(c, kind, db);
 }
@@ -1392,6 +1529,8 @@ static void admin_cmd_resume(Client *c, const char *arg)
 		else if (moat->state == MOAT_RUNNING)
 			admin_error(c, "pooler is not paused/suspended");
 		else {
+			if (moat->state == MOAT_SUSPENDED)
+				suspend_set(false);
 			pool_pause_all(false);
 			admin_ready(c, "RESUME");
 		}
@@ -1471,6 +1610,49 @@ static void admin_cmd_kill(Client *c, const char *arg)
 	}
 }
 
+/* KILL_CLIENT's argument: the id of the logs (C-<id>), or the ptr of SHOW CLIENTS. */
+static Client *admin_find_client_by_arg(const char *arg)
+{
+	char text[ADMIN_ARG_MAX + 2];
+	List *item;
+	char *end;
+	unsigned long long id;
+
+	if (strncasecmp(arg, "0x", 2) != 0) {
+		id = strtoull(arg, &end, 10);
+		return *arg && !*end ? admin_find_client(id) : NULL;
+	}
+	list_for_each(item, &moat->worker->all_clients) {
+		Client *c = container_of(item, Client, all_head);
+		snprintf(text, sizeof(text), "%p", (void *)c);
+		if (strcasecmp(text, arg) == 0)
+			return c->state == CL_FREE ? NULL : c;
+	}
+	return NULL;
+}
+
+/* KILL_CLIENT id (pgbouncer 1.23): drop one client connection now. */
+static void admin_cmd_kill_client(Client *c, const char *arg)
+{
+	Client *victim;
+
+	if (!*arg) {
+		admin_error(c, "a client id is required");
+		return;
+	}
+	log_info("KILL_CLIENT '%s' command issued", arg);
+	victim = admin_find_client_by_arg(arg);
+	if (!victim)
+		admin_error(c, "no such client: %s", arg);
+	else if (victim == c)
+		admin_error(c, "cannot kill your own connection");
+	else {
+		client_disconnect(victim, "57P01", "terminating connection due to administrator "
+				  "command (KILL_CLIENT)");
+		admin_ready(c, "KILL_CLIENT");
+	}
+}
+
 static void admin_cmd_wait_close(Client *c, const char *arg)
 {
 	if (!*arg) {
@@ -1508,14 +1690,21 @@ static void admin_cmd_shutdown(Client *c, const char *arg)
 }
 
 /*
- * SUSPEND flushes every socket so that a new process can take them over
- * (SHOW FDS); pgmoat has no online restart, so it refuses rather than
- * freezing the pooler with nobody to resume it.
+ * SUSPEND: stop accepting and reading (admin consoles excepted), answer once
+ * every buffer is flushed or suspend_timeout dropped the ones that were not.
+ * pgbouncer does this to hand its sockets to a new process; pgmoat has no
+ * such handover, so SUSPEND is a freeze that RESUME lifts.
  */
 static void admin_cmd_suspend(Client *c, const char *arg)
 {
 	(void)arg;
-	admin_error_code(c, "0A000", "SUSPEND is not supported: pgmoat has no online restart");
+	if (moat->state != MOAT_RUNNING) {
+		admin_error(c, "already suspended/paused");
+		return;
+	}
+	log_info("SUSPEND command issued");
+	suspend_set(true);
+	admin_wait_or_answer(c, ADMIN_WAIT_SUSPEND, NULL);
 }
 
 typedef struct AdminShow {
@@ -1592,6 +1781,7 @@ static const AdminCommand admin_commands[] = {
 	{ "disable", admin_cmd_disable, true, ARG_DB_REQUIRED },
 	{ "enable", admin_cmd_enable, true, ARG_DB_REQUIRED },
 	{ "kill", admin_cmd_kill, true, ARG_DB_REQUIRED },
+	{ "kill_client", admin_cmd_kill_client, true, ARG_OPTIONAL },
 	{ "pause", admin_cmd_pause, true, ARG_OPTIONAL },
 	{ "reconnect", admin_cmd_reconnect, true, ARG_OPTIONAL },
 	{ "reload", admin_cmd_reload, true, ARG_NONE },
@@ -1955,14 +2145,8 @@ static void admin_dispatch(Client *c, const char *sql)
 		admin_syntax_error(c);
 }
 
-void admin_handle_query(Client *c, const char *sql)
+static void admin_run(Client *c, const char *sql)
 {
-	AdminWait *w = admin_wait_of(c);
-
-	if (w) {
-		strlist_add(&w->queued, sql);	/* answered in order after the wait */
-		return;
-	}
 	slog_debug(c, "admin query: %s", sql);
 	c->query_start = util_now_mono();	/* SHOW CLIENTS wait_us, as pgbouncer */
 	if (c->pool) {
@@ -1973,6 +2157,38 @@ void admin_handle_query(Client *c, const char *sql)
 	current_query = sql;
 	admin_dispatch(c, sql);
 	current_query = NULL;
+}
+
+void admin_handle_query(Client *c, const char *sql)
+{
+	AdminWait *w = admin_wait_of(c);
+
+	if (w) {
+		strlist_add(&w->queued, sql);	/* answered in order after the wait */
+		return;
+	}
+	admin_run(c, sql);
+}
+
+void admin_run_captured(Client *c, const char *sql, PktBuf *out)
+{
+	if (admin_wait_of(c)) {
+		pktbuf_error(out, "ERROR", "0A000", "a PAUSE or WAIT_CLOSE of this connection is "
+			     "still waiting");
+		pktbuf_ready(out, 'I');
+		return;
+	}
+	capture = out;
+	admin_run(c, sql);
+	capture = NULL;
+}
+
+bool admin_is_read_only(const char *sql)
+{
+	char cmd[ADMIN_CMD_MAX], arg[ADMIN_ARG_MAX];
+
+	return parse_command(sql, cmd, arg) == PARSE_OK &&
+	       (strcasecmp(cmd, "show") == 0 || strcasecmp(cmd, "select") == 0);
 }
 
 /* ---------------------------------------------------------- setup, login */

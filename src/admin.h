@@ -6,6 +6,7 @@
 #define PGMOAT_ADMIN_H
 
 #include "pgmoat.h"
+#include "pktbuf.h"
 
 bool admin_is_console_db(const char *dbname);
 /*
@@ -24,6 +25,15 @@ Pool *admin_pool(void);
  * (queries the client pipelines meanwhile are answered after, in order).
  */
 void admin_handle_query(Client *c, const char *sql);
+/*
+ * For the extended protocol (admin_ext.c): run sql as admin_handle_query()
+ * would, but append the whole answer, up to its ReadyForQuery, to out
+ * instead of sending it. Commands whose answer would come later (a PAUSE
+ * that has to wait) answer with an error instead.
+ */
+void admin_run_captured(Client *c, const char *sql, PktBuf *out);
+/* A SHOW (or SELECT): running it changes nothing, so Describe may run it for its columns. */
+bool admin_is_read_only(const char *sql);
 /* Send the admin console's own welcome (params, key, ReadyForQuery) after auth. */
 void admin_send_welcome(Client *c);
 /* At exit: drop pending PAUSE/WAIT_CLOSE answers and their timer. */

@@ -11,6 +11,7 @@
 #include "server.h"
 #include "pool.h"
 #include "admin.h"
+#include "admin_ext.h"
 #include "cancel.h"
 #include "enforce.h"
 #include "audit.h"
@@ -19,6 +20,7 @@
 #include "msgio.h"
 #include "auth_md5.h"
 #include "auth_scram.h"
+#include "auth_query.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -183,6 +185,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 		va_end(ap);
 	}
 	client_log_disconnect(c, msg);
+	auth_query_cancel(c);
 	enforce_session_close(c);
 	audit_session_end(c, msg);
 	free(c->stash);
@@ -281,9 +284,12 @@ static bool client_send_auth_request(Client *c, void (*build)(PktBuf *))
 
 static void build_sasl_request(PktBuf *pb) { pktbuf_auth_sasl(pb, "SCRAM-SHA-256"); }
 
+/* The client's secret: what auth_query found, else its auth_file line. */
 static const UserlistEntry *client_userlist_entry(const Client *c)
 {
 	const Userlist *ul = moat->cfg->userlist;
+	if (c->queried)
+		return c->queried;
 	return ul ? userlist_find(ul, c->user_name) : NULL;
 }
 
@@ -329,10 +335,11 @@ static void client_start_md5(Client *c)
 
 static void client_auth_ok(Client *c);
 
-static void client_start_auth(Client *c)
+/* Ask for the password (or trust) by c->auth_method, with the secret known by now. */
+static void client_request_password(Client *c)
 {
 	const UserlistEntry *ue = client_userlist_entry(c);
-	switch (moat->cfg->auth_type) {
+	switch (c->auth_method) {
 	case AUTH_TRUST:
 	case AUTH_ANY:
 		client_auth_ok(c);
@@ -355,8 +362,93 @@ static void client_start_auth(Client *c)
 	case AUTH_CERT:
 		break;
 	}
-	client_disconnect(c, "28000", "auth_type %s is not supported by this pgmoat version",
-			  config_auth_type_name(moat->cfg->auth_type));
+	client_disconnect(c, "28000", "auth method %s needs TLS, which this connection does not use",
+			  config_auth_type_name(c->auth_method));
+}
+
+/* The TLS feature sets this; until then no client is on TLS. */
+static bool client_uses_tls(const Client *c)
+{
+	(void)c;
+	return false;
+}
+
+static AuthType auth_type_of_hba_method(HbaMethod m)
+{
+	switch (m) {
+	case HBA_TRUST: return AUTH_TRUST;
+	case HBA_MD5: return AUTH_MD5;
+	case HBA_SCRAM: return AUTH_SCRAM;
+	case HBA_PASSWORD: return AUTH_PLAIN;
+	case HBA_CERT:
+	case HBA_REJECT: break;
+	}
+	return AUTH_CERT;
+}
+
+/* auth_type = hba: the first matching auth_hba_file line picks the method. False: refused. */
+static bool client_choose_hba_method(Client *c)
+{
+	HbaConn conn = { .is_unix = c->remote.is_unix, .tls = client_uses_tls(c),
+			 .addr = c->remote.host, .database = c->db_name, .user = c->user_name };
+	const HbaRule *r = hba_match(moat->cfg->hba, &conn);
+	const char *host = c->remote.is_unix ? "[local]" : c->remote.host;
+	const char *enc = conn.tls ? "SSL encryption" : "no encryption";
+
+	if (!r) {
+		moat->stats.login_failures++;
+		client_disconnect(c, "28000", "no pg_hba.conf entry for host \"%s\", user \"%s\", "
+				  "database \"%s\", %s", host, c->user_name, c->db_name, enc);
+		return false;
+	}
+	if (r->method == HBA_REJECT) {
+		moat->stats.login_failures++;
+		client_disconnect(c, "28000", "pg_hba.conf rejects connection for host \"%s\", "
+				  "user \"%s\", database \"%s\", %s", host, c->user_name, c->db_name, enc);
+		return false;
+	}
+	slog_debug(c, "auth_hba_file line %d: %s", r->line, hba_method_name(r->method));
+	c->auth_method = auth_type_of_hba_method(r->method);
+	return true;
+}
+
+static bool auth_method_needs_secret(AuthType t)
+{
+	return t == AUTH_PLAIN || t == AUTH_MD5 || t == AUTH_SCRAM;
+}
+
+static void client_start_auth(Client *c)
+{
+	c->auth_method = moat->cfg->auth_type;
+	if (c->auth_method == AUTH_HBA && !client_choose_hba_method(c))
+		return;
+	/* pgbouncer: auth_file first; a user it lacks is looked up with auth_query */
+	if (auth_method_needs_secret(c->auth_method) && !admin_is_console_db(c->db_name) &&
+	    !client_userlist_entry(c)) {
+		Database *db = pool_find_database(c->db_name);
+		const char *auth_user = auth_query_user_for(db);
+		if (db && auth_user) {
+			auth_query_start(c, db, auth_user);
+			return;
+		}
+	}
+	client_request_password(c);
+}
+
+void client_auth_query_done(Client *c, bool ok, const char *secret)
+{
+	if (!ok) {
+		client_disconnect(c, "08P01", "authentication query failed");
+		return;
+	}
+	if (secret) {
+		c->queried = xcalloc(1, sizeof(*c->queried));
+		c->queried->name = xstrdup(c->user_name);
+		c->queried->secret = xstrdup(secret);
+		c->queried->kind = userlist_secret_kind(secret);
+	}
+	/* no row: the exchange still runs (SCRAM with a mock salt), and fails */
+	client_request_password(c);
 }
 
 static bool check_plain_password(const UserlistEntry *ue, const char *user, const char *pw)
@@ -386,7 +478,7 @@ static void client_handle_password(Client *c, const uint8_t *body, size_t len)
 		return;
 	}
 	const UserlistEntry *ue = client_userlist_entry(c);
-	bool ok = moat->cfg->auth_type == AUTH_PLAIN
+	bool ok = c->auth_method == AUTH_PLAIN
 		  ? check_plain_password(ue, c->user_name, pw)
 		  : ue && auth_md5_check(ue->secret, c->user_name, c->md5_salt, pw);
 	if (ok)
@@ -491,8 +583,7 @@ void client_finish_login(Client *c)
 		client_disconnect(c, NULL, "could not send the welcome");
 		return;
 	}
-	if (moat->cfg->log_connections)
-		slog_info(c, "login ok");
+	slog_debug(c, "login ok");
 	c->request_time = util_now_mono();
 	client_resume_reading(c);
 }
@@ -548,6 +639,10 @@ static void client_auth_ok(Client *c)
 	pool->user->client_count++;
 	if (c->scram.recovered.valid && !db->cfg->user)
 		pool->scram_keys = c->scram.recovered;
+	if (c->queried && !db->cfg->user) {
+		util_free_secret(pool->queried_secret);
+		pool->queried_secret = xstrdup(c->queried->secret);
+	}
 	if (!audit_session_start(c)) {
 		client_disconnect(c, "53400", "the audit log cannot keep up (audit.required): "
 				  "new sessions refused");
@@ -710,8 +805,8 @@ static void client_read_admin(Client *c)
 		FrameResult fr = msgio_peek_header(in, ADMIN_QUERY_MAX, &h);
 		if (fr == FRAME_NEED_MORE)
 			return;
-		if (fr == FRAME_BAD || (h.type != 'Q' && h.type != 'X')) {
-			client_disconnect(c, "08P01", "the admin console supports only simple queries");
+		if (fr == FRAME_BAD || (h.type != 'Q' && h.type != 'X' && !admin_ext_is_message(h.type))) {
+			client_disconnect(c, "08P01", "unexpected message on the admin console");
 			return;
 		}
 		uint8_t *msg = msgio_take(in, &h);
@@ -724,6 +819,13 @@ static void client_read_admin(Client *c)
 			return;
 		}
 		size_t blen = msgio_body_len(&h);
+		if (h.type != 'Q') {
+			admin_ext_handle(c, h.type, msgio_body(msg), blen);
+			free(msg);
+			if (c->state == CL_FREE)
+				return;
+			continue;
+		}
 		const char *sql = (const char *)msgio_body(msg);
 		if (blen == 0 || memchr(sql, '\0', blen) != sql + blen - 1) {
 			free(msg);
@@ -1141,6 +1243,8 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		return;
 	}
 	msgio_reader_enable(&c->in, true);
+	msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);	/* accepted just before SUSPEND */
+	msgio_reader_try_now(&c->in);
 }
 
 /* Called from the worker's deferred-free event: the client's callbacks are done. */
@@ -1151,5 +1255,11 @@ void client_free(Client *c)
 	varcache_free(&c->vars);
 	free(c->user_name);
 	free(c->db_name);
+	admin_ext_free(c);
+	if (c->queried) {
+		free(c->queried->name);
+		util_free_secret(c->queried->secret);
+		free(c->queried);
+	}
 	free(c);
 }

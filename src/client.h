@@ -32,6 +32,9 @@ void client_finish_login(Client *c);
 /* Server bytes were drained to this client's socket: resume reading the server. */
 void client_resume_reading(Client *c);
 
+/* auth_query answered: ok false when the lookup failed; secret NULL when no such user. */
+void client_auth_query_done(Client *c, bool ok, const char *secret);
+
 Client *client_find_by_cancel_key(Worker *w, uint32_t pid, uint32_t key);
 
 /* Release the memory of a CL_FREE client whose socket is closed (deferred free). */

@@ -66,9 +66,13 @@ typedef struct ConfigKey {
 #define KL(f, def, fl) KEY_ROW(#f, KEY_LIST, f, StrList, def, fl, 0, 0)
 #define R KEY_RELOAD
 
+/*
+ * pgbouncer 1.18's default (its binary's SHOW CONFIG), with the catalog
+ * schema-qualified so that nothing on a search_path can stand in for it.
+ */
 static const char default_auth_query[] =
 	"SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
-	"FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
+	"FROM pg_catalog.pg_authid WHERE rolname=$1 AND rolcanlogin";
 
 /* pgbouncer 1.18's SHOW CONFIG order (alphabetical), defaults and changeable flags. */
 static const ConfigKey config_keys[] = {
@@ -542,6 +546,7 @@ void config_free(Config *cfg)
 		cfg->users = next;
 	}
 	userlist_free(cfg->userlist);
+	hba_free(cfg->hba);
 	policy_config_free(&cfg->policy);
 	audit_config_free(&cfg->audit);
 	free(cfg);
@@ -1623,6 +1628,23 @@ static void config_load_userlist(Loader *ld)
 	free(path);
 }
 
+/* pgbouncer reads auth_hba_file whenever it is set; auth_type = hba needs it. */
+static void config_load_hba(Loader *ld)
+{
+	Config *cfg = ld->cfg;
+	if (!cfg->auth_hba_file) {
+		if (cfg->auth_type == AUTH_HBA)
+			loader_fail(ld, cfg->source_path, 0, "auth_type = hba needs auth_hba_file");
+		return;
+	}
+	char *path = path_resolve(ld->dir, cfg->auth_hba_file);
+	char hbaerr[512];
+	cfg->hba = hba_load(path, hbaerr, sizeof(hbaerr));
+	if (!cfg->hba)
+		loader_fail(ld, cfg->source_path, 0, "%s", hbaerr);
+	free(path);
+}
+
 static bool sslmode_needs_tls(const char *mode)
 {
 	return mode && (strcmp(mode, "require") == 0 || strcmp(mode, "verify-ca") == 0 ||
@@ -1662,6 +1684,8 @@ Config *config_load(const char *path, char *err, size_t errlen)
 		ini_load(&ld, path);
 	if (!ld.failed)
 		config_load_userlist(&ld);
+	if (!ld.failed)
+		config_load_hba(&ld);
 	if (!ld.failed)
 		config_validate(&ld);
 	free(ld.dir);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include "util.h"
 #include "userlist.h"
+#include "hba.h"
 #include "policy.h"
 
 typedef enum { POOL_SESSION = 0, POOL_TRANSACTION = 1, POOL_STATEMENT = 2 } PoolMode;
@@ -23,7 +24,7 @@ typedef enum {
 	AUTH_PLAIN,	/* cleartext password */
 	AUTH_MD5,	/* md5, falling back to SCRAM when the stored secret is SCRAM */
 	AUTH_SCRAM,	/* scram-sha-256 */
-	AUTH_HBA,	/* parsed and refused until hba support lands */
+	AUTH_HBA,	/* per connection, from auth_hba_file */
 	AUTH_CERT,	/* parsed and refused until TLS lands */
 } AuthType;
 
@@ -183,6 +184,9 @@ typedef struct Config {
 	UserConfig *users;	/* [users] section */
 	Userlist *userlist;	/* parsed auth_file; NULL when none */
 	PolicyConfig policy;	/* YAML `policy:`; no scripts: no policy engine */
+
+	/* auth (issue 3 point 4) */
+	Hba *hba;		/* parsed auth_hba_file; NULL when none */
 
 	/* ---- audit (feature "audit"): YAML `audit:`; sink AUDIT_SINK_NONE = no audit */
 	AuditConfig audit;

@@ -1,5 +1,6 @@
 /* Process-level concerns: daemonizing, the pidfile, privileges, reload and shutdown. */
 #include "daemon.h"
+#include "auth_query.h"
 #include "listener.h"
 #include "pool.h"
 #include "enforce.h"
@@ -109,6 +110,7 @@ bool moat_reload(char *err, size_t errlen)
 	moat_apply_logging(fresh);
 	listener_reload(moat->worker, old, fresh);
 	pool_apply_config(fresh);
+	auth_query_reload();
 	config_free(old);
 	pool_maintain_all();
 	log_info("configuration reloaded from %s", moat->config_path);

@@ -143,6 +143,12 @@ void listener_pause(bool pause)
 	}
 }
 
+void listener_each(ListenerVisit fn, void *arg)
+{
+	for (Listener *l = listeners; l; l = l->next)
+		fn(evconnlistener_get_fd(l->evl), l->is_unix ? "unix" : l->addr, l->port, arg);
+}
+
 void listener_close_all(void)
 {
 	while (listeners) {

@@ -7,6 +7,7 @@
  */
 #include "pgmoat.h"
 #include "admin.h"
+#include "auth_query.h"
 #include "client.h"
 #include "daemon.h"
 #include "janitor.h"
@@ -295,6 +296,7 @@ static void moat_stop(Moat *m)
 		worker_destroy(m->worker);
 	audit_stop();	/* after the last session_end: the queue is drained to the sink */
 	admin_cleanup();
+	auth_query_cleanup();
 	pool_free_all();
 	daemon_remove_pidfile(m->cfg->pidfile);
 	log_info("pgmoat stopped");

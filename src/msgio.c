@@ -163,7 +163,7 @@ void msgio_output_drained(struct bufferevent *bev)
 
 static void reader_update(InReader *r)
 {
-	bool want = r->enabled &&
+	bool want = r->enabled && !r->suspended &&
 		    (r->high == 0 || evbuffer_get_length(bufferevent_get_input(r->bev)) < r->high);
 	if (want && !r->added) {
 		event_add(r->ev, NULL);
@@ -220,7 +220,7 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
 	InReader *r = arg;
 	bool got = false;
-	ssize_t n = (what & EV_READ) && r->enabled ? reader_fill(r, &got) : 1;
+	ssize_t n = (what & EV_READ) && r->enabled && !r->suspended ? reader_fill(r, &got) : 1;
 	bool kicked = r->kicked;
 	r->kicked = false;
 	reader_update(r);	/* before the callbacks: they may free r */
@@ -263,6 +263,14 @@ void msgio_reader_enable(InReader *r, bool on)
 	reader_update(r);
 }
 
+void msgio_reader_suspend(InReader *r, bool on)
+{
+	if (!r->ev)
+		return;
+	r->suspended = on;
+	reader_update(r);
+}
+
 void msgio_reader_set_high(InReader *r, size_t high)
 {
 	if (!r->ev)
@@ -275,6 +283,12 @@ void msgio_reader_consumed(InReader *r)
 {
 	if (r->ev && r->enabled && !r->added)
 		reader_update(r);
+}
+
+void msgio_reader_try_now(InReader *r)
+{
+	if (r->ev && r->enabled && !r->suspended)
+		event_active(r->ev, EV_READ, 0);
 }
 
 void msgio_reader_kick(InReader *r)

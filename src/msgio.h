@@ -90,6 +90,7 @@ typedef struct InReader {
 	bool enabled;		/* the connection wants input */
 	bool added;		/* ev is in the event loop */
 	bool kicked;		/* run the read callback even if nothing new arrives */
+	bool suspended;		/* SUSPEND: no reading whatever enabled says (suspend.c) */
 	bufferevent_data_cb read_cb;
 	bufferevent_event_cb event_cb;
 	void *arg;
@@ -100,9 +101,17 @@ bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, buffer
 void msgio_reader_free(InReader *r);
 void msgio_reader_enable(InReader *r, bool on);
 void msgio_reader_set_high(InReader *r, size_t high);
+/* SUSPEND/RESUME: overrides enabled while on. */
+void msgio_reader_suspend(InReader *r, bool on);
 /* After input was consumed: resume reading if it had stopped at the watermark. */
 void msgio_reader_consumed(InReader *r);
 /* Run the read callback from the event loop soon (same pass), even with no new bytes. */
 void msgio_reader_kick(InReader *r);
+/*
+ * Try a read in this loop pass as if the socket were readable: a client that
+ * just connected has usually sent its first packet already, so waiting for
+ * the next epoll round would only add a wake-up (pgbouncer reads at accept too).
+ */
+void msgio_reader_try_now(InReader *r);
 
 #endif

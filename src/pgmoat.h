@@ -122,6 +122,9 @@ struct Pool {
 	usec_t last_connect_failed;	/* server_login_retry */
 	char *last_login_error;	/* shown to clients that wait for a failing server */
 	PoolStats stats;
+
+	/* auth (issue 3 point 4) */
+	char *queried_secret;	/* owned: auth_query's secret for this user, to log servers in */
 };
 
 typedef enum {
@@ -183,6 +186,14 @@ struct Client {
 	usec_t xact_start;	/* stats */
 	usec_t query_start;
 	usec_t login_deadline;
+
+	/* auth (issue 3 point 4) */
+	AuthType auth_method;	/* auth_type, or the method of the client's auth_hba_file line */
+	UserlistEntry *queried;	/* owned: the secret auth_query found; NULL: use auth_file */
+	struct AuthLookup *auth_query_req;	/* lookup in flight (auth_query.c) */
+
+	/* admin console over the extended protocol (issue 3 point 3) */
+	struct AdminExt *admin_ext;	/* owned: its statements and portals; NULL until used */
 
 	/* ---- audit (feature "audit") */
 	struct AuditSession *audit;	/* this session's audit state; NULL: not audited */

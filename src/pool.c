@@ -608,6 +608,7 @@ static void pool_free(Pool *p)
 	util_wipe(&p->scram_keys, sizeof(p->scram_keys));
 	free(p->server_user);
 	free(p->last_login_error);
+	util_free_secret(p->queried_secret);
 	free(p);
 }
 

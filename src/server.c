@@ -185,6 +185,8 @@ static const char *server_secret(const Server *s)
 		return d->password;
 	const Userlist *ul = moat->cfg->userlist;
 	const UserlistEntry *ue = ul ? userlist_find(ul, s->pool->server_user) : NULL;
+	if (!ue && !d->user)
+		return s->pool->queried_secret;	/* the client logged in through auth_query */
 	return ue ? ue->secret : NULL;
 }
 
@@ -822,6 +824,7 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 			return;
 		}
 		msgio_reader_enable(&s->in, !s->reading_paused);
+		msgio_reader_suspend(&s->in, moat->state == MOAT_SUSPENDED);	/* SUSPEND: no reading */
 		if (!server_send_startup(s))
 			server_disconnect(s, "could not send the startup packet");
 		return;

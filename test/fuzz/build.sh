@@ -25,6 +25,8 @@ sources() {
 	fuzz_scram) echo "auth_scram.c auth_md5.c util.c" ;;
 	fuzz_mask) echo "mask.c pktbuf.c proto.c util.c" ;;
 	fuzz_sqlinfo) echo "sqlinfo.c util.c" ;;
+	fuzz_hba) echo "hba.c util.c" ;;
+	fuzz_proto_ext) echo "proto_ext.c proto.c util.c" ;;
 	fuzz_audit_verify) echo "audit_record.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
@@ -39,7 +41,7 @@ extra_libs() {
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_audit_verify"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_audit_verify"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""

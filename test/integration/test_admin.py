@@ -128,3 +128,121 @@ def test_pgmoat_database_name_is_also_the_admin_console(busy_proxy_tx):
     with contextlib.closing(busy_proxy_tx.admin(db="pgmoat")) as c, c.cursor() as cur:
         cur.execute("SHOW VERSION")
         assert "pgmoat" in cur.fetchone()[0]
+
+
+# ------------------------------------------------- authorisation, SUSPEND, FDS, KILL_CLIENT
+
+WRITE_COMMANDS = ["PAUSE", "PAUSE app", "RESUME", "RESUME app", "DISABLE app", "ENABLE app",
+                  "RECONNECT", "RECONNECT app", "KILL app", "SUSPEND", "SHUTDOWN", "RELOAD",
+                  "WAIT_CLOSE", "WAIT_CLOSE app", "SET default_pool_size = 3"]
+
+
+def console_error(proxy, sql, user):
+    with contextlib.closing(proxy.admin(user)) as c, c.cursor() as cur:
+        with pytest.raises(psycopg2.Error) as ei:
+            cur.execute(sql)
+        return str(ei.value)
+
+
+@pytest.mark.parametrize("sql", WRITE_COMMANDS)
+def test_stats_users_are_refused_every_command_that_changes_something(busy_proxy_tx, sql):
+    assert "admin access needed" in console_error(busy_proxy_tx, sql, "stats")
+    assert_still_serving(busy_proxy_tx)
+
+
+@pgmoat_only
+@pytest.mark.parametrize("sql", ["KILL_CLIENT 1", "SHOW FDS"])
+def test_stats_users_may_not_kill_clients_or_see_fds(busy_proxy_tx, sql):
+    assert "admin access needed" in console_error(busy_proxy_tx, sql, "stats")
+
+
+@pytest.mark.parametrize("what", [s for s in SHOWS if s != "FDS"])
+def test_stats_users_may_run_every_show(busy_proxy_tx, what):
+    cols, _ = busy_proxy_tx.show(what, user="stats")
+    assert cols
+
+
+@pgmoat_only
+def test_kill_client_drops_that_client_only(proxy_factory):
+    p = proxy_factory()
+    victim = p.connect(autocommit=True)
+    other = p.connect(autocommit=True)
+    try:
+        with victim.cursor() as cur:
+            cur.execute("select pg_backend_pid()")
+        with other.cursor() as cur:
+            cur.execute("select 1")
+        before = {r["ptr"] for r in p.show_dicts("CLIENTS") if r["user"] == "app"}
+        assert len(before) == 2
+        # SHOW CLIENTS does not say which ptr is which connection: kill one of the
+        # two and check that exactly one dies and the console forgets only it
+        target = sorted(before)[0]
+        with contextlib.closing(p.admin()) as a, a.cursor() as cur:
+            cur.execute("KILL_CLIENT " + target)
+            with pytest.raises(psycopg2.Error) as ei:
+                cur.execute("KILL_CLIENT " + target)
+            assert "no such client" in str(ei.value)
+            with pytest.raises(psycopg2.Error) as ei:
+                cur.execute("KILL_CLIENT")
+            assert "client id is required" in str(ei.value)
+        dead = 0
+        for c in (victim, other):
+            try:
+                with c.cursor() as cur:
+                    cur.execute("select 1")
+            except psycopg2.Error as e:
+                assert "KILL_CLIENT" in str(e) or "terminat" in str(e) or "closed" in str(e)
+                dead += 1
+        assert dead == 1
+        after = {r["ptr"] for r in p.show_dicts("CLIENTS") if r["user"] == "app"}
+        assert after == before - {target}
+    finally:
+        victim.close()
+        other.close()
+    assert_still_serving(p)
+
+
+@pgmoat_only
+def test_suspend_freezes_traffic_and_resume_releases_it(proxy_factory):
+    p = proxy_factory()
+    client = p.connect(autocommit=True)
+    try:
+        with client.cursor() as cur:
+            cur.execute("select 1")
+        with contextlib.closing(p.admin()) as a, a.cursor() as cur:
+            cur.execute("SUSPEND")
+            cur.execute("SHOW STATE")
+            assert ("suspended", "yes") in cur.fetchall()
+            with pytest.raises(psycopg2.Error) as ei:
+                cur.execute("SUSPEND")
+            assert "already suspended" in str(ei.value)
+
+            def run_query():
+                with client.cursor() as c2:
+                    c2.execute("select 2")
+                    return c2.fetchone()[0]
+
+            q = Bg(run_query)
+            fresh = Bg(p.query, "select 3")      # a new connection waits in the backlog
+            time.sleep(1.0)
+            assert not q.done() and not fresh.done()
+            cur.execute("SHOW VERSION")          # the console keeps working
+            cur.execute("RESUME")
+            assert q.result(10) == 2
+            assert fresh.result(10) == [(3,)]
+            cur.execute("SHOW STATE")
+            assert ("suspended", "no") in cur.fetchall()
+    finally:
+        client.close()
+
+
+@pgmoat_only
+def test_show_fds_lists_listeners_clients_and_servers_without_secrets(busy_proxy_tx):
+    rows = busy_proxy_tx.show_dicts("FDS")
+    tasks = {r["task"] for r in rows}
+    assert {"pooler", "client", "server"} <= tasks, rows
+    pooler = [r for r in rows if r["task"] == "pooler"]
+    assert any(r["port"] == busy_proxy_tx.port for r in pooler)
+    client = [r for r in rows if r["task"] == "client" and r["user"] == "app"][0]
+    assert client["database"] == "app" and client["fd"] > 0
+    assert all(r["password"] is None and r["scram_client_key"] is None for r in rows)

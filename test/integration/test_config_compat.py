@@ -249,3 +249,30 @@ def test_repository_example_configs_pass_check():
         r = subprocess.run([PGMOAT_BIN, "--check", str(path)], capture_output=True, text=True,
                            timeout=10, cwd=str(REPO / "etc"))
         assert r.returncode == 0, "%s: %s%s" % (name, r.stdout, r.stderr)
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgmoat's reload log line")
+def test_users_section_shows_in_show_users_and_follows_reload(pg, proxy_factory):
+    p = proxy_factory(settings={"pool_mode": "transaction"},
+                      users={"md5user": "pool_mode=session max_user_connections=2"})
+    p.query("select 1", user="md5user", db="postgres")
+    users = {r["name"]: r["pool_mode"] for r in p.show_dicts("USERS")}
+    assert users["md5user"] == "session"
+    pools = [r for r in p.show_dicts("POOLS") if r["user"] == "md5user"]
+    assert pools and pools[0]["pool_mode"] == "session"
+    p.users = {"md5user": "pool_mode=statement"}
+    p.write_config()
+    p.reload()
+    p.wait_log("configuration reloaded")
+    users = {r["name"]: r["pool_mode"] for r in p.show_dicts("USERS")}
+    assert users["md5user"] == "statement"
+
+
+@pytest.mark.skipif(IS_PGBOUNCER, reason="pgmoat --check")
+def test_users_section_unknown_key_is_refused(pg, proxy_factory):
+    p = proxy_factory(users={"app": "pool_size=3"}, start=False)
+    p.write_config()
+    r = subprocess.run([PGMOAT_BIN, "--check", str(p.config_path)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0
+    assert "pool_size" in r.stdout + r.stderr

@@ -224,9 +224,9 @@ Test(config, matches_pgbouncer_defaults_when_ini_is_minimal)
 	expect_view(cfg, "client_tls_sslmode", "disable", "disable");
 	expect_view(cfg, "auth_query",
 		    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
-		    "FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
+		    "FROM pg_catalog.pg_authid WHERE rolname=$1 AND rolcanlogin",
 		    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
-		    "FROM pg_authid WHERE rolname=$1 AND rolcanlogin");
+		    "FROM pg_catalog.pg_authid WHERE rolname=$1 AND rolcanlogin");
 	config_free(cfg);
 }
 

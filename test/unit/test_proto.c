@@ -885,3 +885,55 @@ Test(varcache, sync_sql_quotes_hostile_values)
 	free(sql);
 	varcache_free(&cl);
 }
+
+/* ---- extended-protocol bodies (proto_ext.c) ---- */
+#include "src/proto_ext.h"
+
+Test(proto_ext, parse_body_reads_name_query_and_type_count)
+{
+	static const uint8_t ok[] = "s1\0SHOW POOLS\0\0\1\0\0\0\x19";
+	ParseBody p;
+	cr_assert(proto_parse_parse(ok, sizeof(ok) - 1, &p));
+	cr_assert_str_eq(p.name, "s1");
+	cr_assert_str_eq(p.query, "SHOW POOLS");
+	cr_assert_eq(p.nparams, 1);
+	/* a type count past the body, a negative count, a missing terminator */
+	cr_assert_not(proto_parse_parse(ok, sizeof(ok) - 2, &p));
+	static const uint8_t neg[] = "\0q\0\xff\xff";
+	cr_assert_not(proto_parse_parse(neg, sizeof(neg) - 1, &p));
+	static const uint8_t unterminated[] = { 's', '1' };
+	cr_assert_not(proto_parse_parse(unterminated, sizeof(unterminated), &p));
+}
+
+Test(proto_ext, bind_body_counts_parameters_and_flags_binary_results)
+{
+	/* portal "", stmt "s", 0 formats, 2 params (NULL, "ab"), 1 result format: binary */
+	static const uint8_t ok[] = "\0s\0\0\0\0\2\xff\xff\xff\xff\0\0\0\2ab\0\1\0\1";
+	BindBody b;
+	cr_assert(proto_parse_bind(ok, sizeof(ok) - 1, &b));
+	cr_assert_str_eq(b.statement, "s");
+	cr_assert_eq(b.nparams, 2);
+	cr_assert(b.binary_results);
+	/* a value length past the end */
+	static const uint8_t longval[] = "\0s\0\0\0\0\1\0\0\0\x7f" "ab\0\0";
+	cr_assert_not(proto_parse_bind(longval, sizeof(longval) - 1, &b));
+	/* trailing bytes */
+	static const uint8_t trailing[] = "\0s\0\0\0\0\0\0\0X";
+	cr_assert_not(proto_parse_bind(trailing, sizeof(trailing) - 1, &b));
+}
+
+Test(proto_ext, describe_close_and_execute_bodies_are_checked)
+{
+	TargetBody t;
+	ExecuteBody e;
+	static const uint8_t d[] = "Pp1\0";
+	cr_assert(proto_parse_target(d, sizeof(d) - 1, &t));
+	cr_assert_eq(t.kind, 'P');
+	cr_assert_str_eq(t.name, "p1");
+	static const uint8_t bad_kind[] = "Xp1\0";
+	cr_assert_not(proto_parse_target(bad_kind, sizeof(bad_kind) - 1, &t));
+	static const uint8_t ex[] = "\0\0\0\0\7";
+	cr_assert(proto_parse_execute(ex, sizeof(ex) - 1, &e));
+	cr_assert_eq(e.max_rows, 7);
+	cr_assert_not(proto_parse_execute(ex, sizeof(ex) - 2, &e));
+}
