@@ -17,6 +17,7 @@
 #include "enforce.h"
 #include "drain.h"
 #include "proxyproto.h"
+#include "audit.h"
 #include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
@@ -190,6 +191,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	auth_query_cancel(c);
 	approvals_forget(c);
 	enforce_session_close(c);
+	audit_session_end(c, msg);
 	free(c->stash);
 	c->stash = NULL;
 	client_unlink_server(c);
@@ -645,6 +647,11 @@ static void client_auth_ok(Client *c)
 		util_free_secret(pool->queried_secret);
 		pool->queried_secret = xstrdup(c->queried->secret);
 	}
+	if (!audit_session_start(c)) {
+		client_disconnect(c, "53400", "the audit log cannot keep up (audit.required): "
+				  "new sessions refused");
+		return;
+	}
 	if (!enforce_session_open(c))
 		return;
 	if (pool->welcome_ready) {
@@ -1042,6 +1049,23 @@ static void client_discard_message(Client *c, const MsgHeader *h)
 	pktbuf_free(&pb);
 }
 
+/* Show audit the part of a message it reads; false: wait until those bytes are here. */
+static bool client_audit_message(Client *c, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	size_t need = audit_bytes_needed(c, h->type, total);
+	if (need == 0)
+		return true;
+	uint8_t *head = evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)need);
+	if (!head) {
+		client_read_whole(c, need, true);
+		return false;
+	}
+	client_read_whole(c, need, false);
+	audit_client_message(c, head, need, total);
+	return true;
+}
+
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
 static void client_forward(Client *c)
 {
@@ -1082,6 +1106,12 @@ static void client_forward(Client *c)
 			client_discard_message(c, &h);
 			continue;
 		}
+		if (enforce_judges(h.type) && !audit_admits(c)) {
+			/* audit.required: a statement that could not be recorded never runs. */
+			client_disconnect(c, "53400", "the audit log cannot keep up (audit.required): "
+				"statement refused");
+			return;
+		}
 		/* (An oversized message is denied through a server, unread.) */
 		if (!s && !c->stash && c->tx_status == 'I' && enforce_active(c->worker) &&
 		    enforce_judges(h.type) && proto_msg_total(&h) <= JUDGE_MSG_MAX) {
@@ -1107,6 +1137,8 @@ static void client_forward(Client *c)
 				return;
 			continue;
 		}
+		if (!client_audit_message(c, &h))
+			return;
 		client_account_message(c, s, h.type, total);
 		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 		c->fwd_remaining = total - moved;

@@ -511,6 +511,7 @@ static Config *config_new_defaults(const char *path)
 	cfg->workers = 1;
 	policy_config_init(&cfg->policy);
 	cfg->approvals_timeout = 10 * 60 * USEC_PER_SEC;
+	cfg->audit.queue_size = AUDIT_DEFAULT_QUEUE_SIZE;
 	return cfg;
 }
 
@@ -560,6 +561,7 @@ void config_free(Config *cfg)
 	policy_config_free(&cfg->policy);
 	util_free_secret(cfg->approvals_conninfo);
 	util_free_secret(cfg->approvals_key);
+	audit_config_free(&cfg->audit);
 	free(cfg);
 }
 
@@ -1492,6 +1494,115 @@ static void yaml_approvals_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_
 	free(where);
 }
 
+/* ---- audit (feature "audit") ---- */
+
+void audit_config_free(AuditConfig *ac)
+{
+	free(ac->path);
+	ac->path = NULL;
+	strlist_free(&ac->claims);
+}
+
+bool audit_config_equal(const AuditConfig *a, const AuditConfig *b)
+{
+	if (a->sink != b->sink || a->sql_full != b->sql_full || a->required != b->required ||
+	    a->fsync != b->fsync || a->queue_size != b->queue_size ||
+	    a->claims.count != b->claims.count)
+		return false;
+	if ((a->path == NULL) != (b->path == NULL) || (a->path && strcmp(a->path, b->path) != 0))
+		return false;
+	for (int i = 0; i < a->claims.count; i++)
+		if (strcmp(a->claims.items[i], b->claims.items[i]) != 0)
+			return false;
+	return true;
+}
+
+static bool parse_bool_word(const char *s, bool *out)
+{
+	if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 || strcmp(s, "on") == 0 ||
+	    strcmp(s, "1") == 0)
+		*out = true;
+	else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0 || strcmp(s, "off") == 0 ||
+		 strcmp(s, "0") == 0)
+		*out = false;
+	else
+		return false;
+	return true;
+}
+
+static void yaudit_claims(Yaml *y, yaml_node_t *v)
+{
+	AuditConfig *ac = &y->ld->cfg->audit;
+	strlist_free(&ac->claims);
+	if (v->type != YAML_SEQUENCE_NODE) {
+		loader_fail(y->ld, y->file, ynode_line(v), "'audit.claims' must be a list of claim names");
+		return;
+	}
+	for (yaml_node_item_t *it = v->data.sequence.items.start;
+	     it < v->data.sequence.items.top && !y->ld->failed; it++) {
+		yaml_node_t *item = ynode(y, *it);
+		const char *s = item ? yscalar(y, item, "audit.claims") : NULL;
+		if (s && *s)
+			strlist_add(&ac->claims, s);
+	}
+}
+
+static bool yaudit_sink(AuditConfig *ac, const char *s, char **why)
+{
+	if (strcmp(s, "file") == 0)
+		ac->sink = AUDIT_SINK_FILE;
+	else if (strcmp(s, "stdout") == 0)
+		ac->sink = AUDIT_SINK_STDOUT;
+	else if (strcmp(s, "none") == 0)
+		ac->sink = AUDIT_SINK_NONE;
+	else if (strcmp(s, "postgres") == 0)
+		*why = "sink postgres is not available in this build (use file or stdout)";
+	else
+		return false;
+	return *why == NULL;
+}
+
+static void yaml_audit_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	AuditConfig *ac = &y->ld->cfg->audit;
+	if (strcmp(key, "claims") == 0) {
+		yaudit_claims(y, v);
+		return;
+	}
+	char *where = xasprintf("audit.%s", key);
+	const char *s = yscalar(y, v, where);
+	char *why = NULL;
+	bool ok = true;
+	if (!s) {
+		free(where);
+		return;
+	}
+	if (strcmp(key, "sink") == 0) {
+		ok = yaudit_sink(ac, s, &why);
+	} else if (strcmp(key, "path") == 0) {
+		free(ac->path);
+		ac->path = *s ? path_resolve(y->ld->dir, s) : NULL;
+	} else if (strcmp(key, "sql") == 0) {
+		ok = strcmp(s, "full") == 0 || strcmp(s, "normalized") == 0;
+		ac->sql_full = strcmp(s, "full") == 0;
+	} else if (strcmp(key, "required") == 0) {
+		ok = parse_bool_word(s, &ac->required);
+	} else if (strcmp(key, "fsync") == 0) {
+		ok = parse_bool_word(s, &ac->fsync);
+	} else if (strcmp(key, "queue_size") == 0) {
+		ok = parse_int(s, 16, 16 * 1024 * 1024, &ac->queue_size);
+	} else if (strcmp(key, "conninfo") == 0) {
+		why = "conninfo is for sink postgres, which is not available in this build";
+	} else {
+		yunknown(y, key, kn, "audit");
+	}
+	if (why)
+		loader_fail(y->ld, y->file, ynode_line(v), "'%s': %s", where, why);
+	else if (!ok)
+		loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s", where, s);
+	free(where);
+}
+
 static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
 {
 	static const YamlAlias admin[] = {
@@ -1527,7 +1638,7 @@ static void yaml_top_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 				    "'approvals.conninfo' and 'approvals.key_file'");
 	}
 	else if (strcmp(key, "audit") == 0)
-		return;	/* parsed by libyaml; its feature lands with a later issue */
+		ymap_each(y, v, "audit", yaml_audit_pair, NULL);
 	else
 		yunknown(y, key, kn, "top level");
 }
@@ -1680,6 +1791,8 @@ static void config_validate(Loader *ld)
 		loader_fail(ld, file, 0, "server_tls_sslmode = %s is not supported yet (no TLS)",
 			    cfg->server_tls_sslmode);
 	config_validate_ops(ld);
+	if (cfg->audit.sink == AUDIT_SINK_FILE && !cfg->audit.path)
+		loader_fail(ld, file, 0, "audit.sink is file but audit.path is not set");
 	if (cfg->min_pool_size > cfg->default_pool_size && cfg->default_pool_size > 0)
 		log_warning("%s: min_pool_size %d is larger than default_pool_size %d", file,
 			    cfg->min_pool_size, cfg->default_pool_size);

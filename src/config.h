@@ -32,6 +32,24 @@ const char *config_pool_mode_name(PoolMode m);
 const char *config_auth_type_name(AuthType t);
 
 /* One [databases] entry (or YAML databases.<name>). */
+/* ---- audit (feature "audit"): the YAML `audit:` block (doc/audit.md). */
+typedef enum { AUDIT_SINK_NONE, AUDIT_SINK_FILE, AUDIT_SINK_STDOUT } AuditSink;
+
+#define AUDIT_DEFAULT_QUEUE_SIZE 65536
+
+typedef struct AuditConfig {
+	AuditSink sink;
+	char *path;		/* AUDIT_SINK_FILE: resolved against the config file's directory */
+	bool sql_full;		/* sql: full keeps literals; normalized (default) removes them */
+	bool required;		/* refuse statements rather than lose their records */
+	bool fsync;		/* fdatasync after every written batch */
+	int queue_size;		/* records waiting for the writer before drop / refusal */
+	StrList claims;		/* JWT claims copied into every record (besides sub) */
+} AuditConfig;
+
+void audit_config_free(AuditConfig *ac);
+bool audit_config_equal(const AuditConfig *a, const AuditConfig *b);
+
 typedef struct DbConfig {
 	char *name;		/* name clients connect to; "*" is the fallback entry */
 	char *host;		/* NULL or starting with '/': unix socket directory */
@@ -185,6 +203,9 @@ typedef struct Config {
 	ApprovalsStore approvals_store;	/* memory, or shared with other replicas */
 	char *approvals_conninfo;	/* libpq conninfo of the postgres store (may hold a password) */
 	char *approvals_key;	/* contents of approvals.key_file: signs the replicas' messages */
+
+	/* ---- audit (feature "audit"): YAML `audit:`; sink AUDIT_SINK_NONE = no audit */
+	AuditConfig audit;
 } Config;
 
 /*

@@ -6,6 +6,7 @@
 #include "approvals_pg.h"
 #include "enforce.h"
 #include "drain.h"
+#include "audit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -106,6 +107,7 @@ bool moat_reload(char *err, size_t errlen)
 		return false;
 	}
 	enforce_install(moat->worker, engine);
+	audit_reload(&fresh->audit);
 	Config *old = moat->cfg;
 	moat->cfg = fresh;
 	moat_apply_logging(fresh);

@@ -3,6 +3,7 @@
 #include "client.h"
 #include "pktbuf.h"
 #include "sqlinfo.h"
+#include "audit.h"
 
 #include <strings.h>
 
@@ -242,6 +243,7 @@ static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *p
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb)
 {
 	slog_info(c, "statement denied: too large to judge");
+	audit_denied_unread(c, type, "statement too large for the policy engine");
 	enforce_deny(s, type, "statement too large for the policy engine", pb);
 }
 
@@ -466,6 +468,8 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 			enforce_apply_ruling(c, ruling, &d);
 	}
 	enforce_log(c, &d, sql ? sql : "");
+	audit_judged(c, type, name, sql, &d,
+		     !s && d.enforced != POLICY_ALLOW && d.enforced != POLICY_REWRITE);
 	memset(out, 0, sizeof(*out));
 	if (d.enforced == POLICY_HOLD) {
 		/* Nothing is sent: the message waits in the approval queue. */

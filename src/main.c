@@ -19,6 +19,8 @@
 #include "approvals_pg.h"
 #include "enforce.h"
 #include "http.h"
+#include "audit.h"
+#include "sqlinfo.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -48,6 +50,8 @@ static void usage(FILE *out)
 		"       pgmoat --version\n"
 		"       pgmoat try CONFIG [--user U] [--db D] [--claims JSON] SQL...\n"
 		"       pgmoat try CONFIG --cases FILE\n"
+		"       pgmoat replay AUDIT.jsonl [--session ID] [--policy CONFIG]\n"
+		"       pgmoat audit verify AUDIT.jsonl\n"
 		"\n"
 		"CONFIG is a pgmoat.yaml or an unmodified pgbouncer.ini.\n"
 		"  -d, --daemon    run in the background (writes pidfile)\n"
@@ -190,6 +194,8 @@ static void worker_destroy(Worker *w)
 	}
 	enforce_shutdown(w);
 	approvals_pg_stop();
+	if (w->audit_sql)
+		sqlinfo_cache_free(w->audit_sql);
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);
@@ -278,9 +284,15 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	}
 	enforce_install(m->worker, engine);
+	/* Before any port answers: a SIGHUP sent as soon as one does must reload, not kill. */
+	signals_setup(m->worker);
 	/* HTTP first: once the PostgreSQL port answers, the probes do too. */
 	if (!http_start(m->worker->base, m->cfg)) {
 		log_fatal("could not start the HTTP listener on %s", m->cfg->http_listen);
+		return false;
+	}
+	if (!audit_start(&m->cfg->audit, err, sizeof(err))) {
+		log_fatal("%s", err);
 		return false;
 	}
 	if (!listener_start(m->worker, m->cfg)) {
@@ -291,7 +303,6 @@ static bool moat_start(Moat *m, const Options *o)
 		return false;
 	if (!daemon_write_pidfile(m->cfg->pidfile))
 		return false;
-	signals_setup(m->worker);
 	janitor_start(m->worker);
 	approvals_pg_configure(m->worker, m->cfg);
 	log_info("pgmoat %s started, pid %d", PACKAGE_VERSION, (int)getpid());
@@ -306,6 +317,7 @@ static void moat_stop(Moat *m)
 	http_stop();
 	if (m->worker)
 		worker_destroy(m->worker);
+	audit_stop();	/* after the last session_end: the queue is drained to the sink */
 	admin_cleanup();
 	auth_query_cleanup();
 	pool_free_all();
@@ -320,6 +332,10 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "try") == 0)
 		return try_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "audit") == 0)
+		return audit_cli_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "replay") == 0)
+		return audit_cli_replay(argc - 1, argv + 1);
 	Options o = { 0 };
 	int rc = parse_options(argc, argv, &o);
 	if (rc >= 0)

@@ -200,6 +200,9 @@ struct Client {
 	struct AdminExt *admin_ext;	/* owned: its statements and portals; NULL until used */
 	/* ops (issue 3.6): PROXY protocol */
 	bool proxy_pending;	/* a trusted balancer's PROXY header must come first */
+
+	/* ---- audit (feature "audit") */
+	struct AuditSession *audit;	/* this session's audit state; NULL: not audited */
 };
 
 struct Server {
@@ -261,6 +264,9 @@ struct Worker {
 	struct event *maintain_ev;	/* deferred pool_maintain() of flagged pools */
 	PolicyEngine *policy;	/* this thread's Lua policies; NULL when none configured */
 	uint64_t next_id;
+
+	/* ---- audit (feature "audit") */
+	struct SqlInfoCache *audit_sql;	/* classifications for records when no policy engine runs */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

@@ -13,6 +13,7 @@
 #include "pool.h"
 #include "enforce.h"
 #include "drain.h"
+#include "audit.h"
 #include "proto.h"
 #include "msgio.h"
 #include "auth_md5.h"
@@ -607,7 +608,7 @@ static bool server_handle_unlinked(Server *s, const MsgHeader *h, const uint8_t 
 static bool server_msg_needs_inspection(const Server *s, uint8_t type)
 {
 	return s->internal_queries > 0 || !s->link || type == 'Z' || type == 'S' ||
-	       (type == 'E' && s->denials);
+	       (type == 'E' && s->denials) || audit_reads_reply(s->link, type);
 }
 
 /* Handle one whole inspected message; false when the server is gone. */
@@ -622,11 +623,20 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	if (h->type == 'E') {
 		PktBuf pb;
 		pktbuf_init(&pb);
-		if (enforce_rewrite_error(s, body, msgio_body_len(h), &pb) && pktbuf_ok(&pb))
+		if (enforce_rewrite_error(s, body, msgio_body_len(h), &pb) && pktbuf_ok(&pb)) {
 			evbuffer_add(out, pb.data, pb.len);
-		else
+		} else {
+			audit_server_reply(c, h->type, body, msgio_body_len(h));
 			evbuffer_add(out, msg, total);
+		}
 		pktbuf_free(&pb);
+		return true;
+	}
+	if (h->type != 'S' && h->type != 'Z') {
+		/* CommandComplete, EmptyQueryResponse, PortalSuspended: recorded, then passed on. */
+		audit_server_reply(c, h->type, body, msgio_body_len(h));
+		evbuffer_add(out, msg, total);
+		s->pool->stats.total.bytes_sent += total;
 		return true;
 	}
 	if (h->type == 'S') {
@@ -650,6 +660,7 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 		client_disconnect(c, "08P01", "transaction blocks not allowed in statement pooling mode");
 		return false;
 	}
+	audit_server_reply(c, h->type, body, msgio_body_len(h));
 	evbuffer_add(out, msg, total);
 	s->pool->stats.total.bytes_sent += total;
 	server_after_ready(s, (char)body[0]);
@@ -668,6 +679,8 @@ static void server_enter_copy_in(Server *s)
 		ignored = s->pending_requests;
 	s->pending_requests -= ignored;
 	s->syncs_since_execute = 0;
+	if (s->link)
+		audit_copy_in_ignored_syncs(s->link, ignored);
 	s->copy_in = true;
 }
 

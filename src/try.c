@@ -46,7 +46,7 @@ static bool ends_with(const char *s, const char *suffix)
 }
 
 /* The engine for CONFIG: its policy block, or the single .lua given. */
-static PolicyEngine *try_engine(const char *path)
+PolicyEngine *try_engine(const char *path)
 {
 	char err[1024] = "";
 	PolicyConfig pc;

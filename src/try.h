@@ -12,6 +12,14 @@
 #ifndef PGMOAT_TRY_H
 #define PGMOAT_TRY_H
 
+#include "policy.h"
+
+/*
+ * The policy engine of CONFIG (a pgmoat.yaml's policy block, or one .lua),
+ * tracing on; NULL with the reason printed to stderr. Also used by replay.
+ */
+PolicyEngine *try_engine(const char *path);
+
 /* argv[0] is "try". Returns the process exit code. */
 int try_main(int argc, char **argv);
 

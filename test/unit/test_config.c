@@ -854,3 +854,47 @@ Test(config, refuses_bad_ops_values)
 	cr_expect_not(config_parse_host_port("127.0.0.1:0", host, sizeof(host), &port));
 	cr_expect_not(config_parse_host_port(":80", host, sizeof(host), &port));
 }
+
+/* ---- audit (feature "audit"): the YAML `audit:` block ---- */
+
+#define AUDIT_YAML_BASE "listen: { host: 127.0.0.1, port: 6432 }\n"
+
+Test(config, parses_the_yaml_audit_block)
+{
+	const char *p = tmp_write("a.yaml", AUDIT_YAML_BASE
+				  "audit: { sink: file, path: logs/audit.jsonl, sql: full, required: true,\n"
+				  "         queue_size: 128, fsync: yes, claims: [team, job] }\n");
+	Config *cfg = load_ok(p);
+	cr_expect_eq(cfg->audit.sink, AUDIT_SINK_FILE);
+	char *want = tmp_path("logs/audit.jsonl");
+	cr_expect_str_eq(cfg->audit.path, want);
+	free(want);
+	cr_expect(cfg->audit.sql_full && cfg->audit.required && cfg->audit.fsync);
+	cr_expect_eq(cfg->audit.queue_size, 128);
+	cr_expect_eq(cfg->audit.claims.count, 2);
+	cr_expect_str_eq(cfg->audit.claims.items[1], "job");
+	config_free(cfg);
+}
+
+Test(config, has_no_audit_without_an_audit_block)
+{
+	Config *cfg = load_ok(tmp_write("a.yaml", AUDIT_YAML_BASE));
+	cr_expect_eq(cfg->audit.sink, AUDIT_SINK_NONE);
+	cr_expect(!cfg->audit.sql_full && !cfg->audit.required);
+	cr_expect_eq(cfg->audit.queue_size, AUDIT_DEFAULT_QUEUE_SIZE);
+	config_free(cfg);
+}
+
+Test(config, refuses_bad_audit_settings_with_their_line)
+{
+	const char *p = tmp_write("b1.yaml", AUDIT_YAML_BASE "audit:\n  sink: postgres\n");
+	expect_load_error(p, 3, "'audit.sink': sink postgres is not available in this build (use file or stdout)");
+	p = tmp_write("b2.yaml", AUDIT_YAML_BASE "audit:\n  sink: file\n  path: a\n  sql: some\n");
+	expect_load_error(p, 5, "invalid value for key 'audit.sql': some");
+	p = tmp_write("b3.yaml", AUDIT_YAML_BASE "audit:\n  sink: stdout\n  colour: red\n");
+	expect_load_error(p, 4, "unknown key 'colour' in 'audit'");
+	p = tmp_write("b4.yaml", AUDIT_YAML_BASE "audit:\n  sink: file\n");
+	expect_load_error(p, 0, "audit.sink is file but audit.path is not set");
+	p = tmp_write("b5.yaml", AUDIT_YAML_BASE "audit:\n  sink: stdout\n  queue_size: 3\n");
+	expect_load_error(p, 4, "invalid value for key 'audit.queue_size': 3");
+}
