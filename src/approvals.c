@@ -1,5 +1,6 @@
 #include "approvals.h"
 #include "approvals_pg.h"
+#include "audit.h"
 #include "client.h"
 #include "pktbuf.h"
 #include "sqlinfo.h"
@@ -28,9 +29,15 @@ struct Approval {
 static List approval_queue = { &approval_queue, &approval_queue };
 static uint64_t approval_next_id;
 
+/* Every decision on a hold, including timeouts and abandonment, is an audit record. */
 void approvals_emit_event(const ApprovalEvent *ev)
 {
-	(void)ev;	/* the audit writer hooks in here */
+	char id[32];
+	char session[32];
+
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)ev->id);
+	snprintf(session, sizeof(session), "C-%llu", (unsigned long long)ev->client_id);
+	audit_approval(id, ev->client, session, ev->reviewer, ev->decision, ev->waited_ms);
 }
 
 static Approval *approval_find(uint64_t id)
@@ -81,7 +88,7 @@ static void approval_emit(const Approval *a, const char *reviewer, const char *d
 {
 	Client *c = a->client;
 	ApprovalEvent ev = {
-		.id = a->id, .client_id = c->id, .user = c->user_name, .database = c->db_name,
+		.id = a->id, .client = c, .client_id = c->id, .user = c->user_name, .database = c->db_name,
 		.statement = a->statement, .reviewer = reviewer, .decision = decision,
 		.reason = reason,
 		.waited_ms = (int64_t)((util_now_mono() - a->held_mono) / 1000),

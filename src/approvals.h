@@ -94,6 +94,7 @@ void approvals_flush_notice(Client *c);
  */
 typedef struct ApprovalEvent {
 	uint64_t id;
+	struct Client *client;	/* the holder, still connected */
 	uint64_t client_id;
 	const char *user;
 	const char *database;

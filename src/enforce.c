@@ -433,6 +433,25 @@ static bool enforce_apply_ruling(Client *c, const ApprovalRuling *r, PolicyDecis
 	return false;
 }
 
+/*
+ * The audit trail of a verdict. A hold is not a statement record yet: the
+ * approval record and the statement's record (approved or rejected) follow
+ * the reviewer's decision. A statement approved but then denied by a policy
+ * is recorded as that denial.
+ */
+static void enforce_audit(Client *c, Server *s, uint8_t type, const char *name, const char *sql,
+			  const PolicyDecision *d, const ApprovalRuling *ruling)
+{
+	bool runs = d->enforced == POLICY_ALLOW || d->enforced == POLICY_REWRITE;
+
+	if (d->enforced == POLICY_HOLD)
+		return;
+	if (ruling && (runs || !ruling->approved))
+		audit_released(c, type, name, sql, d, ruling->approved);
+	else
+		audit_judged(c, type, name, sql, d, !s && !runs);
+}
+
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
 {
 	uint8_t type = msg[0];
@@ -448,7 +467,12 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 	const char *sqlstate = ruling && !ruling->approved ? ruling->sqlstate : DENY_SQLSTATE;
 
 	if (ruling && enforce_apply_ruling(c, ruling, &d)) {
-		/* denied by a reviewer, a timeout or a cancel: no policy runs again */
+		/* denied by a reviewer, a timeout or a cancel: no policy runs again, but the
+		 * audit trail names the statement */
+		if (type == 'Q' && blen > 0 && memchr(body, 0, blen) == body + blen - 1)
+			sql = (const char *)body;
+		else if (type == 'P' && !parse_split(body, blen, &name, &sql, &rest, &rest_len))
+			sql = NULL;
 	} else if (type == 'F') {
 		/* A function call carries no SQL to judge: fail closed. */
 		d.enforced = d.verdict = POLICY_DENY;
@@ -468,8 +492,7 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 			enforce_apply_ruling(c, ruling, &d);
 	}
 	enforce_log(c, &d, sql ? sql : "");
-	audit_judged(c, type, name, sql, &d,
-		     !s && d.enforced != POLICY_ALLOW && d.enforced != POLICY_REWRITE);
+	enforce_audit(c, s, type, name, sql, &d, ruling);
 	memset(out, 0, sizeof(*out));
 	if (d.enforced == POLICY_HOLD) {
 		/* Nothing is sent: the message waits in the approval queue. */

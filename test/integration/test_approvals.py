@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import socket
+import subprocess
 import time
 
 import psycopg2
@@ -21,7 +22,7 @@ import psycopg2.errors
 import pytest
 
 from conftest import (
-    IS_PGBOUNCER, REPO, ConnectionClosed, RawConn, YamlProxy, bind_msg, cancel_request,
+    IS_PGBOUNCER, PGMOAT_BIN, REPO, ConnectionClosed, RawConn, YamlProxy, bind_msg, cancel_request,
     data_row_values, describe_msg, execute_msg, parse_error_fields, parse_msg, psql, query_msg,
     raw_login, sync_msg, wait_until,
 )
@@ -823,3 +824,54 @@ def test_long_statements_are_announced_cut_to_fit_a_notify(pg, proxy_factory):
         assert stmt.startswith("INSERT INTO ap_guarded SELECT id") and len(stmt) <= 3000
         admin_cmd(b, "APPROVE %d" % aid)
         assert types(c.read_until({b"Z"}, 10)) == [b"C", b"Z"]
+
+
+# ---------------------------------------------------------------- audit trail
+
+class AuditedApprovalsProxy(ApprovalsProxy):
+    """Holds, with the audit trail written to a file."""
+
+    def render_yaml(self):
+        self.audit_path = self.dir / "audit.jsonl"
+        return super().render_yaml() + "audit: { sink: file, path: %s }\n" % json.dumps(
+            str(self.audit_path))
+
+    def records(self):
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+
+
+def test_decisions_on_holds_are_in_the_audit_trail(pg, proxy_factory):
+    p = AuditedApprovalsProxy(pg, policies={"hold.lua": HOLD_POLICY})
+    proxy_factory.made.append(p)
+    p.start()
+    fresh_guarded(pg)
+    with raw(p) as c:
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (7)"))
+        approved = read_hold_notice(c)
+        admin_cmd(p, "APPROVE %d" % approved)
+        assert types(c.read_until({b"Z"}, 10)) == [b"C", b"Z"]
+        c.send(query_msg("INSERT INTO ap_guarded VALUES (8)"))
+        rejected = read_hold_notice(c)
+        admin_cmd(p, "DENY %d 'not today'" % rejected)
+        assert errors(c.read_until({b"Z"}, 10))[0]["C"] == "42501"
+
+    def trail():
+        recs = p.records()
+        approvals_ = {r["id"]: r for r in recs if r["event"] == "approval"}
+        stmts = [r for r in recs if r["event"] == "statement" and "ap_guarded" in (r.get("sql") or "")]
+        return recs, approvals_, stmts
+
+    wait_until(lambda: len(trail()[1]) == 2 and len(trail()[2]) == 2, what="approval records")
+    _recs, approvals_, stmts = trail()
+    assert approvals_[str(approved)]["decision"] == "approved"
+    assert approvals_[str(approved)]["reviewer"] == "admin"
+    assert approvals_[str(rejected)]["decision"] == "rejected"
+    assert all(a["waited_ms"] >= 0 and a["session"] for a in approvals_.values())
+    assert [s["decision"] for s in stmts] == ["approved", "rejected"]
+    assert stmts[0]["rows"] == 1 and stmts[0]["sql"] == "INSERT INTO ap_guarded VALUES ($1)"
+    assert count(pg) == 1
+    verify = subprocess.run([PGMOAT_BIN, "audit", "verify", str(p.audit_path)],
+                            capture_output=True, text=True, timeout=30)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
