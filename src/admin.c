@@ -974,6 +974,44 @@ static void admin_show_version(Client *c)
 	rs_send(c, &rs, "SHOW");
 }
 
+/*
+ * SHOW POLICY_STATS (pgmoat only, no pgbouncer column contract): what policy
+ * evaluation costs per statement, from each worker's latency histogram.
+ * on_query covers classifying the statement and every policy's on_query.
+ */
+static const AdminColumn policy_stats_cols[] = {
+	{ "hook", COLTYPE_TEXT }, { "calls", COLTYPE_NUMERIC }, { "errors", COLTYPE_NUMERIC },
+	{ "avg_us", COLTYPE_NUMERIC }, { "p50_us", COLTYPE_NUMERIC }, { "p90_us", COLTYPE_NUMERIC },
+	{ "p99_us", COLTYPE_NUMERIC }, { "max_us", COLTYPE_NUMERIC },
+};
+
+static void row_ns_as_us(Row *r, uint64_t ns)
+{
+	row_fmt(r, "%" PRIu64 ".%03" PRIu64, ns / 1000, ns % 1000);
+}
+
+static void admin_show_policy_stats(Client *c)
+{
+	ResultSet rs;
+	Row r;
+	Histogram h;
+
+	histogram_init(&h);
+	histogram_merge(&h, &moat->worker->on_query_ns);	/* every worker's, once there are more */
+	RS_BEGIN(&rs, policy_stats_cols);
+	row_reset(&r);
+	row_str(&r, "on_query");
+	row_u64(&r, h.count);
+	row_u64(&r, moat->worker->on_query_errors);
+	row_ns_as_us(&r, histogram_mean(&h));
+	row_ns_as_us(&r, histogram_percentile(&h, 50));
+	row_ns_as_us(&r, histogram_percentile(&h, 90));
+	row_ns_as_us(&r, histogram_percentile(&h, 99));
+	row_ns_as_us(&r, h.max);
+	rs_row(&rs, &r);
+	rs_send(c, &rs, "SHOW");
+}
+
 static const AdminColumn fds_cols[] = {
 	{ "fd", COLTYPE_INT4 }, { "task", COLTYPE_TEXT }, { "user", COLTYPE_TEXT },
 	{ "database", COLTYPE_TEXT }, { "addr", COLTYPE_TEXT }, { "port", COLTYPE_INT4 },
@@ -1535,6 +1573,7 @@ static const AdminShow admin_shows[] = {
 	{ "help", admin_show_help, false },
 	{ "lists", admin_show_lists, false },
 	{ "mem", admin_show_mem, false },
+	{ "policy_stats", admin_show_policy_stats, false },
 	{ "pools", admin_show_pools, false },
 	{ "servers", admin_show_servers, false },
 	{ "sockets", admin_show_sockets, false },

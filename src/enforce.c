@@ -396,6 +396,14 @@ static void enforce_log(Client *c, const PolicyDecision *d, const char *sql)
 		  d->message ? ": " : "", d->message ? d->message : "", d->where ? d->where : sql);
 }
 
+/* SHOW POLICY_STATS: what judging this statement cost, and whether a failure decided. */
+static void enforce_time_on_query(Worker *w, uint64_t t0, const PolicyDecision *d)
+{
+	histogram_record(&w->on_query_ns, histogram_now_ns() - t0);
+	if (d->error)
+		w->on_query_errors++;
+}
+
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
 {
 	uint8_t type = msg[0];
@@ -419,10 +427,13 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 	} else {
 		if (type == 'Q')
 			sql = (const char *)body;
-		if (!enforce_refuse_disagreement(c, s, sql, &d))
+		if (!enforce_refuse_disagreement(c, s, sql, &d)) {
+			uint64_t t0 = histogram_now_ns();
 			policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
 					type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I',
 					&d);
+			enforce_time_on_query(c->worker, t0, &d);
+		}
 	}
 	enforce_log(c, &d, sql ? sql : "");
 	memset(out, 0, sizeof(*out));

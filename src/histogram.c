@@ -7,7 +7,6 @@
 void histogram_init(Histogram *h)
 {
 	memset(h, 0, sizeof(*h));
-	h->min = UINT64_MAX;
 }
 
 unsigned histogram_bucket_of(uint64_t value)
@@ -39,22 +38,24 @@ uint64_t histogram_bucket_high(unsigned bucket)
 void histogram_record(Histogram *h, uint64_t value)
 {
 	h->buckets[histogram_bucket_of(value)]++;
+	if (h->count == 0 || value < h->min)
+		h->min = value;
 	h->count++;
 	h->sum += value;
-	if (value < h->min)
-		h->min = value;
 	if (value > h->max)
 		h->max = value;
 }
 
 void histogram_merge(Histogram *dst, const Histogram *src)
 {
+	if (src->count == 0)
+		return;
 	for (unsigned i = 0; i < HIST_BUCKETS; i++)
 		dst->buckets[i] += src->buckets[i];
+	if (dst->count == 0 || src->min < dst->min)
+		dst->min = src->min;
 	dst->count += src->count;
 	dst->sum += src->sum;
-	if (src->min < dst->min)
-		dst->min = src->min;
 	if (src->max > dst->max)
 		dst->max = src->max;
 }

@@ -6,6 +6,7 @@
  * allocation and O(1) recording. Used for the time policies take per
  * statement (SHOW POLICY_STATS).
  *
+ * A zeroed Histogram is a valid empty one (it may live in a calloc'd struct).
  * Not thread-safe: one histogram per thread, merged by the reader.
  */
 #ifndef PGMOAT_HISTOGRAM_H
@@ -21,12 +22,12 @@
 typedef struct Histogram {
 	uint64_t count;		/* values recorded */
 	uint64_t sum;		/* their sum (wraps only after ~584 years of nanoseconds) */
-	uint64_t min;		/* UINT64_MAX while empty */
+	uint64_t min;		/* meaningful once count > 0 */
 	uint64_t max;
 	uint64_t buckets[HIST_BUCKETS];
 } Histogram;
 
-void histogram_init(Histogram *h);
+void histogram_init(Histogram *h);	/* empty it (same as zeroing) */
 void histogram_record(Histogram *h, uint64_t value);
 /* dst += src (several threads' histograms into one report). */
 void histogram_merge(Histogram *dst, const Histogram *src);

@@ -34,6 +34,7 @@
 #include "stats.h"
 #include "msgio.h"
 #include "policy.h"
+#include "histogram.h"
 
 typedef struct Moat Moat;
 typedef struct Worker Worker;
@@ -244,6 +245,10 @@ struct Worker {
 	struct event *maintain_ev;	/* deferred pool_maintain() of flagged pools */
 	PolicyEngine *policy;	/* this thread's Lua policies; NULL when none configured */
 	uint64_t next_id;
+
+	/* policy timing (SHOW POLICY_STATS): every on_query evaluation on this thread */
+	Histogram on_query_ns;		/* its duration in nanoseconds (classification + Lua) */
+	uint64_t on_query_errors;	/* decided by a policy error or overrun (fail closed) */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

@@ -140,3 +140,13 @@ Test(histogram, clock_is_monotonic_nanoseconds)
 	cr_assert_geq(t1, t0);
 	cr_assert_gt(t0, 0);
 }
+
+Test(histogram, zeroed_memory_is_an_empty_histogram)
+{
+	static Histogram h;	/* zeroed, like a calloc'd Worker */
+	histogram_record(&h, 700);
+	histogram_record(&h, 300);
+	cr_assert_eq(h.min, 300);
+	cr_assert_eq(h.max, 700);
+	cr_assert_eq(h.count, 2);
+}
