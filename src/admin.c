@@ -976,8 +976,9 @@ static void admin_show_version(Client *c)
 
 /*
  * SHOW POLICY_STATS (pgmoat only, no pgbouncer column contract): what policy
- * evaluation costs per statement, from each worker's latency histogram.
- * on_query covers classifying the statement and every policy's on_query.
+ * evaluation costs per statement, from each worker's latency histograms.
+ * on_query covers classifying the statement and every policy's on_query;
+ * on_query_lua only the time inside Lua (its errors are on_query's).
  */
 static const AdminColumn policy_stats_cols[] = {
 	{ "hook", COLTYPE_TEXT }, { "calls", COLTYPE_NUMERIC }, { "errors", COLTYPE_NUMERIC },
@@ -990,25 +991,38 @@ static void row_ns_as_us(Row *r, uint64_t ns)
 	row_fmt(r, "%" PRIu64 ".%03" PRIu64, ns / 1000, ns % 1000);
 }
 
-static void admin_show_policy_stats(Client *c)
+/* errors NULL: not counted for this row (SQL NULL). */
+static void policy_stats_row(ResultSet *rs, const char *hook, const Histogram *w_hist,
+			     const uint64_t *errors)
 {
-	ResultSet rs;
-	Row r;
 	Histogram h;
+	Row r;
 
 	histogram_init(&h);
-	histogram_merge(&h, &moat->worker->on_query_ns);	/* every worker's, once there are more */
-	RS_BEGIN(&rs, policy_stats_cols);
+	histogram_merge(&h, w_hist);	/* every worker's, once there are more */
 	row_reset(&r);
-	row_str(&r, "on_query");
+	row_str(&r, hook);
 	row_u64(&r, h.count);
-	row_u64(&r, moat->worker->on_query_errors);
+	if (errors)
+		row_u64(&r, *errors);
+	else
+		row_str(&r, NULL);
 	row_ns_as_us(&r, histogram_mean(&h));
 	row_ns_as_us(&r, histogram_percentile(&h, 50));
 	row_ns_as_us(&r, histogram_percentile(&h, 90));
 	row_ns_as_us(&r, histogram_percentile(&h, 99));
 	row_ns_as_us(&r, h.max);
-	rs_row(&rs, &r);
+	rs_row(rs, &r);
+}
+
+static void admin_show_policy_stats(Client *c)
+{
+	ResultSet rs;
+	const Worker *w = moat->worker;
+
+	RS_BEGIN(&rs, policy_stats_cols);
+	policy_stats_row(&rs, "on_query", &w->on_query_ns, &w->on_query_errors);
+	policy_stats_row(&rs, "on_query_lua", &w->on_query_lua_ns, NULL);
 	rs_send(c, &rs, "SHOW");
 }
 

@@ -124,6 +124,8 @@ void enforce_install(Worker *w, PolicyEngine *e)
 	if (old)
 		enforce_move_sessions(w, old, e);
 	w->policy = e;
+	if (e)
+		policy_engine_time_lua(e, &w->on_query_lua_ns);	/* SHOW POLICY_STATS */
 	if (old)
 		policy_engine_free(old);
 }

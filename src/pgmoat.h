@@ -248,6 +248,7 @@ struct Worker {
 
 	/* policy timing (SHOW POLICY_STATS): every on_query evaluation on this thread */
 	Histogram on_query_ns;		/* its duration in nanoseconds (classification + Lua) */
+	Histogram on_query_lua_ns;	/* the part spent in Lua, when Lua was entered */
 	uint64_t on_query_errors;	/* decided by a policy error or overrun (fail closed) */
 };
 

@@ -42,13 +42,19 @@ def stats_proxy(policy_proxy):
                         policy_settings={"time_budget": "%dms" % TIME_BUDGET_MS})
 
 
-def on_query_row(proxy, user="admin"):
+def policy_stats(proxy, user="admin"):
+    """{hook: row} of SHOW POLICY_STATS, numbers as floats (errors None where not counted)."""
     cols, rows = proxy.show("POLICY_STATS", user)
     assert cols == COLUMNS
-    by_hook = {r[0]: dict(zip(cols, r)) for r in rows}
-    assert "on_query" in by_hook, rows
-    row = by_hook["on_query"]
-    return {k: (v if k == "hook" else float(v)) for k, v in row.items()}
+    out = {}
+    for r in rows:
+        out[r[0]] = {k: (v if k == "hook" or v is None else float(v)) for k, v in zip(cols, r)}
+    assert list(out) == ["on_query", "on_query_lua"], rows
+    return out
+
+
+def on_query_row(proxy, user="admin"):
+    return policy_stats(proxy, user)["on_query"]
 
 
 def parse_exec(c, sql):
@@ -74,7 +80,8 @@ def test_policy_stats_counts_every_evaluation_simple_and_extended(stats_proxy):
             assert b"E" not in [t for t, _ in out]
     finally:
         c.close()
-    after = on_query_row(stats_proxy)
+    stats = policy_stats(stats_proxy)
+    after, lua = stats["on_query"], stats["on_query_lua"]
     # psycopg2 may add its own statements (none in autocommit), never fewer than ours
     assert after["calls"] - before["calls"] >= 25
     assert after["calls"] - before["calls"] < 30
@@ -82,6 +89,12 @@ def test_policy_stats_counts_every_evaluation_simple_and_extended(stats_proxy):
     assert_sane(after)
     # an allow-everything policy on a tiny statement takes well under the budget
     assert after["p50_us"] < TIME_BUDGET_MS * 1000
+    # every evaluation entered Lua (the policy has on_query), and Lua is a part of it
+    assert lua["calls"] == after["calls"]
+    assert lua["errors"] is None
+    assert_sane(lua)
+    for k in ("p50_us", "p90_us", "p99_us", "max_us", "avg_us"):
+        assert lua[k] <= after[k], k
 
 
 def test_policy_stats_counts_errors_and_overruns_and_keeps_percentiles_apart(stats_proxy):
@@ -94,7 +107,10 @@ def test_policy_stats_counts_errors_and_overruns_and_keeps_percentiles_apart(sta
             assert e.value.pgcode == "42501"
         cur.execute("select 1")
         assert cur.fetchall() == [(1,)]
-    row = on_query_row(stats_proxy)
+    stats = policy_stats(stats_proxy)
+    row = stats["on_query"]
+    # the runaway loop was stopped inside Lua, so the Lua row sees it too
+    assert stats["on_query_lua"]["max_us"] >= TIME_BUDGET_MS * 1000
     assert row["errors"] == 2
     assert row["calls"] >= 53
     assert_sane(row)
@@ -114,8 +130,8 @@ def test_policy_stats_is_readable_by_stats_users(stats_proxy):
 def test_policy_stats_without_policies_reports_zero_calls(proxy_factory):
     p = proxy_factory()
     p.query("select 1")
-    cols, rows = p.show("POLICY_STATS")
-    assert cols == COLUMNS
-    assert [r[0] for r in rows] == ["on_query"]
-    assert float(rows[0][1]) == 0
-    assert all(float(v) == 0 for v in rows[0][1:])
+    stats = policy_stats(p)
+    for hook, row in stats.items():
+        assert row["calls"] == 0, hook
+        assert all(row[k] == 0 for k in COLUMNS[3:]), hook
+    assert stats["on_query"]["errors"] == 0
