@@ -999,6 +999,58 @@ static void admin_show_version(Client *c)
 	rs_send(c, &rs, "SHOW");
 }
 
+/*
+ * SHOW POLICY_STATS (pgmoat only, no pgbouncer column contract): what policy
+ * evaluation costs per statement, from each worker's latency histograms.
+ * on_query covers classifying the statement and every policy's on_query;
+ * on_query_lua only the time inside Lua (its errors are on_query's).
+ */
+static const AdminColumn policy_stats_cols[] = {
+	{ "hook", COLTYPE_TEXT }, { "calls", COLTYPE_NUMERIC }, { "errors", COLTYPE_NUMERIC },
+	{ "avg_us", COLTYPE_NUMERIC }, { "p50_us", COLTYPE_NUMERIC }, { "p90_us", COLTYPE_NUMERIC },
+	{ "p99_us", COLTYPE_NUMERIC }, { "max_us", COLTYPE_NUMERIC },
+};
+
+static void row_ns_as_us(Row *r, uint64_t ns)
+{
+	row_fmt(r, "%" PRIu64 ".%03" PRIu64, ns / 1000, ns % 1000);
+}
+
+/* errors NULL: not counted for this row (SQL NULL). */
+static void policy_stats_row(ResultSet *rs, const char *hook, const Histogram *w_hist,
+			     const uint64_t *errors)
+{
+	Histogram h;
+	Row r;
+
+	histogram_init(&h);
+	histogram_merge(&h, w_hist);	/* every worker's, once there are more */
+	row_reset(&r);
+	row_str(&r, hook);
+	row_u64(&r, h.count);
+	if (errors)
+		row_u64(&r, *errors);
+	else
+		row_str(&r, NULL);
+	row_ns_as_us(&r, histogram_mean(&h));
+	row_ns_as_us(&r, histogram_percentile(&h, 50));
+	row_ns_as_us(&r, histogram_percentile(&h, 90));
+	row_ns_as_us(&r, histogram_percentile(&h, 99));
+	row_ns_as_us(&r, h.max);
+	rs_row(rs, &r);
+}
+
+static void admin_show_policy_stats(Client *c)
+{
+	ResultSet rs;
+	const Worker *w = moat->worker;
+
+	RS_BEGIN(&rs, policy_stats_cols);
+	policy_stats_row(&rs, "on_query", &w->on_query_ns, &w->on_query_errors);
+	policy_stats_row(&rs, "on_query_lua", &w->on_query_lua_ns, NULL);
+	rs_send(c, &rs, "SHOW");
+}
+
 static const AdminColumn fds_cols[] = {
 	{ "fd", COLTYPE_INT4 }, { "task", COLTYPE_TEXT }, { "user", COLTYPE_TEXT },
 	{ "database", COLTYPE_TEXT }, { "addr", COLTYPE_TEXT }, { "port", COLTYPE_INT4 },
@@ -1880,6 +1932,7 @@ static const AdminShow admin_shows[] = {
 	{ "lists", admin_show_lists, false },
 	{ "mem", admin_show_mem, false },
 	{ "policies", admin_show_policies, false },
+	{ "policy_stats", admin_show_policy_stats, false },
 	{ "pools", admin_show_pools, false },
 	{ "servers", admin_show_servers, false },
 	{ "sockets", admin_show_sockets, false },

@@ -128,6 +128,8 @@ void enforce_install(Worker *w, PolicyEngine *e)
 	if (old)
 		enforce_move_sessions(w, old, e);
 	w->policy = e;
+	if (e)
+		policy_engine_time_lua(e, &w->on_query_lua_ns);	/* SHOW POLICY_STATS */
 	if (old)
 		policy_engine_free(old);
 }
@@ -452,6 +454,14 @@ static void enforce_audit(Client *c, Server *s, uint8_t type, const char *name, 
 		audit_judged(c, type, name, sql, d, !s && !runs);
 }
 
+/* SHOW POLICY_STATS: what judging this statement cost, and whether a failure decided. */
+static void enforce_time_on_query(Worker *w, uint64_t t0, const PolicyDecision *d)
+{
+	histogram_record(&w->on_query_ns, histogram_now_ns() - t0);
+	if (d->error)
+		w->on_query_errors++;
+}
+
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
 {
 	uint8_t type = msg[0];
@@ -484,10 +494,13 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 	} else {
 		if (type == 'Q')
 			sql = (const char *)body;
-		if (!enforce_refuse_disagreement(c, s, sql, &d))
+		if (!enforce_refuse_disagreement(c, s, sql, &d)) {
+			uint64_t t0 = histogram_now_ns();
 			policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
 					type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I',
 					&d);
+			enforce_time_on_query(c->worker, t0, &d);
+		}
 		if (ruling)
 			enforce_apply_ruling(c, ruling, &d);
 	}

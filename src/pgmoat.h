@@ -34,6 +34,7 @@
 #include "stats.h"
 #include "msgio.h"
 #include "policy.h"
+#include "histogram.h"
 
 typedef struct Moat Moat;
 typedef struct Worker Worker;
@@ -267,6 +268,10 @@ struct Worker {
 
 	/* ---- audit (feature "audit") */
 	struct SqlInfoCache *audit_sql;	/* classifications for records when no policy engine runs */
+	/* policy timing (SHOW POLICY_STATS): every on_query evaluation on this thread */
+	Histogram on_query_ns;		/* its duration in nanoseconds (classification + Lua) */
+	Histogram on_query_lua_ns;	/* the part spent in Lua, when Lua was entered */
+	uint64_t on_query_errors;	/* decided by a policy error or overrun (fail closed) */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

@@ -33,6 +33,7 @@
 #include <openssl/sha.h>
 
 #include "policy.h"
+#include "histogram.h"
 #include "sqlinfo.h"
 #include "log.h"
 
@@ -80,6 +81,9 @@ struct PolicyEngine {
 
 	size_t mem_used;
 	PolicyStats stats;
+
+	/* policy timing (SHOW POLICY_STATS): on_query's time in Lua; NULL: not recorded */
+	struct Histogram *lua_time;
 };
 
 /* ------------------------------------------------------------- config */
@@ -1613,6 +1617,11 @@ void policy_engine_set_trace(PolicyEngine *e, bool on)
 	e->trace = on;
 }
 
+void policy_engine_time_lua(PolicyEngine *e, struct Histogram *h)
+{
+	e->lua_time = h;
+}
+
 void policy_engine_stats(const PolicyEngine *e, PolicyStats *out)
 {
 	*out = e->stats;
@@ -2162,8 +2171,11 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 	if (!engine_enter(e)) {
 		decision_fail(e, out, NULL, "policy engine unavailable");
 	} else {
+		uint64_t t0 = e->lua_time ? histogram_now_ns() : 0;
 		if (lua_cpcall(e->L, query_run, &c) != 0)
 			decision_fail(e, out, c.fail_policy, lua_tostring(e->L, -1));
+		if (e->lua_time)
+			histogram_record(e->lua_time, histogram_now_ns() - t0);
 		engine_leave(e);
 	}
 	if (!out->error && out->verdict != POLICY_DENY && c.any_rewrite)

@@ -87,6 +87,9 @@ bool policy_engine_has_masks(const PolicyEngine *e);	/* P.masks, on_columns or o
 int policy_engine_script_count(const PolicyEngine *e);
 /* Record a PolicyTrace per policy call in every decision (pgmoat try). */
 void policy_engine_set_trace(PolicyEngine *e, bool on);
+/* Record the time each on_query call spends in Lua into h (caller-owned, outlives e); NULL: stop. */
+struct Histogram;
+void policy_engine_time_lua(PolicyEngine *e, struct Histogram *h);
 
 /* Counters for tests and SHOW POLICIES. */
 typedef struct PolicyStats {
