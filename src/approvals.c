@@ -60,7 +60,7 @@ static char *approval_statement(Client *c, const uint8_t *msg, size_t total)
 	SqlInfo *info = policy_engine_classify(c->worker->policy, sql, strlen(sql));
 	char *out = NULL;
 	for (int i = 0; info->ok && i < info->nstmts; i++) {
-		const char *norm = info->stmts[i].normalized ? info->stmts[i].normalized : "?";
+		const char *norm = sqlinfo_stmt_normalized(&info->stmts[i]);
 		char *next = out ? xasprintf("%s; %s", out, norm) : xstrdup(norm);
 		free(out);
 		out = next;

@@ -593,11 +593,12 @@ static char *audit_sql_text(Client *c, const char *sql)
 	if (info->ok) {
 		size_t cap = 1, len = 0;
 		for (int i = 0; i < info->nstmts; i++)
-			cap += strlen(info->stmts[i].normalized) + 2;
+			cap += strlen(sqlinfo_stmt_normalized(&info->stmts[i])) + 2;
 		out = xmalloc(cap);
 		out[0] = '\0';
 		for (int i = 0; i < info->nstmts; i++)
-			len += (size_t)sprintf(out + len, "%s%s", i ? "; " : "", info->stmts[i].normalized);
+			len += (size_t)sprintf(out + len, "%s%s", i ? "; " : "",
+					      sqlinfo_stmt_normalized(&info->stmts[i]));
 	}
 	audit_release(c, info);
 	return out;
@@ -634,12 +635,12 @@ static json_t *template_new(Client *c, const char *protocol, const char *name)
 	return t;
 }
 
-static void template_put_stmt(Client *c, json_t *t, const SqlStatement *st)
+static void template_put_stmt(Client *c, json_t *t, SqlStatement *st)
 {
 	json_object_set_new(t, "kind", json_string(st->kind));
 	json_object_set_new(t, "tables", strlist_json(&st->tables));
-	audit_put_str(t, "fingerprint", st->fingerprint);
-	audit_put_str(t, "sql", c->audit->sql_full ? st->sql : st->normalized);
+	audit_put_str(t, "fingerprint", sqlinfo_stmt_fingerprint(st));
+	audit_put_str(t, "sql", c->audit->sql_full ? st->sql : sqlinfo_stmt_normalized(st));
 }
 
 /* For text the parser refused (or never saw): no classification, no literals. */

@@ -1894,8 +1894,6 @@ static void q_materialize(lua_State *L, const SqlStatement *st)
 	lua_setfield(L, -2, "writes");
 	lua_pushboolean(L, st->is_transaction_control);
 	lua_setfield(L, -2, "is_transaction_control");
-	q_set_str(L, "fingerprint", st->fingerprint);
-	q_set_str(L, "normalized", st->normalized);
 	lua_pushboolean(L, st->dml_without_where);
 	lua_setfield(L, -2, "dml_without_where");
 	lua_pushboolean(L, st->has_limit);
@@ -1930,16 +1928,20 @@ static int q_index(lua_State *L)
 	lua_pop(L, 1);
 	lua_pushlightuserdata(L, stmt_key());
 	lua_rawget(L, lua_upvalueindex(1));
-	const SqlStatement *st = lua_touserdata(L, -1);
+	SqlStatement *st = lua_touserdata(L, -1);
 	lua_pop(L, 1);
 	if (!st)	/* the statement is over: q kept past its call sees no parse fields */
 		return 0;
+	const char *k = lua_tostring(L, 2);
 	lua_pushvalue(L, lua_upvalueindex(1));
-	q_materialize(L, st);
+	/* Each a parse of its own (sqlinfo_stmt_*): paid only by a policy that reads it. */
+	if (strcmp(k, "fingerprint") == 0)
+		q_set_str(L, "fingerprint", sqlinfo_stmt_fingerprint(st));
+	else if (strcmp(k, "normalized") == 0)
+		q_set_str(L, "normalized", sqlinfo_stmt_normalized(st));
+	else
+		q_materialize(L, st);
 	engine_of(L)->stats.lazy_fields++;
-	lua_pushlightuserdata(L, stmt_key());
-	lua_pushnil(L);
-	lua_rawset(L, -3);
 	lua_pushvalue(L, 2);
 	lua_rawget(L, -2);
 	return 1;

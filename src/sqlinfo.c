@@ -19,6 +19,7 @@
  */
 #include "sqlinfo.h"
 #include "list.h"
+#include "sqlshape.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -977,7 +978,8 @@ static size_t sqlinfo_bytes(const SqlInfo *info)
 	size_t n = sizeof(*info) + (info->error ? strlen(info->error) : 0);
 	for (int i = 0; i < info->nstmts; i++) {
 		const SqlStatement *st = &info->stmts[i];
-		n += sizeof(*st) + strlen(st->sql) + strlen(st->fingerprint) + strlen(st->normalized);
+		n += sizeof(*st) + strlen(st->sql) + (st->fingerprint ? strlen(st->fingerprint) : 0) +
+		     (st->normalized ? strlen(st->normalized) : 0);
 		for (int t = 0; t < st->tables.count; t++)
 			n += strlen(st->tables.items[t]) + sizeof(char *);
 		for (int f = 0; f < st->functions.count; f++)
@@ -1015,6 +1017,71 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
 		cache_unlink(c, container_of(list_first(&c->lru), CacheEntry, lru));
 }
 
+static void strlist_copy(StrList *dst, const StrList *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	for (int i = 0; i < src->count; i++)
+		strlist_add(dst, src->items[i]);
+}
+
+/*
+ * The classification of a statement of the same shape as tmpl (sqlshape.h),
+ * for the text sql[0, stmt_end). Everything but the text is tmpl's; the
+ * fingerprint and normalized text are the new text's own, made on demand
+ * (sqlinfo_stmt_fingerprint/normalized): libpg_query keeps some literals in
+ * them, and one statement's values must never show up as another's.
+ */
+static SqlInfo *sqlinfo_clone_for_text(const SqlInfo *tmpl, const char *sql, size_t stmt_end)
+{
+	const SqlStatement *from = &tmpl->stmts[0];
+	SqlInfo *info = sqlinfo_new();
+	info->ok = true;
+	info->nstmts = 1;
+	info->stmts = xcalloc(1, sizeof(SqlStatement));
+	SqlStatement *st = &info->stmts[0];
+	*st = *from;
+	const char *p = sql, *end = sql + stmt_end;
+	while (p < end && strchr(" \t\n\r\f\v", *p))
+		p++;
+	while (end > p && strchr(" \t\n\r\f\v", end[-1]))
+		end--;
+	st->sql = xstrndup(p, (size_t)(end - p));
+	strlist_copy(&st->tables, &from->tables);
+	strlist_copy(&st->functions, &from->functions);
+	st->fingerprint = NULL;
+	st->normalized = NULL;
+	return info;
+}
+
+const char *sqlinfo_stmt_fingerprint(SqlStatement *st)
+{
+	if (!st->fingerprint) {
+		PgQueryFingerprintResult fp = pg_query_fingerprint(st->sql);
+		st->fingerprint = xstrdup(fp.error ? "" : fp.fingerprint_str);
+		pg_query_free_fingerprint_result(fp);
+	}
+	return st->fingerprint;
+}
+
+const char *sqlinfo_stmt_normalized(SqlStatement *st)
+{
+	if (!st->normalized) {
+		PgQueryNormalizeResult nr = pg_query_normalize(st->sql);
+		/* never the raw text: it may hold the values normalizing is meant to hide */
+		st->normalized = xstrdup(nr.error ? "(statement that could not be normalized)"
+						  : nr.normalized_query);
+		pg_query_free_normalize_result(nr);
+	}
+	return st->normalized;
+}
+
+static CacheEntry *cache_touch(SqlInfoCache *cache, CacheEntry *e)
+{
+	list_del(&e->lru);
+	list_append(&cache->lru, &e->lru);
+	return e;
+}
+
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 {
 	if (!sql) {
@@ -1026,13 +1093,29 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 	uint64_t hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
 	CacheEntry *e = cache_lookup(cache, hash, sql, len);
 	if (e) {
-		list_del(&e->lru);
-		list_append(&cache->lru, &e->lru);
-		e->info->refcount++;
+		cache_touch(cache, e)->info->refcount++;
 		return e->info;
+	}
+	/* Same statement, other values: classified by its shape's first parse. */
+	SqlShape shape;
+	bool shaped = sqlshape_of(sql, len, &shape);
+	uint64_t shape_hash = 0;
+	if (shaped) {
+		shape_hash = siphash24(cache->k0, cache->k1, (const uint8_t *)shape.key, shape.key_len);
+		e = cache_lookup(cache, shape_hash, shape.key, shape.key_len);
+		if (e) {
+			SqlInfo *clone = sqlinfo_clone_for_text(cache_touch(cache, e)->info, sql,
+								shape.stmt_end);
+			sqlshape_free(&shape);
+			return clone;
+		}
 	}
 	SqlInfo *info = sqlinfo_parse(sql, len);
 	cache_insert(cache, hash, sql, len, info);
+	if (shaped && info->ok && info->nstmts == 1)
+		cache_insert(cache, shape_hash, shape.key, shape.key_len, info);
+	if (shaped)
+		sqlshape_free(&shape);
 	return info;
 }
 

@@ -54,8 +54,8 @@ typedef struct SqlStatement {
 				 * ANALYZE, writable CTEs, SELECT INTO, CTAS; also row and table
 				 * locks, COPY TO a server file, CALL, DO and unknown kinds */
 	bool is_transaction_control; /* BEGIN/COMMIT/ROLLBACK/SAVEPOINT ... */
-	char *fingerprint;	/* libpg_query fingerprint, hex */
-	char *normalized;	/* literals replaced by $n */
+	char *fingerprint;	/* libpg_query fingerprint, hex: read with sqlinfo_stmt_fingerprint() */
+	char *normalized;	/* literals replaced by $n: read with sqlinfo_stmt_normalized() */
 	/* Additions (after the agreed interface): */
 	StrList functions;	/* every function called by name anywhere ("schema.name" when
 				 * qualified, including the grammar's own pg_catalog.* calls):
@@ -85,5 +85,13 @@ void sqlinfo_cache_free(SqlInfoCache *cache);
 /* Returns a referenced result (parsing on a miss); sqlinfo_release when done. */
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len);
 void sqlinfo_release(SqlInfoCache *cache, SqlInfo *info);
+
+/*
+ * A statement's fingerprint and normalized text. Read them through these:
+ * a result from the cache may share a parse with statements of the same shape
+ * (sqlshape.h) and then makes its own on first use. Never NULL.
+ */
+const char *sqlinfo_stmt_fingerprint(SqlStatement *st);
+const char *sqlinfo_stmt_normalized(SqlStatement *st);
 
 #endif

@@ -24,7 +24,7 @@ sources() {
 	fuzz_framer) echo "proto.c util.c" ;;
 	fuzz_scram) echo "auth_scram.c auth_md5.c util.c" ;;
 	fuzz_mask) echo "mask.c pktbuf.c proto.c util.c" ;;
-	fuzz_sqlinfo) echo "sqlinfo.c util.c" ;;
+	fuzz_sqlinfo) echo "sqlinfo.c sqlshape.c util.c" ;;
 	fuzz_hba) echo "hba.c util.c" ;;
 	fuzz_proto_ext) echo "proto_ext.c proto.c util.c" ;;
 	fuzz_approvals_msg) echo "approvals_msg.c util.c" ;;

@@ -530,9 +530,10 @@ Test(sqlinfo, lists_functions_when_select_calls_them)
 
 Test(sqlinfo, returns_same_result_when_cached)
 {
+	/* SHOW has no shape (sqlshape.h): one cache entry per text */
 	SqlInfoCache *cache = sqlinfo_cache_new(2);
-	SqlInfo *a = sqlinfo_cache_get(cache, "SELECT 1", 8);
-	SqlInfo *b = sqlinfo_cache_get(cache, "SELECT 1", 8);
+	SqlInfo *a = sqlinfo_cache_get(cache, "SHOW aa1", 8);
+	SqlInfo *b = sqlinfo_cache_get(cache, "SHOW aa1", 8);
 	cr_assert(a->ok);
 	cr_assert_eq(a, b);
 	cr_assert_eq(a->refcount, 3);	/* the cache's and ours */
@@ -541,7 +542,7 @@ Test(sqlinfo, returns_same_result_when_cached)
 	cr_assert_eq(a->refcount, 1);
 
 	/* a different text, even by one space, is another entry */
-	SqlInfo *c = sqlinfo_cache_get(cache, "SELECT  1", 9);
+	SqlInfo *c = sqlinfo_cache_get(cache, "SHOW  aa1", 9);
 	cr_assert_neq(c, a);
 	sqlinfo_release(cache, c);
 	sqlinfo_cache_free(cache);
@@ -550,23 +551,85 @@ Test(sqlinfo, returns_same_result_when_cached)
 Test(sqlinfo, evicts_least_recent_when_full)
 {
 	SqlInfoCache *cache = sqlinfo_cache_new(2);
-	SqlInfo *a = sqlinfo_cache_get(cache, "SELECT 1", 8);
-	SqlInfo *b = sqlinfo_cache_get(cache, "SELECT 2", 8);
-	SqlInfo *a2 = sqlinfo_cache_get(cache, "SELECT 1", 8);	/* a is now most recent */
+	SqlInfo *a = sqlinfo_cache_get(cache, "SHOW aa1", 8);
+	SqlInfo *b = sqlinfo_cache_get(cache, "SHOW aa2", 8);
+	SqlInfo *a2 = sqlinfo_cache_get(cache, "SHOW aa1", 8);	/* a is now most recent */
 	cr_assert_eq(a2, a);
 	sqlinfo_release(cache, a2);
-	SqlInfo *c = sqlinfo_cache_get(cache, "SELECT 3", 8);	/* evicts b, not a */
+	SqlInfo *c = sqlinfo_cache_get(cache, "SHOW aa3", 8);	/* evicts b, not a */
 	cr_assert_eq(b->refcount, 1);	/* only ours is left: b survives its eviction */
-	cr_assert_str_eq(b->stmts[0].sql, "SELECT 2");
+	cr_assert_str_eq(b->stmts[0].sql, "SHOW aa2");
 	cr_assert_eq(a->refcount, 2);
-	SqlInfo *b2 = sqlinfo_cache_get(cache, "SELECT 2", 8);	/* reparsed; evicts a */
+	SqlInfo *b2 = sqlinfo_cache_get(cache, "SHOW aa2", 8);	/* reparsed; evicts a */
 	cr_assert_neq(b2, b);
-	cr_assert_str_eq(b2->stmts[0].sql, "SELECT 2");
+	cr_assert_str_eq(b2->stmts[0].sql, "SHOW aa2");
 	cr_assert_eq(a->refcount, 1);
 	sqlinfo_release(cache, a);
 	sqlinfo_release(cache, b);
 	sqlinfo_release(cache, b2);
 	sqlinfo_release(cache, c);
+	sqlinfo_cache_free(cache);
+}
+
+/* Statements that differ only in literals share one parse, but each keeps its own text. */
+Test(sqlinfo, shares_a_parse_between_statements_of_one_shape)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(8);
+	const char *t1 = "SELECT abalance FROM pgbench_accounts WHERE aid = 17;";
+	const char *t2 = "SELECT abalance FROM pgbench_accounts WHERE aid = 4242 ;";
+	SqlInfo *a = sqlinfo_cache_get(cache, t1, strlen(t1));
+	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));
+	cr_assert(a->ok && b->ok);
+	cr_assert_neq(a, b);
+	cr_assert_eq(b->refcount, 1);	/* a clone, not cached */
+	cr_assert_str_eq(b->stmts[0].sql, "SELECT abalance FROM pgbench_accounts WHERE aid = 4242");
+	cr_assert_str_eq(b->stmts[0].kind, "select");
+	cr_assert_eq(b->stmts[0].tables.count, 1);
+	cr_assert_str_eq(b->stmts[0].tables.items[0], "pgbench_accounts");
+	cr_assert_str_eq(sqlinfo_stmt_normalized(&b->stmts[0]),
+			 "SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+	cr_assert_str_eq(sqlinfo_stmt_fingerprint(&b->stmts[0]), sqlinfo_stmt_fingerprint(&a->stmts[0]));
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+}
+
+static bool same_parse(SqlInfoCache *cache, const char *x, const char *y)
+{
+	SqlInfo *a = sqlinfo_cache_get(cache, x, strlen(x));
+	SqlInfo *b = sqlinfo_cache_get(cache, y, strlen(y));
+	/* a clone of a's parse has a's classification but a refcount of its own */
+	bool same = a->ok && b->ok && b->refcount == 1 && a->refcount > 1;
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	return same;
+}
+
+/* Where a literal's value matters to classification, statements never share a parse. */
+Test(sqlinfo, no_shared_parse_where_a_value_matters)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(64);
+	cr_assert(same_parse(cache, "SELECT * FROM t WHERE a = 'x'", "SELECT * FROM t WHERE a = 'y'"));
+	/* ordinals are positions, not values */
+	cr_assert(!same_parse(cache, "SELECT a, b FROM t ORDER BY 1", "SELECT a, b FROM t ORDER BY 2"));
+	cr_assert(!same_parse(cache, "SELECT a, b FROM t GROUP BY a, 1", "SELECT a, b FROM t GROUP BY a, 2"));
+	cr_assert(same_parse(cache, "SELECT a FROM t ORDER BY 1 LIMIT 5", "SELECT a FROM t ORDER BY 1 LIMIT 6"));
+	/* LIMIT ALL and NULL are keywords, not literals */
+	SqlInfo *lim = sqlinfo_cache_get(cache, "SELECT a FROM t LIMIT 5", 23);
+	SqlInfo *all = sqlinfo_cache_get(cache, "SELECT a FROM t LIMIT ALL", 25);
+	cr_assert(lim->stmts[0].has_limit);
+	cr_assert(!all->stmts[0].has_limit);
+	sqlinfo_release(cache, lim);
+	sqlinfo_release(cache, all);
+	/* kinds whose classification reads values are parsed as themselves */
+	cr_assert(!same_parse(cache, "EXPLAIN (ANALYZE 'false') DELETE FROM t",
+			      "EXPLAIN (ANALYZE 'true') DELETE FROM t"));
+	cr_assert(!same_parse(cache, "SET standard_conforming_strings = 'on'",
+			      "SET standard_conforming_strings = 'off'"));
+	cr_assert(!same_parse(cache, "SELECT 1; SELECT 2", "SELECT 1; SELECT 3"));
+	cr_assert(!same_parse(cache, "COPY t TO STDOUT", "COPY t TO STDOUT"));
+	/* a comment is not a literal, and not part of the shape either */
+	cr_assert(same_parse(cache, "SELECT 1 -- one", "SELECT 2 /* two */"));
 	sqlinfo_cache_free(cache);
 }
 

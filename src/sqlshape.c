@@ -1,0 +1,153 @@
+/*
+ * Statement shapes from libpg_query's scanner (see sqlshape.h for why and
+ * for which statements). The key is the token sequence: every token's kind
+ * and, except for literals, its text; comments are left out.
+ */
+#include "sqlshape.h"
+#include "util.h"
+
+#include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longer statements are parsed as themselves: scanning them costs more than a
+ * shape can save, and they rarely repeat with other values anyway. */
+#define SQLSHAPE_MAX_SQL (16 * 1024)
+
+static bool token_is_literal(PgQuery__Token t)
+{
+	return t == PG_QUERY__TOKEN__ICONST || t == PG_QUERY__TOKEN__FCONST ||
+	       t == PG_QUERY__TOKEN__SCONST || t == PG_QUERY__TOKEN__USCONST ||
+	       t == PG_QUERY__TOKEN__BCONST || t == PG_QUERY__TOKEN__XCONST;
+}
+
+static bool token_is_comment(PgQuery__Token t)
+{
+	return t == PG_QUERY__TOKEN__SQL_COMMENT || t == PG_QUERY__TOKEN__C_COMMENT;
+}
+
+static bool token_leads_shape(PgQuery__Token t)
+{
+	return t == PG_QUERY__TOKEN__SELECT || t == PG_QUERY__TOKEN__INSERT ||
+	       t == PG_QUERY__TOKEN__UPDATE || t == PG_QUERY__TOKEN__DELETE_P ||
+	       t == PG_QUERY__TOKEN__WITH || t == PG_QUERY__TOKEN__VALUES ||
+	       t == PG_QUERY__TOKEN__TABLE;
+}
+
+/* Keywords that may follow an item of an ORDER BY / GROUP BY list inside it. */
+static bool token_continues_by_list(PgQuery__Token t)
+{
+	return t == PG_QUERY__TOKEN__ASC || t == PG_QUERY__TOKEN__DESC ||
+	       t == PG_QUERY__TOKEN__NULLS_P || t == PG_QUERY__TOKEN__FIRST_P ||
+	       t == PG_QUERY__TOKEN__LAST_P || t == PG_QUERY__TOKEN__USING;
+}
+
+/*
+ * Tracks ORDER BY / GROUP BY lists: an integer there is an ordinal (a column
+ * position, not a value), so it stays in the key.
+ */
+typedef struct ByList {
+	bool open;
+	PgQuery__Token prev;
+} ByList;
+
+static bool by_list_keeps(ByList *b, const PgQuery__ScanToken *tok)
+{
+	bool ordinal = b->open && tok->token == PG_QUERY__TOKEN__ICONST &&
+		       (b->prev == PG_QUERY__TOKEN__BY || b->prev == PG_QUERY__TOKEN__ASCII_44);
+	if (tok->token == PG_QUERY__TOKEN__BY)
+		b->open = true;
+	else if (tok->keyword_kind != PG_QUERY__KEYWORD_KIND__NO_KEYWORD &&
+		 !token_continues_by_list(tok->token))
+		b->open = false;
+	else if (tok->token == PG_QUERY__TOKEN__ASCII_59)
+		b->open = false;
+	b->prev = tok->token;
+	return ordinal;
+}
+
+static void key_append(char **key, size_t *len, size_t *cap, const char *s, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		*cap = (*len + n + 1) * 2;
+		*key = xrealloc(*key, *cap);
+	}
+	memcpy(*key + *len, s, n);
+	*len += n;
+	(*key)[*len] = '\0';
+}
+
+/* The key of a scanned statement; false when it has no shape. */
+static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *scan, SqlShape *out)
+{
+	char *key = NULL;
+	size_t klen = 0, cap = 0;
+	size_t stmt_end = len;
+	bool seen_semicolon = false, first = true;
+	ByList by = { false, PG_QUERY__TOKEN__NUL };
+	char num[16];
+
+	key_append(&key, &klen, &cap, "\0", 1);
+	for (size_t i = 0; i < scan->n_tokens; i++) {
+		const PgQuery__ScanToken *tok = scan->tokens[i];
+		if (tok->start < 0 || tok->end < tok->start || (size_t)tok->end > len)
+			goto no_shape;
+		if (token_is_comment(tok->token))
+			continue;
+		if (seen_semicolon || (first && !token_leads_shape(tok->token)))
+			goto no_shape;	/* a second statement, or a kind that reads its literals */
+		first = false;
+		if (tok->token == PG_QUERY__TOKEN__ASCII_59) {
+			seen_semicolon = true;
+			stmt_end = (size_t)tok->start;
+			continue;
+		}
+		bool keep = by_list_keeps(&by, tok) || !token_is_literal(tok->token);
+		int n = snprintf(num, sizeof(num), "%d:", (int)tok->token);
+		key_append(&key, &klen, &cap, num, (size_t)n);
+		if (keep)
+			key_append(&key, &klen, &cap, sql + tok->start, (size_t)(tok->end - tok->start));
+		else
+			key_append(&key, &klen, &cap, "?", 1);
+		key_append(&key, &klen, &cap, " ", 1);
+	}
+	if (first)
+		goto no_shape;	/* nothing but comments */
+	out->key = key;
+	out->key_len = klen;
+	out->stmt_end = stmt_end;
+	return true;
+
+no_shape:
+	free(key);
+	return false;
+}
+
+bool sqlshape_of(const char *sql, size_t len, SqlShape *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || len > SQLSHAPE_MAX_SQL || memchr(sql, '\0', len))
+		return false;
+	char *copy = xstrndup(sql, len);
+	PgQueryScanResult sr = pg_query_scan(copy);
+	PgQuery__ScanResult *scan = NULL;
+	bool ok = false;
+	if (!sr.error)
+		scan = pg_query__scan_result__unpack(NULL, sr.pbuf.len, (const uint8_t *)sr.pbuf.data);
+	if (scan)
+		ok = shape_build(copy, len, scan, out);
+	if (scan)
+		pg_query__scan_result__free_unpacked(scan, NULL);
+	pg_query_free_scan_result(sr);
+	free(copy);
+	return ok;
+}
+
+void sqlshape_free(SqlShape *shape)
+{
+	free(shape->key);
+	shape->key = NULL;
+	shape->key_len = 0;
+}

@@ -1,0 +1,35 @@
+/*
+ * A statement's shape: its tokens, as libpg_query's own scanner reads them,
+ * with every literal's value left out. Statements that differ only in their
+ * literals parse into trees that differ only in those constants, so for the
+ * kinds of statement whose classification never reads a constant's value
+ * (sqlinfo.c's kind, tables, functions, has_where, has_limit, writes ...)
+ * one parse serves every statement of the shape. That is the common case of
+ * clients that put values into the text: psql scripts, psycopg2, ORMs,
+ * pgbench -M simple.
+ *
+ * Only these statements have a shape: exactly one statement, led by SELECT,
+ * INSERT, UPDATE, DELETE, WITH, VALUES or TABLE. Everything else (SET and its
+ * values, EXPLAIN and its options, COPY and its target, DDL ...) is parsed as
+ * its own text. Ordinals keep their value (ORDER BY 2 is not ORDER BY 1), and
+ * so does every literal the scanner cannot tell apart from one.
+ */
+#ifndef PGMOAT_SQLSHAPE_H
+#define PGMOAT_SQLSHAPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct SqlShape {
+	char *key;		/* owned; starts with a NUL byte, so it never equals SQL text
+				 * (which cannot contain one) in a cache shared with texts */
+	size_t key_len;
+	size_t stmt_end;	/* the statement's text is sql[0, stmt_end): without the
+				 * final ';', as the parser's stmt_len reports it */
+} SqlShape;
+
+/* True with *out filled (free with sqlshape_free) when sql has a shape. */
+bool sqlshape_of(const char *sql, size_t len, SqlShape *out);
+void sqlshape_free(SqlShape *shape);
+
+#endif
