@@ -71,6 +71,8 @@ struct PolicyEngine {
 	uint8_t hash_key[32];
 	size_t hash_key_len;
 	bool trace;
+	/* Masking on the wire: the P.masks keys, for the statement-time guard. */
+	StrList mask_keys;
 
 	/* per call */
 	usec_t deadline;
@@ -1396,6 +1398,7 @@ static void script_collect_masks(lua_State *L, PolicyEngine *e, const Script *sc
 			lua_pushvalue(L, -2);
 			lua_rawset(L, masks_idx);
 			e->any_masks = true;
+			strlist_add(&e->mask_keys, key);
 		}
 		lua_pop(L, 1);
 	}
@@ -1455,6 +1458,7 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->any_masks = false;
 	e->allow_unparsed = false;
 	e->masks_ref = LUA_NOREF;
+	strlist_free(&e->mask_keys);
 }
 
 static void engine_close_state(PolicyEngine *e)
@@ -1564,6 +1568,7 @@ void policy_engine_free(PolicyEngine *e)
 		sqlinfo_cache_free(e->cache);
 	util_wipe(e->hash_key, sizeof(e->hash_key));
 	policy_config_free(&e->cfg);
+	strlist_free(&e->mask_keys);
 	free(e);
 }
 
@@ -1580,6 +1585,11 @@ bool policy_engine_has_on_row(const PolicyEngine *e)
 bool policy_engine_has_masks(const PolicyEngine *e)
 {
 	return e->any_masks || e->any_hook[HOOK_COLUMNS] || e->any_hook[HOOK_ROW];
+}
+
+const StrList *policy_engine_mask_keys(const PolicyEngine *e)
+{
+	return &e->mask_keys;
 }
 
 int policy_engine_script_count(const PolicyEngine *e)

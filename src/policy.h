@@ -85,6 +85,8 @@ bool policy_engine_has_on_query(const PolicyEngine *e);
 bool policy_engine_has_on_row(const PolicyEngine *e);
 bool policy_engine_has_masks(const PolicyEngine *e);	/* P.masks, on_columns or on_row */
 int policy_engine_script_count(const PolicyEngine *e);
+/* Masking on the wire: the P.masks keys ("table.column", "schema.table.column", "*.column"). */
+const StrList *policy_engine_mask_keys(const PolicyEngine *e);
 /* Record a PolicyTrace per policy call in every decision (pgmoat try). */
 void policy_engine_set_trace(PolicyEngine *e, bool on);
 

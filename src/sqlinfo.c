@@ -18,6 +18,7 @@
  * statements already known to be shallow).
  */
 #include "sqlinfo.h"
+#include "colflow.h"
 #include "list.h"
 
 #include <errno.h>
@@ -51,6 +52,7 @@ static void sqlinfo_free_stmts(SqlInfo *info)
 		free(st->sql);
 		strlist_free(&st->tables);
 		strlist_free(&st->functions);
+		colflow_free(st);
 		free(st->fingerprint);
 		free(st->normalized);
 	}
@@ -625,6 +627,7 @@ static char *stmt_classify(SqlStatement *st, const json_t *wrapped)
 		st->has_where = json_object_get(body, "whereClause") != NULL;
 	if (strcmp(node, "SelectStmt") == 0)
 		st->has_limit = select_has_limit(body);
+	colflow_scan(st, node, body);
 	Effects e = { false, false };
 	stmt_effects(wrapped, &e);
 	st->writes = e.writes;

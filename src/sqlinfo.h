@@ -64,6 +64,17 @@ typedef struct SqlStatement {
 				 * writable CTE, under EXPLAIN ANALYZE, in PREPARE */
 	bool has_limit;		/* (policy engine addition) a top-level SELECT with LIMIT or
 				 * FETCH FIRST: lets a policy bound only unbounded reads */
+	/* Masking addition (colflow.c): where column values go. */
+	StrList exposed;	/* last name of every column reference whose value leaves inside
+				 * an expression, a set operation, a COPY or a write; for t.* the
+				 * relation name t; "*" for a bare * used so */
+	StrList bare;		/* single-name references output as is (a column, or a whole row) */
+	StrList renames;	/* pairs (alias, source name) of plain references renamed by AS */
+	StrList rel_aliases;	/* pairs (alias, relation name) from FROM items */
+	StrList pos_aliases;	/* column aliases given by position: AS s(a, b), WITH x(a, b) */
+	bool copy_out;		/* COPY ... TO (STDOUT or a file) */
+	bool opaque_code;	/* DO, CALL, CREATE FUNCTION/PROCEDURE/RULE/TRIGGER: code pgmoat
+				 * cannot follow */
 } SqlStatement;
 
 typedef struct SqlInfo {
