@@ -13,6 +13,7 @@
 #include "admin.h"
 #include "cancel.h"
 #include "enforce.h"
+#include "maskwire.h"
 #include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
@@ -774,6 +775,7 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 	}
 	if (c->tx_status == 'I' && !c->xact_start)
 		c->xact_start = now;
+	maskwire_track(s, type);
 }
 
 /* Let the socket fill up to one whole message that policies must read. */
@@ -822,6 +824,25 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	evbuffer_add(out, j.send, j.len);
 	if (j.owned)
 		free(j.send);
+	free(msg);
+	return true;
+}
+
+/* Masking: an Execute goes whole, after pgmoat's own Describe of its portal. */
+static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	size_t total = proto_msg_total(h);
+	uint8_t *msg = msgio_take(in, h);
+	if (!msg) {
+		client_read_whole(c, total, true);
+		return false;
+	}
+	client_read_whole(c, total, false);
+	maskwire_before_execute(s, msg, total, out);
+	client_account_message(c, s, h->type, total);
+	evbuffer_add(out, msg, total);
 	free(msg);
 	return true;
 }
@@ -948,6 +969,11 @@ static void client_forward(Client *c)
 		size_t total = proto_msg_total(&h);
 		if (enforce_active(c->worker) && enforce_judges(h.type)) {
 			if (!client_forward_judged(c, s, &h))
+				return;
+			continue;
+		}
+		if (h.type == 'E' && maskwire_active(c->worker)) {
+			if (!client_forward_execute(c, s, &h))
 				return;
 			continue;
 		}

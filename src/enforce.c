@@ -2,6 +2,8 @@
 #include "client.h"
 #include "pktbuf.h"
 #include "sqlinfo.h"
+#include "maskguard.h"
+#include "maskwire.h"
 
 #include <strings.h>
 
@@ -47,14 +49,6 @@ bool enforce_engine_build(const Config *cfg, PolicyEngine **out, char *err, size
 	PolicyEngine *e = policy_engine_new(&cfg->policy, err, errlen);
 	if (!e)
 		return false;
-	if (policy_engine_has_masks(e)) {
-		/* Refusing is the fail-closed choice: running would pass protected columns. */
-		snprintf(err, errlen, "policies declare masks (P.masks, on_columns or on_row), which "
-			 "this pgmoat build does not yet apply to results on the wire; refusing to "
-			 "run them (pgmoat try can test them)");
-		policy_engine_free(e);
-		return false;
-	}
 	*out = e;
 	return true;
 }
@@ -126,6 +120,7 @@ void enforce_install(Worker *w, PolicyEngine *e)
 	w->policy = e;
 	if (old)
 		policy_engine_free(old);
+	maskwire_policies_changed();
 }
 
 void enforce_shutdown(Worker *w)
@@ -396,6 +391,59 @@ static void enforce_log(Client *c, const PolicyDecision *d, const char *sql)
 		  d->message ? ": " : "", d->message ? d->message : "", d->where ? d->where : sql);
 }
 
+/* DDL (or anything unclassified that writes): cached catalog names may go stale. */
+static bool enforce_may_change_schema(const SqlInfo *info)
+{
+	static const char *const data_kinds[] = { "select", "insert", "update", "delete", "merge",
+						  "copy", NULL };
+	for (int i = 0; i < info->nstmts; i++) {
+		const SqlStatement *st = &info->stmts[i];
+		bool data = false;
+		for (int k = 0; data_kinds[k]; k++)
+			data = data || strcmp(st->kind, data_kinds[k]) == 0;
+		if (st->writes && !data)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Masking, statement half: a protected column may leave only as a plain result
+ * column (masked in flight); every other path is denied here. Applies in
+ * dry_run too: masks are not a decision but a guarantee.
+ */
+static void enforce_guard_masks(Client *c, const char *sql, PolicyDecision *d)
+{
+	PolicyEngine *e = c->worker->policy;
+	const StrList *keys = policy_engine_mask_keys(e);
+	if (keys->count == 0)
+		return;
+	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
+	MaskGuardResult g;
+	maskguard_check(keys, info, &g);
+	if (!info->ok) {
+		g.deny = true;
+		g.reason = xstrdup("statement cannot be parsed, so protected columns cannot be "
+				   "traced (masking, fail closed)");
+	}
+	if (info->ok && enforce_may_change_schema(info))
+		maskwire_note_schema_change(c);
+	policy_engine_release(e, info);
+	if (g.sensitive)
+		maskwire_note_sensitive(c);
+	if (g.deny) {
+		free(d->message);
+		free(d->rewritten_sql);
+		d->rewritten_sql = NULL;
+		d->message = g.reason;
+		g.reason = NULL;
+		d->verdict = d->enforced = POLICY_DENY;
+		if (!d->policy)
+			d->policy = xstrdup("(masking)");
+	}
+	maskguard_result_free(&g);
+}
+
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
 {
 	uint8_t type = msg[0];
@@ -424,6 +472,8 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 					type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I',
 					&d);
 	}
+	if (sql && (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE))
+		enforce_guard_masks(c, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql, &d);
 	enforce_log(c, &d, sql ? sql : "");
 	memset(out, 0, sizeof(*out));
 	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE) {

@@ -122,6 +122,9 @@ struct Pool {
 	usec_t last_connect_failed;	/* server_login_retry */
 	char *last_login_error;	/* shown to clients that wait for a failing server */
 	PoolStats stats;
+
+	/* Masking on the wire (catalog.c): OID -> names, on a connection of its own */
+	struct Catalog *mask_catalog;
 };
 
 typedef enum {
@@ -177,6 +180,10 @@ struct Client {
 	PolicySession psession;	/* the policies' view of this client */
 	bool psession_open;
 
+	/* Masking on the wire (maskwire.c) */
+	bool mask_scrub;	/* touched a protected table: errors and notices are scrubbed */
+	bool mask_schema_changed;	/* judged DDL: the catalog is dropped at ReadyForQuery */
+
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */
 	usec_t wait_start;	/* when it started waiting for a server */
@@ -224,6 +231,9 @@ struct Server {
 	struct Denial *denials;	/* policy errors whose marker is in flight (enforce.c) */
 	bool lexing_may_change;	/* a statement in flight may change how SQL is lexed */
 	int cancels_in_flight;	/* forwarded cancels not yet done: not reusable until 0 */
+
+	/* Masking on the wire (maskwire.c) */
+	struct MaskWire *mask;	/* result plan and Describe bookkeeping; NULL: none yet */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t connect_mono;	/* for server_lifetime */

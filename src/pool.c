@@ -7,6 +7,7 @@
  * server_check_delay moves to USED and is checked (TESTED) before reuse.
  */
 #include "pool.h"
+#include "catalog.h"
 #include "client.h"
 #include "server.h"
 #include "admin.h"
@@ -608,6 +609,7 @@ static void pool_free(Pool *p)
 	util_wipe(&p->scram_keys, sizeof(p->scram_keys));
 	free(p->server_user);
 	free(p->last_login_error);
+	catalog_free(p->mask_catalog);
 	free(p);
 }
 

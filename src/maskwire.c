@@ -1,0 +1,540 @@
+/*
+ * Masking on the wire (see maskwire.h): plans from RowDescriptions, rewritten
+ * DataRows, pgmoat's own Describe before each Execute, scrubbed errors.
+ */
+#include "maskwire.h"
+#include "catalog.h"
+#include "client.h"
+#include "enforce.h"
+#include "mask.h"
+#include "maskguard.h"
+#include "pktbuf.h"
+#include "proto.h"
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MASKWIRE_SQLSTATE "42501"
+
+/* What the server will answer, in order: one entry per Query, Sync and Describe sent. */
+enum { Q_QUERY = 1, Q_SYNC, Q_DESC, Q_DESC_OURS };
+
+struct MaskWire {
+	uint8_t *queue;
+	int qlen;
+	MaskPlan plan;
+	bool have_plan;		/* a RowDescription (or NoData) for the rows to come */
+	bool swallow;		/* a result was refused: drop output up to ReadyForQuery */
+	bool waiting;		/* paused for the catalog, with pending set */
+	bool retried;		/* the catalog was asked again once for this description */
+	uint8_t *pending;	/* the RowDescription waiting for the catalog (whole message) */
+	size_t pending_len;
+	bool pending_ours;	/* ... answering pgmoat's own Describe: never forwarded */
+};
+
+static void maskwire_catalog_done(Server *s, bool ok);
+
+bool maskwire_active(const Worker *w)
+{
+	return w->policy && policy_engine_has_masks(w->policy);
+}
+
+void maskwire_note_sensitive(Client *c)
+{
+	c->mask_scrub = true;
+}
+
+static Catalog *maskwire_catalog(Pool *pool)
+{
+	if (!pool->mask_catalog)
+		pool->mask_catalog = catalog_new(pool, maskwire_catalog_done);
+	return pool->mask_catalog;
+}
+
+void maskwire_note_schema_change(Client *c)
+{
+	c->mask_schema_changed = true;
+	if (c->pool && c->pool->mask_catalog)
+		catalog_invalidate(c->pool->mask_catalog);
+}
+
+void maskwire_policies_changed(void)
+{
+	List *item;
+	list_for_each(item, &moat->pools) {
+		Pool *p = container_of(item, Pool, head);
+		if (p->mask_catalog)
+			catalog_invalidate(p->mask_catalog);
+	}
+}
+
+static struct MaskWire *maskwire_get(Server *s)
+{
+	if (!s->mask)
+		s->mask = xcalloc(1, sizeof(*s->mask));
+	return s->mask;
+}
+
+static void plan_clear(struct MaskWire *mw)
+{
+	mask_plan_free(&mw->plan);
+	mw->have_plan = false;
+}
+
+void maskwire_forget(Server *s)
+{
+	struct MaskWire *mw = s->mask;
+	if (!mw)
+		return;
+	if (mw->waiting && s->pool->mask_catalog)
+		catalog_forget_waiter(s->pool->mask_catalog, s);
+	plan_clear(mw);
+	free(mw->pending);
+	free(mw->queue);
+	free(mw);
+	s->mask = NULL;
+}
+
+bool maskwire_waiting(const Server *s)
+{
+	return s->mask && s->mask->waiting;
+}
+
+/* ---- the answer queue ------------------------------------------------ */
+
+static void queue_push(struct MaskWire *mw, uint8_t what)
+{
+	mw->queue = xrealloc(mw->queue, (size_t)mw->qlen + 1);
+	mw->queue[mw->qlen++] = what;
+}
+
+static uint8_t queue_head(const struct MaskWire *mw)
+{
+	return mw->qlen ? mw->queue[0] : 0;
+}
+
+static void queue_pop(struct MaskWire *mw)
+{
+	if (mw->qlen == 0)
+		return;
+	memmove(mw->queue, mw->queue + 1, (size_t)mw->qlen - 1);
+	mw->qlen--;
+}
+
+/* A RowDescription or NoData: does it answer a Describe, and is that one ours? */
+static bool queue_take_describe(struct MaskWire *mw)
+{
+	uint8_t h = queue_head(mw);
+	if (h != Q_DESC && h != Q_DESC_OURS)
+		return false;	/* a simple Query's result */
+	queue_pop(mw);
+	return h == Q_DESC_OURS;
+}
+
+/* After an error the server skips to Sync: the Describes before it get no answer. */
+static void queue_on_error(struct MaskWire *mw)
+{
+	while (queue_head(mw) == Q_DESC || queue_head(mw) == Q_DESC_OURS)
+		queue_pop(mw);
+}
+
+void maskwire_track(Server *s, uint8_t type)
+{
+	if (!maskwire_active(s->worker))
+		return;
+	struct MaskWire *mw = maskwire_get(s);
+	switch (type) {
+	case 'Q':
+	case 'F':	/* denied: it travels as a Query */
+		queue_push(mw, Q_QUERY);
+		break;
+	case 'D':
+		queue_push(mw, Q_DESC);
+		break;
+	case 'S':
+		if (!s->copy_in)
+			queue_push(mw, Q_SYNC);
+		break;
+	default:
+		break;
+	}
+}
+
+void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out)
+{
+	PktReader r;
+	const char *portal;
+	if (!maskwire_active(s->worker))
+		return;
+	proto_reader_init(&r, msg + PROTO_HEADER_LEN, total - PROTO_HEADER_LEN);
+	if (!proto_read_cstring(&r, &portal))
+		return;	/* the server will refuse the Execute itself */
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_start(&pb, 'D');
+	pktbuf_put_uint8(&pb, 'P');
+	pktbuf_put_cstring(&pb, portal);
+	pktbuf_finish(&pb);
+	if (pktbuf_ok(&pb)) {
+		evbuffer_add(out, pb.data, pb.len);
+		queue_push(maskwire_get(s), Q_DESC_OURS);
+	}
+	pktbuf_free(&pb);
+}
+
+void maskwire_on_ready(Server *s)
+{
+	struct MaskWire *mw = s->mask;
+	if (!mw)
+		return;
+	queue_on_error(mw);
+	if (queue_head(mw) == Q_SYNC || queue_head(mw) == Q_QUERY)
+		queue_pop(mw);
+	mw->swallow = false;
+	plan_clear(mw);
+	Client *c = s->link;
+	if (c && c->mask_schema_changed && s->pending_requests <= 1) {
+		c->mask_schema_changed = false;
+		if (s->pool->mask_catalog)
+			catalog_invalidate(s->pool->mask_catalog);
+	}
+}
+
+/* ---- refusing a result ----------------------------------------------- */
+
+static void maskwire_fail(Server *s, const char *reason)
+{
+	struct MaskWire *mw = s->mask;
+	Client *c = s->link;
+	plan_clear(mw);
+	if (mw->swallow)
+		return;
+	mw->swallow = true;
+	if (!c || !c->bev)
+		return;
+	if (c)
+		slog_warning(c, "result refused by masking: %s", reason);
+	PktBuf pb;
+	pktbuf_init(&pb);
+	char *msg = xasprintf("result cannot be masked: %s", reason);
+	pktbuf_error(&pb, "ERROR", MASKWIRE_SQLSTATE, msg);
+	free(msg);
+	if (pktbuf_ok(&pb))
+		evbuffer_add(bufferevent_get_output(c->bev), pb.data, pb.len);
+	pktbuf_free(&pb);
+}
+
+/* ---- plans ------------------------------------------------------------ */
+
+/* Does the relation hold a column the keys protect? (A whole-row reference to it leaks.) */
+static bool rel_has_protected(const CatalogRel *rel)
+{
+	const StrList *keys = policy_engine_mask_keys(moat->worker->policy);
+	for (int i = 0; i < rel->ncols; i++)
+		if (rel->cols[i] && maskguard_column_protected(keys, rel->schema, rel->name, rel->cols[i]))
+			return true;
+	return false;
+}
+
+typedef enum { NAMES_OK, NAMES_STALE, NAMES_REFUSED } NamesResult;
+
+/* Source names of every column; a reason when the result must be refused. */
+static NamesResult plan_names(Catalog *cat, const MaskPlan *plan, char **tables, char **cols,
+			      char *why, size_t whylen)
+{
+	for (int i = 0; i < plan->ncols; i++) {
+		const MaskColumn *mc = &plan->cols[i];
+		if (mc->table_oid == 0)
+			continue;	/* computed: the statement guard saw its inputs */
+		const CatalogRel *rel = catalog_get(cat, mc->table_oid);
+		if (!rel)
+			return NAMES_STALE;
+		if (rel->taint) {
+			snprintf(why, whylen, "\"%s.%s\" is a view over the protected column %s",
+				 rel->schema, rel->name, rel->taint);
+			return NAMES_REFUSED;
+		}
+		if (mc->attnum == 0 && rel_has_protected(rel)) {
+			snprintf(why, whylen, "a whole row of \"%s.%s\"", rel->schema, rel->name);
+			return NAMES_REFUSED;
+		}
+		if (mc->attnum < 0)
+			continue;	/* a system column */
+		if (mc->attnum > rel->ncols || !rel->cols[mc->attnum - 1])
+			return NAMES_STALE;
+		tables[i] = xasprintf("%s.%s", rel->schema, rel->name);
+		cols[i] = rel->cols[mc->attnum - 1];
+	}
+	return NAMES_OK;
+}
+
+static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours);
+
+/* The catalog knows every source: choose the masks, then forward the description. */
+static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours)
+{
+	struct MaskWire *mw = s->mask;
+	Client *c = s->link;
+	Catalog *cat = maskwire_catalog(s->pool);
+	char why[256] = "";
+	plan_clear(mw);
+	if (!mask_plan_from_row_description(&mw->plan, msg + PROTO_HEADER_LEN,
+					    total - PROTO_HEADER_LEN)) {
+		server_disconnect(s, "invalid RowDescription from server");
+		return false;
+	}
+	int n = mw->plan.ncols;
+	char **tables = xcalloc((size_t)n + 1, sizeof(char *));
+	char **cols = xcalloc((size_t)n + 1, sizeof(char *));
+	NamesResult nr = plan_names(cat, &mw->plan, tables, cols, why, sizeof(why));
+	bool ok = false;
+	if (nr == NAMES_STALE && !mw->retried) {
+		/* a relation or column newer than the cache: look again, once */
+		mw->retried = true;
+		catalog_invalidate(cat);
+		for (int i = 0; i < n; i++)
+			free(tables[i]);
+		free(tables);
+		free(cols);
+		plan_clear(mw);
+		return plan_start(s, msg, total, ours);
+	}
+	if (nr == NAMES_STALE)
+		snprintf(why, sizeof(why), "a column's source is not in the catalog");
+	else if (nr == NAMES_OK && !c)
+		snprintf(why, sizeof(why), "the client is gone");
+	else if (nr == NAMES_OK)
+		ok = policy_on_columns(s->worker->policy, &c->psession, &mw->plan,
+				       (const char **)tables, (const char **)cols, why, sizeof(why));
+	for (int i = 0; i < n; i++)
+		free(tables[i]);
+	free(tables);
+	free(cols);
+	mw->retried = false;
+	if (!ok) {
+		maskwire_fail(s, why);
+		return true;
+	}
+	mw->have_plan = true;
+	if (!ours && c && c->bev)
+		evbuffer_add(bufferevent_get_output(c->bev), msg, total);
+	return true;
+}
+
+static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours)
+{
+	struct MaskWire *mw = s->mask;
+	MaskPlan probe;
+	if (!mask_plan_from_row_description(&probe, msg + PROTO_HEADER_LEN, total - PROTO_HEADER_LEN)) {
+		server_disconnect(s, "invalid RowDescription from server");
+		return false;
+	}
+	uint32_t *oids = xcalloc((size_t)probe.ncols + 1, sizeof(uint32_t));
+	for (int i = 0; i < probe.ncols; i++)
+		oids[i] = probe.cols[i].table_oid;
+	CatalogStatus st = catalog_resolve(maskwire_catalog(s->pool), oids, probe.ncols, s);
+	free(oids);
+	mask_plan_free(&probe);
+	if (st == CATALOG_READY)
+		return plan_finish(s, msg, total, ours);
+	if (st == CATALOG_FAIL) {
+		maskwire_fail(s, "the catalog lookup failed");
+		return true;
+	}
+	mw->pending = xmalloc(total);
+	memcpy(mw->pending, msg, total);
+	mw->pending_len = total;
+	mw->pending_ours = ours;
+	mw->waiting = true;
+	return true;
+}
+
+static void maskwire_catalog_done(Server *s, bool ok)
+{
+	struct MaskWire *mw = s->mask;
+	if (!mw || !mw->waiting)
+		return;
+	mw->waiting = false;
+	uint8_t *msg = mw->pending;
+	mw->pending = NULL;
+	bool alive = true;
+	if (ok)
+		alive = plan_finish(s, msg, mw->pending_len, mw->pending_ours);
+	else
+		maskwire_fail(s, "the catalog lookup failed or timed out");
+	free(msg);
+	if (alive && !maskwire_waiting(s))
+		server_resume_reading(s);
+}
+
+/* ---- rows, errors, notices ------------------------------------------- */
+
+static bool maskwire_row(Server *s, const uint8_t *body, size_t len, struct evbuffer *out)
+{
+	struct MaskWire *mw = s->mask;
+	Client *c = s->link;
+	if (!mw->have_plan) {
+		maskwire_fail(s, "a row came without a row description");
+		return true;
+	}
+	PolicyRowContext ctx = { s->worker->policy, &c->psession };
+	PktBuf pb;
+	pktbuf_init(&pb);
+	if (mask_rewrite_data_row(&mw->plan, body, len, &pb, policy_mask_custom, &ctx))
+		evbuffer_add(out, pb.data, pb.len);
+	else
+		maskwire_fail(s, "a row could not be masked");
+	pktbuf_free(&pb);
+	return true;
+}
+
+/* Quoted text in a message is where PostgreSQL echoes values: keep the quotes only. */
+static char *scrub_message(const char *m)
+{
+	size_t n = strlen(m);
+	char *out = xmalloc(n * 2 + 64);
+	char *p = out;
+	bool quoted = false;
+	for (const char *q = m; *q; q++) {
+		if (*q == '"') {
+			if (!quoted) {
+				memcpy(p, "\"***", 4);
+				p += 4;
+			} else {
+				*p++ = '"';
+			}
+			quoted = !quoted;
+			continue;
+		}
+		if (!quoted)
+			*p++ = *q;
+	}
+	if (quoted)
+		*p++ = '"';
+	strcpy(p, " (details hidden: this session reads protected columns)");
+	return out;
+}
+
+/* Rebuild an ErrorResponse/NoticeResponse without the fields that may carry values. */
+static bool scrub_fields(uint8_t type, const uint8_t *body, size_t len, PktBuf *pb)
+{
+	PktReader r;
+	proto_reader_init(&r, body, len);
+	pktbuf_start(pb, type);
+	for (;;) {
+		uint8_t code;
+		const char *val;
+		if (!proto_read_uint8(&r, &code))
+			return false;
+		if (code == 0)
+			break;
+		if (!proto_read_cstring(&r, &val))
+			return false;
+		if (strchr("DHWqp", code))
+			continue;	/* detail, hint, context, internal query: may echo values */
+		pktbuf_put_uint8(pb, code);
+		if (code == 'M') {
+			char *m = scrub_message(val);
+			pktbuf_put_cstring(pb, m);
+			free(m);
+		} else {
+			pktbuf_put_cstring(pb, val);
+		}
+	}
+	pktbuf_put_uint8(pb, 0);
+	pktbuf_finish(pb);
+	return proto_reader_left(&r) == 0 && pktbuf_ok(pb);
+}
+
+static bool maskwire_error(Server *s, const MsgHeader *h, const uint8_t *msg, struct evbuffer *out)
+{
+	const uint8_t *body = msg + PROTO_HEADER_LEN;
+	size_t len = msgio_body_len(h);
+	Client *c = s->link;
+	PktBuf pb;
+	pktbuf_init(&pb);
+	bool ok = true;
+	if (h->type == 'E' && enforce_rewrite_error(s, body, len, &pb) && pktbuf_ok(&pb)) {
+		evbuffer_add(out, pb.data, pb.len);
+	} else if (c->mask_scrub) {
+		pktbuf_reset(&pb);
+		if (scrub_fields(h->type, body, len, &pb))
+			evbuffer_add(out, pb.data, pb.len);
+		else
+			ok = false;
+	} else {
+		evbuffer_add(out, msg, proto_msg_total(h));
+	}
+	pktbuf_free(&pb);
+	if (!ok)
+		server_disconnect(s, "invalid error or notice message from server");
+	return ok;
+}
+
+bool maskwire_inspects(const Server *s, uint8_t type)
+{
+	const struct MaskWire *mw = s->mask;
+	if (!mw)
+		return false;
+	if (mw->swallow || mw->waiting)
+		return true;
+	switch (type) {
+	case 'T':
+	case 'n':
+	case 'C':
+	case 's':
+	case 'I':
+	case 'E':
+		return true;
+	case 'N':
+		return s->link && s->link->mask_scrub;
+	case 'D':
+		return !mw->have_plan || mw->plan.any;
+	default:
+		return false;
+	}
+}
+
+bool maskwire_handle(Server *s, const MsgHeader *h, const uint8_t *msg, struct evbuffer *out)
+{
+	struct MaskWire *mw = s->mask;
+	size_t total = proto_msg_total(h);
+	bool ours;
+	switch (h->type) {
+	case 'T':
+		ours = queue_take_describe(mw);
+		if (mw->swallow)
+			return true;
+		return plan_start(s, msg, total, ours);
+	case 'n':
+		ours = queue_take_describe(mw);
+		plan_clear(mw);
+		if (!mw->swallow && !ours)
+			evbuffer_add(out, msg, total);
+		return true;
+	case 'D':
+		if (mw->swallow)
+			return true;
+		return maskwire_row(s, msg + PROTO_HEADER_LEN, msgio_body_len(h), out);
+	case 'E':
+		queue_on_error(mw);
+		plan_clear(mw);
+		if (mw->swallow)
+			return true;
+		return maskwire_error(s, h, msg, out);
+	case 'N':
+		if (mw->swallow)
+			return true;
+		return maskwire_error(s, h, msg, out);
+	case 'C':
+	case 's':
+	case 'I':
+		plan_clear(mw);
+		/* fall through */
+	default:
+		if (!mw->swallow)
+			evbuffer_add(out, msg, total);
+		return true;
+	}
+}

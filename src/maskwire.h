@@ -1,0 +1,55 @@
+/*
+ * Masking on the wire (issue 4 point 4): results are masked in flight.
+ *
+ * Each RowDescription becomes a MaskPlan: its columns' sources (table OID,
+ * attribute number) are resolved to names by the pool's Catalog, while that
+ * server's output to the client is paused; then P.masks and every on_columns
+ * hook choose masks, and DataRows are rewritten in C (Lua only for a custom
+ * mask). A result no mask touches is forwarded untouched, row by row.
+ *
+ * Extended protocol: DataRows of an Execute follow no RowDescription of
+ * their own, and the client may have described the statement before Bind
+ * chose the result formats. So pgmoat sends its own Describe of the portal
+ * just before every Execute, uses the answer as the plan, and swallows it;
+ * a small queue of what each Describe, Sync and Query will answer keeps the
+ * client's own answers apart from pgmoat's.
+ *
+ * Fail closed: a result that cannot be masked (an unknown or tainted source,
+ * a masked binary column, a failed lookup, a policy error, a malformed row)
+ * ends the statement with SQLSTATE 42501; the rest of the server's output up
+ * to ReadyForQuery is dropped, so the client sees one error and stays in
+ * step. Errors and notices of sessions that touched protected tables are
+ * scrubbed of the values they may echo (message quotes, detail, hint, where).
+ */
+#ifndef PGMOAT_MASKWIRE_H
+#define PGMOAT_MASKWIRE_H
+
+#include "pgmoat.h"
+#include "msgio.h"
+
+/* Do this worker's policies mask anything? */
+bool maskwire_active(const Worker *w);
+
+/* Statement side (enforce.c): the client touched a protected table / may change the schema. */
+void maskwire_note_sensitive(Client *c);
+void maskwire_note_schema_change(Client *c);
+/* New policies: the protected set may differ, so every catalog starts again. */
+void maskwire_policies_changed(void);
+
+/* Client -> server: one message of this type is about to be forwarded to s. */
+void maskwire_track(Server *s, uint8_t type);
+/* Before an Execute (whole message) goes to s: pgmoat's Describe of its portal goes first. */
+void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out);
+
+/* Server -> client: must this message be parsed whole? */
+bool maskwire_inspects(const Server *s, uint8_t type);
+/* Handle one whole inspected message (not Z or S); false when the server is gone. */
+bool maskwire_handle(Server *s, const MsgHeader *h, const uint8_t *msg, struct evbuffer *out);
+/* A ReadyForQuery is about to be forwarded. */
+void maskwire_on_ready(Server *s);
+/* Waiting for the catalog: the server's input must stay where it is. */
+bool maskwire_waiting(const Server *s);
+/* The server is gone or released to the pool. */
+void maskwire_forget(Server *s);
+
+#endif
