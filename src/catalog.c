@@ -16,7 +16,9 @@
 /*
  * Relations and their columns ('c' rows), then, for views, every base column
  * they read through any chain of views ('v' rows): a view's rewrite rule
- * depends on each column it reads (pg_depend, refobjsubid = attnum).
+ * depends on each column it reads (pg_depend, refobjsubid = attnum). Every
+ * lookup also refreshes the names of all views that read a column named like
+ * a protected one ('t' rows), for the statement-time guard.
  */
 static const char catalog_sql[] =
 	"WITH RECURSIVE want AS (SELECT unnest($1::oid[]) AS oid), "
@@ -40,7 +42,24 @@ static const char catalog_sql[] =
 	" FROM deps JOIN pg_class c ON c.oid = deps.rel"
 	" JOIN pg_namespace n ON n.oid = c.relnamespace"
 	" JOIN pg_attribute a ON a.attrelid = deps.rel AND a.attnum = deps.att"
-	" WHERE deps.att > 0";
+	" WHERE deps.att > 0 "
+	"UNION ALL "
+	"SELECT 't', vn.nspname::text || '.' || v.relname::text, n.nspname::text, c.relname::text,"
+	" '', '', a.attname::text"
+	" FROM (WITH RECURSIVE alldeps(view, rel, att) AS ("
+	"  SELECT r.ev_class, d.refobjid, d.refobjsubid FROM pg_rewrite r"
+	"  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"
+	"  AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class"
+	"  UNION"
+	"  SELECT alldeps.view, d.refobjid, d.refobjsubid FROM alldeps"
+	"  JOIN pg_rewrite r ON r.ev_class = alldeps.rel"
+	"  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"
+	"  AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class)"
+	"  SELECT * FROM alldeps) ad"
+	" JOIN pg_class v ON v.oid = ad.view JOIN pg_namespace vn ON vn.oid = v.relnamespace"
+	" JOIN pg_class c ON c.oid = ad.rel JOIN pg_namespace n ON n.oid = c.relnamespace"
+	" JOIN pg_attribute a ON a.attrelid = ad.rel AND a.attnum = ad.att"
+	" WHERE ad.att > 0 AND a.attname = ANY($2::text[])";
 
 #define CATALOG_MAX_COLS 1600	/* PostgreSQL's MaxHeapAttributeNumber */
 
@@ -66,6 +85,13 @@ struct Catalog {
 	int nwaiters;
 	Server **next_waiters;	/* arrived during it: served by the next one */
 	int nnext;
+	/* views over protected columns, by name (every lookup refreshes them) */
+	CatalogViewsFn views_done;
+	StrList tainted;	/* "schema.view" and "view" */
+	StrList tainted_next;	/* being collected by the lookup in flight */
+	bool views_loaded;
+	bool views_failed;	/* the last lookup failed */
+	usec_t views_fetched;
 };
 
 static void catalog_io_cb(evutil_socket_t fd, short what, void *arg);
@@ -82,11 +108,12 @@ static bool catalog_start(Catalog *cat)
 	return cat->state == CAT_CLOSED ? catalog_connect(cat) : catalog_send_query(cat);
 }
 
-Catalog *catalog_new(Pool *pool, CatalogDoneFn done)
+Catalog *catalog_new(Pool *pool, CatalogDoneFn done, CatalogViewsFn views_done)
 {
 	Catalog *cat = xcalloc(1, sizeof(*cat));
 	cat->pool = pool;
 	cat->done = done;
+	cat->views_done = views_done;
 	cat->timer_ev = evtimer_new(moat->worker->base, catalog_timeout_cb, cat);
 	return cat;
 }
@@ -116,6 +143,7 @@ static void catalog_close(Catalog *cat)
 
 void catalog_invalidate(Catalog *cat)
 {
+	cat->views_fetched = 0;	/* stale, kept until the refresh lands */
 	for (int i = 0; i < cat->nrels; i++)
 		rel_free(&cat->rels[i]);
 	free(cat->rels);
@@ -135,6 +163,8 @@ void catalog_free(Catalog *cat)
 	free(cat->asked.oids);
 	free(cat->waiters);
 	free(cat->next_waiters);
+	strlist_free(&cat->tainted);
+	strlist_free(&cat->tainted_next);
 	free(cat);
 }
 
@@ -272,12 +302,31 @@ static void rel_taint(CatalogRel *r, const char *schema, const char *table, cons
 	r->taint = xasprintf("%s.%s.%s", schema, table, column);
 }
 
+/* A view reading a column named like a protected one: is that column protected? */
+static void catalog_take_view(Catalog *cat, const PGresult *res, int i)
+{
+	PolicyEngine *e = moat->worker->policy;
+	const char *view = PQgetvalue(res, i, 1);
+	if (!e || !maskguard_column_protected(policy_engine_mask_keys(e), PQgetvalue(res, i, 2),
+					      PQgetvalue(res, i, 3), PQgetvalue(res, i, 6)))
+		return;
+	if (!strlist_contains(&cat->tainted_next, view))
+		strlist_add(&cat->tainted_next, view);
+	const char *dot = strchr(view, '.');
+	if (dot && !strlist_contains(&cat->tainted_next, dot + 1))
+		strlist_add(&cat->tainted_next, dot + 1);
+}
+
 static void catalog_take_rows(Catalog *cat, const PGresult *res)
 {
 	for (int i = 0; i < cat->asked.n; i++)
 		catalog_slot(cat, cat->asked.oids[i]);	/* absent OIDs stay known as absent */
 	for (int i = 0; i < PQntuples(res); i++) {
 		const char *tag = PQgetvalue(res, i, 0);
+		if (tag[0] == 't') {
+			catalog_take_view(cat, res, i);
+			continue;
+		}
 		CatalogRel *r = catalog_find(cat, (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10));
 		if (!r)
 			continue;
@@ -303,10 +352,19 @@ static void catalog_finish(Catalog *cat, bool ok)
 	free(cat->asked.oids);
 	cat->asked.oids = NULL;
 	cat->asked.n = 0;
-	if (!ok)
+	if (!ok) {
 		catalog_close(cat);
-	else
+		cat->views_failed = true;
+	} else {
 		cat->state = CAT_IDLE;
+		strlist_free(&cat->tainted);
+		cat->tainted = cat->tainted_next;
+		memset(&cat->tainted_next, 0, sizeof(cat->tainted_next));
+		cat->views_loaded = true;
+		cat->views_failed = false;
+		cat->views_fetched = util_now_mono();
+	}
+	strlist_free(&cat->tainted_next);
 	/* callbacks may start the next lookup: work on a detached list */
 	Server **w = cat->waiters;
 	int n = cat->nwaiters;
@@ -320,6 +378,37 @@ static void catalog_finish(Catalog *cat, bool ok)
 	if (cat->nwaiters > 0 && cat->state != CAT_BUSY && cat->state != CAT_CONNECTING &&
 	    !catalog_start(cat))
 		catalog_finish(cat, false);
+	if (cat->views_done)
+		cat->views_done(cat->pool);
+}
+
+/* {"a","b"}: the protected column names, as a text[] literal. */
+static char *catalog_column_names(void)
+{
+	PolicyEngine *e = moat->worker->policy;
+	const StrList *keys = e ? policy_engine_mask_keys(e) : NULL;
+	size_t cap = 3;
+	for (int i = 0; keys && i < keys->count; i++)
+		cap += strlen(keys->items[i]) * 2 + 3;
+	char *out = xmalloc(cap);
+	char *p = out;
+	*p++ = '{';
+	for (int i = 0; keys && i < keys->count; i++) {
+		const char *col = strrchr(keys->items[i], '.');
+		col = col ? col + 1 : keys->items[i];
+		if (p > out + 1)
+			*p++ = ',';
+		*p++ = '"';
+		for (; *col; col++) {
+			if (*col == '"' || *col == '\\')
+				*p++ = '\\';
+			*p++ = *col;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
 }
 
 static bool catalog_send_query(Catalog *cat)
@@ -335,9 +424,11 @@ static bool catalog_send_query(Catalog *cat)
 	}
 	char *param = xasprintf("%s}", arr);
 	free(arr);
-	const char *vals[1] = { param };
-	bool ok = PQsendQueryParams(cat->conn, catalog_sql, 1, NULL, vals, NULL, NULL, 0) == 1;
+	char *names = catalog_column_names();
+	const char *vals[2] = { param, names };
+	bool ok = PQsendQueryParams(cat->conn, catalog_sql, 2, NULL, vals, NULL, NULL, 0) == 1;
 	free(param);
+	free(names);
 	if (!ok) {
 		log_warning("masking catalog: cannot send the lookup: %s", PQerrorMessage(cat->conn));
 		return false;
@@ -444,4 +535,25 @@ CatalogStatus catalog_resolve(Catalog *cat, const uint32_t *oids, int n, Server 
 	memset(&cat->queued, 0, sizeof(cat->queued));
 	memset(&cat->asked, 0, sizeof(cat->asked));
 	return CATALOG_FAIL;
+}
+
+void catalog_refresh_views(Catalog *cat)
+{
+	if (cat->state == CAT_BUSY || cat->state == CAT_CONNECTING)
+		return;	/* the lookup in flight refreshes them */
+	if (!catalog_start(cat))
+		catalog_finish(cat, false);
+}
+
+const StrList *catalog_tainted_views(Catalog *cat, CatalogViews *state)
+{
+	usec_t now = util_now_mono();
+	if (!cat->views_loaded)
+		*state = cat->views_failed ? CATALOG_VIEWS_FAILED : CATALOG_VIEWS_NONE;
+	else
+		*state = CATALOG_VIEWS_OK;
+	if (cat->views_loaded && now - cat->views_fetched >= CATALOG_TTL &&
+	    cat->state != CAT_BUSY && cat->state != CAT_CONNECTING)
+		catalog_refresh_views(cat);
+	return &cat->tainted;
 }

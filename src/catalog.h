@@ -41,7 +41,10 @@ typedef struct CatalogRel {
 /* Called once per waiter when a lookup it waited for ends; ok=false: failed. */
 typedef void (*CatalogDoneFn)(Server *s, bool ok);
 
-Catalog *catalog_new(Pool *pool, CatalogDoneFn done);
+/* Called after every lookup (the names of tainted views were refreshed, or it failed). */
+typedef void (*CatalogViewsFn)(Pool *pool);
+
+Catalog *catalog_new(Pool *pool, CatalogDoneFn done, CatalogViewsFn views_done);
 void catalog_free(Catalog *cat);
 
 typedef enum { CATALOG_READY, CATALOG_WAIT, CATALOG_FAIL } CatalogStatus;
@@ -56,5 +59,16 @@ const CatalogRel *catalog_get(const Catalog *cat, uint32_t oid);
 void catalog_forget_waiter(Catalog *cat, Server *s);
 /* The schema may have changed: everything is looked up again. */
 void catalog_invalidate(Catalog *cat);
+
+/*
+ * Names ("schema.view" and "view") of the views that read a protected column,
+ * for the statement-time guard; refreshed in the background once older than
+ * CATALOG_TTL. NONE: never loaded yet (a lookup may be in flight); FAILED: the
+ * last lookup failed and nothing was ever loaded.
+ */
+typedef enum { CATALOG_VIEWS_NONE, CATALOG_VIEWS_OK, CATALOG_VIEWS_FAILED } CatalogViews;
+const StrList *catalog_tainted_views(Catalog *cat, CatalogViews *state);
+/* Start a lookup (with no OIDs) if none is in flight: the view names are refreshed. */
+void catalog_refresh_views(Catalog *cat);
 
 #endif

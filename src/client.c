@@ -471,6 +471,14 @@ static void client_fill_vars_from_welcome(Client *c, const Pool *pool)
 void client_finish_login(Client *c)
 {
 	Pool *pool = c->pool;
+	if (maskwire_login_wait(c)) {
+		/* masking: the statement guard needs the catalog first */
+		if (c->state != CL_WAITING_LOGIN) {
+			client_set_state(c, CL_WAITING_LOGIN);
+			c->wait_start = util_now_mono();
+		}
+		return;
+	}
 	client_fill_vars_from_welcome(c, pool);
 	PktBuf pb;
 	pktbuf_init(&pb);

@@ -420,7 +420,9 @@ static void enforce_guard_masks(Client *c, const char *sql, PolicyDecision *d)
 		return;
 	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
 	MaskGuardResult g;
-	maskguard_check(keys, info, &g);
+	bool views_unknown = true;
+	const StrList *views = c->pool ? maskwire_tainted_views(c, &views_unknown) : NULL;
+	maskguard_check(keys, views, views_unknown, info, &g);
 	if (!info->ok) {
 		g.deny = true;
 		g.reason = xstrdup("statement cannot be parsed, so protected columns cannot be "

@@ -142,9 +142,30 @@ static void taint_spread(const SqlStatement *st, Taint *t)
 	}
 }
 
-static char *guard_statement(const MaskKey *keys, int nkeys, const SqlStatement *st,
-			     bool *sensitive)
+/* A view that reads a protected column, named by the statement (any schema if unqualified)? */
+static const char *statement_tainted_view(const StrList *views, const SqlStatement *st)
 {
+	/* views holds "schema.view" and "view": unqualified names match in any schema */
+	for (int j = 0; views && j < st->tables.count; j++)
+		if (strlist_contains(views, st->tables.items[j]))
+			return st->tables.items[j];
+	return NULL;
+}
+
+static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *views,
+			     bool views_unknown, const SqlStatement *st, bool *sensitive)
+{
+	const char *view = statement_tainted_view(views, st);
+	if (view) {
+		*sensitive = true;
+		return xasprintf("\"%s\" is a view over a protected column: its columns cannot be "
+				 "masked", view);
+	}
+	if (views_unknown && st->exposed.count > 0) {
+		*sensitive = true;
+		return xstrdup("the catalog needed to trace protected columns is unavailable "
+			       "(masking, fail closed)");
+	}
 	for (int i = 0; i < st->functions.count; i++)
 		if (function_runs_sql_text(st->functions.items[i]))
 			return xasprintf("%s() runs SQL text that protected columns cannot be "
@@ -177,7 +198,8 @@ out:
 	return why;
 }
 
-void maskguard_check(const StrList *keys, const SqlInfo *info, MaskGuardResult *out)
+void maskguard_check(const StrList *keys, const StrList *views, bool views_unknown,
+		     const SqlInfo *info, MaskGuardResult *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (!keys || keys->count == 0 || !info->ok)
@@ -188,7 +210,8 @@ void maskguard_check(const StrList *keys, const SqlInfo *info, MaskGuardResult *
 		if (key_split(keys->items[i], &mk[n]))
 			n++;
 	for (int i = 0; i < info->nstmts && !out->reason; i++)
-		out->reason = guard_statement(mk, n, &info->stmts[i], &out->sensitive);
+		out->reason = guard_statement(mk, n, views, views_unknown, &info->stmts[i],
+					      &out->sensitive);
 	out->deny = out->reason != NULL;
 	for (int i = 0; i < n; i++)
 		key_free(&mk[i]);

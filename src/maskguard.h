@@ -23,8 +23,15 @@ typedef struct MaskGuardResult {
 	char *reason;		/* DENY: the client's message (owned) */
 } MaskGuardResult;
 
-/* keys: the P.masks keys. info must be ok (the caller denies unparsed text). */
-void maskguard_check(const StrList *keys, const SqlInfo *info, MaskGuardResult *out);
+/*
+ * keys: the P.masks keys. views: names ("schema.view" and "view") of views that
+ * read a protected column: a statement naming one is denied (their columns
+ * cannot be mapped to the protected ones). views_unknown: those names could not
+ * be loaded: then only statements whose values all leave as plain references
+ * pass. info must be ok (the caller denies unparsed text).
+ */
+void maskguard_check(const StrList *keys, const StrList *views, bool views_unknown,
+		     const SqlInfo *info, MaskGuardResult *out);
 void maskguard_result_free(MaskGuardResult *r);
 
 /* Is schema.table.column protected by one of the keys? (Catalog names, exact.) */

@@ -34,6 +34,7 @@ struct MaskWire {
 };
 
 static void maskwire_catalog_done(Server *s, bool ok);
+static void maskwire_views_done(Pool *pool);
 
 bool maskwire_active(const Worker *w)
 {
@@ -48,7 +49,7 @@ void maskwire_note_sensitive(Client *c)
 static Catalog *maskwire_catalog(Pool *pool)
 {
 	if (!pool->mask_catalog)
-		pool->mask_catalog = catalog_new(pool, maskwire_catalog_done);
+		pool->mask_catalog = catalog_new(pool, maskwire_catalog_done, maskwire_views_done);
 	return pool->mask_catalog;
 }
 
@@ -67,6 +68,40 @@ void maskwire_policies_changed(void)
 		if (p->mask_catalog)
 			catalog_invalidate(p->mask_catalog);
 	}
+}
+
+/* ---- login: the guard needs the names of views over protected columns ---- */
+
+bool maskwire_login_wait(Client *c)
+{
+	if (!maskwire_active(c->worker) || c->is_admin || !c->pool)
+		return false;
+	Catalog *cat = maskwire_catalog(c->pool);
+	CatalogViews state;
+	catalog_tainted_views(cat, &state);
+	if (state != CATALOG_VIEWS_NONE)
+		return false;
+	catalog_refresh_views(cat);
+	catalog_tainted_views(cat, &state);
+	return state == CATALOG_VIEWS_NONE;
+}
+
+/* A lookup ended: clients that waited for the view names can log in now. */
+static void maskwire_views_done(Pool *pool)
+{
+	if (!pool->welcome_ready)
+		return;	/* server_login_done() finishes them */
+	List *item, *tmp;
+	list_for_each_safe(item, &pool->waiting_login_clients, tmp)
+		client_finish_login(container_of(item, Client, head));
+}
+
+const StrList *maskwire_tainted_views(Client *c, bool *unavailable)
+{
+	CatalogViews state;
+	const StrList *names = catalog_tainted_views(maskwire_catalog(c->pool), &state);
+	*unavailable = state != CATALOG_VIEWS_OK;
+	return names;
 }
 
 static struct MaskWire *maskwire_get(Server *s)
@@ -139,6 +174,27 @@ static void queue_on_error(struct MaskWire *mw)
 		queue_pop(mw);
 }
 
+/*
+ * A server in copy-in mode ignores Syncs (server_enter_copy_in stops waiting
+ * for them): keep no more batch ends than ReadyForQuery messages still due.
+ */
+static void queue_drop_ignored_syncs(struct MaskWire *mw, int due)
+{
+	int ends = 0;
+	for (int i = 0; i < mw->qlen; i++)
+		if (mw->queue[i] == Q_SYNC || mw->queue[i] == Q_QUERY)
+			ends++;
+	for (int i = 0; i < mw->qlen && ends > (due > 0 ? due : 0);) {
+		if (mw->queue[i] == Q_SYNC) {
+			memmove(mw->queue + i, mw->queue + i + 1, (size_t)(mw->qlen - i - 1));
+			mw->qlen--;
+			ends--;
+		} else {
+			i++;
+		}
+	}
+}
+
 void maskwire_track(Server *s, uint8_t type)
 {
 	if (!maskwire_active(s->worker))
@@ -191,6 +247,7 @@ void maskwire_on_ready(Server *s)
 	queue_on_error(mw);
 	if (queue_head(mw) == Q_SYNC || queue_head(mw) == Q_QUERY)
 		queue_pop(mw);
+	queue_drop_ignored_syncs(mw, s->pending_requests - 1);
 	mw->swallow = false;
 	plan_clear(mw);
 	Client *c = s->link;

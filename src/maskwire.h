@@ -30,6 +30,15 @@
 /* Do this worker's policies mask anything? */
 bool maskwire_active(const Worker *w);
 
+/*
+ * Login: true while the pool's catalog has never loaded the names of views over
+ * protected columns; the client then waits (CL_WAITING_LOGIN) and is finished
+ * by the catalog when its lookup ends, successful or not.
+ */
+bool maskwire_login_wait(Client *c);
+/* Names of views over protected columns; unavailable: never loaded (guard fails closed). */
+const StrList *maskwire_tainted_views(Client *c, bool *unavailable);
+
 /* Statement side (enforce.c): the client touched a protected table / may change the schema. */
 void maskwire_note_sensitive(Client *c);
 void maskwire_note_schema_change(Client *c);
