@@ -25,6 +25,7 @@ struct MaskWire {
 	int qlen;
 	MaskPlan plan;
 	bool have_plan;		/* a RowDescription (or NoData) for the rows to come */
+	bool rows_hook;		/* some policy defines on_row: every row goes through Lua */
 	bool swallow;		/* a result was refused: drop output up to ReadyForQuery */
 	bool waiting;		/* paused for the catalog, with pending set */
 	bool retried;		/* the catalog was asked again once for this description */
@@ -115,6 +116,7 @@ static void plan_clear(struct MaskWire *mw)
 {
 	mask_plan_free(&mw->plan);
 	mw->have_plan = false;
+	mw->rows_hook = false;
 }
 
 void maskwire_forget(Server *s)
@@ -374,6 +376,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours)
 		return true;
 	}
 	mw->have_plan = true;
+	mw->rows_hook = policy_engine_has_on_row(s->worker->policy);
 	if (!ours && c && c->bev)
 		evbuffer_add(bufferevent_get_output(c->bev), msg, total);
 	return true;
@@ -427,22 +430,90 @@ static void maskwire_catalog_done(Server *s, bool ok)
 
 /* ---- rows, errors, notices ------------------------------------------- */
 
+/* The on_row hooks over one (already masked) DataRow body; the result goes to pb. */
+static bool maskwire_row_hook(Server *s, const uint8_t *body, size_t len, PktBuf *pb,
+			      char *why, size_t whylen)
+{
+	const MaskPlan *plan = &s->mask->plan;
+	int n = plan->ncols;
+	PktReader r;
+	int16_t count;
+	bool ok = false;
+	const uint8_t **vals = xcalloc((size_t)n + 1, sizeof(*vals));
+	int32_t *lens = xcalloc((size_t)n + 1, sizeof(*lens));
+	bool *binary = xcalloc((size_t)n + 1, sizeof(*binary));
+	uint8_t **out = xcalloc((size_t)n + 1, sizeof(*out));
+	int32_t *out_len = xcalloc((size_t)n + 1, sizeof(*out_len));
+	bool *changed = xcalloc((size_t)n + 1, sizeof(*changed));
+	PolicyRow row = { n, vals, lens, binary, out, out_len, changed };
+	snprintf(why, whylen, "a malformed row");
+	proto_reader_init(&r, body, len);
+	if (!proto_read_int16(&r, &count) || count != n)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		binary[i] = plan->cols[i].format != 0;
+		if (!proto_read_int32(&r, &lens[i]) || lens[i] < -1 ||
+		    (lens[i] >= 0 && !proto_read_bytes(&r, (size_t)lens[i], &vals[i])))
+			goto out;
+	}
+	if (proto_reader_left(&r) != 0)
+		goto out;
+	if (!policy_on_row(s->worker->policy, &s->link->psession, &row, why, whylen))
+		goto out;
+	pktbuf_start(pb, 'D');
+	pktbuf_put_int16(pb, (int16_t)n);
+	for (int i = 0; i < n; i++) {
+		int32_t l = changed[i] ? out_len[i] : lens[i];
+		const uint8_t *v = changed[i] ? out[i] : vals[i];
+		pktbuf_put_int32(pb, l);
+		if (l > 0)
+			pktbuf_put_bytes(pb, v, (size_t)l);
+	}
+	pktbuf_finish(pb);
+	ok = pktbuf_ok(pb);
+	if (!ok)
+		snprintf(why, whylen, "the row is too large");
+out:
+	for (int i = 0; i < n; i++)
+		free(out[i]);
+	free(vals);
+	free(lens);
+	free(binary);
+	free(out);
+	free(out_len);
+	free(changed);
+	return ok;
+}
+
 static bool maskwire_row(Server *s, const uint8_t *body, size_t len, struct evbuffer *out)
 {
 	struct MaskWire *mw = s->mask;
 	Client *c = s->link;
+	char why[256] = "a row could not be masked";
 	if (!mw->have_plan) {
 		maskwire_fail(s, "a row came without a row description");
 		return true;
 	}
 	PolicyRowContext ctx = { s->worker->policy, &c->psession };
-	PktBuf pb;
-	pktbuf_init(&pb);
-	if (mask_rewrite_data_row(&mw->plan, body, len, &pb, policy_mask_custom, &ctx))
-		evbuffer_add(out, pb.data, pb.len);
+	PktBuf masked, hooked;
+	pktbuf_init(&masked);
+	pktbuf_init(&hooked);
+	bool ok = true;
+	if (mw->plan.any) {
+		ok = mask_rewrite_data_row(&mw->plan, body, len, &masked, policy_mask_custom, &ctx);
+		body = masked.data + PROTO_HEADER_LEN;
+		len = masked.len - PROTO_HEADER_LEN;
+	}
+	if (ok && mw->rows_hook)
+		ok = maskwire_row_hook(s, body, len, &hooked, why, sizeof(why));
+	if (!ok)
+		maskwire_fail(s, why);
+	else if (mw->rows_hook)
+		evbuffer_add(out, hooked.data, hooked.len);
 	else
-		maskwire_fail(s, "a row could not be masked");
-	pktbuf_free(&pb);
+		evbuffer_add(out, masked.data, masked.len);
+	pktbuf_free(&masked);
+	pktbuf_free(&hooked);
 	return true;
 }
 
@@ -547,7 +618,7 @@ bool maskwire_inspects(const Server *s, uint8_t type)
 	case 'N':
 		return s->link && s->link->mask_scrub;
 	case 'D':
-		return !mw->have_plan || mw->plan.any;
+		return !mw->have_plan || mw->plan.any || mw->rows_hook;
 	default:
 		return false;
 	}

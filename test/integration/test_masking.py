@@ -483,3 +483,49 @@ def test_pii_policy_masks_on_the_wire(pg, tables, proxy_factory):
         assert_denied(p, "COPY people TO STDOUT")
     finally:
         pgx(pg, "DROP TABLE IF EXISTS people")
+
+
+# ---------------------------------------------------------------- on_row
+
+ROW_POLICY = """\
+local P = {}
+P.masks = { ["mk_people.email"] = "email" }
+function P.on_row(s, row, cols)
+	for i, c in ipairs(cols) do
+		local v = row[i]
+		if v and c.format == "text" then
+			row[i] = v:gsub("%d%d%d%-%d%d%-%d%d%d%d", "XXX-XX-XXXX")
+		end
+	end
+end
+return P
+"""
+
+
+@pytest.fixture(scope="module")
+def row_proxy(tables, module_proxy_factory):
+    return start_yaml_proxy(module_proxy_factory, policies={"row.lua": ROW_POLICY})
+
+
+def test_on_row_rewrites_values(pg, row_proxy):
+    pgx(pg, "DELETE FROM mk_other WHERE id = 7; INSERT INTO mk_other VALUES (7, 'ssn %s here')" % SSN)
+    try:
+        msgs = raw_query(row_proxy, "SELECT id, note FROM mk_other WHERE id = 7")
+        assert rows_of(msgs) == [["7", "ssn XXX-XX-XXXX here"]]
+        # computed values pass through on_row too (no source needed)
+        msgs = raw_query(row_proxy, "SELECT upper(note) FROM mk_other WHERE id = 7")
+        assert rows_of(msgs) == [["SSN XXX-XX-XXXX HERE"]]
+    finally:
+        pgx(pg, "DELETE FROM mk_other WHERE id = 7")
+
+
+def test_on_row_sees_masked_values(row_proxy):
+    msgs = raw_query(row_proxy, "SELECT email, ssn FROM mk_people WHERE id = 1")
+    assert rows_of(msgs) == [["***@secret.example", "XXX-XX-XXXX"]]
+
+
+def test_on_row_extended_and_binary(row_proxy):
+    out = ext_exchange(row_proxy, [parse_msg("SELECT id, ssn FROM mk_people WHERE id = 1"),
+                                   bind_formats(result_formats=(1, 0)), execute_msg(), sync_msg()])
+    assert not errors_of(out), out
+    assert rows_of(out) == [[struct.pack("!i", 1).decode(), "XXX-XX-XXXX"]]
