@@ -415,35 +415,16 @@ static bool enforce_may_change_schema(const SqlInfo *info)
 static void enforce_guard_masks(Client *c, const char *sql, PolicyDecision *d)
 {
 	PolicyEngine *e = c->worker->policy;
-	const StrList *keys = policy_engine_mask_keys(e);
-	if (keys->count == 0)
+	if (policy_engine_mask_keys(e)->count == 0)
 		return;
-	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
-	MaskGuardResult g;
 	bool views_unknown = true;
 	const StrList *views = c->pool ? maskwire_tainted_views(c, &views_unknown) : NULL;
-	maskguard_check(keys, views, views_unknown, info, &g);
-	if (!info->ok) {
-		g.deny = true;
-		g.reason = xstrdup("statement cannot be parsed, so protected columns cannot be "
-				   "traced (masking, fail closed)");
-	}
+	if (maskguard_decide(e, sql, views, views_unknown, d))
+		maskwire_note_sensitive(c);
+	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
 	if (info->ok && enforce_may_change_schema(info))
 		maskwire_note_schema_change(c);
 	policy_engine_release(e, info);
-	if (g.sensitive)
-		maskwire_note_sensitive(c);
-	if (g.deny) {
-		free(d->message);
-		free(d->rewritten_sql);
-		d->rewritten_sql = NULL;
-		d->message = g.reason;
-		g.reason = NULL;
-		d->verdict = d->enforced = POLICY_DENY;
-		if (!d->policy)
-			d->policy = xstrdup("(masking)");
-	}
-	maskguard_result_free(&g);
 }
 
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
