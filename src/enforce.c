@@ -412,6 +412,35 @@ static bool enforce_may_change_schema(const SqlInfo *info)
  * column (masked in flight); every other path is denied here. Applies in
  * dry_run too: masks are not a decision but a guarantee.
  */
+bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
+			PolicyDecision *d)
+{
+	const StrList *keys = policy_engine_mask_keys(e);
+	if (keys->count == 0)
+		return false;
+	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
+	MaskGuardResult g;
+	maskguard_check(keys, views, views_unknown, info, &g);
+	if (!info->ok) {
+		g.deny = true;
+		g.reason = xstrdup("statement cannot be parsed, so protected columns cannot be "
+				   "traced (masking, fail closed)");
+	}
+	policy_engine_release(e, info);
+	if (g.deny) {
+		free(d->message);
+		free(d->rewritten_sql);
+		d->rewritten_sql = NULL;
+		d->message = g.reason;
+		g.reason = NULL;
+		d->verdict = d->enforced = POLICY_DENY;
+		free(d->policy);
+		d->policy = xstrdup("(masking)");
+	}
+	maskguard_result_free(&g);
+	return g.sensitive;
+}
+
 static void enforce_guard_masks(Client *c, const char *sql, PolicyDecision *d)
 {
 	PolicyEngine *e = c->worker->policy;
@@ -419,7 +448,7 @@ static void enforce_guard_masks(Client *c, const char *sql, PolicyDecision *d)
 		return;
 	bool views_unknown = true;
 	const StrList *views = c->pool ? maskwire_tainted_views(c, &views_unknown) : NULL;
-	if (maskguard_decide(e, sql, views, views_unknown, d))
+	if (enforce_mask_guard(e, sql, views, views_unknown, d))
 		maskwire_note_sensitive(c);
 	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
 	if (info->ok && enforce_may_change_schema(info))

@@ -2,7 +2,6 @@
  * Protected-column analysis of a classified statement (see maskguard.h).
  */
 #include "maskguard.h"
-#include "policy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -241,33 +240,4 @@ bool maskguard_column_protected(const StrList *keys, const char *schema, const c
 	}
 	free(qualified);
 	return hit;
-}
-
-bool maskguard_decide(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
-		      PolicyDecision *d)
-{
-	const StrList *keys = policy_engine_mask_keys(e);
-	if (keys->count == 0)
-		return false;
-	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
-	MaskGuardResult g;
-	maskguard_check(keys, views, views_unknown, info, &g);
-	if (!info->ok) {
-		g.deny = true;
-		g.reason = xstrdup("statement cannot be parsed, so protected columns cannot be "
-				   "traced (masking, fail closed)");
-	}
-	policy_engine_release(e, info);
-	if (g.deny) {
-		free(d->message);
-		free(d->rewritten_sql);
-		d->rewritten_sql = NULL;
-		d->message = g.reason;
-		g.reason = NULL;
-		d->verdict = d->enforced = POLICY_DENY;
-		free(d->policy);
-		d->policy = xstrdup("(masking)");
-	}
-	maskguard_result_free(&g);
-	return g.sensitive;
 }

@@ -34,17 +34,6 @@ void maskguard_check(const StrList *keys, const StrList *views, bool views_unkno
 		     const SqlInfo *info, MaskGuardResult *out);
 void maskguard_result_free(MaskGuardResult *r);
 
-/*
- * The guard applied to a policy decision that lets sql through (allow or
- * rewrite; sql is what would be sent): a denial replaces the decision (DENY
- * enforced even in dry_run, policy "(masking)"). Returns whether sql touches a
- * protected table. No-op without P.masks keys.
- */
-struct PolicyEngine;
-struct PolicyDecision;
-bool maskguard_decide(struct PolicyEngine *e, const char *sql, const StrList *views,
-		      bool views_unknown, struct PolicyDecision *d);
-
 /* Is schema.table.column protected by one of the keys? (Catalog names, exact.) */
 bool maskguard_column_protected(const StrList *keys, const char *schema, const char *table,
 				const char *column);

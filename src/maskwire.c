@@ -6,6 +6,7 @@
 #include "catalog.h"
 #include "client.h"
 #include "enforce.h"
+#include "errscrub.h"
 #include "mask.h"
 #include "maskguard.h"
 #include "pktbuf.h"
@@ -517,64 +518,6 @@ static bool maskwire_row(Server *s, const uint8_t *body, size_t len, struct evbu
 	return true;
 }
 
-/* Quoted text in a message is where PostgreSQL echoes values: keep the quotes only. */
-static char *scrub_message(const char *m)
-{
-	size_t n = strlen(m);
-	char *out = xmalloc(n * 2 + 64);
-	char *p = out;
-	bool quoted = false;
-	for (const char *q = m; *q; q++) {
-		if (*q == '"') {
-			if (!quoted) {
-				memcpy(p, "\"***", 4);
-				p += 4;
-			} else {
-				*p++ = '"';
-			}
-			quoted = !quoted;
-			continue;
-		}
-		if (!quoted)
-			*p++ = *q;
-	}
-	if (quoted)
-		*p++ = '"';
-	strcpy(p, " (details hidden: this session reads protected columns)");
-	return out;
-}
-
-/* Rebuild an ErrorResponse/NoticeResponse without the fields that may carry values. */
-static bool scrub_fields(uint8_t type, const uint8_t *body, size_t len, PktBuf *pb)
-{
-	PktReader r;
-	proto_reader_init(&r, body, len);
-	pktbuf_start(pb, type);
-	for (;;) {
-		uint8_t code;
-		const char *val;
-		if (!proto_read_uint8(&r, &code))
-			return false;
-		if (code == 0)
-			break;
-		if (!proto_read_cstring(&r, &val))
-			return false;
-		if (strchr("DHWqp", code))
-			continue;	/* detail, hint, context, internal query: may echo values */
-		pktbuf_put_uint8(pb, code);
-		if (code == 'M') {
-			char *m = scrub_message(val);
-			pktbuf_put_cstring(pb, m);
-			free(m);
-		} else {
-			pktbuf_put_cstring(pb, val);
-		}
-	}
-	pktbuf_put_uint8(pb, 0);
-	pktbuf_finish(pb);
-	return proto_reader_left(&r) == 0 && pktbuf_ok(pb);
-}
-
 static bool maskwire_error(Server *s, const MsgHeader *h, const uint8_t *msg, struct evbuffer *out)
 {
 	const uint8_t *body = msg + PROTO_HEADER_LEN;
@@ -587,7 +530,7 @@ static bool maskwire_error(Server *s, const MsgHeader *h, const uint8_t *msg, st
 		evbuffer_add(out, pb.data, pb.len);
 	} else if (c->mask_scrub) {
 		pktbuf_reset(&pb);
-		if (scrub_fields(h->type, body, len, &pb))
+		if (errscrub_build(h->type, body, len, &pb))
 			evbuffer_add(out, pb.data, pb.len);
 		else
 			ok = false;

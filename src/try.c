@@ -18,7 +18,7 @@
 #include "log.h"
 #include "policy.h"
 #include "try.h"
-#include "maskguard.h"
+#include "enforce.h"
 
 #define TRY_MAX_LINE (1024 * 1024)
 
@@ -116,8 +116,8 @@ static void try_run(PolicyEngine *e, const TryOptions *o, const char *user, cons
 				false, d);
 		/* masking's statement guard, as on the wire (no catalog: views are not known) */
 		if (d->verdict == POLICY_ALLOW || d->verdict == POLICY_REWRITE)
-			(void)maskguard_decide(e, d->rewritten_sql ? d->rewritten_sql : sql, NULL,
-					       false, d);
+			(void)enforce_mask_guard(e, d->rewritten_sql ? d->rewritten_sql : sql, NULL,
+						 false, d);
 	}
 	policy_session_close(e, &s);
 }

@@ -24,7 +24,9 @@ sources() {
 	fuzz_framer) echo "proto.c util.c" ;;
 	fuzz_scram) echo "auth_scram.c auth_md5.c util.c" ;;
 	fuzz_mask) echo "mask.c pktbuf.c proto.c util.c" ;;
-	fuzz_sqlinfo) echo "sqlinfo.c util.c" ;;
+	fuzz_sqlinfo) echo "sqlinfo.c colflow.c util.c" ;;
+	fuzz_maskguard) echo "maskguard.c sqlinfo.c colflow.c util.c" ;;
+	fuzz_errscrub) echo "errscrub.c pktbuf.c proto.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -32,12 +34,12 @@ sources() {
 # target: libraries beyond OpenSSL.
 extra_libs() {
 	case "$1" in
-	fuzz_sqlinfo) echo "-lpg_query -ljansson" ;;
+	fuzz_sqlinfo|fuzz_maskguard) echo "-lpg_query -ljansson" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_maskguard fuzz_errscrub"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""
