@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /*
  * Relations and their columns ('c' rows), then, for views, every base column
@@ -89,6 +90,9 @@ struct Catalog {
 	CatalogViewsFn views_done;
 	StrList tainted;	/* "schema.view" and "view" */
 	StrList tainted_next;	/* being collected by the lookup in flight */
+	bool reused;		/* the connection served a lookup before (the server may have
+				 * closed it since: idle_session_timeout, a restart) */
+	bool retrying;		/* the lookup in flight is the retry on a fresh connection */
 	bool views_loaded;
 	bool views_failed;	/* the last lookup failed */
 	usec_t views_fetched;
@@ -243,10 +247,14 @@ static bool catalog_connect(Catalog *cat)
 	const char *secret = server_pool_secret(cat->pool);
 	const char *keys[] = { "host", "port", "dbname", "user", "password", "application_name",
 			       "sslmode", NULL };
-	const char *vals[] = { d->host, port, d->dbname ? d->dbname : d->name,
+	const char *host = d->host;
+	struct stat st;
+	if (!host)	/* as server.c: the Debian socket directory, else /tmp */
+		host = stat("/var/run/postgresql", &st) == 0 ? "/var/run/postgresql" : "/tmp";
+	const char *vals[] = { host, port, d->dbname ? d->dbname : d->name,
 			       cat->pool->server_user,
 			       secret && userlist_secret_kind(secret) == SECRET_PLAIN ? secret : NULL,
-			       "pgmoat catalog", "disable", NULL };
+			       "pgmoat catalog", "prefer", NULL };
 	/* libpq stops at the first NULL value: give empty strings instead */
 	for (int i = 0; keys[i]; i++)
 		if (!vals[i])
@@ -259,6 +267,7 @@ static bool catalog_connect(Catalog *cat)
 		return false;
 	}
 	cat->state = CAT_CONNECTING;
+	cat->reused = false;
 	return catalog_wait_io(cat, EV_WRITE);
 }
 
@@ -346,8 +355,36 @@ static void catalog_take_rows(Catalog *cat, const PGresult *res)
 
 /* ---- the lookup ----------------------------------------------------- */
 
+/*
+ * A lookup failed on a connection that had served before: the server may
+ * have closed it while idle. Ask again once on a fresh one before failing
+ * anybody. True when the retry is under way.
+ */
+static bool catalog_retry(Catalog *cat)
+{
+	if (!cat->reused || cat->retrying)
+		return false;
+	cat->retrying = true;
+	for (int i = 0; i < cat->asked.n; i++)
+		oidset_add(&cat->queued, cat->asked.oids[i]);
+	free(cat->asked.oids);
+	cat->asked.oids = NULL;
+	cat->asked.n = 0;
+	strlist_free(&cat->tainted_next);
+	catalog_close(cat);
+	struct timeval tv = { CATALOG_TIMEOUT / USEC_PER_SEC, 0 };
+	evtimer_add(cat->timer_ev, &tv);
+	if (catalog_connect(cat))
+		return true;
+	cat->retrying = false;
+	return false;
+}
+
 static void catalog_finish(Catalog *cat, bool ok)
 {
+	if (!ok && catalog_retry(cat))
+		return;
+	cat->retrying = false;
 	evtimer_del(cat->timer_ev);
 	free(cat->asked.oids);
 	cat->asked.oids = NULL;
@@ -357,6 +394,7 @@ static void catalog_finish(Catalog *cat, bool ok)
 		cat->views_failed = true;
 	} else {
 		cat->state = CAT_IDLE;
+		cat->reused = true;
 		strlist_free(&cat->tainted);
 		cat->tainted = cat->tainted_next;
 		memset(&cat->tainted_next, 0, sizeof(cat->tainted_next));

@@ -529,3 +529,50 @@ def test_on_row_extended_and_binary(row_proxy):
                                    bind_formats(result_formats=(1, 0)), execute_msg(), sync_msg()])
     assert not errors_of(out), out
     assert rows_of(out) == [[struct.pack("!i", 1).decode(), "XXX-XX-XXXX"]]
+
+
+# ---------------------------------------------------------------- the catalog connection
+
+def test_catalog_connection_killed_is_reopened(pg, proxy):
+    """The server closes pgmoat's idle catalog connection: the next lookup reconnects."""
+    assert rows_of(raw_query(proxy, "SELECT email FROM mk_people WHERE id = 1")) == \
+        [["***@secret.example"]]
+    killed = pg.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'pgmoat catalog'")[0][0]
+    assert killed >= 1
+    pgx(pg, "DROP TABLE IF EXISTS mk_fresh; CREATE TABLE mk_fresh (id int, ssn text);"
+            "INSERT INTO mk_fresh VALUES (1, '%s'); GRANT ALL ON mk_fresh TO PUBLIC" % SSN)
+    try:
+        # mk_fresh is not in P.masks, but its OID is new: a lookup must run (and succeed)
+        msgs = raw_query(proxy, "SELECT id FROM mk_fresh")
+        assert rows_of(msgs) == [["1"]] and not errors_of(msgs)
+        assert rows_of(raw_query(proxy, "SELECT ssn FROM mk_people WHERE id = 1")) == [["[REDACTED]"]]
+    finally:
+        pgx(pg, "DROP TABLE IF EXISTS mk_fresh")
+
+
+@pytest.mark.timeout(90)
+def test_catalog_lookup_timeout_fails_closed(pg, proxy):
+    """A catalog lookup that cannot finish: the result is refused, nothing unmasked goes out."""
+    pgx(pg, "DROP TABLE mk_pay; CREATE TABLE mk_pay (id int, card text);"
+            "INSERT INTO mk_pay VALUES (1, '%s'); GRANT ALL ON mk_pay TO PUBLIC" % CARD)
+    locker = pg.connect("app")
+    try:
+        with locker.cursor() as cur:
+            cur.execute("BEGIN; LOCK TABLE pg_catalog.pg_depend IN ACCESS EXCLUSIVE MODE")
+        c = raw_login(proxy)
+        try:
+            c.send(query_msg("SELECT card FROM mk_pay"))
+            out = c.read_until({b"Z"}, timeout=40)
+            no_secret(b"".join(t + p for t, p in out))
+            errs = errors_of(out)
+            assert errs and errs[0]["C"] == "42501" and "catalog" in errs[0]["M"], out
+            assert not rows_of(out)
+        finally:
+            c.close()
+    finally:
+        with locker.cursor() as cur:
+            cur.execute("ROLLBACK")
+        locker.close()
+    # and once the catalog answers again, the same statement is masked
+    assert rows_of(raw_query(proxy, "SELECT card FROM mk_pay")) == [["************4444"]]
