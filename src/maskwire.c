@@ -273,8 +273,7 @@ static void maskwire_fail(Server *s, const char *reason)
 	mw->swallow = true;
 	if (!c || !c->bev)
 		return;
-	if (c)
-		slog_warning(c, "result refused by masking: %s", reason);
+	slog_warning(c, "result refused by masking: %s", reason);
 	PktBuf pb;
 	pktbuf_init(&pb);
 	char *msg = xasprintf("result cannot be masked: %s", reason);
