@@ -184,6 +184,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	}
 	client_log_disconnect(c, msg);
 	enforce_session_close(c);
+	strlist_free(&c->mask_next_hints);
 	free(c->stash);
 	c->stash = NULL;
 	client_unlink_server(c);

@@ -11,6 +11,7 @@
 #include "colflow.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef enum { CF_OUTPUT, CF_COMPUTED, CF_PREDICATE } FlowCtx;
@@ -150,6 +151,48 @@ static void flow_select(SqlStatement *st, const json_t *body, FlowCtx ctx)
 	}
 }
 
+/*
+ * A statement that is itself a set operation: its result columns carry no
+ * source in RowDescription, so plain references in its branches are recorded
+ * by result position (maskguard.c turns them into masks by position).
+ */
+static void flow_setop(SqlStatement *st, const json_t *body)
+{
+	const char *op = jstr(body, "op");
+	flow_with(st, json_object_get(body, "withClause"), CF_OUTPUT);
+	if (op && strcmp(op, "SETOP_NONE") != 0) {
+		flow_setop(st, json_object_get(body, "larg"));
+		flow_setop(st, json_object_get(body, "rarg"));
+	}
+	const char *k;
+	const json_t *child;
+	json_object_foreach((json_t *)body, k, child) {
+		if (strcmp(k, "valuesLists") == 0)
+			flow_value(st, k, child, CF_COMPUTED);
+		else if (flow_key_is_predicate(k))
+			flow_value(st, k, child, CF_PREDICATE);
+		else if (strcmp(k, "fromClause") == 0)
+			flow_value(st, k, child, CF_OUTPUT);
+	}
+	size_t i;
+	const json_t *it;
+	json_array_foreach(json_object_get(body, "targetList"), i, it) {
+		const json_t *val = json_object_get(json_object_get(it, "ResTarget"), "val");
+		const json_t *fields = json_object_get(json_object_get(val, "ColumnRef"), "fields");
+		size_t n = json_array_size(fields);
+		const char *last = n ? string_node(json_array_get(fields, n - 1)) : NULL;
+		if (!fields) {
+			flow_value(st, "val", val, CF_COMPUTED);
+		} else if (!last) {
+			st->setop_star = true;
+		} else {
+			char *ref = xasprintf("%zu\t%s", i, last);
+			strlist_add(&st->setop_refs, ref);
+			free(ref);
+		}
+	}
+}
+
 static void flow_returning(SqlStatement *st, const json_t *body)
 {
 	flow_targets(st, json_object_get(body, "returningList"), CF_OUTPUT);
@@ -270,6 +313,13 @@ static void flow_value(SqlStatement *st, const char *key, const json_t *v, FlowC
 
 void colflow_scan(SqlStatement *st, const char *node, const json_t *body)
 {
+	const char *op = jstr(body, "op");
+	if (strcmp(node, "SelectStmt") == 0 && op && strcmp(op, "SETOP_NONE") != 0 &&
+	    !json_object_get(body, "intoClause")) {
+		st->setop_top = true;
+		flow_setop(st, body);
+		return;
+	}
 	json_t *wrapped = json_object();
 	json_object_set((json_t *)wrapped, node, (json_t *)body);
 	flow_value(st, NULL, wrapped, CF_OUTPUT);
@@ -283,4 +333,5 @@ void colflow_free(SqlStatement *st)
 	strlist_free(&st->renames);
 	strlist_free(&st->rel_aliases);
 	strlist_free(&st->pos_aliases);
+	strlist_free(&st->setop_refs);
 }

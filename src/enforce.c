@@ -413,7 +413,7 @@ static bool enforce_may_change_schema(const SqlInfo *info)
  * dry_run too: masks are not a decision but a guarantee.
  */
 bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
-			PolicyDecision *d)
+			PolicyDecision *d, StrList *hints)
 {
 	const StrList *keys = policy_engine_mask_keys(e);
 	if (keys->count == 0)
@@ -436,20 +436,39 @@ bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, 
 		d->verdict = d->enforced = POLICY_DENY;
 		free(d->policy);
 		d->policy = xstrdup("(masking)");
+	} else if (hints) {
+		*hints = g.hints;
+		memset(&g.hints, 0, sizeof(g.hints));
 	}
 	maskguard_result_free(&g);
 	return g.sensitive;
 }
 
-static void enforce_guard_masks(Client *c, const char *sql, PolicyDecision *d)
+static void enforce_guard_masks(Client *c, Server *s, uint8_t type, const char *sql,
+				PolicyDecision *d)
 {
 	PolicyEngine *e = c->worker->policy;
 	if (policy_engine_mask_keys(e)->count == 0)
 		return;
 	bool views_unknown = true;
 	const StrList *views = c->pool ? maskwire_tainted_views(c, &views_unknown) : NULL;
-	if (enforce_mask_guard(e, sql, views, views_unknown, d))
+	StrList hints = { 0 };
+	if (enforce_mask_guard(e, sql, views, views_unknown, d, &hints))
 		maskwire_note_sensitive(c);
+	if (hints.count > 0 && type != 'Q') {
+		/* its answer to an Execute cannot be tied back to it yet */
+		free(d->message);
+		free(d->rewritten_sql);
+		d->rewritten_sql = NULL;
+		d->message = xstrdup("a set operation over protected columns is masked in the simple "
+				     "Query protocol only");
+		d->verdict = d->enforced = POLICY_DENY;
+		free(d->policy);
+		d->policy = xstrdup("(masking)");
+	} else if (hints.count > 0) {
+		maskwire_set_query_hints(c, s, &hints);
+	}
+	strlist_free(&hints);
 	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
 	if (info->ok && enforce_may_change_schema(info))
 		maskwire_note_schema_change(c);
@@ -485,7 +504,8 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 					&d);
 	}
 	if (sql && (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE))
-		enforce_guard_masks(c, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql, &d);
+		enforce_guard_masks(c, s, type, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql,
+				    &d);
 	enforce_log(c, &d, sql ? sql : "");
 	memset(out, 0, sizeof(*out));
 	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE) {

@@ -152,8 +152,57 @@ static const char *statement_tainted_view(const StrList *views, const SqlStateme
 	return NULL;
 }
 
+/* The P.masks key for a protected name in this statement, or NULL. */
+static const MaskKey *key_for_name(const MaskKey *keys, int nkeys, const SqlStatement *st,
+				   const char *name)
+{
+	for (int i = 0; i < nkeys; i++) {
+		if (strcmp(keys[i].column, name) != 0)
+			continue;
+		if (strcmp(keys[i].table, "*") == 0)
+			return &keys[i];
+		for (int j = 0; j < st->tables.count; j++)
+			if (key_matches_relation(&keys[i], st->tables.items[j]))
+				return &keys[i];
+	}
+	return NULL;
+}
+
+/* A set operation's protected plain references become per-position masks. */
+static char *setop_hints(const MaskKey *keys, int nkeys, const SqlStatement *st,
+			 const Taint *t, StrList *hints)
+{
+	if (st->setop_star)
+		return xstrdup("a set operation selecting * over a protected table cannot be masked: "
+			       "list its columns");
+	for (int i = 0; i < st->setop_refs.count; i++) {
+		const char *ref = st->setop_refs.items[i];
+		const char *tab = strchr(ref, '\t');
+		if (!tab || !strlist_contains(&t->cols, tab + 1))
+			continue;
+		const MaskKey *k = key_for_name(keys, nkeys, st, tab + 1);
+		if (!k)
+			return xasprintf("a set operation returns \"%s\", which carries a protected "
+					 "value under another name", tab + 1);
+		size_t plen = (size_t)(tab - ref) + 1;	/* "k\t" */
+		char *hint = xasprintf("%.*s%s%s%s\t%s", (int)plen, ref, k->schema ? k->schema : "",
+				       k->schema ? "." : "", k->table, k->column);
+		for (int j = 0; j < hints->count; j++) {
+			if (strncmp(hints->items[j], ref, plen) == 0 && strcmp(hints->items[j], hint) != 0) {
+				free(hint);
+				return xasprintf("column %.*s of a set operation mixes differently "
+						 "protected columns", (int)plen - 1, ref);
+			}
+		}
+		add_unique(hints, hint);
+		free(hint);
+	}
+	return NULL;
+}
+
 static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *views,
-			     bool views_unknown, const SqlStatement *st, bool *sensitive)
+			     bool views_unknown, const SqlStatement *st, bool *sensitive,
+			     StrList *hints)
 {
 	const char *view = statement_tainted_view(views, st);
 	if (view) {
@@ -192,6 +241,8 @@ static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *view
 		if (strlist_contains(&t.rels, st->bare.items[i]))
 			why = xasprintf("a whole-row reference to \"%s\" would bypass masking",
 					st->bare.items[i]);
+	if (!why && st->setop_top)
+		why = setop_hints(keys, nkeys, st, &t, hints);
 out:
 	strlist_free(&t.cols);
 	strlist_free(&t.rels);
@@ -211,7 +262,10 @@ void maskguard_check(const StrList *keys, const StrList *views, bool views_unkno
 			n++;
 	for (int i = 0; i < info->nstmts && !out->reason; i++)
 		out->reason = guard_statement(mk, n, views, views_unknown, &info->stmts[i],
-					      &out->sensitive);
+					      &out->sensitive, &out->hints);
+	if (!out->reason && out->hints.count > 0 && info->nstmts > 1)
+		out->reason = xstrdup("a set operation over protected columns must be the only "
+				      "statement of its Query to be masked");
 	out->deny = out->reason != NULL;
 	for (int i = 0; i < n; i++)
 		key_free(&mk[i]);
@@ -222,6 +276,7 @@ void maskguard_result_free(MaskGuardResult *r)
 {
 	free(r->reason);
 	r->reason = NULL;
+	strlist_free(&r->hints);
 }
 
 bool maskguard_column_protected(const StrList *keys, const char *schema, const char *table,

@@ -11,6 +11,12 @@
  * search_path may resolve it), "*.column" in every statement; names bound to
  * a protected value in the statement (aliases, subquery names, column alias
  * lists) are protected too.
+ *
+ * A statement that is itself a set operation (UNION, INTERSECT, EXCEPT) is
+ * the one exception to "plain references only by source": PostgreSQL reports
+ * no source for its columns, so a plain protected reference in a branch comes
+ * back as a hint to mask that result position; it must be the only statement
+ * of its Query.
  */
 #ifndef PGMOAT_MASKGUARD_H
 #define PGMOAT_MASKGUARD_H
@@ -21,6 +27,9 @@ typedef struct MaskGuardResult {
 	bool deny;
 	bool sensitive;		/* touches a protected table: errors are scrubbed */
 	char *reason;		/* DENY: the client's message (owned) */
+	StrList hints;		/* a set operation's result positions to mask, as
+				 * "k\ttable\tcolumn" (the P.masks key's table, which may be
+				 * "schema.table" or "*"): its columns carry no source */
 } MaskGuardResult;
 
 /*

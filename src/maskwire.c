@@ -21,8 +21,13 @@
 /* What the server will answer, in order: one entry per Query, Sync and Describe sent. */
 enum { Q_QUERY = 1, Q_SYNC, Q_DESC, Q_DESC_OURS };
 
+typedef struct QEntry {
+	uint8_t kind;
+	StrList hints;		/* Q_QUERY: a set operation's positions to mask (maskguard.h) */
+} QEntry;
+
 struct MaskWire {
-	uint8_t *queue;
+	QEntry *queue;
 	int qlen;
 	MaskPlan plan;
 	bool have_plan;		/* a RowDescription (or NoData) for the rows to come */
@@ -33,6 +38,7 @@ struct MaskWire {
 	uint8_t *pending;	/* the RowDescription waiting for the catalog (whole message) */
 	size_t pending_len;
 	bool pending_ours;	/* ... answering pgmoat's own Describe: never forwarded */
+	StrList pending_hints;	/* ... and the set-operation hints that came with it */
 };
 
 static void maskwire_catalog_done(Server *s, bool ok);
@@ -129,6 +135,9 @@ void maskwire_forget(Server *s)
 		catalog_forget_waiter(s->pool->mask_catalog, s);
 	plan_clear(mw);
 	free(mw->pending);
+	strlist_free(&mw->pending_hints);
+	for (int i = 0; i < mw->qlen; i++)
+		strlist_free(&mw->queue[i].hints);
 	free(mw->queue);
 	free(mw);
 	s->mask = NULL;
@@ -143,31 +152,39 @@ bool maskwire_waiting(const Server *s)
 
 static void queue_push(struct MaskWire *mw, uint8_t what)
 {
-	mw->queue = xrealloc(mw->queue, (size_t)mw->qlen + 1);
-	mw->queue[mw->qlen++] = what;
+	mw->queue = xrealloc(mw->queue, sizeof(QEntry) * (size_t)(mw->qlen + 1));
+	memset(&mw->queue[mw->qlen], 0, sizeof(QEntry));
+	mw->queue[mw->qlen++].kind = what;
 }
 
 static uint8_t queue_head(const struct MaskWire *mw)
 {
-	return mw->qlen ? mw->queue[0] : 0;
+	return mw->qlen ? mw->queue[0].kind : 0;
+}
+
+static void queue_remove(struct MaskWire *mw, int i)
+{
+	strlist_free(&mw->queue[i].hints);
+	memmove(mw->queue + i, mw->queue + i + 1, sizeof(QEntry) * (size_t)(mw->qlen - i - 1));
+	mw->qlen--;
 }
 
 static void queue_pop(struct MaskWire *mw)
 {
-	if (mw->qlen == 0)
-		return;
-	memmove(mw->queue, mw->queue + 1, (size_t)mw->qlen - 1);
-	mw->qlen--;
+	if (mw->qlen > 0)
+		queue_remove(mw, 0);
 }
 
-/* A RowDescription or NoData: does it answer a Describe, and is that one ours? */
-static bool queue_take_describe(struct MaskWire *mw)
+/* What a RowDescription or NoData answers: a Describe (ours or the client's), or a Query. */
+enum { ANSWERS_QUERY, ANSWERS_CLIENT_DESCRIBE, ANSWERS_OUR_DESCRIBE };
+
+static int queue_take_describe(struct MaskWire *mw)
 {
 	uint8_t h = queue_head(mw);
 	if (h != Q_DESC && h != Q_DESC_OURS)
-		return false;	/* a simple Query's result */
+		return ANSWERS_QUERY;	/* a simple Query's result */
 	queue_pop(mw);
-	return h == Q_DESC_OURS;
+	return h == Q_DESC_OURS ? ANSWERS_OUR_DESCRIBE : ANSWERS_CLIENT_DESCRIBE;
 }
 
 /* After an error the server skips to Sync: the Describes before it get no answer. */
@@ -185,12 +202,11 @@ static void queue_drop_ignored_syncs(struct MaskWire *mw, int due)
 {
 	int ends = 0;
 	for (int i = 0; i < mw->qlen; i++)
-		if (mw->queue[i] == Q_SYNC || mw->queue[i] == Q_QUERY)
+		if (mw->queue[i].kind == Q_SYNC || mw->queue[i].kind == Q_QUERY)
 			ends++;
 	for (int i = 0; i < mw->qlen && ends > (due > 0 ? due : 0);) {
-		if (mw->queue[i] == Q_SYNC) {
-			memmove(mw->queue + i, mw->queue + i + 1, (size_t)(mw->qlen - i - 1));
-			mw->qlen--;
+		if (mw->queue[i].kind == Q_SYNC) {
+			queue_remove(mw, i);
 			ends--;
 		} else {
 			i++;
@@ -207,6 +223,11 @@ void maskwire_track(Server *s, uint8_t type)
 	case 'Q':
 	case 'F':	/* denied: it travels as a Query */
 		queue_push(mw, Q_QUERY);
+		if (type == 'Q' && s->link && s->link->mask_next_hints.count > 0) {
+			/* judged before this server was assigned (stashed) */
+			mw->queue[mw->qlen - 1].hints = s->link->mask_next_hints;
+			memset(&s->link->mask_next_hints, 0, sizeof(StrList));
+		}
 		break;
 	case 'D':
 		queue_push(mw, Q_DESC);
@@ -218,6 +239,26 @@ void maskwire_track(Server *s, uint8_t type)
 	default:
 		break;
 	}
+}
+
+static void strlist_copy(StrList *dst, const StrList *src)
+{
+	strlist_free(dst);
+	for (int i = 0; i < src->count; i++)
+		strlist_add(dst, src->items[i]);
+}
+
+void maskwire_set_query_hints(Client *c, Server *s, const StrList *hints)
+{
+	struct MaskWire *mw = s ? s->mask : NULL;
+	for (int i = mw ? mw->qlen - 1 : -1; i >= 0; i--) {
+		if (mw->queue[i].kind == Q_QUERY) {
+			/* its Query was tracked as it went out, just before this verdict */
+			strlist_copy(&mw->queue[i].hints, hints);
+			return;
+		}
+	}
+	strlist_copy(&c->mask_next_hints, hints);
 }
 
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out)
@@ -328,10 +369,36 @@ static NamesResult plan_names(Catalog *cat, const MaskPlan *plan, char **tables,
 	return NAMES_OK;
 }
 
-static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours);
+static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours, StrList *hints);
+
+/*
+ * A set operation's columns carry no source: its hints ("k\ttable\tcolumn")
+ * name the protected column each position may hold. False: they do not fit.
+ */
+static bool plan_apply_hints(const MaskPlan *plan, const StrList *hints, char **tables,
+			     char **owned)
+{
+	for (int i = 0; hints && i < hints->count; i++) {
+		char *copy = xstrdup(hints->items[i]);
+		char *t1 = strchr(copy, '\t');
+		char *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+		long k = t2 ? strtol(copy, NULL, 10) : -1;
+		if (k < 0 || k >= plan->ncols) {
+			free(copy);
+			return false;
+		}
+		*t1 = *t2 = '\0';
+		if (plan->cols[k].table_oid == 0 && !tables[k]) {
+			tables[k] = xstrdup(t1 + 1);
+			owned[k] = xstrdup(t2 + 1);
+		}
+		free(copy);
+	}
+	return true;
+}
 
 /* The catalog knows every source: choose the masks, then forward the description. */
-static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours)
+static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, StrList *hints)
 {
 	struct MaskWire *mw = s->mask;
 	Client *c = s->link;
@@ -346,6 +413,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours)
 	int n = mw->plan.ncols;
 	char **tables = xcalloc((size_t)n + 1, sizeof(char *));
 	char **cols = xcalloc((size_t)n + 1, sizeof(char *));
+	char **owned = xcalloc((size_t)n + 1, sizeof(char *));
 	NamesResult nr = plan_names(cat, &mw->plan, tables, cols, why, sizeof(why));
 	bool ok = false;
 	if (nr == NAMES_STALE && !mw->retried) {
@@ -356,9 +424,17 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours)
 			free(tables[i]);
 		free(tables);
 		free(cols);
+		free(owned);
 		plan_clear(mw);
-		return plan_start(s, msg, total, ours);
+		return plan_start(s, msg, total, ours, hints);
 	}
+	if (nr == NAMES_OK && !plan_apply_hints(&mw->plan, hints, tables, owned)) {
+		nr = NAMES_REFUSED;
+		snprintf(why, sizeof(why), "a set operation's result does not match its statement");
+	}
+	for (int i = 0; i < n; i++)
+		if (owned[i])
+			cols[i] = owned[i];
 	if (nr == NAMES_STALE)
 		snprintf(why, sizeof(why), "a column's source is not in the catalog");
 	else if (nr == NAMES_OK && !c)
@@ -366,10 +442,13 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours)
 	else if (nr == NAMES_OK)
 		ok = policy_on_columns(s->worker->policy, &c->psession, &mw->plan,
 				       (const char **)tables, (const char **)cols, why, sizeof(why));
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		free(tables[i]);
+		free(owned[i]);
+	}
 	free(tables);
 	free(cols);
+	free(owned);
 	mw->retried = false;
 	if (!ok) {
 		maskwire_fail(s, why);
@@ -382,7 +461,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours)
 	return true;
 }
 
-static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours)
+static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours, StrList *hints)
 {
 	struct MaskWire *mw = s->mask;
 	MaskPlan probe;
@@ -397,7 +476,7 @@ static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours)
 	free(oids);
 	mask_plan_free(&probe);
 	if (st == CATALOG_READY)
-		return plan_finish(s, msg, total, ours);
+		return plan_finish(s, msg, total, ours, hints);
 	if (st == CATALOG_FAIL) {
 		maskwire_fail(s, "the catalog lookup failed");
 		return true;
@@ -406,6 +485,11 @@ static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours)
 	memcpy(mw->pending, msg, total);
 	mw->pending_len = total;
 	mw->pending_ours = ours;
+	if (hints && hints != &mw->pending_hints) {
+		strlist_free(&mw->pending_hints);
+		mw->pending_hints = *hints;
+		memset(hints, 0, sizeof(*hints));
+	}
 	mw->waiting = true;
 	return true;
 }
@@ -419,10 +503,13 @@ static void maskwire_catalog_done(Server *s, bool ok)
 	uint8_t *msg = mw->pending;
 	mw->pending = NULL;
 	bool alive = true;
+	StrList hints = mw->pending_hints;
+	memset(&mw->pending_hints, 0, sizeof(hints));
 	if (ok)
-		alive = plan_finish(s, msg, mw->pending_len, mw->pending_ours);
+		alive = plan_finish(s, msg, mw->pending_len, mw->pending_ours, &hints);
 	else
 		maskwire_fail(s, "the catalog lookup failed or timed out");
+	strlist_free(&hints);	/* (empty if a retry parked them again) */
 	free(msg);
 	if (alive && !maskwire_waiting(s))
 		server_resume_reading(s);
@@ -572,13 +659,21 @@ bool maskwire_handle(Server *s, const MsgHeader *h, const uint8_t *msg, struct e
 	size_t total = proto_msg_total(h);
 	bool ours;
 	switch (h->type) {
-	case 'T':
-		ours = queue_take_describe(mw);
-		if (mw->swallow)
-			return true;
-		return plan_start(s, msg, total, ours);
+	case 'T': {
+		int answers = queue_take_describe(mw);
+		StrList hints = { 0 };
+		if (answers == ANSWERS_QUERY && queue_head(mw) == Q_QUERY) {
+			/* a set operation's hints serve its (only) result description */
+			hints = mw->queue[0].hints;
+			memset(&mw->queue[0].hints, 0, sizeof(hints));
+		}
+		bool alive = mw->swallow ||
+			     plan_start(s, msg, total, answers == ANSWERS_OUR_DESCRIBE, &hints);
+		strlist_free(&hints);
+		return alive;
+	}
 	case 'n':
-		ours = queue_take_describe(mw);
+		ours = queue_take_describe(mw) == ANSWERS_OUR_DESCRIBE;
 		plan_clear(mw);
 		if (!mw->swallow && !ours)
 			evbuffer_add(out, msg, total);

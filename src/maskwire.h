@@ -45,6 +45,13 @@ void maskwire_note_schema_change(Client *c);
 /* New policies: the protected set may differ, so every catalog starts again. */
 void maskwire_policies_changed(void);
 
+/*
+ * A judged Query is a set operation over protected columns: hints
+ * ("k\ttable\tcolumn", maskguard.h) mask its result by position. s: the
+ * server it was just sent to, or NULL when it waits to be sent (stashed).
+ */
+void maskwire_set_query_hints(Client *c, Server *s, const StrList *hints);
+
 /* Client -> server: one message of this type is about to be forwarded to s. */
 void maskwire_track(Server *s, uint8_t type);
 /* Before an Execute (whole message) goes to s: pgmoat's Describe of its portal goes first. */

@@ -72,6 +72,9 @@ typedef struct SqlStatement {
 	StrList renames;	/* pairs (alias, source name) of plain references renamed by AS */
 	StrList rel_aliases;	/* pairs (alias, relation name) from FROM items */
 	StrList pos_aliases;	/* column aliases given by position: AS s(a, b), WITH x(a, b) */
+	bool setop_top;		/* the statement is itself a set operation (UNION, ...) */
+	StrList setop_refs;	/* its branches' plain references by result position: "k\tname" */
+	bool setop_star;	/* ... and some branch selects * (positions unknown) */
 	bool copy_out;		/* COPY ... TO (STDOUT or a file) */
 	bool opaque_code;	/* DO, CALL, CREATE FUNCTION/PROCEDURE/RULE/TRIGGER: code pgmoat
 				 * cannot follow */

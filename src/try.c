@@ -117,7 +117,7 @@ static void try_run(PolicyEngine *e, const TryOptions *o, const char *user, cons
 		/* masking's statement guard, as on the wire (no catalog: views are not known) */
 		if (d->verdict == POLICY_ALLOW || d->verdict == POLICY_REWRITE)
 			(void)enforce_mask_guard(e, d->rewritten_sql ? d->rewritten_sql : sql, NULL,
-						 false, d);
+						 false, d, NULL);
 	}
 	policy_session_close(e, &s);
 }

@@ -131,6 +131,13 @@ MASKED = [
     ("SELECT p.email, q.card FROM mk_people p JOIN mk_pay q USING (id)",
      [["***@secret.example", "************4444"]]),
     ("SELECT email FROM mk_people WHERE email LIKE 'zorg%'", [["***@secret.example"]]),
+    # set operations: no source in RowDescription, masked by result position
+    ("SELECT email FROM mk_people WHERE id = 1 UNION SELECT note FROM mk_other ORDER BY 1",
+     [["***"], ["***@secret.example"]]),
+    ("SELECT note, id FROM mk_other UNION ALL SELECT email, id FROM mk_people WHERE id = 1 "
+     "ORDER BY id", [["***", "1"], ["***@secret.example", "1"]]),
+    ("SELECT id, card FROM mk_pay INTERSECT SELECT id, card FROM mk_pay", [["1", "************4444"]]),
+    ("SELECT id FROM mk_people UNION SELECT id FROM mk_other ORDER BY 1", [["1"], ["2"]]),
 ]
 
 
@@ -148,6 +155,17 @@ def test_star_is_masked_with_psycopg2(proxy):
                                    "nick#%d" % len(NICK))]
         cur.execute("SELECT o.id, name FROM mk_other o, mk_people WHERE mk_people.id = 1")
         assert cur.fetchall() == [(1, "Alice")]
+
+
+def test_set_operation_masked_inside_a_transaction(proxy):
+    """psycopg2 opens a transaction first: the Query is judged while linked to a server."""
+    with contextlib.closing(proxy.connect()) as c, c.cursor() as cur:
+        cur.execute("SELECT 1")
+        cur.execute("SELECT ssn FROM mk_people WHERE id = 1 UNION ALL SELECT note FROM mk_other")
+        assert sorted(cur.fetchall()) == [("[REDACTED]",), ("[REDACTED]",)]
+        cur.execute("SELECT email FROM mk_people WHERE id = 1")
+        assert cur.fetchall() == [("***@secret.example",)]
+        c.rollback()
 
 
 def test_unmasked_results_untouched(proxy):
@@ -331,8 +349,11 @@ DENIED = [
     "WITH x(a) AS (SELECT email FROM mk_people) SELECT upper(a) FROM x",
     "SELECT x FROM mk_people p, LATERAL (SELECT lower(p.email) AS x) s",
     "SELECT * FROM mk_people p, jsonb_each(to_jsonb(p)) j",
-    "SELECT email FROM mk_people UNION SELECT note FROM mk_other",
-    "SELECT note FROM mk_other UNION ALL SELECT email FROM mk_people",
+    "SELECT * FROM mk_people UNION SELECT * FROM mk_people",
+    "SELECT lower(email) FROM mk_people UNION SELECT note FROM mk_other",
+    "SELECT x FROM (SELECT email FROM mk_people UNION SELECT note FROM mk_other) s(x)",
+    "SELECT 1; SELECT email FROM mk_people UNION SELECT note FROM mk_other",
+    "PREPARE mku AS SELECT email FROM mk_people UNION SELECT note FROM mk_other",
     "VALUES ((SELECT email FROM mk_people LIMIT 1))",
     "COPY mk_people TO STDOUT",
     "COPY mk_people (email) TO STDOUT",
@@ -369,6 +390,13 @@ def test_denied_in_transaction_aborts_it(proxy):
         assert c.read_until({b"Z"})[-1][1] == b"I"
     finally:
         c.close()
+
+
+def test_set_operation_denied_in_extended_protocol(proxy):
+    out = ext_exchange(proxy, [parse_msg("SELECT email FROM mk_people UNION SELECT note FROM mk_other"),
+                               bind_msg(), execute_msg(), sync_msg()])
+    assert errors_of(out)[0]["C"] == "42501"
+    assert not rows_of(out)
 
 
 def test_denied_in_extended_parse(proxy):

@@ -96,7 +96,13 @@ Test(maskguard, every_other_path_denied)
 		"WITH x(a) AS (SELECT email FROM people) SELECT upper(a) FROM x",
 		"SELECT x FROM people p, LATERAL (SELECT lower(p.email) AS x) s",
 		"SELECT * FROM people p, jsonb_each(to_jsonb(p)) j",
-		"SELECT email FROM people UNION SELECT name FROM orders",
+		"SELECT * FROM people UNION SELECT * FROM orders",
+		"SELECT lower(email) FROM people UNION SELECT name FROM orders",
+		"SELECT e FROM (SELECT email AS e FROM people) s UNION SELECT name FROM orders",
+		"SELECT x FROM (SELECT email FROM people UNION SELECT name FROM orders) s(x)",
+		"PREPARE p AS SELECT email FROM people UNION SELECT name FROM orders",
+		"SELECT 1; SELECT email FROM people UNION SELECT name FROM orders",
+		"SELECT email FROM people UNION SELECT ssn FROM orders",
 		"VALUES ((SELECT email FROM people LIMIT 1))",
 		"COPY people TO STDOUT",
 		"COPY (SELECT email FROM people) TO STDOUT",
@@ -169,4 +175,21 @@ Test(maskguard, column_protected_by_catalog_names)
 	cr_expect(!maskguard_column_protected(&keys, "public", "staff", "salary"));
 	cr_expect(maskguard_column_protected(&keys, "x", "anything", "ssn"));
 	cr_expect(!maskguard_column_protected(&keys, "public", "people", "name"));
+}
+
+Test(maskguard, set_operation_masked_by_position)
+{
+	MaskGuardResult r = judge_with("SELECT id, email FROM people UNION ALL "
+				       "SELECT id, name FROM orders UNION SELECT ssn, 'x' FROM orders", false);
+	cr_assert(!r.deny, "%s", r.reason ? r.reason : "");
+	cr_expect_eq(r.hints.count, 2);
+	cr_expect(strlist_contains(&r.hints, "1\tpeople\temail"));
+	cr_expect(strlist_contains(&r.hints, "0\t*\tssn"));
+	maskguard_result_free(&r);
+	r = judge_with("SELECT salary FROM hr.staff EXCEPT SELECT 0", false);
+	cr_expect(!r.deny && r.hints.count == 1 && strcmp(r.hints.items[0], "0\thr.staff\tsalary") == 0);
+	maskguard_result_free(&r);
+	r = judge_with("SELECT id FROM people UNION SELECT id FROM orders", false);
+	cr_expect(!r.deny && r.hints.count == 0);
+	maskguard_result_free(&r);
 }
