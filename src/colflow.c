@@ -230,6 +230,23 @@ static void flow_copy(SqlStatement *st, const json_t *body)
 	flow_value(st, "query", json_object_get(body, "query"), CF_COMPUTED);
 }
 
+/* Renames and moves: a protected column or table under a new name escapes its key. */
+static void flow_rename(SqlStatement *st, const char *node, const json_t *body)
+{
+	const char *type = jstr(body, strcmp(node, "RenameStmt") == 0 ? "renameType" : "objectType");
+	if (!type)
+		return;
+	if (strcmp(node, "RenameStmt") == 0 && strcmp(type, "OBJECT_COLUMN") == 0) {
+		if (jstr(body, "subname"))
+			strlist_add(&st->renamed_cols, jstr(body, "subname"));
+	} else if (strcmp(node, "RenameStmt") == 0 && strcmp(type, "OBJECT_SCHEMA") == 0) {
+		free(st->renamed_schema);
+		st->renamed_schema = jstr(body, "subname") ? xstrdup(jstr(body, "subname")) : NULL;
+	} else if (json_object_get(body, "relation")) {
+		st->moves_relation = true;
+	}
+}
+
 static bool node_is_opaque_code(const char *node)
 {
 	static const char *const nodes[] = { "DoStmt", "CallStmt", "CreateFunctionStmt",
@@ -268,6 +285,8 @@ static bool flow_node(SqlStatement *st, const char *node, const json_t *body, Fl
 	} else if (strcmp(node, "InsertStmt") == 0 || strcmp(node, "UpdateStmt") == 0 ||
 		   strcmp(node, "DeleteStmt") == 0 || strcmp(node, "MergeStmt") == 0) {
 		flow_dml(st, node, body);
+	} else if (strcmp(node, "RenameStmt") == 0 || strcmp(node, "AlterObjectSchemaStmt") == 0) {
+		flow_rename(st, node, body);
 	} else if (strcmp(node, "CopyStmt") == 0) {
 		flow_copy(st, body);
 	} else if (strcmp(node, "ViewStmt") == 0 || strcmp(node, "CreateTableAsStmt") == 0) {
@@ -334,4 +353,7 @@ void colflow_free(SqlStatement *st)
 	strlist_free(&st->rel_aliases);
 	strlist_free(&st->pos_aliases);
 	strlist_free(&st->setop_refs);
+	strlist_free(&st->renamed_cols);
+	free(st->renamed_schema);
+	st->renamed_schema = NULL;
 }

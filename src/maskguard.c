@@ -200,6 +200,28 @@ static char *setop_hints(const MaskKey *keys, int nkeys, const SqlStatement *st,
 	return NULL;
 }
 
+/* ALTER ... RENAME / SET SCHEMA that would take a protected column out of its key's reach. */
+static char *guard_rename(const MaskKey *keys, int nkeys, const SqlStatement *st)
+{
+	for (int i = 0; i < nkeys; i++) {
+		const MaskKey *k = &keys[i];
+		bool star = strcmp(k->table, "*") == 0;
+		bool named = false;
+		for (int j = 0; j < st->tables.count && !named; j++)
+			named = key_matches_relation(k, st->tables.items[j]);
+		if (st->moves_relation && named)
+			return xasprintf("renaming or moving \"%s\" would take its protected column "
+					 "\"%s\" out of its mask", k->table, k->column);
+		if ((named || star) && strlist_contains(&st->renamed_cols, k->column))
+			return xasprintf("renaming the protected column \"%s\" would take it out of "
+					 "its mask", k->column);
+		if (st->renamed_schema && k->schema && strcmp(k->schema, st->renamed_schema) == 0)
+			return xasprintf("renaming schema \"%s\" would take its protected columns out "
+					 "of their masks", k->schema);
+	}
+	return NULL;
+}
+
 static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *views,
 			     bool views_unknown, const SqlStatement *st, bool *sensitive,
 			     StrList *hints)
@@ -222,6 +244,9 @@ static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *view
 	if (st->opaque_code)
 		return xasprintf("%s statements run code that protected columns cannot be "
 				 "traced through (masking)", st->kind);
+	char *renamed = guard_rename(keys, nkeys, st);
+	if (renamed)
+		return renamed;
 	Taint t = { { 0 }, { 0 }, false };
 	char *why = NULL;
 	taint_from_keys(keys, nkeys, st, &t);

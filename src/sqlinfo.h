@@ -75,6 +75,9 @@ typedef struct SqlStatement {
 	bool setop_top;		/* the statement is itself a set operation (UNION, ...) */
 	StrList setop_refs;	/* its branches' plain references by result position: "k\tname" */
 	bool setop_star;	/* ... and some branch selects * (positions unknown) */
+	StrList renamed_cols;	/* columns renamed by ALTER TABLE ... RENAME COLUMN */
+	bool moves_relation;	/* renames a relation or moves it to another schema */
+	char *renamed_schema;	/* ALTER SCHEMA s RENAME: s */
 	bool copy_out;		/* COPY ... TO (STDOUT or a file) */
 	bool opaque_code;	/* DO, CALL, CREATE FUNCTION/PROCEDURE/RULE/TRIGGER: code pgmoat
 				 * cannot follow */

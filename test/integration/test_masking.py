@@ -368,6 +368,9 @@ DENIED = [
     "DO $$ BEGIN RAISE NOTICE '%', (SELECT email FROM mk_people LIMIT 1); END $$",
     "CREATE FUNCTION mk_f() RETURNS text LANGUAGE sql AS 'SELECT email FROM mk_people LIMIT 1'",
     "SELECT 1; SELECT lower(email) FROM mk_people",
+    "ALTER TABLE mk_people RENAME COLUMN email TO contact",
+    "ALTER TABLE mk_people RENAME TO mk_people_old",
+    "ALTER TABLE mk_people ALTER COLUMN email TYPE int USING length(email)",
 ]
 
 

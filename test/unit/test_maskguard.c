@@ -73,6 +73,10 @@ Test(maskguard, plain_references_pass)
 		"COPY orders (id, total) TO STDOUT",
 		"COPY people FROM STDIN",
 		"SELECT salary FROM hr.staff",
+		"ALTER TABLE people RENAME COLUMN name TO full_name",
+		"ALTER TABLE orders RENAME TO orders2",
+		"ALTER TABLE people ADD COLUMN z int",
+		"ALTER SCHEMA sales RENAME TO sales2",
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		expect(ok[i], false);
@@ -103,6 +107,13 @@ Test(maskguard, every_other_path_denied)
 		"PREPARE p AS SELECT email FROM people UNION SELECT name FROM orders",
 		"SELECT 1; SELECT email FROM people UNION SELECT name FROM orders",
 		"SELECT email FROM people UNION SELECT ssn FROM orders",
+		"ALTER TABLE people RENAME COLUMN email TO e2",
+		"ALTER TABLE orders RENAME COLUMN ssn TO s",
+		"ALTER TABLE people RENAME TO people2",
+		"ALTER TABLE hr.staff SET SCHEMA public",
+		"ALTER SCHEMA hr RENAME TO hr2",
+		"ALTER TABLE people ALTER COLUMN email TYPE int USING email::int",
+		"ALTER TABLE people ADD COLUMN z int GENERATED ALWAYS AS (length(email)) STORED",
 		"VALUES ((SELECT email FROM people LIMIT 1))",
 		"COPY people TO STDOUT",
 		"COPY (SELECT email FROM people) TO STDOUT",
