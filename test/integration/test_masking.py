@@ -16,7 +16,7 @@ import psycopg2.errors
 import pytest
 
 from conftest import (
-    IS_PGBOUNCER, REPO, bind_msg, cstr, data_row_values, describe_msg, execute_msg, msg,
+    IS_PGBOUNCER, REPO, bind_msg, copy_data_msg, copy_done_msg, cstr, data_row_values, describe_msg, execute_msg, msg,
     parse_error_fields, parse_msg, query_msg, raw_login, start_yaml_proxy, sync_msg,
 )
 
@@ -306,6 +306,53 @@ def test_extended_error_then_next_batch(proxy):
         no_secret(b"".join(t + p for t, p in out))
         assert rows_of(out) == [["***@secret.example"]]
         assert b"T" not in [t for t, _ in out]
+    finally:
+        c.close()
+
+
+def test_pipeline_mixing_protocols_stays_in_step(proxy):
+    """Extended batch, simple Query, extended batch with the client's own Describe: one send."""
+    c = raw_login(proxy)
+    try:
+        c.send(parse_msg("SELECT email FROM mk_people WHERE id = 1") + bind_msg() + execute_msg() +
+               sync_msg() +
+               query_msg("SELECT ssn FROM mk_people WHERE id = 1; SELECT card FROM mk_pay") +
+               parse_msg("SELECT id, email FROM mk_people WHERE id = 1") + bind_msg() +
+               describe_msg(b"P") + execute_msg() + sync_msg())
+        out = []
+        for _ in range(3):
+            out += c.read_until({b"Z"}, timeout=15)
+        no_secret(b"".join(t + p for t, p in out))
+        types = [t for t, _ in out]
+        assert types == [b"1", b"2", b"D", b"C", b"Z",
+                         b"T", b"D", b"C", b"T", b"D", b"C", b"Z",
+                         b"1", b"2", b"T", b"D", b"C", b"Z"], types
+        assert rows_of(out) == [["***@secret.example"], ["[REDACTED]"], ["************4444"],
+                                ["1", "***@secret.example"]]
+    finally:
+        c.close()
+
+
+def test_copy_in_then_masked_batch(proxy):
+    """A Sync sent during COPY FROM STDIN is ignored by the server: the next batch stays masked."""
+    c = raw_login(proxy)
+    try:
+        c.send(query_msg("BEGIN"))
+        c.read_until({b"Z"})
+        c.send(parse_msg("COPY mk_sink FROM STDIN") + bind_msg() + execute_msg() + sync_msg())
+        first = c.read_until({b"G"})
+        assert first[-1][0] == b"G"
+        c.send(copy_data_msg(b"5\tfive\n") + copy_done_msg() + sync_msg())
+        c.read_until({b"Z"})
+        for _ in range(2):
+            c.send(parse_msg("SELECT email FROM mk_people WHERE id = 1") + bind_msg() +
+                   execute_msg() + sync_msg())
+            out = c.read_until({b"Z"})
+            no_secret(b"".join(t + p for t, p in out))
+            assert [t for t, _ in out] == [b"1", b"2", b"D", b"C", b"Z"], out
+            assert rows_of(out) == [["***@secret.example"]]
+        c.send(query_msg("ROLLBACK"))
+        c.read_until({b"Z"})
     finally:
         c.close()
 
