@@ -184,7 +184,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	}
 	client_log_disconnect(c, msg);
 	enforce_session_close(c);
-	strlist_free(&c->mask_next_hints);
+	maskwire_client_free(c);
 	free(c->stash);
 	c->stash = NULL;
 	client_unlink_server(c);
@@ -837,6 +837,35 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	return true;
 }
 
+/*
+ * Masking: which statement a Bind makes a portal of, which one a Describe
+ * asks about. Only the names at the front of the message are read; it is
+ * forwarded as usual. False: wait for more bytes, or the client is gone.
+ */
+static bool client_note_portal_names(Client *c, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t total = proto_msg_total(h);
+	size_t peek = total < MASKWIRE_NAMES_PEEK ? total : MASKWIRE_NAMES_PEEK;
+	if (evbuffer_get_length(in) < peek) {
+		client_read_whole(c, peek, true);
+		return false;
+	}
+	client_read_whole(c, peek, false);
+	uint8_t buf[MASKWIRE_NAMES_PEEK];
+	if (evbuffer_copyout(in, buf, peek) != (ev_ssize_t)peek) {
+		client_disconnect(c, "08P01", "could not read a message");
+		return false;
+	}
+	if (!maskwire_note_names(c, h->type, buf + PROTO_HEADER_LEN, peek - PROTO_HEADER_LEN,
+				 total - PROTO_HEADER_LEN)) {
+		client_disconnect(c, "08P01", "statement or portal names over %d bytes are not "
+				  "supported while columns are masked", MASKWIRE_NAMES_PEEK / 2);
+		return false;
+	}
+	return true;
+}
+
 /* Masking: an Execute goes whole, after pgmoat's own Describe of its portal. */
 static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
 {
@@ -980,6 +1009,10 @@ static void client_forward(Client *c)
 			if (!client_forward_judged(c, s, &h))
 				return;
 			continue;
+		}
+		if ((h.type == 'B' || h.type == 'D') && maskwire_active(c->worker)) {
+			if (!client_note_portal_names(c, &h))
+				return;
 		}
 		if (h.type == 'E' && maskwire_active(c->worker)) {
 			if (!client_forward_execute(c, s, &h))

@@ -444,8 +444,8 @@ bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, 
 	return g.sensitive;
 }
 
-static void enforce_guard_masks(Client *c, Server *s, uint8_t type, const char *sql,
-				PolicyDecision *d)
+static void enforce_guard_masks(Client *c, Server *s, uint8_t type, const char *name,
+				const char *sql, PolicyDecision *d)
 {
 	PolicyEngine *e = c->worker->policy;
 	if (policy_engine_mask_keys(e)->count == 0)
@@ -455,19 +455,10 @@ static void enforce_guard_masks(Client *c, Server *s, uint8_t type, const char *
 	StrList hints = { 0 };
 	if (enforce_mask_guard(e, sql, views, views_unknown, d, &hints))
 		maskwire_note_sensitive(c);
-	if (hints.count > 0 && type != 'Q') {
-		/* its answer to an Execute cannot be tied back to it yet */
-		free(d->message);
-		free(d->rewritten_sql);
-		d->rewritten_sql = NULL;
-		d->message = xstrdup("a set operation over protected columns is masked in the simple "
-				     "Query protocol only");
-		d->verdict = d->enforced = POLICY_DENY;
-		free(d->policy);
-		d->policy = xstrdup("(masking)");
-	} else if (hints.count > 0) {
+	if (type == 'P' && d->enforced != POLICY_DENY)
+		maskwire_set_parse_hints(c, name, &hints);
+	else if (hints.count > 0 && d->enforced != POLICY_DENY)
 		maskwire_set_query_hints(c, s, &hints);
-	}
 	strlist_free(&hints);
 	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
 	if (info->ok && enforce_may_change_schema(info))
@@ -504,8 +495,8 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 					&d);
 	}
 	if (sql && (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE))
-		enforce_guard_masks(c, s, type, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql,
-				    &d);
+		enforce_guard_masks(c, s, type, name,
+				    d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql, &d);
 	enforce_log(c, &d, sql ? sql : "");
 	memset(out, 0, sizeof(*out));
 	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE) {

@@ -41,6 +41,25 @@ struct MaskWire {
 	StrList pending_hints;	/* ... and the set-operation hints that came with it */
 };
 
+/* Set-operation hints (maskguard.h) by statement or portal name. */
+typedef struct NamedHints {
+	char *name;
+	StrList hints;
+} NamedHints;
+
+typedef struct NameMap {
+	NamedHints *items;
+	int n;
+} NameMap;
+
+/* Per client: the client's names, whichever server runs them. */
+struct MaskClient {
+	StrList query_hints;	/* a stashed Query's, until it is sent */
+	StrList desc_hints;	/* the Describe going out now */
+	NameMap stmts;
+	NameMap portals;
+};
+
 static void maskwire_catalog_done(Server *s, bool ok);
 static void maskwire_views_done(Pool *pool);
 
@@ -219,18 +238,23 @@ void maskwire_track(Server *s, uint8_t type)
 	if (!maskwire_active(s->worker))
 		return;
 	struct MaskWire *mw = maskwire_get(s);
+	struct MaskClient *mc = s->link ? s->link->mask : NULL;
 	switch (type) {
 	case 'Q':
 	case 'F':	/* denied: it travels as a Query */
 		queue_push(mw, Q_QUERY);
-		if (type == 'Q' && s->link && s->link->mask_next_hints.count > 0) {
+		if (type == 'Q' && mc) {
 			/* judged before this server was assigned (stashed) */
-			mw->queue[mw->qlen - 1].hints = s->link->mask_next_hints;
-			memset(&s->link->mask_next_hints, 0, sizeof(StrList));
+			mw->queue[mw->qlen - 1].hints = mc->query_hints;
+			memset(&mc->query_hints, 0, sizeof(StrList));
 		}
 		break;
 	case 'D':
 		queue_push(mw, Q_DESC);
+		if (mc) {
+			mw->queue[mw->qlen - 1].hints = mc->desc_hints;
+			memset(&mc->desc_hints, 0, sizeof(StrList));
+		}
 		break;
 	case 'S':
 		if (!s->copy_in)
@@ -248,6 +272,65 @@ static void strlist_copy(StrList *dst, const StrList *src)
 		strlist_add(dst, src->items[i]);
 }
 
+static struct MaskClient *mask_client(Client *c)
+{
+	if (!c->mask)
+		c->mask = xcalloc(1, sizeof(*c->mask));
+	return c->mask;
+}
+
+static NamedHints *namemap_find(NameMap *m, const char *name)
+{
+	for (int i = 0; i < m->n; i++)
+		if (strcmp(m->items[i].name, name) == 0)
+			return &m->items[i];
+	return NULL;
+}
+
+/* name -> a copy of hints; no hints: the name is forgotten. */
+static void namemap_set(NameMap *m, const char *name, const StrList *hints)
+{
+	NamedHints *nh = namemap_find(m, name);
+	if (nh && (!hints || hints->count == 0)) {
+		free(nh->name);
+		strlist_free(&nh->hints);
+		*nh = m->items[--m->n];
+		return;
+	}
+	if (!hints || hints->count == 0)
+		return;
+	if (!nh) {
+		m->items = xrealloc(m->items, sizeof(NamedHints) * (size_t)(m->n + 1));
+		nh = &m->items[m->n++];
+		nh->name = xstrdup(name);
+		memset(&nh->hints, 0, sizeof(nh->hints));
+	}
+	strlist_copy(&nh->hints, hints);
+}
+
+static void namemap_free(NameMap *m)
+{
+	for (int i = 0; i < m->n; i++) {
+		free(m->items[i].name);
+		strlist_free(&m->items[i].hints);
+	}
+	free(m->items);
+	memset(m, 0, sizeof(*m));
+}
+
+void maskwire_client_free(Client *c)
+{
+	struct MaskClient *mc = c->mask;
+	if (!mc)
+		return;
+	strlist_free(&mc->query_hints);
+	strlist_free(&mc->desc_hints);
+	namemap_free(&mc->stmts);
+	namemap_free(&mc->portals);
+	free(mc);
+	c->mask = NULL;
+}
+
 void maskwire_set_query_hints(Client *c, Server *s, const StrList *hints)
 {
 	struct MaskWire *mw = s ? s->mask : NULL;
@@ -258,7 +341,41 @@ void maskwire_set_query_hints(Client *c, Server *s, const StrList *hints)
 			return;
 		}
 	}
-	strlist_copy(&c->mask_next_hints, hints);
+	strlist_copy(&mask_client(c)->query_hints, hints);
+}
+
+void maskwire_set_parse_hints(Client *c, const char *name, const StrList *hints)
+{
+	if (hints->count > 0 || (c->mask && namemap_find(&c->mask->stmts, name)))
+		namemap_set(&mask_client(c)->stmts, name, hints);
+}
+
+static const StrList *hints_of(NameMap *m, const char *name)
+{
+	NamedHints *nh = namemap_find(m, name);
+	return nh ? &nh->hints : NULL;
+}
+
+bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t have, size_t len)
+{
+	PktReader r;
+	const char *a, *b;
+	uint8_t kind;
+	struct MaskClient *mc = mask_client(c);
+	proto_reader_init(&r, body, have);
+	if (type == 'B') {
+		if (!proto_read_cstring(&r, &a) || !proto_read_cstring(&r, &b))
+			return have == len;	/* malformed: the server refuses it */
+		namemap_set(&mc->portals, a, hints_of(&mc->stmts, b));
+		return true;
+	}
+	strlist_free(&mc->desc_hints);
+	if (!proto_read_uint8(&r, &kind) || !proto_read_cstring(&r, &a))
+		return have == len;
+	const StrList *h = hints_of(kind == 'S' ? &mc->stmts : &mc->portals, a);
+	if (h)
+		strlist_copy(&mc->desc_hints, h);
+	return true;
 }
 
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out)
@@ -278,7 +395,12 @@ void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct
 	pktbuf_finish(&pb);
 	if (pktbuf_ok(&pb)) {
 		evbuffer_add(out, pb.data, pb.len);
-		queue_push(maskwire_get(s), Q_DESC_OURS);
+		struct MaskWire *mw = maskwire_get(s);
+		queue_push(mw, Q_DESC_OURS);
+		const StrList *h = s->link && s->link->mask ? hints_of(&s->link->mask->portals, portal)
+							    : NULL;
+		if (h)
+			strlist_copy(&mw->queue[mw->qlen - 1].hints, h);
 	}
 	pktbuf_free(&pb);
 }
@@ -660,13 +782,14 @@ bool maskwire_handle(Server *s, const MsgHeader *h, const uint8_t *msg, struct e
 	bool ours;
 	switch (h->type) {
 	case 'T': {
-		int answers = queue_take_describe(mw);
 		StrList hints = { 0 };
-		if (answers == ANSWERS_QUERY && queue_head(mw) == Q_QUERY) {
+		if (queue_head(mw) == Q_QUERY || queue_head(mw) == Q_DESC ||
+		    queue_head(mw) == Q_DESC_OURS) {
 			/* a set operation's hints serve its (only) result description */
 			hints = mw->queue[0].hints;
 			memset(&mw->queue[0].hints, 0, sizeof(hints));
 		}
+		int answers = queue_take_describe(mw);
 		bool alive = mw->swallow ||
 			     plan_start(s, msg, total, answers == ANSWERS_OUR_DESCRIBE, &hints);
 		strlist_free(&hints);

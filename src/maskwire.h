@@ -45,6 +45,20 @@ void maskwire_note_schema_change(Client *c);
 /* New policies: the protected set may differ, so every catalog starts again. */
 void maskwire_policies_changed(void);
 
+/* Bind and Describe are read this far for their portal and statement names. */
+#define MASKWIRE_NAMES_PEEK 2048
+
+/*
+ * A Bind ('B') or Describe ('D') is about to go out: body holds its first
+ * have bytes of len. Bind gives its portal the statement's hints; Describe's
+ * answer gets the hints of what it names. False: the names do not fit in
+ * MASKWIRE_NAMES_PEEK (the caller drops the client: fail closed).
+ */
+bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t have, size_t len);
+/* A judged Parse: its set-operation hints (none: forget any older ones of that name). */
+void maskwire_set_parse_hints(Client *c, const char *name, const StrList *hints);
+void maskwire_client_free(Client *c);
+
 /*
  * A judged Query is a set operation over protected columns: hints
  * ("k\ttable\tcolumn", maskguard.h) mask its result by position. s: the
@@ -54,7 +68,10 @@ void maskwire_set_query_hints(Client *c, Server *s, const StrList *hints);
 
 /* Client -> server: one message of this type is about to be forwarded to s. */
 void maskwire_track(Server *s, uint8_t type);
-/* Before an Execute (whole message) goes to s: pgmoat's Describe of its portal goes first. */
+/*
+ * Before an Execute (whole message) goes to s: pgmoat's Describe of its portal
+ * goes first (its answer carries the portal's set-operation hints).
+ */
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out);
 
 /* Server -> client: must this message be parsed whole? */

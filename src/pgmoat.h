@@ -183,7 +183,7 @@ struct Client {
 	/* Masking on the wire (maskwire.c) */
 	bool mask_scrub;	/* touched a protected table: errors and notices are scrubbed */
 	bool mask_schema_changed;	/* judged DDL: the catalog is dropped at ReadyForQuery */
-	StrList mask_next_hints;	/* set-operation hints of a stashed Query (maskwire.c) */
+	struct MaskClient *mask;	/* set-operation hints: stashed Query, statements, portals */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */

@@ -442,9 +442,42 @@ def test_denied_in_transaction_aborts_it(proxy):
         c.close()
 
 
-def test_set_operation_denied_in_extended_protocol(proxy):
-    out = ext_exchange(proxy, [parse_msg("SELECT email FROM mk_people UNION SELECT note FROM mk_other"),
-                               bind_msg(), execute_msg(), sync_msg()])
+UNION_SQL = "SELECT email, id FROM mk_people WHERE id = 1 UNION ALL SELECT note, id FROM mk_other"
+UNION_ROWS = [["***@secret.example", "1"], ["***", "1"]]
+
+
+def test_set_operation_masked_in_extended_protocol(proxy):
+    out = ext_exchange(proxy, [parse_msg(UNION_SQL), bind_msg(), execute_msg(), sync_msg()])
+    assert not errors_of(out), out
+    assert sorted(rows_of(out)) == sorted(UNION_ROWS)
+    assert [t for t, _ in out] == [b"1", b"2", b"D", b"D", b"C", b"Z"]
+
+
+def test_set_operation_named_statement_described_and_rebound(proxy):
+    c = raw_login(proxy)
+    try:
+        c.send(parse_msg(UNION_SQL, name="mku") + describe_msg(b"S", "mku") + sync_msg())
+        out = c.read_until({b"Z"})
+        assert [t for t, _ in out] == [b"1", b"t", b"T", b"Z"]
+        for portal in ("", "pp"):
+            c.send(bind_msg(stmt="mku", portal=portal) + describe_msg(b"P", portal) +
+                   execute_msg(portal) + sync_msg())
+            out = c.read_until({b"Z"})
+            no_secret(b"".join(t + p for t, p in out))
+            assert not errors_of(out), out
+            assert sorted(rows_of(out)) == sorted(UNION_ROWS)
+        # the name is reused for a statement without protected columns: no more masking
+        c.send(parse_msg("SELECT note, id FROM mk_other UNION ALL SELECT note, id FROM mk_other",
+                         name="mku2") + bind_msg(stmt="mku2") + execute_msg() + sync_msg())
+        out = c.read_until({b"Z"})
+        assert rows_of(out) == [["hello", "1"], ["hello", "1"]]
+    finally:
+        c.close()
+
+
+def test_set_operation_binary_refused(proxy):
+    out = ext_exchange(proxy, [parse_msg(UNION_SQL), bind_formats(result_formats=(1, 1)),
+                               execute_msg(), sync_msg()])
     assert errors_of(out)[0]["C"] == "42501"
     assert not rows_of(out)
 
