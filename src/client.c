@@ -18,6 +18,7 @@
 #include "drain.h"
 #include "proxyproto.h"
 #include "audit.h"
+#include "maskwire.h"
 #include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
@@ -192,6 +193,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	approvals_forget(c);
 	enforce_session_close(c);
 	audit_session_end(c, msg);
+	maskwire_client_free(c);
 	free(c->stash);
 	c->stash = NULL;
 	client_unlink_server(c);
@@ -568,6 +570,14 @@ static void client_fill_vars_from_welcome(Client *c, const Pool *pool)
 void client_finish_login(Client *c)
 {
 	Pool *pool = c->pool;
+	if (maskwire_login_wait(c)) {
+		/* masking: the statement guard needs the catalog first */
+		if (c->state != CL_WAITING_LOGIN) {
+			client_set_state(c, CL_WAITING_LOGIN);
+			c->wait_start = util_now_mono();
+		}
+		return;
+	}
 	client_fill_vars_from_welcome(c, pool);
 	PktBuf pb;
 	pktbuf_init(&pb);
@@ -926,6 +936,7 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 	}
 	if (c->tx_status == 'I' && !c->xact_start)
 		c->xact_start = now;
+	maskwire_track(s, type);
 }
 
 /* Let the socket fill up to one whole message that policies must read. */
@@ -978,6 +989,54 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	evbuffer_add(out, j.send, j.len);
 	if (j.owned)
 		free(j.send);
+	free(msg);
+	return true;
+}
+
+/*
+ * Masking: which statement a Bind makes a portal of, which one a Describe
+ * asks about. Only the names at the front of the message are read; it is
+ * forwarded as usual. False: wait for more bytes, or the client is gone.
+ */
+static bool client_note_portal_names(Client *c, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t total = proto_msg_total(h);
+	size_t peek = total < MASKWIRE_NAMES_PEEK ? total : MASKWIRE_NAMES_PEEK;
+	if (evbuffer_get_length(in) < peek) {
+		client_read_whole(c, peek, true);
+		return false;
+	}
+	client_read_whole(c, peek, false);
+	uint8_t buf[MASKWIRE_NAMES_PEEK];
+	if (evbuffer_copyout(in, buf, peek) != (ev_ssize_t)peek) {
+		client_disconnect(c, "08P01", "could not read a message");
+		return false;
+	}
+	if (!maskwire_note_names(c, h->type, buf + PROTO_HEADER_LEN, peek - PROTO_HEADER_LEN,
+				 total - PROTO_HEADER_LEN)) {
+		client_disconnect(c, "08P01", "statement or portal names over %d bytes are not "
+				  "supported while columns are masked", MASKWIRE_NAMES_PEEK / 2);
+		return false;
+	}
+	return true;
+}
+
+/* Masking: an Execute goes whole, after pgmoat's own Describe of its portal. */
+static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	size_t total = proto_msg_total(h);
+	uint8_t *msg = msgio_take(in, h);
+	if (!msg) {
+		client_read_whole(c, total, true);
+		return false;
+	}
+	client_read_whole(c, total, false);
+	maskwire_before_execute(s, msg, total, out);
+	client_account_message(c, s, h->type, total);
+	evbuffer_add(out, msg, total);
 	free(msg);
 	return true;
 }
@@ -1139,6 +1198,15 @@ static void client_forward(Client *c)
 		}
 		if (!client_audit_message(c, &h))
 			return;
+		if ((h.type == 'B' || h.type == 'D') && maskwire_active(c->worker)) {
+			if (!client_note_portal_names(c, &h))
+				return;
+		}
+		if (h.type == 'E' && maskwire_active(c->worker)) {
+			if (!client_forward_execute(c, s, &h))
+				return;
+			continue;
+		}
 		client_account_message(c, s, h.type, total);
 		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 		c->fwd_remaining = total - moved;

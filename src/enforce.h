@@ -65,6 +65,17 @@ typedef struct Judged {
  */
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out);
 
+/*
+ * Masking's statement guard (maskguard.c) applied to a decision that lets sql
+ * through (allow or rewrite; sql is what would be sent): a denial replaces the
+ * decision (DENY enforced even in dry_run, policy "(masking)"). views: names of
+ * views over protected columns (NULL: none known). Returns whether sql touches
+ * a protected table. No-op without P.masks keys. Also used by pgmoat try.
+ * hints (may be NULL) gets a set operation's positions to mask (maskguard.h).
+ */
+bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
+			PolicyDecision *d, StrList *hints);
+
 /* A message too large to judge (not accounted yet): the denial marker replaces it. */
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb);
 

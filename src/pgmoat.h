@@ -126,6 +126,8 @@ struct Pool {
 
 	/* auth (issue 3 point 4) */
 	char *queried_secret;	/* owned: auth_query's secret for this user, to log servers in */
+	/* Masking on the wire (catalog.c): OID -> names, on a connection of its own */
+	struct Catalog *mask_catalog;
 };
 
 typedef enum {
@@ -184,6 +186,10 @@ struct Client {
 	/* hold (approvals.c): a statement a policy held for a reviewer */
 	struct Approval *held;	/* waiting: the client's input is not processed */
 	struct ApprovalRuling *ruling;	/* decided: applied when the message is judged again */
+	/* Masking on the wire (maskwire.c) */
+	bool mask_scrub;	/* touched a protected table: errors and notices are scrubbed */
+	bool mask_schema_changed;	/* judged DDL: the catalog is dropped at ReadyForQuery */
+	struct MaskClient *mask;	/* set-operation hints: stashed Query, statements, portals */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */
@@ -245,6 +251,9 @@ struct Server {
 	struct Denial *denials;	/* policy errors whose marker is in flight (enforce.c) */
 	bool lexing_may_change;	/* a statement in flight may change how SQL is lexed */
 	int cancels_in_flight;	/* forwarded cancels not yet done: not reusable until 0 */
+
+	/* Masking on the wire (maskwire.c) */
+	struct MaskWire *mask;	/* result plan and Describe bookkeeping; NULL: none yet */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t connect_mono;	/* for server_lifetime */

@@ -7,6 +7,7 @@
  * server_check_delay moves to USED and is checked (TESTED) before reuse.
  */
 #include "pool.h"
+#include "catalog.h"
 #include "client.h"
 #include "server.h"
 #include "admin.h"
@@ -609,6 +610,7 @@ static void pool_free(Pool *p)
 	free(p->server_user);
 	free(p->last_login_error);
 	util_free_secret(p->queried_secret);
+	catalog_free(p->mask_catalog);
 	free(p);
 }
 

@@ -14,6 +14,7 @@
 #include "enforce.h"
 #include "drain.h"
 #include "audit.h"
+#include "maskwire.h"
 #include "proto.h"
 #include "msgio.h"
 #include "auth_md5.h"
@@ -163,6 +164,7 @@ void server_disconnect(Server *s, const char *fmt, ...)
 	}
 	server_release_counts(s);
 	enforce_forget(s);
+	maskwire_forget(s);
 	server_set_state(s, SV_FREE);
 	scram_client_free(&s->scram);
 	server_free_later(s);
@@ -178,18 +180,23 @@ void server_disconnect(Server *s, const char *fmt, ...)
 /* ---- login ---------------------------------------------------------- */
 
 /* The secret we log in with: the [databases] password, else the auth_file entry. */
-static const char *server_secret(const Server *s)
+const char *server_pool_secret(const Pool *pool)
 {
-	const DbConfig *d = s->pool->db->cfg;
+	const DbConfig *d = pool->db->cfg;
 	if (d->user && d->password)
 		return d->password;
 	if (d->password && !d->user)
 		return d->password;
 	const Userlist *ul = moat->cfg->userlist;
-	const UserlistEntry *ue = ul ? userlist_find(ul, s->pool->server_user) : NULL;
+	const UserlistEntry *ue = ul ? userlist_find(ul, pool->server_user) : NULL;
 	if (!ue && !d->user)
-		return s->pool->queried_secret;	/* the client logged in through auth_query */
+		return pool->queried_secret;	/* the client logged in through auth_query */
 	return ue ? ue->secret : NULL;
+}
+
+static const char *server_secret(const Server *s)
+{
+	return server_pool_secret(s->pool);
 }
 
 static void server_login_failed(Server *s, const char *sqlstate, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -608,7 +615,8 @@ static bool server_handle_unlinked(Server *s, const MsgHeader *h, const uint8_t 
 static bool server_msg_needs_inspection(const Server *s, uint8_t type)
 {
 	return s->internal_queries > 0 || !s->link || type == 'Z' || type == 'S' ||
-	       (type == 'E' && s->denials) || audit_reads_reply(s->link, type);
+	       (type == 'E' && s->denials) || audit_reads_reply(s->link, type) ||
+	       maskwire_inspects(s, type);
 }
 
 /* Handle one whole inspected message; false when the server is gone. */
@@ -620,6 +628,8 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	Client *c = s->link;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t total = proto_msg_total(h);
+	if (s->mask && h->type != 'Z' && h->type != 'S')
+		return maskwire_handle(s, h, msg, out);
 	if (h->type == 'E') {
 		PktBuf pb;
 		pktbuf_init(&pb);
@@ -661,6 +671,7 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 		return false;
 	}
 	audit_server_reply(c, h->type, body, msgio_body_len(h));
+	maskwire_on_ready(s);
 	evbuffer_add(out, msg, total);
 	s->pool->stats.total.bytes_sent += total;
 	server_after_ready(s, (char)body[0]);
@@ -695,7 +706,9 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		return false;
 	}
 	if (server_msg_needs_inspection(s, h.type)) {
-		if (h.len > SERVER_INSPECT_MAX) {
+		/* (rows and descriptions being masked may be as large as any message) */
+		bool masking = s->mask && s->link && (h.type == 'D' || h.type == 'T');
+		if (h.len > SERVER_INSPECT_MAX && !masking) {
 			if (s->internal_queries > 0 && h.type != 'Z' && h.type != 'E') {
 				s->fwd_discard = true;	/* a big row from our check query */
 				s->fwd_remaining = proto_msg_total(&h);
@@ -727,7 +740,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 static void server_forward(Server *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
-	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0) {
+	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0 &&
+	       !maskwire_waiting(s)) {
 		Client *c = s->link;
 		if (c && evbuffer_get_length(bufferevent_get_output(c->bev)) > MSGIO_OUT_HIGH) {
 			server_pause_reading(s);

@@ -18,6 +18,7 @@
  * statements already known to be shallow).
  */
 #include "sqlinfo.h"
+#include "colflow.h"
 #include "list.h"
 #include "sqlshape.h"
 
@@ -52,6 +53,7 @@ static void sqlinfo_free_stmts(SqlInfo *info)
 		free(st->sql);
 		strlist_free(&st->tables);
 		strlist_free(&st->functions);
+		colflow_free(st);
 		free(st->fingerprint);
 		free(st->normalized);
 	}
@@ -626,6 +628,7 @@ static char *stmt_classify(SqlStatement *st, const json_t *wrapped)
 		st->has_where = json_object_get(body, "whereClause") != NULL;
 	if (strcmp(node, "SelectStmt") == 0)
 		st->has_limit = select_has_limit(body);
+	colflow_scan(st, node, body);
 	Effects e = { false, false };
 	stmt_effects(wrapped, &e);
 	st->writes = e.writes;
@@ -1017,13 +1020,6 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
 		cache_unlink(c, container_of(list_first(&c->lru), CacheEntry, lru));
 }
 
-static void strlist_copy(StrList *dst, const StrList *src)
-{
-	memset(dst, 0, sizeof(*dst));
-	for (int i = 0; i < src->count; i++)
-		strlist_add(dst, src->items[i]);
-}
-
 /*
  * The classification of a statement of the same shape as tmpl (sqlshape.h),
  * for the text sql[0, stmt_end). Everything but the text is tmpl's; the
@@ -1048,6 +1044,7 @@ static SqlInfo *sqlinfo_clone_for_text(const SqlInfo *tmpl, const char *sql, siz
 	st->sql = xstrndup(p, (size_t)(end - p));
 	strlist_copy(&st->tables, &from->tables);
 	strlist_copy(&st->functions, &from->functions);
+	colflow_copy(st, from);
 	st->fingerprint = NULL;
 	st->normalized = NULL;
 	return info;

@@ -39,6 +39,8 @@
 #define SQLINFO_CACHE_MAX_KEY (16 * 1024)
 #define SQLINFO_CACHE_MAX_BYTES (32 * 1024 * 1024)
 
+/* A new owned field must also be copied by sqlinfo.c's sqlinfo_clone_for_text (or
+ * colflow_copy): statements of one shape share a parse through such copies. */
 typedef struct SqlStatement {
 	char *sql;		/* this statement's own text */
 	const char *kind;	/* "select", "insert", "update", "delete", "drop", "truncate",
@@ -64,6 +66,23 @@ typedef struct SqlStatement {
 				 * writable CTE, under EXPLAIN ANALYZE, in PREPARE */
 	bool has_limit;		/* (policy engine addition) a top-level SELECT with LIMIT or
 				 * FETCH FIRST: lets a policy bound only unbounded reads */
+	/* Masking addition (colflow.c): where column values go. */
+	StrList exposed;	/* last name of every column reference whose value leaves inside
+				 * an expression, a set operation, a COPY or a write; for t.* the
+				 * relation name t; "*" for a bare * used so */
+	StrList bare;		/* single-name references output as is (a column, or a whole row) */
+	StrList renames;	/* pairs (alias, source name) of plain references renamed by AS */
+	StrList rel_aliases;	/* pairs (alias, relation name) from FROM items */
+	StrList pos_aliases;	/* column aliases given by position: AS s(a, b), WITH x(a, b) */
+	bool setop_top;		/* the statement is itself a set operation (UNION, ...) */
+	StrList setop_refs;	/* its branches' plain references by result position: "k\tname" */
+	bool setop_star;	/* ... and some branch selects * (positions unknown) */
+	StrList renamed_cols;	/* columns renamed by ALTER TABLE ... RENAME COLUMN */
+	bool moves_relation;	/* renames a relation or moves it to another schema */
+	char *renamed_schema;	/* ALTER SCHEMA s RENAME: s */
+	bool copy_out;		/* COPY ... TO (STDOUT or a file) */
+	bool opaque_code;	/* DO, CALL, CREATE FUNCTION/PROCEDURE/RULE/TRIGGER: code pgmoat
+				 * cannot follow */
 } SqlStatement;
 
 typedef struct SqlInfo {

@@ -722,3 +722,25 @@ Test(sqlinfo, has_limit_only_for_a_bounding_top_level_limit)
 		sqlinfo_free(info);
 	}
 }
+
+/* A shared parse carries the column flow too: masking judges the clone as the original. */
+Test(sqlinfo, shared_parse_keeps_the_column_flow)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(8);
+	const char *t1 = "SELECT lower(email), name FROM people WHERE id = 1";
+	const char *t2 = "SELECT lower(email), name FROM people WHERE id = 2";
+	SqlInfo *a = sqlinfo_cache_get(cache, t1, strlen(t1));
+	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));
+	cr_assert(a->ok && b->ok);
+	cr_assert_eq(b->refcount, 1);
+	cr_assert_gt(a->stmts[0].exposed.count, 0);
+	cr_assert_eq(b->stmts[0].exposed.count, a->stmts[0].exposed.count);
+	for (int i = 0; i < a->stmts[0].exposed.count; i++) {
+		cr_assert_str_eq(b->stmts[0].exposed.items[i], a->stmts[0].exposed.items[i]);
+		cr_assert_neq(b->stmts[0].exposed.items[i], a->stmts[0].exposed.items[i]);	/* own copy */
+	}
+	cr_assert_eq(b->stmts[0].bare.count, a->stmts[0].bare.count);
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+}
