@@ -882,6 +882,11 @@ struct SqlInfoCache {
 	size_t bytes;
 	List lru;
 	uint64_t k0, k1;		/* SipHash key: chains cannot be flooded */
+	/* The last statement classified through a shared parse: the policy, the
+	 * masking guard and the lexing check each ask for the same text in turn. */
+	char *last_text;
+	size_t last_len;
+	SqlInfo *last_info;		/* one reference held here */
 };
 
 static inline uint64_t rotl64(uint64_t x, int b)
@@ -972,6 +977,8 @@ void sqlinfo_cache_free(SqlInfoCache *cache)
 		return;
 	list_for_each_safe(item, &cache->lru, tmp)
 		cache_unlink(cache, container_of(item, CacheEntry, lru));
+	sqlinfo_release(cache, cache->last_info);
+	free(cache->last_text);
 	free(cache->buckets);
 	free(cache);
 }
@@ -1079,6 +1086,17 @@ static CacheEntry *cache_touch(SqlInfoCache *cache, CacheEntry *e)
 	return e;
 }
 
+static void cache_remember(SqlInfoCache *cache, const char *sql, size_t len, SqlInfo *info)
+{
+	sqlinfo_release(cache, cache->last_info);
+	free(cache->last_text);
+	cache->last_text = xmalloc(len ? len : 1);
+	memcpy(cache->last_text, sql, len);
+	cache->last_len = len;
+	cache->last_info = info;
+	info->refcount++;
+}
+
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 {
 	if (!sql) {
@@ -1093,6 +1111,10 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 		cache_touch(cache, e)->info->refcount++;
 		return e->info;
 	}
+	if (cache->last_info && cache->last_len == len && memcmp(cache->last_text, sql, len) == 0) {
+		cache->last_info->refcount++;
+		return cache->last_info;
+	}
 	/* Same statement, other values: classified by its shape's first parse. */
 	SqlShape shape;
 	bool shaped = sqlshape_of(sql, len, &shape);
@@ -1104,6 +1126,7 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 			SqlInfo *clone = sqlinfo_clone_for_text(cache_touch(cache, e)->info, sql,
 								shape.stmt_end);
 			sqlshape_free(&shape);
+			cache_remember(cache, sql, len, clone);
 			return clone;
 		}
 	}
