@@ -15,6 +15,7 @@ struct Denial {
 	struct Denial *next;
 	int batches_left;	/* ReadyForQuery messages until its batch ends */
 	char *message;
+	char sqlstate[6];	/* 42501 for policies; others for enforce_refuse() */
 };
 
 static char marker_name[64];	/* pgmoat_denied_<random>: no client can guess it */
@@ -135,10 +136,12 @@ void enforce_shutdown(Worker *w)
 
 /* ---- the marker ------------------------------------------------------ */
 
-static void enforce_queue_denial(Server *s, const char *message, int batches_left)
+static void enforce_queue_denial(Server *s, const char *sqlstate, const char *message,
+				 int batches_left)
 {
 	struct Denial *d = xcalloc(1, sizeof(*d));
 	d->message = xstrdup(message);
+	snprintf(d->sqlstate, sizeof(d->sqlstate), "%s", sqlstate);
 	d->batches_left = batches_left;
 	struct Denial **tail = &s->denials;
 	while (*tail)
@@ -183,7 +186,7 @@ bool enforce_rewrite_error(Server *s, const uint8_t *body, size_t len, PktBuf *p
 		return false;
 	struct Denial *d = s->denials;
 	s->denials = d->next;
-	pktbuf_error(pb, "ERROR", DENY_SQLSTATE, d->message);
+	pktbuf_error(pb, "ERROR", d->sqlstate, d->message);
 	denial_free(d);
 	return true;
 }
@@ -221,8 +224,18 @@ static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *p
 	}
 	/* A Query's batch ends with its own ReadyForQuery; a Parse's with the next Sync's. */
 	int batches_left = s->pending_requests + (type == 'P' ? 1 : 0);
-	enforce_queue_denial(s, message, batches_left > 0 ? batches_left : 1);
+	enforce_queue_denial(s, DENY_SQLSTATE, message, batches_left > 0 ? batches_left : 1);
 	enforce_build_marker(type, pb);
+}
+
+bool enforce_refuse(Server *s, uint8_t type, const char *sqlstate, const char *message, PktBuf *pb)
+{
+	if (!enforce_marker_init())
+		return false;
+	int batches_left = s->pending_requests + (type == 'P' ? 1 : 0);
+	enforce_queue_denial(s, sqlstate, message, batches_left > 0 ? batches_left : 1);
+	enforce_build_marker(type, pb);
+	return pktbuf_ok(pb);
 }
 
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb)

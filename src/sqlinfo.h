@@ -64,6 +64,14 @@ typedef struct SqlStatement {
 				 * writable CTE, under EXPLAIN ANALYZE, in PREPARE */
 	bool has_limit;		/* (policy engine addition) a top-level SELECT with LIMIT or
 				 * FETCH FIRST: lets a policy bound only unbounded reads */
+	/* (transaction pooling addition: prepared statements, session state) */
+	const char *session_state;	/* what the statement leaves on the session after its
+				 * transaction: "SET", "PREPARE", "LISTEN", "session advisory
+				 * lock", "WITH HOLD cursor", "temporary table",
+				 * "set_config(..., false)"; NULL for none */
+	char *setting;		/* SET (not LOCAL): the parameter's name as the parser gives it */
+	char *deallocate_name;	/* DEALLOCATE name; NULL with kind "deallocate" means ALL */
+	bool deallocates_all;	/* DEALLOCATE ALL or DISCARD ALL: every prepared statement goes */
 } SqlStatement;
 
 typedef struct SqlInfo {
@@ -85,5 +93,8 @@ void sqlinfo_cache_free(SqlInfoCache *cache);
 /* Returns a referenced result (parsing on a miss); sqlinfo_release when done. */
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len);
 void sqlinfo_release(SqlInfoCache *cache, SqlInfo *info);
+
+/* SipHash-2-4 of len bytes under the key (k0, k1): for hash tables fed by clients. */
+uint64_t sqlinfo_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len);
 
 #endif
