@@ -16,6 +16,8 @@
 #include "policy.h"
 #include "try.h"
 #include "enforce.h"
+#include "prepared.h"
+#include "sessionstate.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -186,6 +188,8 @@ static void worker_destroy(Worker *w)
 		}
 	}
 	enforce_shutdown(w);
+	prepared_shutdown(w);
+	sessionstate_shutdown(w);
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);

@@ -177,6 +177,12 @@ struct Client {
 	PolicySession psession;	/* the policies' view of this client */
 	bool psession_open;
 
+	/* prepared statements and the session-state check (prepared.c, sessionstate.c) */
+	bool ps_enabled;	/* named statements tracked: decided at login */
+	struct PsMap *ps_names;	/* client name -> statement definition; NULL until one */
+	bool session_pinned;	/* left session state under transaction_session_state = pin */
+	bool session_state_warned;	/* the once-per-client warning was logged */
+
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */
 	usec_t wait_start;	/* when it started waiting for a server */
@@ -225,6 +231,9 @@ struct Server {
 	bool lexing_may_change;	/* a statement in flight may change how SQL is lexed */
 	int cancels_in_flight;	/* forwarded cancels not yet done: not reusable until 0 */
 
+	/* prepared statements (prepared.c): statements held, replies owed; NULL until used */
+	struct PsServer *ps;
+
 	usec_t connect_time;	/* wall clock */
 	usec_t connect_mono;	/* for server_lifetime */
 	usec_t request_time;	/* last activity (monotonic) */
@@ -244,6 +253,10 @@ struct Worker {
 	struct event *maintain_ev;	/* deferred pool_maintain() of flagged pools */
 	PolicyEngine *policy;	/* this thread's Lua policies; NULL when none configured */
 	uint64_t next_id;
+
+	/* prepared statements and the session-state check */
+	struct PsRegistry *ps_registry;	/* statement definitions shared by clients and servers */
+	struct SqlInfoCache *classify_cache;	/* sessionstate_classify() */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

@@ -33,6 +33,10 @@ typedef struct GlobalStats {
 	uint64_t clients_refused;
 	uint64_t login_failures;
 	uint64_t server_connect_failures;
+	/* transaction_session_state (sessionstate.c) */
+	uint64_t session_state_warnings;	/* statements run with a warning */
+	uint64_t session_state_refused;		/* statements refused (error) */
+	uint64_t session_state_pins;		/* clients pinned to their server (pin) */
 } GlobalStats;
 
 /*
