@@ -659,3 +659,69 @@ Test(sqlinfo, has_limit_only_for_a_bounding_top_level_limit)
 		sqlinfo_free(info);
 	}
 }
+
+/* Transaction pooling: what a statement leaves on the session after its transaction. */
+static void assert_session_state(const char *sql, const char *want, const char *setting)
+{
+	SqlInfo *info = parse_one(sql);
+	const SqlStatement *st = &info->stmts[0];
+	if (!want)
+		cr_assert_null(st->session_state, "%s: unexpected %s", sql, st->session_state);
+	else
+		cr_assert(st->session_state && strcmp(st->session_state, want) == 0, "%s: got %s", sql,
+			  st->session_state ? st->session_state : "(none)");
+	if (setting)
+		cr_assert(st->setting && strcmp(st->setting, setting) == 0, "%s: setting %s", sql,
+			  st->setting ? st->setting : "(none)");
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, session_state_of_statements_that_outlive_their_transaction)
+{
+	assert_session_state("SET work_mem = '8MB'", "SET", "work_mem");
+	assert_session_state("set   Search_Path TO x", "SET", "search_path");
+	assert_session_state("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "SET", NULL);
+	assert_session_state("SET ROLE bob", "SET", "role");
+	assert_session_state("PREPARE p AS SELECT 1", "PREPARE", NULL);
+	assert_session_state("LISTEN chan", "LISTEN", NULL);
+	assert_session_state("select pg_advisory_lock(1)", "session advisory lock", NULL);
+	assert_session_state("select pg_catalog.pg_try_advisory_lock_shared(1, 2)",
+			     "session advisory lock", NULL);
+	assert_session_state("DECLARE c CURSOR WITH HOLD FOR SELECT 1", "WITH HOLD cursor", NULL);
+	assert_session_state("CREATE TEMP TABLE t (a int)", "temporary table", NULL);
+	assert_session_state("CREATE TEMPORARY VIEW v AS SELECT 1", "temporary table", NULL);
+	assert_session_state("SELECT 1 INTO TEMP t2", "temporary table", NULL);
+	assert_session_state("CREATE TEMP TABLE t3 AS SELECT 1", "temporary table", NULL);
+	assert_session_state("select set_config('a.b', 'c', false)", "set_config(..., false)", NULL);
+	assert_session_state("select set_config('a.b', 'c', $1)", "set_config(..., false)", NULL);
+	assert_session_state("select 1 from (select set_config('a.b','c',false)) s",
+			     "set_config(..., false)", NULL);
+}
+
+Test(sqlinfo, no_session_state_for_transaction_scoped_statements)
+{
+	assert_session_state("SET LOCAL work_mem = '8MB'", NULL, NULL);
+	assert_session_state("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", NULL, NULL);
+	assert_session_state("RESET work_mem", NULL, NULL);
+	assert_session_state("SET work_mem TO DEFAULT", NULL, NULL);
+	assert_session_state("select set_config('a.b', 'c', true)", NULL, NULL);
+	assert_session_state("select pg_advisory_xact_lock(1)", NULL, NULL);
+	assert_session_state("CREATE TEMP TABLE t (a int) ON COMMIT DROP", NULL, NULL);
+	assert_session_state("DECLARE c CURSOR FOR SELECT 1", NULL, NULL);
+	assert_session_state("UPDATE t SET a = 1 WHERE b = 'LISTEN prepare temp'", NULL, NULL);
+	assert_session_state("CREATE TABLE not_temp (a int)", NULL, NULL);
+}
+
+Test(sqlinfo, deallocate_targets)
+{
+	SqlInfo *info = parse("DEALLOCATE s1; DEALLOCATE ALL; DISCARD ALL; DISCARD PLANS");
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 4);
+	cr_assert_str_eq(info->stmts[0].deallocate_name, "s1");
+	cr_assert(!info->stmts[0].deallocates_all);
+	cr_assert_null(info->stmts[1].deallocate_name);
+	cr_assert(info->stmts[1].deallocates_all);
+	cr_assert(info->stmts[2].deallocates_all);
+	cr_assert(!info->stmts[3].deallocates_all);
+	sqlinfo_free(info);
+}
