@@ -25,6 +25,7 @@ sources() {
 	fuzz_scram) echo "auth_scram.c auth_md5.c util.c" ;;
 	fuzz_mask) echo "mask.c pktbuf.c proto.c util.c" ;;
 	fuzz_sqlinfo) echo "sqlinfo.c util.c" ;;
+	fuzz_prepared) echo "prepared.c sqlinfo.c pktbuf.c proto.c log.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -33,11 +34,12 @@ sources() {
 extra_libs() {
 	case "$1" in
 	fuzz_sqlinfo) echo "-lpg_query -ljansson" ;;
+	fuzz_prepared) echo "-lpg_query -ljansson $(pkg-config --libs libevent)" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_prepared"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""
