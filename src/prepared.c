@@ -386,11 +386,17 @@ void prepared_server_free(Server *s)
 	s->ps = NULL;
 }
 
+/* Shutdown: clients and servers are gone, so nothing refers to what is left. */
+static void drop_stmt_unreferenced(void *value, void *arg)
+{
+	free(value);
+}
+
 void prepared_shutdown(Worker *w)
 {
 	if (!w->ps_registry)
 		return;
-	map_free(w->ps_registry->defs, drop_stmt_ref, w);
+	map_free(w->ps_registry->defs, drop_stmt_unreferenced, NULL);
 	free(w->ps_registry);
 	w->ps_registry = NULL;
 }
