@@ -140,9 +140,19 @@ static void map_free(PsMap *m, void (*drop)(void *value, void *arg), void *arg)
 
 /* ---- statement definitions (per worker, shared by clients and servers) */
 
-/* A definition: the Parse body after the name (query, parameter count and types). */
+/*
+ * A definition: the Parse body after the name (query, parameter count and
+ * types), and the settings that decide how the server lexes it. The same text
+ * under other settings is another definition: PostgreSQL parses a statement
+ * once, under the settings of that moment, and a re-prepare on another
+ * connection must not read it differently (nor differently from how the
+ * policies judged it).
+ */
 typedef struct PsStmt {
-	const uint8_t *def;	/* the registry entry's key */
+	const uint8_t *key;	/* the registry entry's key: lexing, NUL, def */
+	size_t key_len;
+	const char *lexing;	/* "standard_conforming_strings/client_encoding" */
+	const uint8_t *def;
 	size_t def_len;
 	int refs;		/* client names, server entries, replies in flight */
 	char name[40];		/* on servers: pgmoat_ps_<n> */
@@ -153,21 +163,41 @@ struct PsRegistry {
 	uint64_t next_id;
 };
 
-static PsStmt *stmt_get(Worker *w, const uint8_t *def, size_t len)
+/* How the client's session lexes SQL now (what a server synced to it will use). */
+static char *client_lexing(const Client *c)
 {
+	const char *scs = c->vars.values[VAR_STANDARD_CONFORMING_STRINGS];
+	const char *enc = c->vars.values[VAR_CLIENT_ENCODING];
+	return xasprintf("%s/%s", scs ? scs : "", enc ? enc : "");
+}
+
+static PsStmt *stmt_get(Client *c, const uint8_t *def, size_t len)
+{
+	Worker *w = c->worker;
 	if (!w->ps_registry) {
 		w->ps_registry = xcalloc(1, sizeof(PsRegistry));
 		w->ps_registry->defs = map_new();
 	}
 	PsRegistry *r = w->ps_registry;
-	PsStmt *st = map_get(r->defs, def, len);
+	char *lexing = client_lexing(c);
+	size_t lex_len = strlen(lexing) + 1;
+	size_t key_len = lex_len + len;
+	uint8_t *key = xmalloc(key_len);
+	memcpy(key, lexing, lex_len);
+	memcpy(key + lex_len, def, len);
+	PsStmt *st = map_get(r->defs, key, key_len);
 	if (!st) {
 		st = xcalloc(1, sizeof(*st));
 		snprintf(st->name, sizeof(st->name), PREPARED_PREFIX "%llu",
 			 (unsigned long long)++r->next_id);
-		st->def = map_put(r->defs, def, len, st);
+		st->key = map_put(r->defs, key, key_len, st);
+		st->key_len = key_len;
+		st->lexing = (const char *)st->key;
+		st->def = st->key + lex_len;
 		st->def_len = len;
 	}
+	free(key);
+	free(lexing);
 	st->refs++;
 	return st;
 }
@@ -183,7 +213,7 @@ static void stmt_unref(Worker *w, PsStmt *st)
 {
 	if (!st || --st->refs > 0)
 		return;
-	map_remove(w->ps_registry->defs, st->def, st->def_len);
+	map_remove(w->ps_registry->defs, st->key, st->key_len);
 	free(st);
 }
 
@@ -561,7 +591,7 @@ static void send_parse_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 		free(m);
 		return;
 	}
-	PsStmt *st = stmt_get(c->worker, r.pos, proto_reader_left(&r));
+	PsStmt *st = stmt_get(c, r.pos, proto_reader_left(&r));
 	client_register(c, name, st);	/* the client's reference */
 	PsServer *ps = ps_of(s);
 	int i = set_find(ps, st);
@@ -588,6 +618,14 @@ static void send_bind_head(Server *s, uint32_t wire_len, const char *portal, con
 	pktbuf_free(&pb);
 }
 
+static bool lexing_unchanged(const Client *c, const PsStmt *st)
+{
+	char *now = client_lexing(c);
+	bool same = strcmp(now, st->lexing) == 0;
+	free(now);
+	return same;
+}
+
 /*
  * The statement a Bind or Describe names, ready on the server; NULL: pass
  * the message unchanged. *refused: it named one of ours and was refused.
@@ -601,6 +639,16 @@ static PsStmt *resolve(Client *c, Server *s, const char *name, bool *refused)
 	if (!st && name_is_ours(name)) {
 		refuse(c, s, "26000", "prepared statement names starting with \"" PREPARED_PREFIX
 		       "\" are reserved by pgmoat");
+		*refused = true;
+		return NULL;
+	}
+	if (st && set_find(ps_of(s), st) < 0 && !lexing_unchanged(c, st)) {
+		char *m = xasprintf("prepared statement \"%s\" was prepared under other "
+				    "standard_conforming_strings/client_encoding settings (%s): pgmoat "
+				    "cannot prepare it again on another server connection; prepare it "
+				    "again", name, st->lexing);
+		refuse(c, s, "55000", m);
+		free(m);
 		*refused = true;
 		return NULL;
 	}

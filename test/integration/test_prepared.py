@@ -404,3 +404,26 @@ def test_node_postgres_named_statements_from_concurrent_clients(small_pool):
     assert cp.returncode == 0, cp.stdout + cp.stderr
     sums = json.loads(cp.stdout.strip().splitlines()[-1])
     assert sums == [sum(range(40)) + 40 * i for i in range(1, 9)]
+
+
+def test_statement_is_not_reprepared_under_other_lexing_settings(small_pool):
+    a = raw_login(small_pool)
+    b = raw_login(small_pool)
+    assert types(run(a, parse_msg("select 'a\\b' as v", "lex") + sync_msg())) == b"1Z"
+    first = backend_pid(a)
+    a.simple_query("SET standard_conforming_strings = off")
+    b.simple_query("begin")
+    if backend_pid(b) != first:  # b must hold the server that has a's statement
+        b.simple_query("commit")
+        pytest.skip("could not arrange for another server")
+    out = run(a, bind_msg(stmt="lex") + execute_msg() + sync_msg())
+    assert types(out) == b"EZ", out
+    assert errors(out)[0]["C"] == "55000"
+    b.simple_query("commit")
+    a.simple_query("SET standard_conforming_strings = on")
+    b.simple_query("begin")
+    out = run(a, bind_msg(stmt="lex") + execute_msg() + sync_msg())
+    assert rows(out) == [["a\\b"]], out
+    b.simple_query("commit")
+    a.close()
+    b.close()
