@@ -17,7 +17,6 @@
 #include "try.h"
 #include "enforce.h"
 #include "prepared.h"
-#include "sessionstate.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -189,7 +188,6 @@ static void worker_destroy(Worker *w)
 	}
 	enforce_shutdown(w);
 	prepared_shutdown(w);
-	sessionstate_shutdown(w);
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);

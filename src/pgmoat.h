@@ -254,9 +254,8 @@ struct Worker {
 	PolicyEngine *policy;	/* this thread's Lua policies; NULL when none configured */
 	uint64_t next_id;
 
-	/* prepared statements and the session-state check */
+	/* prepared statements (prepared.c) */
 	struct PsRegistry *ps_registry;	/* statement definitions shared by clients and servers */
-	struct SqlInfoCache *classify_cache;	/* sessionstate_classify() */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

@@ -11,36 +11,28 @@
 #include <string.h>
 #include <strings.h>
 
-#define CLASSIFY_CACHE_ENTRIES 1024
-
 SqlInfo *sessionstate_classify(Worker *w, const char *sql, size_t len)
 {
-	if (!w->classify_cache)
-		w->classify_cache = sqlinfo_cache_new(CLASSIFY_CACHE_ENTRIES);
-	return sqlinfo_cache_get(w->classify_cache, sql, len);
+	/* literals differ from one execution to the next: a cache would rarely hit */
+	return sqlinfo_parse_shallow(sql, len);
 }
 
 void sessionstate_release(Worker *w, SqlInfo *info)
 {
-	if (info)
-		sqlinfo_release(w->classify_cache, info);
-}
-
-void sessionstate_shutdown(Worker *w)
-{
-	sqlinfo_cache_free(w->classify_cache);
-	w->classify_cache = NULL;
+	sqlinfo_free(info);
 }
 
 /*
  * A cheap necessary condition before the parser runs: every statement the
- * check looks for contains one of these words (SET, RESET-free set_config,
- * PREPARE, LISTEN, HOLD, TEMP/TEMPORARY, pg_*advisory_lock*). The verdict
- * itself is always libpg_query's.
+ * check looks for contains one of these words (SET and set_config, PREPARE,
+ * LISTEN, HOLD, TEMP/TEMPORARY, pg_*advisory_lock*), in any case; keywords
+ * cannot be escaped, and a function name written with Unicode escapes
+ * (U&"...") is parsed in any case. The verdict itself is libpg_query's.
  */
 static bool sql_may_hold_session_state(const char *sql)
 {
-	static const char *const words[] = { "set", "prepare", "listen", "hold", "temp", "advisory" };
+	static const char *const words[] = { "set", "prepare", "listen", "hold", "temp", "advisory",
+					     "u&" };
 	for (size_t i = 0; i < ARRAY_SIZE(words); i++)
 		if (strcasestr(sql, words[i]))
 			return true;

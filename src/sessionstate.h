@@ -37,8 +37,8 @@ struct SqlInfo;
 struct PktBuf;
 
 /*
- * Classify sql through the worker's cache (created on first use); NULL-safe
- * release with sessionstate_release(). Shared with prepared.c (DEALLOCATE).
+ * Classify sql (kinds and session state only: sqlinfo_parse_shallow); release
+ * with sessionstate_release(). Shared with prepared.c (DEALLOCATE).
  */
 struct SqlInfo *sessionstate_classify(struct Worker *w, const char *sql, size_t len);
 void sessionstate_release(struct Worker *w, struct SqlInfo *info);
@@ -53,8 +53,5 @@ bool sessionstate_active(const struct Client *c);
  */
 bool sessionstate_check(struct Client *c, struct Server *s, const uint8_t *msg, size_t len,
 			struct PktBuf *pb);
-
-/* Free the worker's classification cache (shutdown). */
-void sessionstate_shutdown(struct Worker *w);
 
 #endif

@@ -751,7 +751,7 @@ static char *parse_tree_load(const char *tree, json_t **root)
 	return xasprintf("cannot read the parse tree: %s", jerr.text);
 }
 
-static char *parse_stmts(SqlInfo *info, const char *sql, size_t len, const json_t *stmts)
+static char *parse_stmts(SqlInfo *info, const char *sql, size_t len, const json_t *stmts, bool full)
 {
 	size_t n = json_array_size(stmts);
 	char *error = NULL;
@@ -765,12 +765,12 @@ static char *parse_stmts(SqlInfo *info, const char *sql, size_t len, const json_
 			error = stmt_classify(st, json_object_get(raw, "stmt"));
 	}
 	/* only once every tree is known to be shallow: these reparse and recurse */
-	for (size_t i = 0; i < n && !error; i++)
+	for (size_t i = 0; full && i < n && !error; i++)
 		error = stmt_fingerprint(&info->stmts[i]);
 	return error;
 }
 
-static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len)
+static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len, bool full)
 {
 	SqlInfo *info = sqlinfo_new();
 	char *error = NULL;
@@ -784,7 +784,7 @@ static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len)
 	if (!error) {
 		const json_t *stmts = json_object_get(root, "stmts");
 		if (json_is_array(stmts))
-			error = parse_stmts(info, sql, len, stmts);
+			error = parse_stmts(info, sql, len, stmts, full);
 		else
 			error = xstrdup("parser returned no statement list");
 	}
@@ -798,6 +798,7 @@ static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len)
 typedef struct ParseJob {
 	const char *sql;	/* NUL-terminated copy of the input */
 	size_t len;
+	bool full;		/* with fingerprint and normalized text */
 	SqlInfo *result;	/* set by the worker */
 } ParseJob;
 
@@ -852,7 +853,7 @@ static void *parser_worker_main(void *arg)
 			break;
 		ParseJob *job = w->job;
 		pthread_mutex_unlock(&w->mu);
-		job->result = sqlinfo_parse_unguarded(job->sql, job->len);
+		job->result = sqlinfo_parse_unguarded(job->sql, job->len, job->full);
 		if (job->len > SQLINFO_CACHE_MAX_KEY)
 			parser_worker_trim_stack();
 		pthread_mutex_lock(&w->mu);
@@ -940,7 +941,7 @@ static int parser_worker_run(ParseJob *job)
 	return job->result ? 0 : EINVAL;
 }
 
-SqlInfo *sqlinfo_parse(const char *sql, size_t len)
+static SqlInfo *sqlinfo_parse_job(const char *sql, size_t len, bool full)
 {
 	if (!sql)
 		len = 0;
@@ -951,7 +952,7 @@ SqlInfo *sqlinfo_parse(const char *sql, size_t len)
 	if (len && memchr(sql, '\0', len))
 		return sqlinfo_fail(sqlinfo_new(), xstrdup("statement contains a NUL byte"));
 	char *copy = xstrndup(len ? sql : "", len);
-	ParseJob job = { copy, len, NULL };
+	ParseJob job = { copy, len, full, NULL };
 	SqlInfo *info;
 	int rc = parser_worker_run(&job);
 	if (rc == 0)
@@ -960,6 +961,16 @@ SqlInfo *sqlinfo_parse(const char *sql, size_t len)
 		info = sqlinfo_fail(sqlinfo_new(), xasprintf("cannot run the parser thread: %s", strerror(rc)));
 	free(copy);
 	return info;
+}
+
+SqlInfo *sqlinfo_parse(const char *sql, size_t len)
+{
+	return sqlinfo_parse_job(sql, len, true);
+}
+
+SqlInfo *sqlinfo_parse_shallow(const char *sql, size_t len)
+{
+	return sqlinfo_parse_job(sql, len, false);
 }
 
 /* ---------------------------------------------------------------- */

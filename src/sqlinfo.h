@@ -84,6 +84,12 @@ typedef struct SqlInfo {
 
 /* Parse and classify; never returns NULL (ok=false with error on failure). */
 SqlInfo *sqlinfo_parse(const char *sql, size_t len);
+/*
+ * The same without fingerprint and normalized text (both NULL), at about a
+ * third of the cost: for the pooler's own checks of kinds and session state.
+ * Never put such a result in a cache.
+ */
+SqlInfo *sqlinfo_parse_shallow(const char *sql, size_t len);
 void sqlinfo_free(SqlInfo *info);
 
 /* A bounded LRU of parse results keyed by the exact text. */

@@ -29,6 +29,9 @@ CASES = {
     "temp_table": ("CREATE TEMP TABLE tt_ss (a int)", "select to_regclass('pg_temp.tt_ss') is not null"),
     "set_config": ("SELECT set_config('work_mem', '9MB', false)",
                    "select current_setting('work_mem') = '9MB'"),
+    "unicode_escaped_name": ("SELECT U&\"pg_\\0061dvisory_lock\"(4343)",
+                             "select count(*) > 0 from pg_locks where locktype = 'advisory' "
+                             "and pid = pg_backend_pid()"),
 }
 
 

@@ -725,3 +725,15 @@ Test(sqlinfo, deallocate_targets)
 	cr_assert(!info->stmts[3].deallocates_all);
 	sqlinfo_free(info);
 }
+
+Test(sqlinfo, shallow_parse_classifies_without_fingerprint)
+{
+	SqlInfo *info = sqlinfo_parse_shallow("SET work_mem = 1; select pg_advisory_lock(1)", 44);
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 2);
+	cr_assert_str_eq(info->stmts[0].session_state, "SET");
+	cr_assert_str_eq(info->stmts[1].session_state, "session advisory lock");
+	cr_assert_null(info->stmts[0].fingerprint);
+	cr_assert_null(info->stmts[0].normalized);
+	sqlinfo_free(info);
+}
