@@ -427,3 +427,36 @@ def test_statement_is_not_reprepared_under_other_lexing_settings(small_pool):
     b.simple_query("commit")
     a.close()
     b.close()
+
+
+def test_copy_through_named_statements_keeps_replies_in_step(small_pool):
+    c = raw_login(small_pool)
+    assert types(run(c, parse_msg("copy copy_t from stdin", "cin") +
+                     parse_msg("copy (select 7, 'seven') to stdout", "cout") +
+                     parse_msg("select count(*) from copy_t where b = 'prep-copy'", "cnt") +
+                     sync_msg())) == b"111Z"
+    # COPY FROM STDIN with the Sync sent at once, as libpq does: the server ignores it
+    c.send(bind_msg(stmt="cin") + execute_msg() + sync_msg())
+    out = c.read_until({b"G"})
+    assert types(out) == b"2G", out
+    c.send(msg(b"d", b"1\tprep-copy\n2\tprep-copy\n") + msg(b"c") + sync_msg())
+    out = c.read_until({b"Z"})
+    assert types(out) == b"CZ", out
+    out = run(c, bind_msg(stmt="cout") + execute_msg() + sync_msg())
+    assert types(out) == b"2HdcCZ", out
+    # a named statement after both still gets its own replies
+    out = run(c, bind_msg(stmt="cnt") + execute_msg() + sync_msg())
+    assert rows(out) == [["2"]], out
+    c.close()
+
+
+def test_client_vanishing_mid_pipeline_leaves_a_usable_pool(small_pool):
+    for _ in range(3):
+        c = raw_login(small_pool)
+        c.send(parse_msg("select pg_sleep(0.2)", "slow") + bind_msg(stmt="slow") + execute_msg() +
+               parse_msg("select 1", "after"))
+        c.close(abort=True)
+    c = raw_login(small_pool)
+    assert types(run(c, parse_msg("select 'fine'", "after") + bind_msg(stmt="after") +
+                     execute_msg() + sync_msg())) == b"12DCZ"
+    c.close()
