@@ -85,10 +85,14 @@ typedef struct SqlInfo {
 /* Parse and classify; never returns NULL (ok=false with error on failure). */
 SqlInfo *sqlinfo_parse(const char *sql, size_t len);
 /*
- * The same without fingerprint and normalized text (both NULL), at about a
- * third of the cost: for the pooler's own checks of kinds and session state.
+ * The same without fingerprint and normalized text (both NULL): for the
+ * pooler's own checks of kinds and session state. Texts up to
+ * SQLINFO_INLINE_MAX bytes are parsed on the calling thread (their deepest
+ * tree needs under 512 KB of stack, even under ASan), longer ones on the
+ * parser thread.
  * Never put such a result in a cache.
  */
+#define SQLINFO_INLINE_MAX 2048
 SqlInfo *sqlinfo_parse_shallow(const char *sql, size_t len);
 void sqlinfo_free(SqlInfo *info);
 

@@ -737,3 +737,44 @@ Test(sqlinfo, shallow_parse_classifies_without_fingerprint)
 	cr_assert_null(info->stmts[0].normalized);
 	sqlinfo_free(info);
 }
+
+/* The deepest trees SQLINFO_INLINE_MAX bytes can express, parsed on a 512 KB stack. */
+static void *parse_deep_inline(void *arg)
+{
+	const char *const shapes[][3] = {
+		{ "select ", "1+", "1" },
+		{ "select ", "(", "1" },
+		{ "select ", "-", "1" },
+		{ "select ", "not ", "true" },
+		{ "select ", "(select ", "1" },
+		{ "select ", "array[", "1" },
+		{ "select ", "f(", "1" },
+	};
+	char sql[SQLINFO_INLINE_MAX + 1];
+	for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
+		size_t n = 0;
+		n += (size_t)snprintf(sql, sizeof(sql), "%s", shapes[i][0]);
+		size_t unit = strlen(shapes[i][1]), tail = strlen(shapes[i][2]);
+		while (n + unit + tail < SQLINFO_INLINE_MAX) {
+			memcpy(sql + n, shapes[i][1], unit);
+			n += unit;
+		}
+		memcpy(sql + n, shapes[i][2], tail);
+		n += tail;
+		sql[n] = '\0';
+		SqlInfo *info = sqlinfo_parse_shallow(sql, n);	/* unbalanced ones fail: fine */
+		sqlinfo_free(info);
+	}
+	return NULL;
+}
+
+Test(sqlinfo, shallow_inline_parse_fits_a_small_stack)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 512 * 1024);
+	cr_assert_eq(pthread_create(&t, &attr, parse_deep_inline, NULL), 0);
+	pthread_join(t, NULL);
+	pthread_attr_destroy(&attr);
+}
