@@ -19,6 +19,8 @@
 #include "proxyproto.h"
 #include "audit.h"
 #include "maskwire.h"
+#include "prepared.h"
+#include "sessionstate.h"
 #include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
@@ -196,7 +198,10 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	maskwire_client_free(c);
 	free(c->stash);
 	c->stash = NULL;
+	if (c->session_pinned && c->link)
+		c->link->close_needed = true;	/* its session state must not reach another client */
 	client_unlink_server(c);
+	prepared_client_free(c);
 	if (c->counted) {
 		moat->client_count--;
 		c->counted = false;
@@ -591,6 +596,7 @@ void client_finish_login(Client *c)
 	pktbuf_ready(&pb, 'I');
 	c->tx_status = 'I';
 	client_set_state(c, CL_ACTIVE);
+	prepared_client_init(c);
 	bool ok = client_send_pktbuf(c, &pb);
 	pktbuf_free(&pb);
 	if (!ok) {
@@ -949,6 +955,35 @@ static void client_read_whole(Client *c, size_t total, bool on)
 }
 
 /*
+ * One whole message on its way to s, after policies: the session-state check
+ * (Query, Parse) may refuse it, and prepared statements may rewrite it.
+ */
+static void client_send_whole(Client *c, Server *s, const uint8_t *msg, size_t len)
+{
+	PktBuf pb;
+	pktbuf_init(&pb);
+	if ((msg[0] == 'Q' || msg[0] == 'P') && !sessionstate_check(c, s, msg, len, &pb)) {
+		msg = pb.data;
+		len = pb.len;
+	}
+	if (prepared_on(c))
+		prepared_send(c, s, msg, len);
+	else
+		evbuffer_add(bufferevent_get_output(s->bev), msg, len);
+	pktbuf_free(&pb);
+}
+
+/* Must this message be read whole before it goes (session-state check, prepared statements)? */
+static bool client_wants_whole(const Client *c, const MsgHeader *h)
+{
+	if (proto_msg_total(h) > JUDGE_MSG_MAX)
+		return false;	/* streamed unread, and unchecked */
+	if (prepared_on(c) && prepared_wants_whole(h->type))
+		return true;
+	return (h->type == 'Q' || h->type == 'P') && sessionstate_active(c);
+}
+
+/*
  * A Query, Parse or FunctionCall under policies: judged whole, then the
  * original, a rewrite or the denial marker goes to the server. False when the
  * message is not all here yet.
@@ -963,7 +998,10 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		pktbuf_init(&pb);
 		enforce_deny_oversized(c, s, h->type, &pb);
 		client_account_message(c, s, h->type, total);
-		evbuffer_add(out, pb.data, pb.len);
+		if (prepared_on(c))
+			prepared_send(c, s, pb.data, pb.len);
+		else
+			evbuffer_add(out, pb.data, pb.len);
 		pktbuf_free(&pb);
 		c->fwd_remaining = total;
 		c->fwd_discard = true;
@@ -986,9 +1024,26 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		return true;
 	}
 	client_account_message(c, s, h->type, total);
-	evbuffer_add(out, j.send, j.len);
+	client_send_whole(c, s, j.send, j.len);
 	if (j.owned)
 		free(j.send);
+	free(msg);
+	return true;
+}
+
+/* A message read whole for the checks above, with no policies to judge it. False: wait for bytes. */
+static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t total = proto_msg_total(h);
+	uint8_t *msg = msgio_take(in, h);
+	if (!msg) {
+		client_read_whole(c, total, true);
+		return false;
+	}
+	client_read_whole(c, total, false);
+	client_account_message(c, s, h->type, total);
+	client_send_whole(c, s, msg, total);
 	free(msg);
 	return true;
 }
@@ -1087,7 +1142,7 @@ static void client_send_stash(Client *c, Server *s)
 	client_account_message(c, s, c->stash_type, c->stash_len);
 	if (c->stash_may_change_lexing)
 		s->lexing_may_change = true;
-	evbuffer_add(bufferevent_get_output(s->bev), c->stash, c->stash_len);
+	client_send_whole(c, s, c->stash, c->stash_len);
 	free(c->stash);
 	c->stash = NULL;
 }
@@ -1207,6 +1262,22 @@ static void client_forward(Client *c)
 				return;
 			continue;
 		}
+		if (client_wants_whole(c, &h)) {
+			if (!client_forward_whole(c, s, &h))
+				return;
+			continue;
+		}
+		if (prepared_on(c) && h.type == 'B') {
+			PreparedBind pbr = prepared_forward_bind(c, s, &h);
+			if (pbr == PREPARED_BIND_WAIT)
+				return;
+			if (pbr == PREPARED_BIND_DONE) {
+				client_account_message(c, s, h.type, total);
+				continue;
+			}
+		} else if (prepared_on(c)) {
+			prepared_track(s, h.type);
+		}
 		client_account_message(c, s, h.type, total);
 		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 		c->fwd_remaining = total - moved;
@@ -1247,6 +1318,7 @@ void client_on_server_assigned(Client *c, Server *s)
 	s->fresh = false;
 	client_set_state(c, CL_ACTIVE);
 	server_set_state(s, SV_ACTIVE);
+	prepared_link(c, s);
 	s->request_time = now;
 	char *sync = varcache_sync_sql(&c->vars, &s->vars);
 	if (sync) {

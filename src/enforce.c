@@ -18,7 +18,8 @@
 struct Denial {
 	struct Denial *next;
 	int batches_left;	/* ReadyForQuery messages until its batch ends */
-	char sqlstate[6];	/* 42501; 57014 for a held statement that was canceled */
+	char sqlstate[6];	/* 42501 for policies; 57014 for a held statement that was
+				 * canceled; others for enforce_refuse() */
 	char *message;
 };
 
@@ -235,6 +236,20 @@ static void enforce_deny_code(Server *s, uint8_t type, const char *sqlstate, con
 static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *pb)
 {
 	enforce_deny_code(s, type, DENY_SQLSTATE, message, pb);
+}
+
+/*
+ * For a message already accounted (client_account_message ran): a Query's
+ * batch ends with its own ReadyForQuery, a Parse's with the next Sync's.
+ */
+bool enforce_refuse(Server *s, uint8_t type, const char *sqlstate, const char *message, PktBuf *pb)
+{
+	if (!enforce_marker_init())
+		return false;
+	int batches_left = s->pending_requests + (type == 'P' ? 1 : 0);
+	enforce_queue_denial(s, sqlstate, message, batches_left > 0 ? batches_left : 1);
+	enforce_build_marker(type, pb);
+	return pktbuf_ok(pb);
 }
 
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb)

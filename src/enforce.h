@@ -79,6 +79,15 @@ bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, 
 /* A message too large to judge (not accounted yet): the denial marker replaces it. */
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb);
 
+/*
+ * Fail one message in-stream with (sqlstate, message), policies or not: the
+ * marker goes to s in its place (type 'Q' for a Query, 'P' for any extended
+ * message). Used by the transaction pooling checks (sessionstate.c,
+ * prepared.c). False when the marker could not be built.
+ */
+bool enforce_refuse(Server *s, uint8_t type, const char *sqlstate, const char *message,
+		    PktBuf *pb) MUST_CHECK;
+
 /* Server side: is this ErrorResponse our marker's? Then pb gets the policy's error instead. */
 bool enforce_rewrite_error(Server *s, const uint8_t *body, size_t len, PktBuf *pb);
 /* A ReadyForQuery arrived: denials of finished batches are forgotten. */

@@ -190,6 +190,11 @@ struct Client {
 	bool mask_scrub;	/* touched a protected table: errors and notices are scrubbed */
 	bool mask_schema_changed;	/* judged DDL: the catalog is dropped at ReadyForQuery */
 	struct MaskClient *mask;	/* set-operation hints: stashed Query, statements, portals */
+	/* prepared statements and the session-state check (prepared.c, sessionstate.c) */
+	bool ps_enabled;	/* named statements tracked: decided at login */
+	struct PsMap *ps_names;	/* client name -> statement definition; NULL until one */
+	bool session_pinned;	/* left session state under transaction_session_state = pin */
+	bool session_state_warned;	/* the once-per-client warning was logged */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */
@@ -254,6 +259,8 @@ struct Server {
 
 	/* Masking on the wire (maskwire.c) */
 	struct MaskWire *mask;	/* result plan and Describe bookkeeping; NULL: none yet */
+	/* prepared statements (prepared.c): statements held, replies owed; NULL until used */
+	struct PsServer *ps;
 
 	usec_t connect_time;	/* wall clock */
 	usec_t connect_mono;	/* for server_lifetime */
@@ -281,6 +288,8 @@ struct Worker {
 	Histogram on_query_ns;		/* its duration in nanoseconds (classification + Lua) */
 	Histogram on_query_lua_ns;	/* the part spent in Lua, when Lua was entered */
 	uint64_t on_query_errors;	/* decided by a policy error or overrun (fail closed) */
+	/* prepared statements (prepared.c) */
+	struct PsRegistry *ps_registry;	/* statement definitions shared by clients and servers */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

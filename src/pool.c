@@ -10,6 +10,7 @@
 #include "catalog.h"
 #include "client.h"
 #include "server.h"
+#include "prepared.h"
 #include "admin.h"
 
 #include <stdlib.h>
@@ -450,6 +451,7 @@ void pool_release_server(Server *s)
 		server_disconnect(s, "released while not idle: closing instead of reusing");
 	} else if (server_needs_reset(s, pool_effective_mode(pool))) {
 		server_set_state(s, SV_TESTED);
+		prepared_server_reset(s);	/* DISCARD ALL: no statement survives */
 		if (!server_send_internal_query(s, moat->cfg->server_reset_query))
 			server_disconnect(s, "could not send server_reset_query");
 	} else {

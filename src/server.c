@@ -15,6 +15,7 @@
 #include "drain.h"
 #include "audit.h"
 #include "maskwire.h"
+#include "prepared.h"
 #include "proto.h"
 #include "msgio.h"
 #include "auth_md5.h"
@@ -165,6 +166,7 @@ void server_disconnect(Server *s, const char *fmt, ...)
 	server_release_counts(s);
 	enforce_forget(s);
 	maskwire_forget(s);
+	prepared_server_free(s);
 	server_set_state(s, SV_FREE);
 	scram_client_free(&s->scram);
 	server_free_later(s);
@@ -561,7 +563,8 @@ static void server_after_ready(Server *s, char status)
 	server_account_ready(s, c, status);
 	if (c->judge_waiting && !s->lexing_may_change) {
 		c->judge_waiting = false;
-		if (s->tx_status != 'I' || pool_effective_mode(s->pool) == POOL_SESSION) {
+		if (s->tx_status != 'I' || pool_effective_mode(s->pool) == POOL_SESSION ||
+		    c->session_pinned) {
 			client_resume_reading(c);	/* the server stays ours: carry on */
 			return;
 		}
@@ -576,7 +579,7 @@ void server_release_if_done(Server *s)
 		return;
 	if (drain_close_at_boundary(c))
 		return;	/* the disconnect gave the clean server back */
-	if (pool_effective_mode(s->pool) == POOL_SESSION)
+	if (pool_effective_mode(s->pool) == POOL_SESSION || c->session_pinned)
 		return;
 	pool_release_server(s);
 	if (c->state == CL_ACTIVE && c->bev &&
@@ -626,6 +629,8 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	if (s->internal_queries > 0 || !s->link)
 		return server_handle_unlinked(s, h, body);
 	Client *c = s->link;
+	if (prepared_on(c))
+		(void)prepared_response(s, h->type);	/* never one of ours: E, S and Z pass */
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t total = proto_msg_total(h);
 	if (s->mask && h->type != 'Z' && h->type != 'S')
@@ -725,11 +730,16 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		return alive;
 	}
 	Client *c = s->link;
+	size_t total = proto_msg_total(&h);
+	if (prepared_on(c) && s->internal_queries == 0 && prepared_response(s, h.type)) {
+		s->fwd_remaining = total;	/* a reply to our own injected request */
+		s->fwd_discard = true;
+		return true;
+	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
 	if (h.type == 'G')
 		server_enter_copy_in(s);
-	size_t total = proto_msg_total(&h);
 	size_t moved = msgio_move(in, bufferevent_get_output(c->bev), total);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
@@ -755,10 +765,11 @@ static void server_forward(Server *s)
 				s->pool->stats.total.bytes_sent += moved;
 			if (s->fwd_remaining == 0 && c && c->held)
 				approvals_flush_notice(c);
-			continue;
-		}
-		if (!server_forward_one(s, in))
+		} else if (!server_forward_one(s, in)) {
 			return;
+		}
+		if (s->fwd_remaining == 0 && s->link && prepared_on(s->link))
+			prepared_emit(s);	/* local answers due after this message */
 	}
 }
 

@@ -83,6 +83,14 @@ typedef struct SqlStatement {
 	bool copy_out;		/* COPY ... TO (STDOUT or a file) */
 	bool opaque_code;	/* DO, CALL, CREATE FUNCTION/PROCEDURE/RULE/TRIGGER: code pgmoat
 				 * cannot follow */
+	/* (transaction pooling addition: prepared statements, session state) */
+	const char *session_state;	/* what the statement leaves on the session after its
+				 * transaction: "SET", "PREPARE", "LISTEN", "session advisory
+				 * lock", "WITH HOLD cursor", "temporary table",
+				 * "set_config(..., false)"; NULL for none */
+	char *setting;		/* SET (not LOCAL): the parameter's name as the parser gives it */
+	char *deallocate_name;	/* DEALLOCATE name; NULL with kind "deallocate" means ALL */
+	bool deallocates_all;	/* DEALLOCATE ALL or DISCARD ALL: every prepared statement goes */
 } SqlStatement;
 
 typedef struct SqlInfo {
@@ -95,6 +103,16 @@ typedef struct SqlInfo {
 
 /* Parse and classify; never returns NULL (ok=false with error on failure). */
 SqlInfo *sqlinfo_parse(const char *sql, size_t len);
+/*
+ * The same without fingerprint and normalized text (both NULL): for the
+ * pooler's own checks of kinds and session state. Texts up to
+ * SQLINFO_INLINE_MAX bytes are parsed on the calling thread (their deepest
+ * tree needs under 512 KB of stack, even under ASan), longer ones on the
+ * parser thread.
+ * Never put such a result in a cache.
+ */
+#define SQLINFO_INLINE_MAX 2048
+SqlInfo *sqlinfo_parse_shallow(const char *sql, size_t len);
 void sqlinfo_free(SqlInfo *info);
 
 /* A bounded LRU of parse results keyed by the exact text. */
@@ -112,5 +130,7 @@ void sqlinfo_release(SqlInfoCache *cache, SqlInfo *info);
  */
 const char *sqlinfo_stmt_fingerprint(SqlStatement *st);
 const char *sqlinfo_stmt_normalized(SqlStatement *st);
+/* SipHash-2-4 of len bytes under the key (k0, k1): for hash tables fed by clients. */
+uint64_t sqlinfo_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len);
 
 #endif

@@ -32,6 +32,7 @@ sources() {
 	fuzz_audit_verify) echo "audit_record.c util.c" ;;
 	fuzz_maskguard) echo "maskguard.c sqlinfo.c sqlshape.c colflow.c util.c" ;;
 	fuzz_errscrub) echo "errscrub.c pktbuf.c proto.c util.c" ;;
+	fuzz_prepared) echo "prepared.c sqlinfo.c sqlshape.c colflow.c pktbuf.c proto.c log.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -43,11 +44,12 @@ extra_libs() {
 	fuzz_approvals_msg) echo "-ljansson" ;;
 	fuzz_audit_verify) echo "-ljansson" ;;
 	fuzz_sqlinfo|fuzz_maskguard) echo "-lpg_query -ljansson" ;;
+	fuzz_prepared) echo "-lpg_query -ljansson $(pkg-config --libs libevent)" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""
