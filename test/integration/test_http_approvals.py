@@ -11,6 +11,7 @@ is never open without a token file.
 import contextlib
 import json
 import re
+import socket
 import urllib.error
 import urllib.request
 
@@ -18,8 +19,8 @@ import pytest
 
 from conftest import IS_PGBOUNCER, free_port, query_msg, wait_until
 from test_approvals import (
-    HOLD_POLICY, ApprovalsProxy, assert_waiting, count, errors, fresh_guarded, pgx, raw,
-    read_hold_notice, types,
+    HOLD_POLICY, STORE_KEY, ApprovalsProxy, assert_waiting, count, errors, fresh_guarded, pbe, pgx,
+    raw, read_hold_notice, store_conninfo, types,
 )
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="approvals are pgmoat-only")
@@ -197,7 +198,6 @@ def test_deny_without_body_and_the_audit_names_the_reviewer(pg, proxy_factory, t
 
 
 def test_extended_protocol_hold_approved_over_http(pg, hp):
-    from test_approvals import pbe
     fresh_guarded(pg)
     with raw(hp) as c:
         c.send(pbe("INSERT INTO ap_guarded VALUES (7)"))
@@ -208,6 +208,38 @@ def test_extended_protocol_hold_approved_over_http(pg, hp):
         out = c.read_until({b"Z"}, 10)
         assert types(out) == [b"1", b"2", b"n", b"C", b"Z"], (types(out), errors(out))
     assert pgx(pg, "select id from ap_guarded") == [(7,)]
+
+
+def test_a_decision_for_another_replicas_hold_is_forwarded(pg, proxy_factory):
+    """store: postgres: b's API lists and decides a hold of replica a, as APPROVE on b's console."""
+    fresh_guarded(pg)
+    store = {"store": "postgres", "conninfo": store_conninfo(pg), "key_file": "approvals.key",
+             "timeout": "60s"}
+    a, b = (start_http_proxy(proxy_factory, approvals=store,
+                             extra_files={"approvals.key": STORE_KEY}) for _ in range(2))
+    a.wait_log("approvals store: connected", 10)
+    b.wait_log("approvals store: connected", 10)
+    with raw(a) as c1, raw(a) as c2:
+        c1.send(query_msg("INSERT INTO ap_guarded VALUES (1)"))
+        id1 = read_hold_notice(c1)
+        c2.send(query_msg("INSERT INTO ap_guarded VALUES (2)"))
+        id2 = read_hold_notice(c2)
+        wait_until(lambda: sorted(r["id"] for r in listed(b)) == sorted([id1, id2]), 10, 0.1,
+                   "replica b to learn a's holds")
+        assert all(r["replica"] == "%s:%d" % (socket.gethostname(), a.port) for r in listed(b))
+        status, j = call_json(b, "/api/approvals/%d/approve" % id1, "POST")
+        assert status == 200 and j["forwarded"] is True and j["reviewer"] == "alice", j
+        status, j = call_json(b, "/api/approvals/%d/deny" % id2, "POST", token="bob-0ther-token",
+                              body={"reason": "from b"})
+        assert status == 200 and j["forwarded"] is True, j
+        out = c1.read_until({b"Z"}, 10)
+        assert types(out) == [b"C", b"Z"], (types(out), errors(out))
+        f = errors(c2.read_until({b"Z"}, 10))[0]
+        assert f["C"] == "42501" and "from b" in f["M"] and "bob" in f["M"], f
+        wait_until(lambda: listed(b) == [], 10, 0.1, "b to forget the decided holds")
+    assert pgx(pg, "select id from ap_guarded") == [(1,)]
+    assert re.search(r"HTTP APPROVE %d by reviewer alice from 127\.0\.0\.1:\d+ \(forwarded" % id1,
+                     b.log())
 
 
 # ---------------------------------------------------------------- refusals
