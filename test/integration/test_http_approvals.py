@@ -10,8 +10,12 @@ is never open without a token file.
 
 import contextlib
 import json
+import os
+import pathlib
 import re
+import shutil
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -433,3 +437,67 @@ def test_reviewer_page_is_self_contained_with_strict_headers(hp):
     # HEAD: headers only
     status, headers, body = call(hp, "/approvals", "HEAD", token=None)
     assert status == 200 and body == "" and "Content-Security-Policy" in headers
+
+
+# ---------------------------------------------------------------- the page in a browser
+
+BROWSER_SCRIPT = pathlib.Path(__file__).parent / "browser" / "approvals_page.cjs"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def node_env():
+    """The environment for node with playwright-core resolvable, or None when it is not installed."""
+    node = shutil.which("node")
+    if not node or not os.path.exists(CHROMIUM):
+        return None
+    env = dict(os.environ)
+    try:
+        root = subprocess.run(["npm", "root", "-g"], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+        env["NODE_PATH"] = os.pathsep.join(p for p in (env.get("NODE_PATH"), root) if p)
+        subprocess.run([node, "-e", "require.resolve('playwright-core')"], env=env, timeout=30,
+                       check=True, capture_output=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return env
+
+
+def test_reviewer_page_in_chromium_approves_and_denies(pg, hp):
+    """Optional: needs Debian's chromium and npm's playwright-core (not in scripts/test's list)."""
+    env = node_env()
+    if env is None:
+        pytest.skip("needs node, playwright-core (npm install -g playwright-core) and chromium")
+    fresh_guarded(pg, rows=1)
+    pgx(pg, 'DROP TABLE IF EXISTS "<b>x</b>"; CREATE TABLE "<b>x</b>" (id int); '
+            'GRANT ALL ON "<b>x</b>" TO PUBLIC')
+    with raw(hp) as c1, raw(hp) as c2:
+        c1.send(query_msg('INSERT INTO ap_guarded SELECT 2 FROM "<b>x</b>" UNION ALL SELECT 2'))
+        id1 = read_hold_notice(c1)
+        c2.send(query_msg("DELETE FROM ap_guarded"))
+        id2 = read_hold_notice(c2)
+        reason = "<img src=x onerror=alert(1)> not today"
+        proc = subprocess.run(
+            ["node", str(BROWSER_SCRIPT), "http://127.0.0.1:%d/approvals" % hp.http_port,
+             "alice-s3cret-token", str(id1), str(id2), reason],
+            env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        # the one expected failure: the wrong token tried first
+        problems = [m for m in seen["problems"] if "status of 401" not in m]
+        assert problems == [] and seen["csp"] == [], seen
+        assert seen["loginShown"] and seen["loginAgain"], seen
+        assert "refused" in seen["refusedText"], seen
+        ids = sorted(int(r[0]) for r in seen["rows"])
+        assert ids == sorted([id1, id2]), seen
+        row1 = [r for r in seen["rows"] if int(r[0]) == id1][0]
+        assert 'FROM "<b>x</b>"' in row1[3], row1          # shown as text...
+        assert seen["markupInRows"] == 0, seen             # ...never as markup
+        assert seen["storage"] == {"session": 1, "local": 0, "cookie": ""}, seen
+        assert "approved by alice" in seen["approvedText"], seen
+        assert "rejected by alice" in seen["deniedText"], seen
+        assert seen["emptyShown"] and seen["forgotten"] == 0, seen
+        out = c1.read_until({b"Z"}, 10)
+        assert types(out) == [b"C", b"Z"], (types(out), errors(out))
+        f = errors(c2.read_until({b"Z"}, 10))[0]
+        assert f["C"] == "42501" and reason in f["M"], f
+    assert sorted(r[0] for r in pgx(pg, "select id from ap_guarded")) == [1, 2]
