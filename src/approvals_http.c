@@ -139,7 +139,8 @@ static void api_decide(struct evhttp_request *req, void *arg)
 	}
 	char *body = request_body(req, APPROVALS_API_MAX_BODY, &len);
 	if (!body) {
-		api_error(req, 413, "Payload Too Large", "the body is limited to 4096 bytes");
+		snprintf(err, sizeof(err), "the body is limited to %d bytes", APPROVALS_API_MAX_BODY);
+		api_error(req, 413, "Payload Too Large", err);
 		return;
 	}
 	if (!approvals_api_parse_body(body, len, action, &reason, err, sizeof(err)))

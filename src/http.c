@@ -85,8 +85,11 @@ HttpAuth http_authenticate(struct evhttp_request *req, char reviewer[HTTP_REVIEW
 	}
 	bool ok = http_token_lookup(text, auth, reviewer, &tokens, &bad);
 	util_free_secret(text);
-	if (bad > 0)
+	/* Once per change, not at every request of a polling reviewer page. */
+	static int bad_warned;
+	if (bad > 0 && bad != bad_warned)
 		log_warning("admin.token_file %s: %d malformed line(s) ignored", path, bad);
+	bad_warned = bad;
 	if (tokens == 0)
 		return HTTP_AUTH_UNCONFIGURED;
 	return ok ? HTTP_AUTH_OK : HTTP_AUTH_DENIED;

@@ -347,6 +347,9 @@ def test_without_a_usable_token_file_the_api_is_refused(proxy_factory, token_tex
     # the rest of the HTTP endpoints keep working
     assert call(p, "/healthz")[0] == 200
     assert call(p, "/approvals")[0] == 200
+    if token_text and "bad name" in token_text:
+        # warned once, not at every request
+        assert p.log().count("1 malformed line(s) ignored") == 1, p.log_tail()
 
 
 def test_unreadable_token_file_is_refused(proxy_factory):
