@@ -48,7 +48,7 @@ static bool valid_reviewer(const char *s, size_t len)
 
 static bool token_char(char ch)
 {
-	return ch > ' ' && ch != ':' && ch != 0x7f;
+	return (unsigned char)ch > ' ' && ch != ':' && ch != 0x7f;
 }
 
 /* [*s, *e) without surrounding blanks. */
@@ -72,6 +72,7 @@ static bool parse_token_line(const char *s, const char *e, TokenLine *out)
 {
 	const char *colon = memchr(s, ':', (size_t)(e - s));
 	const char *tok = s;
+
 	out->name = NULL;
 	out->name_len = 0;
 	if (colon) {

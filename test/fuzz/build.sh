@@ -33,6 +33,7 @@ sources() {
 	fuzz_maskguard) echo "maskguard.c sqlinfo.c sqlshape.c colflow.c util.c" ;;
 	fuzz_errscrub) echo "errscrub.c pktbuf.c proto.c util.c" ;;
 	fuzz_prepared) echo "prepared.c sqlinfo.c sqlshape.c colflow.c pktbuf.c proto.c log.c util.c" ;;
+	fuzz_approvals_api) echo "approvals_api.c http_token.c audit_record.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -45,11 +46,12 @@ extra_libs() {
 	fuzz_audit_verify) echo "-ljansson" ;;
 	fuzz_sqlinfo|fuzz_maskguard) echo "-lpg_query -ljansson" ;;
 	fuzz_prepared) echo "-lpg_query -ljansson $(pkg-config --libs libevent)" ;;
+	fuzz_approvals_api) echo "-ljansson" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""
