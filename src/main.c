@@ -21,6 +21,7 @@
 #include "http.h"
 #include "audit.h"
 #include "sqlinfo.h"
+#include "tls.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -122,6 +123,13 @@ static int run_check(const char *path)
 		config_free(cfg);
 		return 1;
 	}
+	TlsContexts *tls = tls_contexts_build(cfg, err, sizeof(err));
+	if (!tls) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	tls_contexts_free(tls);
 	int ndb = 0;
 	for (const DbConfig *d = cfg->databases; d; d = d->next)
 		ndb++;
@@ -295,6 +303,12 @@ static bool moat_start(Moat *m, const Options *o)
 		log_fatal("%s", err);
 		return false;
 	}
+	TlsContexts *tls = tls_contexts_build(m->cfg, err, sizeof(err));
+	if (!tls) {
+		log_fatal("%s", err);
+		return false;
+	}
+	tls_contexts_install(tls);
 	if (!listener_start(m->worker, m->cfg)) {
 		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
 		return false;
@@ -321,6 +335,7 @@ static void moat_stop(Moat *m)
 	admin_cleanup();
 	auth_query_cleanup();
 	pool_free_all();
+	tls_shutdown();
 	daemon_remove_pidfile(m->cfg->pidfile);
 	log_info("pgmoat stopped");
 	config_free(m->cfg);
