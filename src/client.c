@@ -121,8 +121,10 @@ static void client_close_socket(Client *c)
 	if (c->bev) {
 		msgio_output_detach(&c->out);
 		msgio_reader_free(&c->in);
+		tls_close_notify(c->ssl);
 		bufferevent_free(c->bev);
 		c->bev = NULL;
+		c->ssl = NULL;	/* freed with its bufferevent */
 	}
 	client_free_later(c);
 }

@@ -162,8 +162,10 @@ void server_disconnect(Server *s, const char *fmt, ...)
 		server_send_terminate(s);
 		msgio_output_detach(&s->out);
 		msgio_reader_free(&s->in);
+		tls_close_notify(s->ssl);
 		bufferevent_free(s->bev);
 		s->bev = NULL;
+		s->ssl = NULL;	/* freed with its bufferevent */
 	}
 	server_release_counts(s);
 	enforce_forget(s);

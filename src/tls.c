@@ -442,6 +442,14 @@ struct bufferevent *tls_wrap_socket(struct bufferevent *plain, SSL *ssl, bool ac
 	return bev;
 }
 
+void tls_close_notify(SSL *ssl)
+{
+	if (!ssl || !SSL_is_init_finished(ssl))
+		return;
+	(void)SSL_shutdown(ssl);
+	ERR_clear_error();
+}
+
 SSL *tls_get_ssl(struct bufferevent *bev)
 {
 	return bev ? bufferevent_openssl_get_ssl(bev) : NULL;

@@ -79,6 +79,9 @@ struct ssl_st *tls_server_ssl_new(const DbConfig *db, const char *host);
  */
 struct bufferevent *tls_wrap_socket(struct bufferevent *plain, struct ssl_st *ssl, bool accept);
 
+/* Best effort, never blocks: tell the peer we close (close_notify). NULL is a no-op. */
+void tls_close_notify(struct ssl_st *ssl);
+
 /* The SSL of a bufferevent made by tls_wrap_socket, or NULL. */
 struct ssl_st *tls_get_ssl(struct bufferevent *bev);
 
