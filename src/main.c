@@ -159,7 +159,18 @@ static void free_deferred_cb(evutil_socket_t fd, short what, void *arg)
 static Worker *worker_create(void)
 {
 	Worker *w = xcalloc(1, sizeof(*w));
-	w->base = event_base_new();
+	/*
+	 * Changes to epoll interest are batched and applied once per loop pass:
+	 * an event added and deleted in the same pass (bufferevent_openssl does
+	 * that for every write a TLS connection queues) costs no system call.
+	 * Safe because no socket here is dup()ed.
+	 */
+	struct event_config *ec = event_config_new();
+	if (ec)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	w->base = ec ? event_base_new_with_config(ec) : NULL;
+	if (ec)
+		event_config_free(ec);
 	if (!w->base) {
 		free(w);
 		return NULL;

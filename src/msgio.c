@@ -231,9 +231,9 @@ static void reader_update(InReader *r)
 }
 
 /*
- * SSL_read into up to room bytes of the input. Stops on WANT_READ (the
- * socket is drained: its next event brings more) or when the room is full
- * (OpenSSL may still hold data: tls_more).
+ * SSL_read into up to room bytes of the input. Stops when OpenSSL holds
+ * nothing more (the socket's next event brings more), or when the room is
+ * full (OpenSSL may still hold data: tls_more).
  */
 static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bool *got_data)
 {
@@ -249,6 +249,8 @@ static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bo
 		int n = SSL_read(r->ssl, (char *)vec[0].iov_base + done, (int)(cap - done));
 		if (n > 0) {
 			done += (size_t)n;
+			if (!SSL_has_pending(r->ssl))
+				break;	/* the socket's next event brings more: no read just for EAGAIN */
 			continue;
 		}
 		int e = SSL_get_error(r->ssl, n);
