@@ -346,6 +346,24 @@ static void client_start_md5(Client *c)
 
 static void client_auth_ok(Client *c);
 
+/* auth_type=cert (pgbouncer): the verified client certificate's CommonName is the user. */
+static void client_auth_cert(Client *c)
+{
+	char cn[256];
+	if (!tls_peer_common_name(c->ssl, cn, sizeof(cn))) {
+		moat->stats.login_failures++;
+		client_disconnect(c, "28000", "TLS client certificate required (auth_type=cert)");
+		return;
+	}
+	if (strcmp(cn, c->user_name) != 0) {
+		moat->stats.login_failures++;
+		slog_info(c, "certificate CN \"%s\" does not match user \"%s\"", cn, c->user_name);
+		client_disconnect(c, "28000", "TLS certificate name mismatch");
+		return;
+	}
+	client_auth_ok(c);
+}
+
 /* Ask for the password (or trust) by c->auth_method, with the secret known by now. */
 static void client_request_password(Client *c)
 {
@@ -369,8 +387,10 @@ static void client_request_password(Client *c)
 	case AUTH_SCRAM:
 		client_start_scram(c, ue);
 		return;
-	case AUTH_HBA:
 	case AUTH_CERT:
+		client_auth_cert(c);
+		return;
+	case AUTH_HBA:
 		break;
 	}
 	client_disconnect(c, "28000", "auth method %s needs TLS, which this connection does not use",

@@ -226,7 +226,7 @@ static SSL_CTX *ctx_build(const CtxSpec *sp, char *err, size_t errlen)
 	SSL_CTX_set_num_tickets(ctx, 0);
 	/* Fewer reads per record; what it buffers is drained by msgio (SSL_has_pending). */
 	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	bool ok = SSL_CTX_set_min_proto_version(ctx, min_v) == 1 &&
 		  SSL_CTX_set_max_proto_version(ctx, max_v) == 1;
 	if (!ok)
@@ -440,6 +440,18 @@ struct bufferevent *tls_wrap_socket(struct bufferevent *plain, SSL *ssl, bool ac
 	/* Peers (psql among them) often close without close_notify: an EOF, not an error. */
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
+}
+
+bool tls_peer_common_name(SSL *ssl, char *buf, size_t len)
+{
+	if (!ssl || tls_client_mode() < TLS_VERIFY_CA || SSL_get_verify_result(ssl) != X509_V_OK)
+		return false;
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	if (!cert)
+		return false;
+	int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, (int)len);
+	/* A CN with an embedded NUL or cut short names nobody. */
+	return n > 0 && (size_t)n < len && strlen(buf) == (size_t)n;
 }
 
 void tls_close_notify(SSL *ssl)

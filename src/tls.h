@@ -79,6 +79,12 @@ struct ssl_st *tls_server_ssl_new(const DbConfig *db, const char *host);
  */
 struct bufferevent *tls_wrap_socket(struct bufferevent *plain, struct ssl_st *ssl, bool accept);
 
+/*
+ * auth_type=cert: the CommonName of the client's certificate, when the
+ * certificate was verified (client_tls_sslmode verify-ca or verify-full).
+ */
+bool tls_peer_common_name(struct ssl_st *ssl, char *buf, size_t len) MUST_CHECK;
+
 /* Best effort, never blocks: tell the peer we close (close_notify). NULL is a no-op. */
 void tls_close_notify(struct ssl_st *ssl);
 

@@ -228,6 +228,21 @@ def test_client_sslmode(proxy_factory, certs, mode, plain_ok, tls_ok, cert_neede
         assert one(c, "select 3") == 3
 
 
+def test_auth_type_cert_takes_the_user_from_the_certificate(proxy_factory, certs):
+    s = tls_settings(certs, "verify-full")
+    s["auth_type"] = "cert"
+    p = proxy_factory(settings=s)
+    with contextlib.closing(libpq_connect(p, certs, "verify-full", cert="app", password="")) as c:
+        assert one(c, "select current_user") == "app"
+    with pytest.raises(psycopg2.OperationalError, match="TLS certificate name mismatch"):
+        libpq_connect(p, certs, "verify-full", cert="app", user="md5user", password="")
+    # Without verification a certificate proves nothing.
+    s["client_tls_sslmode"] = "require"
+    q = proxy_factory(settings=s)
+    with pytest.raises(psycopg2.OperationalError, match="TLS client certificate required"):
+        libpq_connect(q, certs, "verify-full", cert="app", password="")
+
+
 def test_unix_socket_clients_are_local_and_exempt_from_require(proxy_factory, certs):
     p = proxy_factory(settings=tls_settings(certs, "require"))
     with contextlib.closing(p.connect(host=str(p.dir))) as c:
@@ -317,6 +332,24 @@ def test_messages_split_across_records_at_any_offset_never_stall(proxy_factory, 
         send_in_records(c.sock, big, [16384, 1, 9000, 3])
         msgs = c.read_until({b"Z"}, 20)
         assert any(t == b"D" and m.endswith(b"200000") for t, m in msgs), msgs
+    finally:
+        c.close()
+
+
+def test_judged_messages_split_across_records_never_stall(policy_proxy, certs):
+    """Under policies a Query is read whole (the read watermark is raised for it)."""
+    policy = ('local P = {}\n'
+              'function P.on_query(s, q) end\n'
+              'return P\n')
+    p = policy_proxy(policies={"all.lua": policy}, settings=tls_settings(certs, "require"))
+    c = tls_raw(p, certs)
+    try:
+        c.login("app", "app")
+        for n in (1000, 300000, 600000):
+            big = query_msg("select length('%s')" % ("z" * n))
+            send_in_records(c.sock, big, [16384, 7, 16383, 1])
+            msgs = c.read_until({b"Z"}, 30)
+            assert any(t == b"D" and m.endswith(str(n).encode()) for t, m in msgs), msgs
     finally:
         c.close()
 
@@ -523,6 +556,46 @@ class FakeServer:
     def close(self):
         self.sock.close()
         self.t.join(10)
+
+
+class FakeTlsServer(FakeServer):
+    """Answers 'S', runs a TLS handshake and records the SNI name the client sent."""
+
+    def __init__(self, certs):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(certs / "proxy.crt"), str(certs / "proxy.key"))
+        self.sni = []
+        self.ctx.sni_callback = lambda sock, name, ctx: self.sni.append(name)
+        super().__init__(b"S")
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            try:
+                self.got = conn.recv(8)
+                conn.sendall(self.answer)
+                with self.ctx.wrap_socket(conn, server_side=True) as t:
+                    t.recv(4096)  # the startup packet; then we hang up
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("host,sni", [("localhost", ["localhost"]), ("127.0.0.1", [None])])
+def test_server_tls_sends_the_host_name_in_sni(proxy_factory, certs, host, sni):
+    fake = FakeTlsServer(certs)
+    try:
+        p = proxy_factory(settings=server_tls(certs, "verify-full"),
+                          databases={"app": "host=%s port=%d dbname=app" % (host, fake.port)})
+        with pytest.raises(psycopg2.OperationalError):
+            p.connect()
+        fake.t.join(10)
+        assert fake.sni == sni
+    finally:
+        fake.close()
 
 
 @pytest.mark.parametrize("answer,mode,log", [
