@@ -143,18 +143,20 @@ const char *tls_cipher_list(const char *name)
 
 /* ---- contexts --------------------------------------------------------- */
 
+/* The first error queued is the cause ("No such file or directory"); later ones are context. */
 static void ssl_errors(char *buf, size_t len)
 {
-	unsigned long e = ERR_get_error();
-	unsigned long last = e;
-	while (e) {
-		last = e;
-		e = ERR_get_error();
-	}
-	if (last)
-		ERR_error_string_n(last, buf, len);
-	else
+	unsigned long first = ERR_get_error();
+	if (first) {
+		const char *reason = ERR_reason_error_string(first);
+		if (reason)
+			snprintf(buf, len, "%s", reason);
+		else
+			ERR_error_string_n(first, buf, len);
+	} else {
 		snprintf(buf, len, "unknown TLS error");
+	}
+	ERR_clear_error();
 }
 
 typedef struct CtxSpec {
@@ -211,8 +213,10 @@ static SSL_CTX *ctx_build(const CtxSpec *sp, char *err, size_t errlen)
 		return NULL;
 	char ssl_err[256];
 	int min_v, max_v;
-	if (!tls_parse_protocols(sp->protocols, &min_v, &max_v, err, errlen))
+	if (!tls_parse_protocols(sp->protocols, &min_v, &max_v, ssl_err, sizeof(ssl_err))) {
+		snprintf(err, errlen, "%s: %s", sp->what, ssl_err);
 		return NULL;
+	}
 	SSL_CTX *ctx = SSL_CTX_new(sp->accept ? TLS_server_method() : TLS_client_method());
 	if (!ctx) {
 		ssl_errors(ssl_err, sizeof(ssl_err));
@@ -469,18 +473,18 @@ SSL *tls_get_ssl(struct bufferevent *bev)
 
 void tls_error_describe(struct bufferevent *bev, char *buf, size_t len)
 {
-	unsigned long e = bev ? bufferevent_get_openssl_error(bev) : 0;
-	unsigned long last = e;
-	while (e) {
-		last = e;
-		e = bufferevent_get_openssl_error(bev);
-	}
+	unsigned long first = bev ? bufferevent_get_openssl_error(bev) : 0;
+	while (bev && bufferevent_get_openssl_error(bev))
+		;	/* drained: the first is the cause */
 	SSL *ssl = tls_get_ssl(bev);
 	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	const char *reason = first ? ERR_reason_error_string(first) : NULL;
 	if (vr != X509_V_OK)
 		snprintf(buf, len, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
-	else if (last)
-		ERR_error_string_n(last, buf, len);
+	else if (reason)
+		snprintf(buf, len, "%s", reason);
+	else if (first)
+		ERR_error_string_n(first, buf, len);
 	else
 		snprintf(buf, len, "connection closed during the TLS handshake");
 }
