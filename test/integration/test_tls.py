@@ -243,6 +243,22 @@ def test_auth_type_cert_takes_the_user_from_the_certificate(proxy_factory, certs
         libpq_connect(q, certs, "verify-full", cert="app", password="")
 
 
+def test_hba_hostssl_lines_match_tls_clients_only(proxy_factory, certs):
+    hba = ("hostssl all app    127.0.0.1/32 trust\n"
+           "hostssl all md5user 127.0.0.1/32 cert\n"
+           "host    all all    127.0.0.1/32 scram-sha-256\n")
+    s = tls_settings(certs, "verify-ca")
+    s.update(auth_type="hba", auth_hba_file="hba.conf", client_tls_sslmode="prefer")
+    p = proxy_factory(settings=s, extra_files={"hba.conf": hba})
+    with contextlib.closing(libpq_connect(p, certs, "require", password="wrong")) as c:
+        assert one(c, "select current_user") == "app"       # hostssl: trust
+    with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
+        libpq_connect(p, certs, "disable", password="wrong")  # host: scram
+    # cert on a listener that does not verify certificates proves nothing
+    with pytest.raises(psycopg2.OperationalError, match="TLS client certificate required"):
+        libpq_connect(p, certs, "require", cert="app", user="md5user", password="")
+
+
 def test_unix_socket_clients_are_local_and_exempt_from_require(proxy_factory, certs):
     p = proxy_factory(settings=tls_settings(certs, "require"))
     with contextlib.closing(p.connect(host=str(p.dir))) as c:
