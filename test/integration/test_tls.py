@@ -261,6 +261,8 @@ def test_hba_hostssl_lines_match_tls_clients_only(proxy_factory, certs):
 
 def test_unix_socket_clients_are_local_and_exempt_from_require(proxy_factory, certs):
     p = proxy_factory(settings=tls_settings(certs, "require"))
+    # The TCP port answers first; the unix socket is made right after it.
+    wait_until(lambda: (p.dir / (".s.PGSQL.%d" % p.port)).exists(), 10, 0.05, "unix socket")
     with contextlib.closing(p.connect(host=str(p.dir))) as c:
         with c.cursor() as cur:
             cur.execute("select 1")
