@@ -36,7 +36,7 @@ typedef enum {
 	AUTH_MD5,	/* md5, falling back to SCRAM when the stored secret is SCRAM */
 	AUTH_SCRAM,	/* scram-sha-256 */
 	AUTH_HBA,	/* per connection, from auth_hba_file */
-	AUTH_CERT,	/* parsed and refused until TLS lands */
+	AUTH_CERT,	/* the verified client certificate's CommonName is the user (tls.c) */
 } AuthType;
 
 const char *config_pool_mode_name(PoolMode m);
@@ -82,6 +82,12 @@ typedef struct DbConfig {
 	char *src_file;		/* where it was defined, for error messages */
 	int src_line;
 	struct DbConfig *next;
+
+	/* TLS (issue 3): YAML databases.<name>.tls; NULL: the server_tls_* key */
+	char *tls_sslmode;
+	char *tls_ca_file;
+	char *tls_cert_file;
+	char *tls_key_file;
 } DbConfig;
 
 /* A [users] entry: per-user overrides. */
@@ -173,7 +179,7 @@ typedef struct Config {
 	int max_prepared_statements;	/* per server connection; 0 = no tracking (prepared.h) */
 	/* transaction pooling safety net (sessionstate.h): warn | error | pin | off */
 	char *transaction_session_state;
-	/* TLS keys are accepted and shown; TLS itself lands with issue 3. */
+	/* TLS (tls.c): contexts are built from these by tls_contexts_build(). */
 	char *client_tls_sslmode;
 	char *client_tls_key_file;
 	char *client_tls_cert_file;
