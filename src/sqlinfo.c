@@ -1239,7 +1239,8 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 		sql = "";
 		len = 0;
 	}
-	if (len > SQLINFO_CACHE_MAX_KEY)
+	/* a NUL byte is refused by the parse, and would let a text pass for a shape key */
+	if (len > SQLINFO_CACHE_MAX_KEY || (len && memchr(sql, '\0', len)))
 		return sqlinfo_parse(sql, len);
 	uint64_t hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
 	CacheEntry *e = cache_lookup(cache, hash, sql, len);
@@ -1258,7 +1259,7 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 	if (shaped) {
 		shape_hash = siphash24(cache->k0, cache->k1, (const uint8_t *)shape.key, shape.key_len);
 		e = cache_lookup(cache, shape_hash, shape.key, shape.key_len);
-		if (e) {
+		if (e && e->info->ok && e->info->nstmts == 1) {
 			SqlInfo *clone = sqlinfo_clone_for_text(cache_touch(cache, e)->info, sql,
 								shape.stmt_end);
 			sqlshape_free(&shape);

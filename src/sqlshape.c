@@ -81,7 +81,7 @@ static void key_append(char **key, size_t *len, size_t *cap, const char *s, size
 
 /*
  * The key of a scanned statement; false when it has no shape. The key is the
- * text itself with each literal's bytes replaced by '?': the scanner's token
+ * text itself with each literal's bytes replaced by a NUL byte: the scanner's token
  * ends are not always where the token ends (a U&"..." identifier is reported
  * as its first byte only), so nothing but a literal's own reported span is
  * ever left out, and never past the next token's start.
@@ -104,6 +104,9 @@ static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *
 			goto no_shape;
 		if (token_is_comment(tok->token))
 			continue;
+		/* UESCAPE's literal decides how the identifier or string before it reads */
+		if (tok->token == PG_QUERY__TOKEN__UESCAPE)
+			goto no_shape;
 		if (seen_semicolon || (first && !token_leads_shape(tok->token)))
 			goto no_shape;	/* a second statement, or a kind that reads its literals */
 		first = false;
@@ -117,7 +120,8 @@ static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *
 			continue;
 		size_t end = (size_t)tok->end < next ? (size_t)tok->end : next;
 		key_append(&key, &klen, &cap, sql + copied, (size_t)tok->start - copied);
-		key_append(&key, &klen, &cap, "?", 1);
+		/* a byte no SQL text holds: '?' would also stand for the operator */
+		key_append(&key, &klen, &cap, "\0", 1);
 		copied = end;
 	}
 	if (first)

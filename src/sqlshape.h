@@ -9,7 +9,8 @@
  * pgbench -M simple.
  *
  * Only these statements have a shape: exactly one statement, led by SELECT,
- * INSERT, UPDATE, DELETE, WITH, VALUES or TABLE. Everything else (SET and its
+ * INSERT, UPDATE, DELETE, WITH, VALUES or TABLE, and no UESCAPE clause (its
+ * literal changes the name before it). Everything else (SET and its
  * values, EXPLAIN and its options, COPY and its target, DDL ...) is parsed as
  * its own text. Ordinals keep their value (ORDER BY 2 is not ORDER BY 1), and
  * so does every literal the scanner cannot tell apart from one.

@@ -639,6 +639,15 @@ Test(sqlinfo, no_shared_parse_where_a_value_matters)
 	/* the scanner reports a U&"..." identifier as one byte long: its name still counts */
 	cr_assert(!same_parse(cache, "SELECT * FROM U&\"secret\" WHERE a = 1",
 			      "SELECT * FROM U&\"public\" WHERE a = 2"));
+	/* UESCAPE's literal decides how the name reads: no shape (review finding) */
+	cr_assert(!same_parse(cache, "SELECT * FROM U&\"x0073ecrets\" UESCAPE '!'",
+			      "SELECT * FROM U&\"x0073ecrets\" UESCAPE 'x'"));
+	/* a literal and the ? operator are not the same shape */
+	cr_assert(!same_parse(cache, "SELECT j 'x' k FROM t", "SELECT j ? k FROM t"));
+	/* a text with a NUL byte never passes for a shape key */
+	SqlInfo *nul = sqlinfo_cache_get(cache, "\0SELECT \0", 9);
+	cr_assert(!nul->ok);
+	sqlinfo_release(cache, nul);
 	SqlInfo *u = sqlinfo_cache_get(cache, "SELECT * FROM U&\"d\\0061ta\" WHERE a = 3", 38);
 	cr_assert(u->ok);
 	cr_assert_str_eq(u->stmts[0].tables.items[0], "data");
