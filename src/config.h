@@ -15,6 +15,7 @@
 #include "userlist.h"
 #include "hba.h"
 #include "policy.h"
+#include "auth_jwt.h"
 
 typedef enum { POOL_SESSION = 0, POOL_TRANSACTION = 1, POOL_STATEMENT = 2 } PoolMode;
 
@@ -26,6 +27,7 @@ typedef enum {
 	AUTH_SCRAM,	/* scram-sha-256 */
 	AUTH_HBA,	/* per connection, from auth_hba_file */
 	AUTH_CERT,	/* parsed and refused until TLS lands */
+	AUTH_JWT,	/* cleartext password carrying a JWT (auth_jwt.c) */
 } AuthType;
 
 const char *config_pool_mode_name(PoolMode m);
@@ -50,6 +52,14 @@ typedef struct AuditConfig {
 void audit_config_free(AuditConfig *ac);
 bool audit_config_equal(const AuditConfig *a, const AuditConfig *b);
 
+/* ---- jwt: databases.<db>.roles.<name>, the server role a token's role_claim picks */
+typedef struct DbRole {
+	char *name;
+	char *user;		/* server user */
+	char *password;		/* NULL: none (the server trusts, or auth_file has it) */
+	struct DbRole *next;
+} DbRole;
+
 typedef struct DbConfig {
 	char *name;		/* name clients connect to; "*" is the fallback entry */
 	char *host;		/* NULL or starting with '/': unix socket directory */
@@ -70,6 +80,8 @@ typedef struct DbConfig {
 	int pool_mode;		/* -1: global pool_mode, else a PoolMode */
 	char *src_file;		/* where it was defined, for error messages */
 	int src_line;
+	/* ---- jwt */
+	DbRole *roles;		/* YAML roles:, in file order; NULL: none */
 	struct DbConfig *next;
 } DbConfig;
 
@@ -206,6 +218,9 @@ typedef struct Config {
 
 	/* ---- audit (feature "audit"): YAML `audit:`; sink AUDIT_SINK_NONE = no audit */
 	AuditConfig audit;
+
+	/* ---- jwt (feature "jwt"): YAML auth.jwt */
+	JwtConfig jwt;
 } Config;
 
 /*
@@ -219,6 +234,7 @@ void config_free(Config *cfg);
 /* Lookup helpers used by the pooler. */
 const DbConfig *config_find_db(const Config *cfg, const char *name); /* falls back to "*" */
 const UserConfig *config_find_user(const Config *cfg, const char *name);
+const DbRole *config_find_role(const DbConfig *db, const char *name);	/* jwt */
 
 /* SHOW CONFIG: iterate every [pgbouncer] key in pgbouncer's order. */
 typedef struct ConfigKeyView {

@@ -126,6 +126,9 @@ struct Pool {
 
 	/* auth (issue 3 point 4) */
 	char *queried_secret;	/* owned: auth_query's secret for this user, to log servers in */
+
+	/* ---- jwt: a pool per (database, server role); NULL: not a role pool */
+	char *jwt_role;		/* owned: databases.<db>.roles name; servers log in with its secret */
 };
 
 typedef enum {
@@ -204,6 +207,10 @@ struct Client {
 
 	/* ---- audit (feature "audit") */
 	struct AuditSession *audit;	/* this session's audit state; NULL: not audited */
+
+	/* ---- jwt (feature "jwt"): set once the client's token is verified */
+	char *jwt_claims;	/* owned: the token's claims, compact JSON; NULL: no token */
+	char *jwt_role;		/* owned: the role the token's role_claim picked; NULL: none */
 };
 
 struct Server {

@@ -181,6 +181,10 @@ void server_disconnect(Server *s, const char *fmt, ...)
 static const char *server_secret(const Server *s)
 {
 	const DbConfig *d = s->pool->db->cfg;
+	if (s->pool->jwt_role) {	/* jwt: the role's own secret, as configured now */
+		const DbRole *r = config_find_role(d, s->pool->jwt_role);
+		return r ? r->password : NULL;
+	}
 	if (d->user && d->password)
 		return d->password;
 	if (d->password && !d->user)
