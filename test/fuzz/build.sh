@@ -30,6 +30,7 @@ sources() {
 	fuzz_approvals_msg) echo "approvals_msg.c util.c" ;;
 	fuzz_proxyproto) echo "proxyproto.c util.c" ;;
 	fuzz_audit_verify) echo "audit_record.c util.c" ;;
+	fuzz_jwt) echo "auth_jwt.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -40,11 +41,12 @@ extra_libs() {
 	fuzz_sqlinfo) echo "-lpg_query -ljansson" ;;
 	fuzz_approvals_msg) echo "-ljansson" ;;
 	fuzz_audit_verify) echo "-ljansson" ;;
+	fuzz_jwt) echo "-ljwt -ljansson" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_jwt"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""
