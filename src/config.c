@@ -516,7 +516,7 @@ static Config *config_new_defaults(const char *path)
 	return cfg;
 }
 
-static void db_roles_free(DbRole *r)
+void config_roles_free(DbRole *r)
 {
 	while (r) {
 		DbRole *next = r->next;
@@ -532,7 +532,7 @@ static void db_free(DbConfig *db)
 {
 	if (!db)
 		return;
-	db_roles_free(db->roles);
+	config_roles_free(db->roles);
 	free(db->name);
 	free(db->host);
 	free(db->dbname);
@@ -590,6 +590,20 @@ const DbConfig *config_find_db(const Config *cfg, const char *name)
 			fallback = db;
 	}
 	return fallback;
+}
+
+DbRole *config_roles_copy(const DbRole *src)
+{
+	DbRole *head = NULL, **tail = &head;
+	for (; src; src = src->next) {
+		DbRole *r = xcalloc(1, sizeof(*r));
+		r->name = xstrdup(src->name);
+		r->user = xstrdup(src->user);
+		r->password = src->password ? xstrdup(src->password) : NULL;
+		*tail = r;
+		tail = &r->next;
+	}
+	return head;
 }
 
 const DbRole *config_find_role(const DbConfig *db, const char *name)
@@ -1332,7 +1346,7 @@ static void yaml_jwt_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t
 		yjwt_keys(y, v);
 		return;
 	}
-	char *where = xasprintf("auth.jwt.%s", key);
+	char *where = xasprintf("auth.jwt.%s", known[i]);
 	if (strcmp(key, "audience") == 0 && v->type == YAML_SEQUENCE_NODE) {
 		for (yaml_node_item_t *it = v->data.sequence.items.start;
 		     it < v->data.sequence.items.top && !y->ld->failed; it++) {
@@ -1483,7 +1497,7 @@ static void yaml_roles_pair(Yaml *y, const char *name, yaml_node_t *kn, yaml_nod
 		loader_fail(y->ld, y->file, ynode_line(kn), "'%s' %s", yr.owner,
 			    yr.role->user ? "is defined twice" : "needs a user");
 	if (y->ld->failed) {
-		db_roles_free(yr.role);
+		config_roles_free(yr.role);
 	} else {
 		DbRole **pp = &db->roles;
 		while (*pp)

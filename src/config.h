@@ -235,6 +235,8 @@ void config_free(Config *cfg);
 const DbConfig *config_find_db(const Config *cfg, const char *name); /* falls back to "*" */
 const UserConfig *config_find_user(const Config *cfg, const char *name);
 const DbRole *config_find_role(const DbConfig *db, const char *name);	/* jwt */
+DbRole *config_roles_copy(const DbRole *src);	/* jwt: deep copy, for the pooler's DbConfig */
+void config_roles_free(DbRole *r);
 
 /* SHOW CONFIG: iterate every [pgbouncer] key in pgbouncer's order. */
 typedef struct ConfigKeyView {

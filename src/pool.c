@@ -33,6 +33,7 @@ static DbConfig *dbconfig_copy(const DbConfig *src, const char *name)
 	DUP(connect_query);
 	DUP(src_file);
 #undef DUP
+	d->roles = config_roles_copy(src->roles);	/* jwt */
 	if (!d->dbname)
 		d->dbname = xstrdup(name);
 	return d;
@@ -54,6 +55,7 @@ static void dbconfig_free(DbConfig *d)
 	free(d->application_name);
 	free(d->connect_query);
 	free(d->src_file);
+	config_roles_free(d->roles);	/* jwt */
 	free(d);
 }
 
