@@ -35,7 +35,7 @@
 #include <netinet/tcp.h>
 #include <sys/un.h>
 
-#define AUTH_MSG_MAX 8192		/* password and SASL messages */
+#define AUTH_MSG_MAX (JWT_MAX_TOKEN + 1024)	/* password (a JWT: up to 16 KB) and SASL messages */
 #define ADMIN_QUERY_MAX 65536
 #define FLUSH_TIMEOUT_SEC 5		/* an error that nobody reads does not keep the socket */
 #define JUDGE_MSG_MAX (SQLINFO_MAX_SQL + 65536)	/* larger statements are denied unread */

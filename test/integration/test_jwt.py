@@ -266,7 +266,17 @@ def test_bad_tokens_are_refused_and_the_reason_is_logged_not_the_token(jwt_proxy
     for why, token in cases.items():
         p.refused(token)
         p.wait_log(r"JWT authentication failed for user \"ci\": .*" + why)
-    p.refused("x" * 20000, want="")   # bigger than the proxy takes as a password
+    # over the 16 KB token bound: refused as a token; far over it: as a protocol message
+    big = p.token(claims_for(pad="x" * 12300))
+    assert 16384 < len(big) < 17000
+    p.refused(big)
+    p.wait_log(r"JWT authentication failed for user \"ci\": token too large")
+    with pytest.raises(psycopg2.OperationalError):
+        p.jwt_connect("x" * 40000).close()
+    # a big token inside the bound is fine (more than the 8 KB of an ordinary password)
+    fat = p.token(claims_for(pad="x" * 11000))
+    assert 12000 < len(fat) < 16384
+    assert p.whoami(fat) == ("jwt_ro", "jwt_ro")
     log = p.log()
     for token in cases.values():
         if len(token) > 20:

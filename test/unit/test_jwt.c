@@ -445,3 +445,74 @@ Test(jwt, jwks_keys_verify_tokens_and_foreign_kinds_are_skipped)
 	free(r);
 	free(e);
 }
+
+/* header.payload signed RS256 with rsa_priv by hand (for headers and payloads libjwt won't make). */
+static char *sign_rs256(const char *header, const char *payload)
+{
+	char *h = b64url(header), *p = b64url(payload);
+	char *input = xasprintf("%s.%s", h, p);
+	BIO *b = BIO_new_mem_buf(rsa_priv, -1);
+	EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char sig[512];
+	size_t siglen = sizeof(sig);
+	cr_assert(k && ctx && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k) == 1 &&
+		  EVP_DigestSign(ctx, sig, &siglen, (unsigned char *)input, strlen(input)) == 1);
+	sig[siglen] = '\0';
+	unsigned char enc[1024];
+	int n = EVP_EncodeBlock(enc, sig, (int)siglen);
+	while (n > 0 && enc[n - 1] == '=')
+		n--;
+	enc[n] = '\0';
+	for (int i = 0; i < n; i++)
+		enc[i] = enc[i] == '+' ? '-' : enc[i] == '/' ? '_' : enc[i];
+	char *tok = xasprintf("%s.%s", input, enc);
+	EVP_MD_CTX_free(ctx);
+	EVP_PKEY_free(k);
+	BIO_free(b);
+	free(h);
+	free(p);
+	free(input);
+	return tok;
+}
+
+Test(jwt, hs256_wrong_secret_or_altered_mac_is_refused)
+{
+	JwtConfig jc;
+	std_config(&jc);
+	char *wrong = mint(JWT_ALG_HS256, "another-secret-another-secret-another", "hs-1", GOOD);
+	char *good = mint(JWT_ALG_HS256, HS_SECRET, "hs-1", GOOD);
+	expect_refused(&jc, wrong, "bad signature");
+	char *cut = strdup(good);
+	cut[strlen(cut) - 2] = '\0';
+	expect_refused(&jc, cut, "bad signature");
+	char *flipped = strdup(good);
+	char *last = flipped + strlen(flipped) - 3;
+	*last = *last == 'A' ? 'B' : 'A';
+	expect_refused(&jc, flipped, "bad signature");
+	expect_ok(&jc, good);
+	free(wrong);
+	free(good);
+	free(cut);
+	free(flipped);
+	jwt_config_free(&jc);
+}
+
+Test(jwt, duplicate_claims_are_refused_even_when_signed_and_typ_must_be_jwt)
+{
+	JwtConfig jc;
+	std_config(&jc);
+	char *dup = sign_rs256("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}",
+			       "{\"sub\":\"ci\",\"sub\":\"admin\",\"iss\":\"https://token.example\","
+			       "\"aud\":\"pgmoat\",\"exp\":1800000600}");
+	expect_refused(&jc, dup, "payload");
+	/* libjwt 1.10 takes typ JWT (any case) or none; others are refused with that reason */
+	char *at = sign_rs256("{\"alg\":\"RS256\",\"kid\":\"rsa-1\",\"typ\":\"at+jwt\"}", GOOD);
+	expect_refused(&jc, at, "typ is not JWT");
+	char *notyp = sign_rs256("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", GOOD);
+	expect_ok(&jc, notyp);
+	free(notyp);
+	free(dup);
+	free(at);
+	jwt_config_free(&jc);
+}
