@@ -10,6 +10,7 @@
  */
 #include "auth_jwt.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jwt.h>
 #include <openssl/bio.h>
@@ -205,8 +206,8 @@ static unsigned char *b64url_decode(const char *s, size_t n, size_t max, size_t 
 			ch = '+';
 		else if (ch == '_')
 			ch = '/';
-		else if (ch == '+' || ch == '/' || ch == '=')
-			ch = '!';	/* not base64url: make the decoder refuse it */
+		else if (!isalnum((unsigned char)ch))
+			ch = '!';	/* not base64url (also no blanks, which the decoder skips) */
 		std[i] = ch;
 	}
 	memset(std + n, '=', padded - n);
@@ -406,17 +407,17 @@ static const JwtKey *select_key(const JwtConfig *jc, const json_t *header, const
 		return NULL;
 	}
 	const char *kid = json_string_value(kidv);
+	*why = "unknown kid";
 	for (int i = 0; i < jc->nkeys; i++) {
 		const JwtKey *k = &jc->keys[i];
 		if (kid && (!k->kid || strcmp(k->kid, kid) != 0))
 			continue;
-		if (k->alg != a) {
-			*why = "alg does not match the key's configured alg";
-			return NULL;
+		if (k->alg == a) {
+			*why = NULL;
+			return k;
 		}
-		return k;
+		*why = "alg does not match the key's configured alg";	/* another key may share the kid */
 	}
-	*why = "unknown kid";
 	return NULL;
 }
 

@@ -516,3 +516,37 @@ Test(jwt, duplicate_claims_are_refused_even_when_signed_and_typ_must_be_jwt)
 	free(at);
 	jwt_config_free(&jc);
 }
+
+Test(jwt, blanks_in_a_segment_are_not_skipped)
+{
+	JwtConfig jc;
+	std_config(&jc);
+	char *good = mint(JWT_ALG_RS256, rsa_priv, "rsa-1", GOOD);
+	char *spaced = xasprintf(" %s", good);
+	char *nl = strdup(good);
+	*strchr(nl, '.') = '\n';
+	expect_refused(&jc, spaced, "header");
+	expect_refused(&jc, nl, "compact JWS");
+	expect_ok(&jc, good);
+	free(good);
+	free(spaced);
+	free(nl);
+	jwt_config_free(&jc);
+}
+
+Test(jwt, a_kid_shared_by_two_keys_of_different_algs_finds_the_right_one)
+{
+	JwtConfig jc = { 0 };
+	add_key(&jc, "same", "ES256", "ec.pem");
+	add_key(&jc, "same", "RS256", "rsa.pem");
+	char *rs = mint(JWT_ALG_RS256, rsa_priv, "same", GOOD);
+	char *es = mint(JWT_ALG_ES256, ec_priv, "same", GOOD);
+	char *hs = mint(JWT_ALG_HS256, rsa_pub, "same", GOOD);
+	expect_ok(&jc, rs);
+	expect_ok(&jc, es);
+	expect_refused(&jc, hs, "alg does not match");
+	free(rs);
+	free(es);
+	free(hs);
+	jwt_config_free(&jc);
+}
