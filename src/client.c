@@ -18,6 +18,9 @@
 #include "drain.h"
 #include "proxyproto.h"
 #include "audit.h"
+#include "maskwire.h"
+#include "prepared.h"
+#include "sessionstate.h"
 #include "sqlinfo.h"
 #include "proto.h"
 #include "msgio.h"
@@ -194,9 +197,13 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	approvals_forget(c);
 	enforce_session_close(c);
 	audit_session_end(c, msg);
+	maskwire_client_free(c);
 	free(c->stash);
 	c->stash = NULL;
+	if (c->session_pinned && c->link)
+		c->link->close_needed = true;	/* its session state must not reach another client */
 	client_unlink_server(c);
+	prepared_client_free(c);
 	if (c->counted) {
 		moat->client_count--;
 		c->counted = false;
@@ -637,6 +644,14 @@ static void client_fill_vars_from_welcome(Client *c, const Pool *pool)
 void client_finish_login(Client *c)
 {
 	Pool *pool = c->pool;
+	if (maskwire_login_wait(c)) {
+		/* masking: the statement guard needs the catalog first */
+		if (c->state != CL_WAITING_LOGIN) {
+			client_set_state(c, CL_WAITING_LOGIN);
+			c->wait_start = util_now_mono();
+		}
+		return;
+	}
 	client_fill_vars_from_welcome(c, pool);
 	PktBuf pb;
 	pktbuf_init(&pb);
@@ -650,6 +665,7 @@ void client_finish_login(Client *c)
 	pktbuf_ready(&pb, 'I');
 	c->tx_status = 'I';
 	client_set_state(c, CL_ACTIVE);
+	prepared_client_init(c);
 	bool ok = client_send_pktbuf(c, &pb);
 	pktbuf_free(&pb);
 	if (!ok) {
@@ -1000,6 +1016,7 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 	}
 	if (c->tx_status == 'I' && !c->xact_start)
 		c->xact_start = now;
+	maskwire_track(s, type);
 }
 
 /* Let the socket fill up to one whole message that policies must read. */
@@ -1009,6 +1026,35 @@ static void client_read_whole(Client *c, size_t total, bool on)
 		return;
 	c->read_wm_raised = on;
 	msgio_reader_set_high(&c->in, on ? total + MSGIO_READ_HIGH : MSGIO_READ_HIGH);
+}
+
+/*
+ * One whole message on its way to s, after policies: the session-state check
+ * (Query, Parse) may refuse it, and prepared statements may rewrite it.
+ */
+static void client_send_whole(Client *c, Server *s, const uint8_t *msg, size_t len)
+{
+	PktBuf pb;
+	pktbuf_init(&pb);
+	if ((msg[0] == 'Q' || msg[0] == 'P') && !sessionstate_check(c, s, msg, len, &pb)) {
+		msg = pb.data;
+		len = pb.len;
+	}
+	if (prepared_on(c))
+		prepared_send(c, s, msg, len);
+	else
+		evbuffer_add(bufferevent_get_output(s->bev), msg, len);
+	pktbuf_free(&pb);
+}
+
+/* Must this message be read whole before it goes (session-state check, prepared statements)? */
+static bool client_wants_whole(const Client *c, const MsgHeader *h)
+{
+	if (proto_msg_total(h) > JUDGE_MSG_MAX)
+		return false;	/* streamed unread, and unchecked */
+	if (prepared_on(c) && prepared_wants_whole(h->type))
+		return true;
+	return (h->type == 'Q' || h->type == 'P') && sessionstate_active(c);
 }
 
 /*
@@ -1026,7 +1072,10 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		pktbuf_init(&pb);
 		enforce_deny_oversized(c, s, h->type, &pb);
 		client_account_message(c, s, h->type, total);
-		evbuffer_add(out, pb.data, pb.len);
+		if (prepared_on(c))
+			prepared_send(c, s, pb.data, pb.len);
+		else
+			evbuffer_add(out, pb.data, pb.len);
 		pktbuf_free(&pb);
 		c->fwd_remaining = total;
 		c->fwd_discard = true;
@@ -1049,9 +1098,74 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		return true;
 	}
 	client_account_message(c, s, h->type, total);
-	evbuffer_add(out, j.send, j.len);
+	client_send_whole(c, s, j.send, j.len);
 	if (j.owned)
 		free(j.send);
+	free(msg);
+	return true;
+}
+
+/* A message read whole for the checks above, with no policies to judge it. False: wait for bytes. */
+static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t total = proto_msg_total(h);
+	uint8_t *msg = msgio_take(in, h);
+	if (!msg) {
+		client_read_whole(c, total, true);
+		return false;
+	}
+	client_read_whole(c, total, false);
+	client_account_message(c, s, h->type, total);
+	client_send_whole(c, s, msg, total);
+	free(msg);
+	return true;
+}
+
+/*
+ * Masking: which statement a Bind makes a portal of, which one a Describe
+ * asks about. Only the names at the front of the message are read; it is
+ * forwarded as usual. False: wait for more bytes, or the client is gone.
+ */
+static bool client_note_portal_names(Client *c, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t total = proto_msg_total(h);
+	size_t peek = total < MASKWIRE_NAMES_PEEK ? total : MASKWIRE_NAMES_PEEK;
+	if (evbuffer_get_length(in) < peek) {
+		client_read_whole(c, peek, true);
+		return false;
+	}
+	client_read_whole(c, peek, false);
+	uint8_t buf[MASKWIRE_NAMES_PEEK];
+	if (evbuffer_copyout(in, buf, peek) != (ev_ssize_t)peek) {
+		client_disconnect(c, "08P01", "could not read a message");
+		return false;
+	}
+	if (!maskwire_note_names(c, h->type, buf + PROTO_HEADER_LEN, peek - PROTO_HEADER_LEN,
+				 total - PROTO_HEADER_LEN)) {
+		client_disconnect(c, "08P01", "statement or portal names over %d bytes are not "
+				  "supported while columns are masked", MASKWIRE_NAMES_PEEK / 2);
+		return false;
+	}
+	return true;
+}
+
+/* Masking: an Execute goes whole, after pgmoat's own Describe of its portal. */
+static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	size_t total = proto_msg_total(h);
+	uint8_t *msg = msgio_take(in, h);
+	if (!msg) {
+		client_read_whole(c, total, true);
+		return false;
+	}
+	client_read_whole(c, total, false);
+	maskwire_before_execute(s, msg, total, out);
+	client_account_message(c, s, h->type, total);
+	evbuffer_add(out, msg, total);
 	free(msg);
 	return true;
 }
@@ -1102,7 +1216,7 @@ static void client_send_stash(Client *c, Server *s)
 	client_account_message(c, s, c->stash_type, c->stash_len);
 	if (c->stash_may_change_lexing)
 		s->lexing_may_change = true;
-	evbuffer_add(bufferevent_get_output(s->bev), c->stash, c->stash_len);
+	client_send_whole(c, s, c->stash, c->stash_len);
 	free(c->stash);
 	c->stash = NULL;
 }
@@ -1213,6 +1327,31 @@ static void client_forward(Client *c)
 		}
 		if (!client_audit_message(c, &h))
 			return;
+		if ((h.type == 'B' || h.type == 'D') && maskwire_active(c->worker)) {
+			if (!client_note_portal_names(c, &h))
+				return;
+		}
+		if (h.type == 'E' && maskwire_active(c->worker)) {
+			if (!client_forward_execute(c, s, &h))
+				return;
+			continue;
+		}
+		if (client_wants_whole(c, &h)) {
+			if (!client_forward_whole(c, s, &h))
+				return;
+			continue;
+		}
+		if (prepared_on(c) && h.type == 'B') {
+			PreparedBind pbr = prepared_forward_bind(c, s, &h);
+			if (pbr == PREPARED_BIND_WAIT)
+				return;
+			if (pbr == PREPARED_BIND_DONE) {
+				client_account_message(c, s, h.type, total);
+				continue;
+			}
+		} else if (prepared_on(c)) {
+			prepared_track(s, h.type);
+		}
 		client_account_message(c, s, h.type, total);
 		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 		c->fwd_remaining = total - moved;
@@ -1253,6 +1392,7 @@ void client_on_server_assigned(Client *c, Server *s)
 	s->fresh = false;
 	client_set_state(c, CL_ACTIVE);
 	server_set_state(s, SV_ACTIVE);
+	prepared_link(c, s);
 	s->request_time = now;
 	char *sync = varcache_sync_sql(&c->vars, &s->vars);
 	if (sync) {

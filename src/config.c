@@ -115,7 +115,7 @@ static const ConfigKey config_keys[] = {
 	KI(max_client_conn, "100", R, 1, INT_MAX),
 	KI(max_db_connections, "0", R, 0, INT_MAX),
 	KI(max_packet_size, "2147483647", R, 9, INT_MAX),
-	KI(max_prepared_statements, "0", R | KEY_HIDDEN, 0, INT_MAX),
+	KI(max_prepared_statements, "200", R | KEY_HIDDEN, 0, INT_MAX),
 	KI(max_user_connections, "0", R, 0, INT_MAX),
 	KI(min_pool_size, "0", R, 0, INT_MAX),
 	KS(pidfile, "", 0),
@@ -158,6 +158,7 @@ static const ConfigKey config_keys[] = {
 	KI(tcp_socket_buffer, "0", R, 0, INT_MAX),
 	KI(tcp_user_timeout, "0", R, 0, INT_MAX),
 	KS(track_extra_parameters, "IntervalStyle", R | KEY_HIDDEN),
+	KS(transaction_session_state, "warn", R | KEY_HIDDEN),	/* pgmoat: see sessionstate.h */
 	KS(unix_socket_dir, "/tmp", 0),
 	KS(unix_socket_group, "", 0),
 	KI(unix_socket_mode, "0777", 0, 0, 0777),
@@ -197,6 +198,22 @@ static const struct {
 static const char *const sslmode_names[] = {
 	"disable", "allow", "prefer", "require", "verify-ca", "verify-full",
 };
+
+bool config_parse_session_state(const char *s, SessionStateMode *out)
+{
+	static const char *const names[] = { "warn", "error", "pin", "off" };
+	SessionStateMode m = SESSION_STATE_WARN;
+	bool found = !s;
+	for (size_t i = 0; s && i < ARRAY_SIZE(names); i++) {
+		if (strcasecmp(s, names[i]) == 0) {
+			m = (SessionStateMode)i;
+			found = true;
+		}
+	}
+	if (found && out)
+		*out = m;
+	return found;
+}
 
 const char *config_pool_mode_name(PoolMode m)
 {
@@ -2031,6 +2048,9 @@ static void config_validate(Loader *ld)
 	config_validate_jwt(ld);
 	if (cfg->audit.sink == AUDIT_SINK_FILE && !cfg->audit.path)
 		loader_fail(ld, file, 0, "audit.sink is file but audit.path is not set");
+	if (!config_parse_session_state(cfg->transaction_session_state, NULL))
+		loader_fail(ld, file, 0, "transaction_session_state must be warn, error, pin or off, "
+			    "not \"%s\"", cfg->transaction_session_state);
 	if (cfg->min_pool_size > cfg->default_pool_size && cfg->default_pool_size > 0)
 		log_warning("%s: min_pool_size %d is larger than default_pool_size %d", file,
 			    cfg->min_pool_size, cfg->default_pool_size);

@@ -19,6 +19,17 @@
 
 typedef enum { POOL_SESSION = 0, POOL_TRANSACTION = 1, POOL_STATEMENT = 2 } PoolMode;
 
+/* transaction_session_state (sessionstate.h) */
+typedef enum {
+	SESSION_STATE_WARN,
+	SESSION_STATE_ERROR,
+	SESSION_STATE_PIN,
+	SESSION_STATE_OFF,
+} SessionStateMode;
+
+/* "warn", "error", "pin", "off" (NULL = the default, warn); false when unknown. */
+bool config_parse_session_state(const char *s, SessionStateMode *out);
+
 typedef enum {
 	AUTH_TRUST,	/* no password asked */
 	AUTH_ANY,	/* like trust, and the user name is ignored (pgbouncer "any") */
@@ -171,7 +182,9 @@ typedef struct Config {
 	int tcp_user_timeout;
 	char *resolv_conf;
 	char *track_extra_parameters;
-	int max_prepared_statements;
+	int max_prepared_statements;	/* per server connection; 0 = no tracking (prepared.h) */
+	/* transaction pooling safety net (sessionstate.h): warn | error | pin | off */
+	char *transaction_session_state;
 	/* TLS keys are accepted and shown; TLS itself lands with issue 3. */
 	char *client_tls_sslmode;
 	char *client_tls_key_file;

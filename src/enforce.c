@@ -4,6 +4,8 @@
 #include "pktbuf.h"
 #include "sqlinfo.h"
 #include "audit.h"
+#include "maskguard.h"
+#include "maskwire.h"
 
 #include <strings.h>
 
@@ -16,7 +18,8 @@
 struct Denial {
 	struct Denial *next;
 	int batches_left;	/* ReadyForQuery messages until its batch ends */
-	char sqlstate[6];	/* 42501; 57014 for a held statement that was canceled */
+	char sqlstate[6];	/* 42501 for policies; 57014 for a held statement that was
+				 * canceled; others for enforce_refuse() */
 	char *message;
 };
 
@@ -50,14 +53,6 @@ bool enforce_engine_build(const Config *cfg, PolicyEngine **out, char *err, size
 	PolicyEngine *e = policy_engine_new(&cfg->policy, err, errlen);
 	if (!e)
 		return false;
-	if (policy_engine_has_masks(e)) {
-		/* Refusing is the fail-closed choice: running would pass protected columns. */
-		snprintf(err, errlen, "policies declare masks (P.masks, on_columns or on_row), which "
-			 "this pgmoat build does not yet apply to results on the wire; refusing to "
-			 "run them (pgmoat try can test them)");
-		policy_engine_free(e);
-		return false;
-	}
 	*out = e;
 	return true;
 }
@@ -134,6 +129,7 @@ void enforce_install(Worker *w, PolicyEngine *e)
 		policy_engine_time_lua(e, &w->on_query_lua_ns);	/* SHOW POLICY_STATS */
 	if (old)
 		policy_engine_free(old);
+	maskwire_policies_changed();
 }
 
 void enforce_shutdown(Worker *w)
@@ -242,6 +238,20 @@ static void enforce_deny_code(Server *s, uint8_t type, const char *sqlstate, con
 static void enforce_deny(Server *s, uint8_t type, const char *message, PktBuf *pb)
 {
 	enforce_deny_code(s, type, DENY_SQLSTATE, message, pb);
+}
+
+/*
+ * For a message already accounted (client_account_message ran): a Query's
+ * batch ends with its own ReadyForQuery, a Parse's with the next Sync's.
+ */
+bool enforce_refuse(Server *s, uint8_t type, const char *sqlstate, const char *message, PktBuf *pb)
+{
+	if (!enforce_marker_init())
+		return false;
+	int batches_left = s->pending_requests + (type == 'P' ? 1 : 0);
+	enforce_queue_denial(s, sqlstate, message, batches_left > 0 ? batches_left : 1);
+	enforce_build_marker(type, pb);
+	return pktbuf_ok(pb);
 }
 
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb)
@@ -464,6 +474,81 @@ static void enforce_time_on_query(Worker *w, uint64_t t0, const PolicyDecision *
 		w->on_query_errors++;
 }
 
+/* DDL (or anything unclassified that writes): cached catalog names may go stale. */
+static bool enforce_may_change_schema(const SqlInfo *info)
+{
+	static const char *const data_kinds[] = { "select", "insert", "update", "delete", "merge",
+						  "copy", NULL };
+	for (int i = 0; i < info->nstmts; i++) {
+		const SqlStatement *st = &info->stmts[i];
+		bool data = false;
+		for (int k = 0; data_kinds[k]; k++)
+			data = data || strcmp(st->kind, data_kinds[k]) == 0;
+		if (st->writes && !data)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Masking, statement half: a protected column may leave only as a plain result
+ * column (masked in flight); every other path is denied here. Applies in
+ * dry_run too: masks are not a decision but a guarantee.
+ */
+bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
+			PolicyDecision *d, StrList *hints)
+{
+	const StrList *keys = policy_engine_mask_keys(e);
+	if (keys->count == 0)
+		return false;
+	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
+	MaskGuardResult g;
+	maskguard_check(keys, views, views_unknown, info, &g);
+	if (!info->ok) {
+		g.deny = true;
+		g.reason = xstrdup("statement cannot be parsed, so protected columns cannot be "
+				   "traced (masking, fail closed)");
+	}
+	policy_engine_release(e, info);
+	if (g.deny) {
+		free(d->message);
+		free(d->rewritten_sql);
+		d->rewritten_sql = NULL;
+		d->message = g.reason;
+		g.reason = NULL;
+		d->verdict = d->enforced = POLICY_DENY;
+		free(d->policy);
+		d->policy = xstrdup("(masking)");
+	} else if (hints) {
+		*hints = g.hints;
+		memset(&g.hints, 0, sizeof(g.hints));
+	}
+	maskguard_result_free(&g);
+	return g.sensitive;
+}
+
+static void enforce_guard_masks(Client *c, Server *s, uint8_t type, const char *name,
+				const char *sql, PolicyDecision *d)
+{
+	PolicyEngine *e = c->worker->policy;
+	if (policy_engine_mask_keys(e)->count == 0)
+		return;
+	bool views_unknown = true;
+	const StrList *views = c->pool ? maskwire_tainted_views(c, &views_unknown) : NULL;
+	StrList hints = { 0 };
+	if (enforce_mask_guard(e, sql, views, views_unknown, d, &hints))
+		maskwire_note_sensitive(c);
+	if (type == 'P' && d->enforced != POLICY_DENY)
+		maskwire_set_parse_hints(c, name, &hints);
+	else if (hints.count > 0 && d->enforced != POLICY_DENY)
+		maskwire_set_query_hints(c, s, &hints);
+	strlist_free(&hints);
+	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
+	if (info->ok && enforce_may_change_schema(info))
+		maskwire_note_schema_change(c);
+	policy_engine_release(e, info);
+}
+
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
 {
 	uint8_t type = msg[0];
@@ -506,6 +591,9 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 		if (ruling)
 			enforce_apply_ruling(c, ruling, &d);
 	}
+	if (sql && (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE))
+		enforce_guard_masks(c, s, type, name,
+				    d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql, &d);
 	enforce_log(c, &d, sql ? sql : "");
 	enforce_audit(c, s, type, name, sql, &d, ruling);
 	memset(out, 0, sizeof(*out));

@@ -65,8 +65,28 @@ typedef struct Judged {
  */
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out);
 
+/*
+ * Masking's statement guard (maskguard.c) applied to a decision that lets sql
+ * through (allow or rewrite; sql is what would be sent): a denial replaces the
+ * decision (DENY enforced even in dry_run, policy "(masking)"). views: names of
+ * views over protected columns (NULL: none known). Returns whether sql touches
+ * a protected table. No-op without P.masks keys. Also used by pgmoat try.
+ * hints (may be NULL) gets a set operation's positions to mask (maskguard.h).
+ */
+bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
+			PolicyDecision *d, StrList *hints);
+
 /* A message too large to judge (not accounted yet): the denial marker replaces it. */
 void enforce_deny_oversized(Client *c, Server *s, uint8_t type, PktBuf *pb);
+
+/*
+ * Fail one message in-stream with (sqlstate, message), policies or not: the
+ * marker goes to s in its place (type 'Q' for a Query, 'P' for any extended
+ * message). Used by the transaction pooling checks (sessionstate.c,
+ * prepared.c). False when the marker could not be built.
+ */
+bool enforce_refuse(Server *s, uint8_t type, const char *sqlstate, const char *message,
+		    PktBuf *pb) MUST_CHECK;
 
 /* Server side: is this ErrorResponse our marker's? Then pb gets the policy's error instead. */
 bool enforce_rewrite_error(Server *s, const uint8_t *body, size_t len, PktBuf *pb);

@@ -11,6 +11,7 @@
  * listener is disabled while HTTP_MAX_CONNECTIONS are open.
  */
 #include "http.h"
+#include "approvals_http.h"
 #include "metrics.h"
 #include "pgmoat.h"
 
@@ -68,31 +69,47 @@ void http_reply_unauthorized(struct evhttp_request *req)
 	http_reply_text(req, 401, "Unauthorized", "unauthorized");
 }
 
-bool http_bearer_matches(const char *authorization, const char *token)
+HttpAuth http_authenticate(struct evhttp_request *req, char reviewer[HTTP_REVIEWER_MAX])
 {
-	static const char scheme[] = "Bearer ";
-	if (!authorization || !token || strncasecmp(authorization, scheme, sizeof(scheme) - 1) != 0)
-		return false;
-	const char *given = authorization + sizeof(scheme) - 1;
-	size_t tlen = strlen(token);
-	/* Length is not secret; the bytes are compared in constant time. */
-	return tlen > 0 && strlen(given) == tlen && util_secure_equal(given, token, tlen);
+	const char *path = moat->cfg->admin_token_file;
+	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	int tokens = 0, bad = 0;
+
+	reviewer[0] = '\0';
+	if (!path || !*path)
+		return HTTP_AUTH_UNCONFIGURED;
+	char *text = util_read_file(path, HTTP_TOKEN_MAX, false);
+	if (!text) {
+		log_warning("cannot read admin.token_file %s", path);
+		return HTTP_AUTH_UNCONFIGURED;
+	}
+	bool ok = http_token_lookup(text, auth, reviewer, &tokens, &bad);
+	util_free_secret(text);
+	/* Once per change, not at every request of a polling reviewer page. */
+	static int bad_warned;
+	if (bad > 0 && bad != bad_warned)
+		log_warning("admin.token_file %s: %d malformed line(s) ignored", path, bad);
+	bad_warned = bad;
+	if (tokens == 0)
+		return HTTP_AUTH_UNCONFIGURED;
+	return ok ? HTTP_AUTH_OK : HTTP_AUTH_DENIED;
 }
 
 bool http_check_bearer(struct evhttp_request *req)
 {
-	const char *path = moat->cfg->admin_token_file;
-	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	if (!path || !auth)
-		return false;
-	char *token = util_read_file(path, HTTP_TOKEN_MAX, true);
-	if (!token) {
-		log_warning("cannot read admin.token_file %s", path);
-		return false;
-	}
-	bool ok = http_bearer_matches(auth, token);
-	util_free_secret(token);
-	return ok;
+	char reviewer[HTTP_REVIEWER_MAX];
+	return http_authenticate(req, reviewer) == HTTP_AUTH_OK;
+}
+
+void http_peer_name(struct evhttp_request *req, char *buf, size_t len)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+
+	if (evcon)
+		evhttp_connection_get_peer(evcon, &addr, &port);
+	snprintf(buf, len, "%s:%u", addr ? addr : "?", (unsigned)port);
 }
 
 /* ---- routing ------------------------------------------------------------- */
@@ -321,7 +338,9 @@ bool http_start(struct event_base *base, const Config *cfg)
 	http_route_add("/healthz", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, http_healthz, NULL);
 	http_route_add("/readyz", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, http_readyz, NULL);
 	metrics_register_routes();
-	log_info("HTTP endpoints on %s (/healthz, /readyz, /metrics)", cfg->http_listen);
+	approvals_http_register_routes();
+	log_info("HTTP endpoints on %s (/healthz, /readyz, /metrics, /api/approvals, /approvals)",
+		 cfg->http_listen);
 	return true;
 }
 

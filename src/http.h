@@ -18,6 +18,7 @@
 #include <event2/http.h>
 #include <event2/buffer.h>
 #include "config.h"
+#include "http_token.h"
 
 #define HTTP_MAX_CONNECTIONS 64
 #define HTTP_MAX_HEADERS_SIZE 8192
@@ -39,20 +40,29 @@ void http_stop(void);
  */
 void http_route_add(const char *path, uint16_t methods, HttpHandler fn, void *arg);
 
+/* Who a request authenticated as (http_authenticate). */
+typedef enum {
+	HTTP_AUTH_OK,		/* reviewer holds the name from the token file */
+	HTTP_AUTH_DENIED,	/* no or a wrong token: 401 */
+	HTTP_AUTH_UNCONFIGURED,	/* no admin.token_file, unreadable, or no usable token: 503 */
+} HttpAuth;
+
 /*
- * "Authorization: Bearer <token>" against the token in admin.token_file
- * (read at each call, so a rotated Secret takes effect), compared in
- * constant time. False when no token is configured or it does not match;
- * the caller then answers http_reply_unauthorized().
+ * "Authorization: Bearer <token>" against the tokens in admin.token_file
+ * (format in http_token.h; read at each call, so a rotated Secret takes
+ * effect), compared in constant time. reviewer gets the token's name.
  */
+HttpAuth http_authenticate(struct evhttp_request *req, char reviewer[HTTP_REVIEWER_MAX]) MUST_CHECK;
+/* http_authenticate() == HTTP_AUTH_OK; the caller then answers http_reply_unauthorized(). */
 bool http_check_bearer(struct evhttp_request *req) MUST_CHECK;
-/* The comparison itself: "Bearer <token>" (scheme case-insensitive) against token. */
-bool http_bearer_matches(const char *authorization, const char *token) MUST_CHECK;
 void http_reply_unauthorized(struct evhttp_request *req);
 
 /* Answer with body (may be NULL) as content_type; HEAD gets headers only. */
 void http_reply(struct evhttp_request *req, int code, const char *reason,
 		const char *content_type, struct evbuffer *body);
 void http_reply_text(struct evhttp_request *req, int code, const char *reason, const char *text);
+
+/* The peer as "address:port" into buf, for logs. */
+void http_peer_name(struct evhttp_request *req, char *buf, size_t len);
 
 #endif

@@ -21,6 +21,7 @@
 #include "http.h"
 #include "audit.h"
 #include "sqlinfo.h"
+#include "prepared.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -196,6 +197,7 @@ static void worker_destroy(Worker *w)
 	approvals_pg_stop();
 	if (w->audit_sql)
 		sqlinfo_cache_free(w->audit_sql);
+	prepared_shutdown(w);
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);

@@ -126,6 +126,8 @@ struct Pool {
 
 	/* auth (issue 3 point 4) */
 	char *queried_secret;	/* owned: auth_query's secret for this user, to log servers in */
+	/* Masking on the wire (catalog.c): OID -> names, on a connection of its own */
+	struct Catalog *mask_catalog;
 
 	/* ---- jwt: a pool per (database, server role); NULL: not a role pool */
 	char *jwt_role;		/* owned: databases.<db>.roles name; servers log in with its secret */
@@ -187,6 +189,15 @@ struct Client {
 	/* hold (approvals.c): a statement a policy held for a reviewer */
 	struct Approval *held;	/* waiting: the client's input is not processed */
 	struct ApprovalRuling *ruling;	/* decided: applied when the message is judged again */
+	/* Masking on the wire (maskwire.c) */
+	bool mask_scrub;	/* touched a protected table: errors and notices are scrubbed */
+	bool mask_schema_changed;	/* judged DDL: the catalog is dropped at ReadyForQuery */
+	struct MaskClient *mask;	/* set-operation hints: stashed Query, statements, portals */
+	/* prepared statements and the session-state check (prepared.c, sessionstate.c) */
+	bool ps_enabled;	/* named statements tracked: decided at login */
+	struct PsMap *ps_names;	/* client name -> statement definition; NULL until one */
+	bool session_pinned;	/* left session state under transaction_session_state = pin */
+	bool session_state_warned;	/* the once-per-client warning was logged */
 
 	usec_t connect_time;	/* wall clock */
 	usec_t request_time;	/* last message from the client (monotonic) */
@@ -253,6 +264,11 @@ struct Server {
 	bool lexing_may_change;	/* a statement in flight may change how SQL is lexed */
 	int cancels_in_flight;	/* forwarded cancels not yet done: not reusable until 0 */
 
+	/* Masking on the wire (maskwire.c) */
+	struct MaskWire *mask;	/* result plan and Describe bookkeeping; NULL: none yet */
+	/* prepared statements (prepared.c): statements held, replies owed; NULL until used */
+	struct PsServer *ps;
+
 	usec_t connect_time;	/* wall clock */
 	usec_t connect_mono;	/* for server_lifetime */
 	usec_t request_time;	/* last activity (monotonic) */
@@ -279,6 +295,8 @@ struct Worker {
 	Histogram on_query_ns;		/* its duration in nanoseconds (classification + Lua) */
 	Histogram on_query_lua_ns;	/* the part spent in Lua, when Lua was entered */
 	uint64_t on_query_errors;	/* decided by a policy error or overrun (fail closed) */
+	/* prepared statements (prepared.c) */
+	struct PsRegistry *ps_registry;	/* statement definitions shared by clients and servers */
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

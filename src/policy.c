@@ -72,6 +72,8 @@ struct PolicyEngine {
 	uint8_t hash_key[32];
 	size_t hash_key_len;
 	bool trace;
+	/* Masking on the wire: the P.masks keys, for the statement-time guard. */
+	StrList mask_keys;
 
 	/* per call */
 	usec_t deadline;
@@ -1400,6 +1402,7 @@ static void script_collect_masks(lua_State *L, PolicyEngine *e, const Script *sc
 			lua_pushvalue(L, -2);
 			lua_rawset(L, masks_idx);
 			e->any_masks = true;
+			strlist_add(&e->mask_keys, key);
 		}
 		lua_pop(L, 1);
 	}
@@ -1421,10 +1424,6 @@ static void script_load(lua_State *L, PolicyEngine *e, Script *sc, int masks_idx
 		}
 		if (!lua_isfunction(L, -1))
 			luaL_error(L, "%s: P.%s must be a function", sc->name, hook_names[h]);
-		/* Fail closed: a policy must not believe rows are filtered when they are not. */
-		if (h == HOOK_ROW)
-			luaL_error(L, "%s: P.on_row is not supported yet (use P.masks or a mask "
-				   "function)", sc->name);
 		sc->hooks[h] = luaL_ref(L, LUA_REGISTRYINDEX);
 		e->any_hook[h] = true;
 	}
@@ -1459,6 +1458,7 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->any_masks = false;
 	e->allow_unparsed = false;
 	e->masks_ref = LUA_NOREF;
+	strlist_free(&e->mask_keys);
 }
 
 static void engine_close_state(PolicyEngine *e)
@@ -1568,6 +1568,7 @@ void policy_engine_free(PolicyEngine *e)
 		sqlinfo_cache_free(e->cache);
 	util_wipe(e->hash_key, sizeof(e->hash_key));
 	policy_config_free(&e->cfg);
+	strlist_free(&e->mask_keys);
 	free(e);
 }
 
@@ -1584,6 +1585,11 @@ bool policy_engine_has_on_row(const PolicyEngine *e)
 bool policy_engine_has_masks(const PolicyEngine *e)
 {
 	return e->any_masks || e->any_hook[HOOK_COLUMNS] || e->any_hook[HOOK_ROW];
+}
+
+const StrList *policy_engine_mask_keys(const PolicyEngine *e)
+{
+	return &e->mask_keys;
 }
 
 int policy_engine_script_count(const PolicyEngine *e)
@@ -2321,8 +2327,8 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 		snprintf(err, errlen, "cannot key the hash mask");
 		return false;
 	}
-	if (!e->any_masks && !e->any_hook[HOOK_COLUMNS])
-		return true;
+	if (!e->any_masks && !e->any_hook[HOOK_COLUMNS] && !e->any_hook[HOOK_ROW])
+		return true;	/* (on_row needs the cols table columns_run keeps) */
 	if (!engine_enter(e)) {
 		snprintf(err, errlen, "policy engine unavailable");
 		return false;
@@ -2414,6 +2420,119 @@ bool policy_mask_custom(void *arg, int col, const uint8_t *in, int32_t in_len, u
 	} else {
 		*out = c.out;
 		*out_len = c.out ? c.out_len : -1;
+	}
+	engine_leave(e);
+	return ok;
+}
+
+/* ------------------------------------------------------------- rows */
+
+typedef struct RowCall {
+	PolicyEngine *e;
+	PolicySession *s;
+	PolicyRow *row;
+	const char *fail_policy;
+} RowCall;
+
+static void row_push(lua_State *L, const PolicyRow *row)
+{
+	lua_createtable(L, row->n, 0);
+	for (int i = 0; i < row->n; i++) {
+		if (!row->vals[i])
+			continue;	/* SQL NULL: nil */
+		lua_pushlstring(L, (const char *)row->vals[i], (size_t)row->lens[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+/* Take row[i] back; a replaced value is copied out (binary-format columns cannot be). */
+static void row_read_back(lua_State *L, PolicyRow *row, int row_idx)
+{
+	for (int i = 0; i < row->n; i++) {
+		lua_rawgeti(L, row_idx, i + 1);
+		size_t len = 0;
+		const char *v = NULL;
+		if (lua_type(L, -1) == LUA_TSTRING)
+			v = lua_tolstring(L, -1, &len);
+		else if (!lua_isnil(L, -1))
+			luaL_error(L, "row[%d] must be a string or nil", i + 1);
+		bool same = v ? row->vals[i] && (size_t)row->lens[i] == len &&
+				memcmp(row->vals[i], v, len) == 0
+			      : !row->vals[i];
+		if (!same) {
+			if (row->binary[i])
+				luaL_error(L, "row[%d] is in binary format: on_row cannot replace it", i + 1);
+			if (len > INT32_MAX - 1)
+				luaL_error(L, "row[%d] is too large", i + 1);
+			row->changed[i] = true;
+			row->out_len[i] = v ? (int32_t)len : -1;
+			if (v) {
+				row->out[i] = xmalloc(len + 1);
+				memcpy(row->out[i], v, len);
+				row->out[i][len] = 0;
+			}
+		}
+		lua_pop(L, 1);
+	}
+}
+
+static int row_run(lua_State *L)
+{
+	RowCall *c = lua_touserdata(L, 1);
+	PolicyEngine *e = c->e;
+	lua_settop(L, 0);
+	lua_pushcfunction(L, engine_msgh);			/* 1 */
+	if (c->s->generation != e->generation || c->s->cols_ref == LUA_NOREF)
+		return luaL_error(L, "no column plan for this session (state recreated?)");
+	session_push(L, e, c->s);				/* 2 */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->cols_ref);	/* 3 */
+	row_push(L, c->row);					/* 4 */
+	for (int i = 0; i < e->nscripts; i++) {
+		Script *sc = &e->scripts[i];
+		if (sc->hooks[HOOK_ROW] == LUA_NOREF)
+			continue;
+		lua_settop(L, 4);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[HOOK_ROW]);
+		lua_pushvalue(L, 2);
+		lua_pushvalue(L, 4);
+		lua_pushvalue(L, 3);
+		if (!hook_call(L, e, 3)) {
+			c->fail_policy = sc->name;
+			lua_error(L);
+		}
+	}
+	lua_settop(L, 4);
+	row_read_back(L, c->row, 4);
+	return 0;
+}
+
+static void row_out_free(PolicyRow *row)
+{
+	for (int i = 0; i < row->n; i++) {
+		free(row->out[i]);
+		row->out[i] = NULL;
+		row->changed[i] = false;
+	}
+}
+
+bool policy_on_row(PolicyEngine *e, PolicySession *s, PolicyRow *row, char *err, size_t errlen)
+{
+	if (!e->any_hook[HOOK_ROW])
+		return true;
+	if (!engine_enter(e)) {
+		snprintf(err, errlen, "policy engine unavailable");
+		return false;
+	}
+	RowCall c = { e, s, row, NULL };
+	bool ok = lua_cpcall(e->L, row_run, &c) == 0;
+	if (!ok) {
+		const char *msg = lua_tostring(e->L, -1);
+		snprintf(err, errlen, "%s: %s", e->where[0] ? e->where : "policy", msg ? msg : "error");
+		e->stats.errors++;
+		log_warning("policy %s failed in on_row at %s: %s",
+			    c.fail_policy ? c.fail_policy : "engine", e->where[0] ? e->where : "?",
+			    msg ? msg : "error");
+		row_out_free(row);
 	}
 	engine_leave(e);
 	return ok;

@@ -85,6 +85,8 @@ bool policy_engine_has_on_query(const PolicyEngine *e);
 bool policy_engine_has_on_row(const PolicyEngine *e);
 bool policy_engine_has_masks(const PolicyEngine *e);	/* P.masks, on_columns or on_row */
 int policy_engine_script_count(const PolicyEngine *e);
+/* Masking on the wire: the P.masks keys ("table.column", "schema.table.column", "*.column"). */
+const StrList *policy_engine_mask_keys(const PolicyEngine *e);
 /* Record a PolicyTrace per policy call in every decision (pgmoat try). */
 void policy_engine_set_trace(PolicyEngine *e, bool on);
 /* Record the time each on_query call spends in Lua into h (caller-owned, outlives e); NULL: stop. */
@@ -170,5 +172,26 @@ typedef struct PolicyRowContext {
 } PolicyRowContext;
 bool policy_mask_custom(void *arg, int col, const uint8_t *in, int32_t in_len, uint8_t **out,
 			int32_t *out_len);
+
+/*
+ * One DataRow for the on_row hooks, after the masks: vals[i] (NULL: SQL NULL)
+ * with lens[i]; the hooks see row[i] as a string or nil and may assign it.
+ * policy_on_row fills changed[i], out[i] (malloc'd, NUL-terminated; NULL: SQL
+ * NULL) and out_len[i] for the columns they replaced; the caller allocates
+ * the arrays (zeroed) and frees out[i]. Replacing a binary-format column is an
+ * error. False (with a reason) on any error: the row must not be forwarded.
+ * Uses the cols table of the session's last policy_on_columns.
+ */
+typedef struct PolicyRow {
+	int n;
+	const uint8_t **vals;
+	const int32_t *lens;
+	const bool *binary;
+	uint8_t **out;
+	int32_t *out_len;
+	bool *changed;
+} PolicyRow;
+bool policy_on_row(PolicyEngine *e, PolicySession *s, PolicyRow *row, char *err,
+		   size_t errlen) MUST_CHECK;
 
 #endif

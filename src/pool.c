@@ -7,8 +7,10 @@
  * server_check_delay moves to USED and is checked (TESTED) before reuse.
  */
 #include "pool.h"
+#include "catalog.h"
 #include "client.h"
 #include "server.h"
+#include "prepared.h"
 #include "admin.h"
 
 #include <stdlib.h>
@@ -463,6 +465,7 @@ void pool_release_server(Server *s)
 		server_disconnect(s, "released while not idle: closing instead of reusing");
 	} else if (server_needs_reset(s, pool_effective_mode(pool))) {
 		server_set_state(s, SV_TESTED);
+		prepared_server_reset(s);	/* DISCARD ALL: no statement survives */
 		if (!server_send_internal_query(s, moat->cfg->server_reset_query))
 			server_disconnect(s, "could not send server_reset_query");
 	} else {
@@ -624,6 +627,7 @@ static void pool_free(Pool *p)
 	free(p->jwt_role);
 	free(p->last_login_error);
 	util_free_secret(p->queried_secret);
+	catalog_free(p->mask_catalog);
 	free(p);
 }
 

@@ -14,6 +14,8 @@
 #include "enforce.h"
 #include "drain.h"
 #include "audit.h"
+#include "maskwire.h"
+#include "prepared.h"
 #include "proto.h"
 #include "msgio.h"
 #include "auth_md5.h"
@@ -163,6 +165,8 @@ void server_disconnect(Server *s, const char *fmt, ...)
 	}
 	server_release_counts(s);
 	enforce_forget(s);
+	maskwire_forget(s);
+	prepared_server_free(s);
 	server_set_state(s, SV_FREE);
 	scram_client_free(&s->scram);
 	server_free_later(s);
@@ -178,11 +182,11 @@ void server_disconnect(Server *s, const char *fmt, ...)
 /* ---- login ---------------------------------------------------------- */
 
 /* The secret we log in with: the [databases] password, else the auth_file entry. */
-static const char *server_secret(const Server *s)
+const char *server_pool_secret(const Pool *pool)
 {
-	const DbConfig *d = s->pool->db->cfg;
-	if (s->pool->jwt_role) {	/* jwt: the role's own secret, as configured now */
-		const DbRole *r = config_find_role(d, s->pool->jwt_role);
+	const DbConfig *d = pool->db->cfg;
+	if (pool->jwt_role) {	/* jwt: the role's own secret, as configured now */
+		const DbRole *r = config_find_role(d, pool->jwt_role);
 		return r ? r->password : NULL;
 	}
 	if (d->user && d->password)
@@ -190,10 +194,15 @@ static const char *server_secret(const Server *s)
 	if (d->password && !d->user)
 		return d->password;
 	const Userlist *ul = moat->cfg->userlist;
-	const UserlistEntry *ue = ul ? userlist_find(ul, s->pool->server_user) : NULL;
+	const UserlistEntry *ue = ul ? userlist_find(ul, pool->server_user) : NULL;
 	if (!ue && !d->user)
-		return s->pool->queried_secret;	/* the client logged in through auth_query */
+		return pool->queried_secret;	/* the client logged in through auth_query */
 	return ue ? ue->secret : NULL;
+}
+
+static const char *server_secret(const Server *s)
+{
+	return server_pool_secret(s->pool);
 }
 
 static void server_login_failed(Server *s, const char *sqlstate, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -558,7 +567,8 @@ static void server_after_ready(Server *s, char status)
 	server_account_ready(s, c, status);
 	if (c->judge_waiting && !s->lexing_may_change) {
 		c->judge_waiting = false;
-		if (s->tx_status != 'I' || pool_effective_mode(s->pool) == POOL_SESSION) {
+		if (s->tx_status != 'I' || pool_effective_mode(s->pool) == POOL_SESSION ||
+		    c->session_pinned) {
 			client_resume_reading(c);	/* the server stays ours: carry on */
 			return;
 		}
@@ -573,7 +583,7 @@ void server_release_if_done(Server *s)
 		return;
 	if (drain_close_at_boundary(c))
 		return;	/* the disconnect gave the clean server back */
-	if (pool_effective_mode(s->pool) == POOL_SESSION)
+	if (pool_effective_mode(s->pool) == POOL_SESSION || c->session_pinned)
 		return;
 	pool_release_server(s);
 	if (c->state == CL_ACTIVE && c->bev &&
@@ -612,7 +622,8 @@ static bool server_handle_unlinked(Server *s, const MsgHeader *h, const uint8_t 
 static bool server_msg_needs_inspection(const Server *s, uint8_t type)
 {
 	return s->internal_queries > 0 || !s->link || type == 'Z' || type == 'S' ||
-	       (type == 'E' && s->denials) || audit_reads_reply(s->link, type);
+	       (type == 'E' && s->denials) || audit_reads_reply(s->link, type) ||
+	       maskwire_inspects(s, type);
 }
 
 /* Handle one whole inspected message; false when the server is gone. */
@@ -622,8 +633,12 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	if (s->internal_queries > 0 || !s->link)
 		return server_handle_unlinked(s, h, body);
 	Client *c = s->link;
+	if (prepared_on(c))
+		(void)prepared_response(s, h->type);	/* never one of ours: E, S and Z pass */
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t total = proto_msg_total(h);
+	if (s->mask && h->type != 'Z' && h->type != 'S')
+		return maskwire_handle(s, h, msg, out);
 	if (h->type == 'E') {
 		PktBuf pb;
 		pktbuf_init(&pb);
@@ -665,6 +680,7 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 		return false;
 	}
 	audit_server_reply(c, h->type, body, msgio_body_len(h));
+	maskwire_on_ready(s);
 	evbuffer_add(out, msg, total);
 	s->pool->stats.total.bytes_sent += total;
 	server_after_ready(s, (char)body[0]);
@@ -699,7 +715,9 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		return false;
 	}
 	if (server_msg_needs_inspection(s, h.type)) {
-		if (h.len > SERVER_INSPECT_MAX) {
+		/* (rows and descriptions being masked may be as large as any message) */
+		bool masking = s->mask && s->link && (h.type == 'D' || h.type == 'T');
+		if (h.len > SERVER_INSPECT_MAX && !masking) {
 			if (s->internal_queries > 0 && h.type != 'Z' && h.type != 'E') {
 				s->fwd_discard = true;	/* a big row from our check query */
 				s->fwd_remaining = proto_msg_total(&h);
@@ -716,11 +734,16 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		return alive;
 	}
 	Client *c = s->link;
+	size_t total = proto_msg_total(&h);
+	if (prepared_on(c) && s->internal_queries == 0 && prepared_response(s, h.type)) {
+		s->fwd_remaining = total;	/* a reply to our own injected request */
+		s->fwd_discard = true;
+		return true;
+	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
 	if (h.type == 'G')
 		server_enter_copy_in(s);
-	size_t total = proto_msg_total(&h);
 	size_t moved = msgio_move(in, bufferevent_get_output(c->bev), total);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
@@ -731,7 +754,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 static void server_forward(Server *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
-	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0) {
+	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0 &&
+	       !maskwire_waiting(s)) {
 		Client *c = s->link;
 		if (c && evbuffer_get_length(bufferevent_get_output(c->bev)) > MSGIO_OUT_HIGH) {
 			server_pause_reading(s);
@@ -745,10 +769,11 @@ static void server_forward(Server *s)
 				s->pool->stats.total.bytes_sent += moved;
 			if (s->fwd_remaining == 0 && c && c->held)
 				approvals_flush_notice(c);
-			continue;
-		}
-		if (!server_forward_one(s, in))
+		} else if (!server_forward_one(s, in)) {
 			return;
+		}
+		if (s->fwd_remaining == 0 && s->link && prepared_on(s->link))
+			prepared_emit(s);	/* local answers due after this message */
 	}
 }
 

@@ -22,5 +22,7 @@ void server_resume_reading(Server *s);
 void server_release_if_done(Server *s);
 /* Release the memory of a SV_FREE server (deferred free). */
 void server_free(Server *s);
+/* The secret servers of this pool log in with (NULL: none); also the masking catalog's. */
+const char *server_pool_secret(const Pool *pool);
 
 #endif

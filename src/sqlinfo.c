@@ -18,6 +18,7 @@
  * statements already known to be shallow).
  */
 #include "sqlinfo.h"
+#include "colflow.h"
 #include "list.h"
 #include "sqlshape.h"
 
@@ -52,8 +53,11 @@ static void sqlinfo_free_stmts(SqlInfo *info)
 		free(st->sql);
 		strlist_free(&st->tables);
 		strlist_free(&st->functions);
+		colflow_free(st);
 		free(st->fingerprint);
 		free(st->normalized);
+		free(st->setting);
+		free(st->deallocate_name);
 	}
 	free(info->stmts);
 	info->stmts = NULL;
@@ -344,6 +348,7 @@ typedef struct Walk {
 	StrList *functions;
 	json_t *seen_tables;	/* set of names already listed: dedup in O(1) */
 	json_t *seen_functions;
+	const char **session_state;	/* set when a call leaves session state (see walk_func_call) */
 	char *error;		/* first failure: the walk stops */
 } Walk;
 
@@ -425,11 +430,44 @@ static char *name_from_list(const json_t *items, int drop_last)
 	return join_parts(parts, n);
 }
 
+/* The last part of a function name: "pg_catalog.set_config" -> "set_config". */
+static const char *func_base_name(const char *name)
+{
+	const char *dot = strrchr(name, '.');
+	return dot ? dot + 1 : name;
+}
+
+/* A literal true (A_Const boolval true); anything else may be false at run time. */
+static bool arg_is_true(const json_t *arg)
+{
+	const json_t *b = json_object_get(json_object_get(arg, "A_Const"), "boolval");
+	return json_is_true(json_object_get(b, "boolval"));
+}
+
+/* Calls whose effect outlives the transaction: session advisory locks, set_config(, , false). */
+static const char *func_session_state(const char *name, const json_t *body)
+{
+	static const char *const locks[] = { "pg_advisory_lock", "pg_advisory_lock_shared",
+					     "pg_try_advisory_lock", "pg_try_advisory_lock_shared" };
+	const char *base = func_base_name(name);
+	for (size_t i = 0; i < ARRAY_SIZE(locks); i++)
+		if (strcasecmp(base, locks[i]) == 0)
+			return "session advisory lock";
+	if (strcasecmp(base, "set_config") == 0 &&
+	    !arg_is_true(json_array_get(json_object_get(body, "args"), 2)))
+		return "set_config(..., false)";
+	return NULL;
+}
+
 static void walk_func_call(Walk *w, const json_t *body)
 {
 	char *name = name_from_list(json_object_get(body, "funcname"), 0);
-	if (name)
+	if (name) {
 		walk_add(w->functions, w->seen_functions, name);
+		const char *state = func_session_state(name, body);
+		if (state && !*w->session_state)
+			*w->session_state = state;
+	}
 	free(name);
 }
 
@@ -598,6 +636,74 @@ static bool select_has_limit(const json_t *select)
 	return !(konst && json_is_true(json_object_get(konst, "isnull")));
 }
 
+/* ---------------------------------------------------------------- */
+/* Session state (what a transaction-pooled server must not keep) */
+
+#define CURSOR_OPT_HOLD 0x0020	/* PostgreSQL's parsenodes.h */
+
+/* A relation created temporary, unless it goes at commit (ON COMMIT DROP). */
+static bool creates_temp(const json_t *rel, const char *oncommit)
+{
+	const char *p = json_str(rel, "relpersistence");
+	return p && strcmp(p, "t") == 0 && !(oncommit && strcmp(oncommit, "ONCOMMIT_DROP") == 0);
+}
+
+static bool stmt_creates_temp(const char *node, const json_t *body)
+{
+	if (strcmp(node, "CreateStmt") == 0)
+		return creates_temp(json_object_get(body, "relation"), json_str(body, "oncommit"));
+	if (strcmp(node, "CreateTableAsStmt") == 0 || strcmp(node, "SelectStmt") == 0) {
+		const json_t *into = json_object_get(body, strcmp(node, "SelectStmt") == 0
+							 ? "intoClause" : "into");
+		return creates_temp(json_object_get(into, "rel"), json_str(into, "onCommit"));
+	}
+	if (strcmp(node, "ViewStmt") == 0)
+		return creates_temp(json_object_get(body, "view"), NULL);
+	if (strcmp(node, "CreateSeqStmt") == 0)
+		return creates_temp(json_object_get(body, "sequence"), NULL);
+	return false;
+}
+
+/* SET without LOCAL, except SET TRANSACTION (which ends with the transaction). */
+static bool stmt_sets_session(const json_t *body)
+{
+	const char *kind = json_str(body, "kind");
+	const char *name = json_str(body, "name");
+	if (json_flag(body, "is_local") || !kind)
+		return false;
+	if (strcmp(kind, "VAR_SET_MULTI") == 0)
+		return !name || strcmp(name, "TRANSACTION") != 0;
+	return strcmp(kind, "VAR_SET_VALUE") == 0 || strcmp(kind, "VAR_SET_CURRENT") == 0;
+}
+
+static void stmt_session_state(SqlStatement *st, const char *node, const json_t *body)
+{
+	const char *state = NULL;
+	if (strcmp(node, "VariableSetStmt") == 0 && stmt_sets_session(body)) {
+		state = "SET";
+		const char *name = json_str(body, "name");
+		st->setting = name ? xstrdup(name) : NULL;
+	} else if (strcmp(node, "PrepareStmt") == 0) {
+		state = "PREPARE";
+	} else if (strcmp(node, "ListenStmt") == 0) {
+		state = "LISTEN";
+	} else if (strcmp(node, "DeclareCursorStmt") == 0 &&
+		   (json_integer_value(json_object_get(body, "options")) & CURSOR_OPT_HOLD)) {
+		state = "WITH HOLD cursor";
+	} else if (stmt_creates_temp(node, body)) {
+		state = "temporary table";
+	} else if (strcmp(node, "DeallocateStmt") == 0) {
+		const char *name = json_str(body, "name");
+		st->deallocate_name = name ? xstrdup(name) : NULL;
+		st->deallocates_all = !name;
+	} else if (strcmp(node, "DiscardStmt") == 0) {
+		const char *target = json_str(body, "target");
+		st->deallocates_all = target && strcmp(target, "DISCARD_ALL") == 0;
+	}
+	if (state)
+		st->session_state = state;	/* the statement itself outranks a call inside it */
+}
+
 static char *stmt_classify(SqlStatement *st, const json_t *wrapped)
 {
 	const char *node = NULL;
@@ -611,7 +717,7 @@ static char *stmt_classify(SqlStatement *st, const json_t *wrapped)
 	if (!node || !json_is_object(body) || json_object_size(wrapped) != 1)
 		return xstrdup("parser returned an unexpected statement shape");
 
-	Walk w = { &st->tables, &st->functions, json_object(), json_object(), NULL };
+	Walk w = { &st->tables, &st->functions, json_object(), json_object(), &st->session_state, NULL };
 	/* depth counts JSON levels from the root: {"stmts": [{"stmt": HERE}]} */
 	walk_value(&w, NULL, wrapped, NULL, 4);
 	json_decref(w.seen_tables);
@@ -626,10 +732,12 @@ static char *stmt_classify(SqlStatement *st, const json_t *wrapped)
 		st->has_where = json_object_get(body, "whereClause") != NULL;
 	if (strcmp(node, "SelectStmt") == 0)
 		st->has_limit = select_has_limit(body);
+	colflow_scan(st, node, body);
 	Effects e = { false, false };
 	stmt_effects(wrapped, &e);
 	st->writes = e.writes;
 	st->dml_without_where = e.dml_without_where;
+	stmt_session_state(st, node, body);
 	return NULL;
 }
 
@@ -647,7 +755,7 @@ static char *parse_tree_load(const char *tree, json_t **root)
 	return xasprintf("cannot read the parse tree: %s", jerr.text);
 }
 
-static char *parse_stmts(SqlInfo *info, const char *sql, size_t len, const json_t *stmts)
+static char *parse_stmts(SqlInfo *info, const char *sql, size_t len, const json_t *stmts, bool full)
 {
 	size_t n = json_array_size(stmts);
 	char *error = NULL;
@@ -661,12 +769,12 @@ static char *parse_stmts(SqlInfo *info, const char *sql, size_t len, const json_
 			error = stmt_classify(st, json_object_get(raw, "stmt"));
 	}
 	/* only once every tree is known to be shallow: these reparse and recurse */
-	for (size_t i = 0; i < n && !error; i++)
+	for (size_t i = 0; full && i < n && !error; i++)
 		error = stmt_fingerprint(&info->stmts[i]);
 	return error;
 }
 
-static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len)
+static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len, bool full)
 {
 	SqlInfo *info = sqlinfo_new();
 	char *error = NULL;
@@ -680,7 +788,7 @@ static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len)
 	if (!error) {
 		const json_t *stmts = json_object_get(root, "stmts");
 		if (json_is_array(stmts))
-			error = parse_stmts(info, sql, len, stmts);
+			error = parse_stmts(info, sql, len, stmts, full);
 		else
 			error = xstrdup("parser returned no statement list");
 	}
@@ -694,6 +802,7 @@ static SqlInfo *sqlinfo_parse_unguarded(const char *sql, size_t len)
 typedef struct ParseJob {
 	const char *sql;	/* NUL-terminated copy of the input */
 	size_t len;
+	bool full;		/* with fingerprint and normalized text */
 	SqlInfo *result;	/* set by the worker */
 } ParseJob;
 
@@ -748,7 +857,7 @@ static void *parser_worker_main(void *arg)
 			break;
 		ParseJob *job = w->job;
 		pthread_mutex_unlock(&w->mu);
-		job->result = sqlinfo_parse_unguarded(job->sql, job->len);
+		job->result = sqlinfo_parse_unguarded(job->sql, job->len, job->full);
 		if (job->len > SQLINFO_CACHE_MAX_KEY)
 			parser_worker_trim_stack();
 		pthread_mutex_lock(&w->mu);
@@ -836,7 +945,7 @@ static int parser_worker_run(ParseJob *job)
 	return job->result ? 0 : EINVAL;
 }
 
-SqlInfo *sqlinfo_parse(const char *sql, size_t len)
+static SqlInfo *sqlinfo_parse_job(const char *sql, size_t len, bool full)
 {
 	if (!sql)
 		len = 0;
@@ -847,7 +956,7 @@ SqlInfo *sqlinfo_parse(const char *sql, size_t len)
 	if (len && memchr(sql, '\0', len))
 		return sqlinfo_fail(sqlinfo_new(), xstrdup("statement contains a NUL byte"));
 	char *copy = xstrndup(len ? sql : "", len);
-	ParseJob job = { copy, len, NULL };
+	ParseJob job = { copy, len, full, NULL };
 	SqlInfo *info;
 	int rc = parser_worker_run(&job);
 	if (rc == 0)
@@ -856,6 +965,27 @@ SqlInfo *sqlinfo_parse(const char *sql, size_t len)
 		info = sqlinfo_fail(sqlinfo_new(), xasprintf("cannot run the parser thread: %s", strerror(rc)));
 	free(copy);
 	return info;
+}
+
+SqlInfo *sqlinfo_parse(const char *sql, size_t len)
+{
+	return sqlinfo_parse_job(sql, len, true);
+}
+
+SqlInfo *sqlinfo_parse_shallow(const char *sql, size_t len)
+{
+	/*
+	 * A short text cannot nest deeply: parsed here, it skips two thread
+	 * switches, which cost more than the parse itself (the stack it needs is
+	 * bounded by the length; see test_sqlinfo's small-stack test).
+	 */
+	if (sql && len <= SQLINFO_INLINE_MAX && !memchr(sql, '\0', len)) {
+		char *copy = xstrndup(sql, len);
+		SqlInfo *info = sqlinfo_parse_unguarded(copy, len, false);
+		free(copy);
+		return info;
+	}
+	return sqlinfo_parse_job(sql, len, false);
 }
 
 /* ---------------------------------------------------------------- */
@@ -879,6 +1009,11 @@ struct SqlInfoCache {
 	size_t bytes;
 	List lru;
 	uint64_t k0, k1;		/* SipHash key: chains cannot be flooded */
+	/* The last statement classified through a shared parse: the policy, the
+	 * masking guard and the lexing check each ask for the same text in turn. */
+	char *last_text;
+	size_t last_len;
+	SqlInfo *last_info;		/* one reference held here */
 };
 
 static inline uint64_t rotl64(uint64_t x, int b)
@@ -928,6 +1063,11 @@ static uint64_t siphash24(uint64_t k0, uint64_t k1, const uint8_t *in, size_t le
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
+uint64_t sqlinfo_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len)
+{
+	return siphash24(k0, k1, in, len);
+}
+
 SqlInfoCache *sqlinfo_cache_new(int capacity)
 {
 	SqlInfoCache *c = xcalloc(1, sizeof(*c));
@@ -969,6 +1109,8 @@ void sqlinfo_cache_free(SqlInfoCache *cache)
 		return;
 	list_for_each_safe(item, &cache->lru, tmp)
 		cache_unlink(cache, container_of(item, CacheEntry, lru));
+	sqlinfo_release(cache, cache->last_info);
+	free(cache->last_text);
 	free(cache->buckets);
 	free(cache);
 }
@@ -980,6 +1122,8 @@ static size_t sqlinfo_bytes(const SqlInfo *info)
 		const SqlStatement *st = &info->stmts[i];
 		n += sizeof(*st) + strlen(st->sql) + (st->fingerprint ? strlen(st->fingerprint) : 0) +
 		     (st->normalized ? strlen(st->normalized) : 0);
+		n += (st->setting ? strlen(st->setting) : 0) +
+		     (st->deallocate_name ? strlen(st->deallocate_name) : 0);
 		for (int t = 0; t < st->tables.count; t++)
 			n += strlen(st->tables.items[t]) + sizeof(char *);
 		for (int f = 0; f < st->functions.count; f++)
@@ -1017,13 +1161,6 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
 		cache_unlink(c, container_of(list_first(&c->lru), CacheEntry, lru));
 }
 
-static void strlist_copy(StrList *dst, const StrList *src)
-{
-	memset(dst, 0, sizeof(*dst));
-	for (int i = 0; i < src->count; i++)
-		strlist_add(dst, src->items[i]);
-}
-
 /*
  * The classification of a statement of the same shape as tmpl (sqlshape.h),
  * for the text sql[0, stmt_end). Everything but the text is tmpl's; the
@@ -1048,6 +1185,9 @@ static SqlInfo *sqlinfo_clone_for_text(const SqlInfo *tmpl, const char *sql, siz
 	st->sql = xstrndup(p, (size_t)(end - p));
 	strlist_copy(&st->tables, &from->tables);
 	strlist_copy(&st->functions, &from->functions);
+	colflow_copy(st, from);
+	st->setting = from->setting ? xstrdup(from->setting) : NULL;
+	st->deallocate_name = from->deallocate_name ? xstrdup(from->deallocate_name) : NULL;
 	st->fingerprint = NULL;
 	st->normalized = NULL;
 	return info;
@@ -1082,6 +1222,17 @@ static CacheEntry *cache_touch(SqlInfoCache *cache, CacheEntry *e)
 	return e;
 }
 
+static void cache_remember(SqlInfoCache *cache, const char *sql, size_t len, SqlInfo *info)
+{
+	sqlinfo_release(cache, cache->last_info);
+	free(cache->last_text);
+	cache->last_text = xmalloc(len ? len : 1);
+	memcpy(cache->last_text, sql, len);
+	cache->last_len = len;
+	cache->last_info = info;
+	info->refcount++;
+}
+
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 {
 	if (!sql) {
@@ -1096,6 +1247,10 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 		cache_touch(cache, e)->info->refcount++;
 		return e->info;
 	}
+	if (cache->last_info && cache->last_len == len && memcmp(cache->last_text, sql, len) == 0) {
+		cache->last_info->refcount++;
+		return cache->last_info;
+	}
 	/* Same statement, other values: classified by its shape's first parse. */
 	SqlShape shape;
 	bool shaped = sqlshape_of(sql, len, &shape);
@@ -1107,6 +1262,7 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 			SqlInfo *clone = sqlinfo_clone_for_text(cache_touch(cache, e)->info, sql,
 								shape.stmt_end);
 			sqlshape_free(&shape);
+			cache_remember(cache, sql, len, clone);
 			return clone;
 		}
 	}

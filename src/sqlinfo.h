@@ -39,6 +39,8 @@
 #define SQLINFO_CACHE_MAX_KEY (16 * 1024)
 #define SQLINFO_CACHE_MAX_BYTES (32 * 1024 * 1024)
 
+/* A new owned field must also be copied by sqlinfo.c's sqlinfo_clone_for_text (or
+ * colflow_copy): statements of one shape share a parse through such copies. */
 typedef struct SqlStatement {
 	char *sql;		/* this statement's own text */
 	const char *kind;	/* "select", "insert", "update", "delete", "drop", "truncate",
@@ -64,6 +66,31 @@ typedef struct SqlStatement {
 				 * writable CTE, under EXPLAIN ANALYZE, in PREPARE */
 	bool has_limit;		/* (policy engine addition) a top-level SELECT with LIMIT or
 				 * FETCH FIRST: lets a policy bound only unbounded reads */
+	/* Masking addition (colflow.c): where column values go. */
+	StrList exposed;	/* last name of every column reference whose value leaves inside
+				 * an expression, a set operation, a COPY or a write; for t.* the
+				 * relation name t; "*" for a bare * used so */
+	StrList bare;		/* single-name references output as is (a column, or a whole row) */
+	StrList renames;	/* pairs (alias, source name) of plain references renamed by AS */
+	StrList rel_aliases;	/* pairs (alias, relation name) from FROM items */
+	StrList pos_aliases;	/* column aliases given by position: AS s(a, b), WITH x(a, b) */
+	bool setop_top;		/* the statement is itself a set operation (UNION, ...) */
+	StrList setop_refs;	/* its branches' plain references by result position: "k\tname" */
+	bool setop_star;	/* ... and some branch selects * (positions unknown) */
+	StrList renamed_cols;	/* columns renamed by ALTER TABLE ... RENAME COLUMN */
+	bool moves_relation;	/* renames a relation or moves it to another schema */
+	char *renamed_schema;	/* ALTER SCHEMA s RENAME: s */
+	bool copy_out;		/* COPY ... TO (STDOUT or a file) */
+	bool opaque_code;	/* DO, CALL, CREATE FUNCTION/PROCEDURE/RULE/TRIGGER: code pgmoat
+				 * cannot follow */
+	/* (transaction pooling addition: prepared statements, session state) */
+	const char *session_state;	/* what the statement leaves on the session after its
+				 * transaction: "SET", "PREPARE", "LISTEN", "session advisory
+				 * lock", "WITH HOLD cursor", "temporary table",
+				 * "set_config(..., false)"; NULL for none */
+	char *setting;		/* SET (not LOCAL): the parameter's name as the parser gives it */
+	char *deallocate_name;	/* DEALLOCATE name; NULL with kind "deallocate" means ALL */
+	bool deallocates_all;	/* DEALLOCATE ALL or DISCARD ALL: every prepared statement goes */
 } SqlStatement;
 
 typedef struct SqlInfo {
@@ -76,6 +103,16 @@ typedef struct SqlInfo {
 
 /* Parse and classify; never returns NULL (ok=false with error on failure). */
 SqlInfo *sqlinfo_parse(const char *sql, size_t len);
+/*
+ * The same without fingerprint and normalized text (both NULL): for the
+ * pooler's own checks of kinds and session state. Texts up to
+ * SQLINFO_INLINE_MAX bytes are parsed on the calling thread (their deepest
+ * tree needs under 512 KB of stack, even under ASan), longer ones on the
+ * parser thread.
+ * Never put such a result in a cache.
+ */
+#define SQLINFO_INLINE_MAX 2048
+SqlInfo *sqlinfo_parse_shallow(const char *sql, size_t len);
 void sqlinfo_free(SqlInfo *info);
 
 /* A bounded LRU of parse results keyed by the exact text. */
@@ -93,5 +130,7 @@ void sqlinfo_release(SqlInfoCache *cache, SqlInfo *info);
  */
 const char *sqlinfo_stmt_fingerprint(SqlStatement *st);
 const char *sqlinfo_stmt_normalized(SqlStatement *st);
+/* SipHash-2-4 of len bytes under the key (k0, k1): for hash tables fed by clients. */
+uint64_t sqlinfo_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len);
 
 #endif

@@ -37,6 +37,10 @@ typedef struct GlobalStats {
 	/* ops (issue 3.6): for /metrics */
 	uint64_t policy_denials;	/* statements and connections a policy denied */
 	uint64_t drain_closed_clients;	/* clients closed by the SIGTERM drain */
+	/* transaction_session_state (sessionstate.c) */
+	uint64_t session_state_warnings;	/* statements run with a warning */
+	uint64_t session_state_refused;		/* statements refused (error) */
+	uint64_t session_state_pins;		/* clients pinned to their server (pin) */
 } GlobalStats;
 
 /*

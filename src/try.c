@@ -18,6 +18,7 @@
 #include "log.h"
 #include "policy.h"
 #include "try.h"
+#include "enforce.h"
 
 #define TRY_MAX_LINE (1024 * 1024)
 
@@ -113,6 +114,10 @@ static void try_run(PolicyEngine *e, const TryOptions *o, const char *user, cons
 		policy_decision_free(d);
 		policy_on_query(e, &s, sql, strlen(sql), o->extended ? "extended" : "simple", NULL,
 				false, d);
+		/* masking's statement guard, as on the wire (no catalog: views are not known) */
+		if (d->verdict == POLICY_ALLOW || d->verdict == POLICY_REWRITE)
+			(void)enforce_mask_guard(e, d->rewritten_sql ? d->rewritten_sql : sql, NULL,
+						 false, d, NULL);
 	}
 	policy_session_close(e, &s);
 }

@@ -117,6 +117,13 @@ void strlist_free(StrList *l)
 	l->count = 0;
 }
 
+void strlist_copy(StrList *dst, const StrList *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	for (int i = 0; i < src->count; i++)
+		strlist_add(dst, src->items[i]);
+}
+
 void strlist_add(StrList *l, const char *s)
 {
 	l->items = xrealloc(l->items, sizeof(char *) * (size_t)(l->count + 2));

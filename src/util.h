@@ -45,6 +45,8 @@ typedef struct StrList {
 } StrList;
 
 void strlist_free(StrList *l);
+/* dst (overwritten, not freed first) gets its own copy of src's items. */
+void strlist_copy(StrList *dst, const StrList *src);
 void strlist_add(StrList *l, const char *s);
 bool strlist_contains(const StrList *l, const char *s);
 /* Parse "a, b ,c" into l (empty items dropped). */

@@ -24,12 +24,16 @@ sources() {
 	fuzz_framer) echo "proto.c util.c" ;;
 	fuzz_scram) echo "auth_scram.c auth_md5.c util.c" ;;
 	fuzz_mask) echo "mask.c pktbuf.c proto.c util.c" ;;
-	fuzz_sqlinfo) echo "sqlinfo.c sqlshape.c util.c" ;;
+	fuzz_sqlinfo) echo "sqlinfo.c sqlshape.c colflow.c util.c" ;;
 	fuzz_hba) echo "hba.c util.c" ;;
 	fuzz_proto_ext) echo "proto_ext.c proto.c util.c" ;;
 	fuzz_approvals_msg) echo "approvals_msg.c util.c" ;;
 	fuzz_proxyproto) echo "proxyproto.c util.c" ;;
 	fuzz_audit_verify) echo "audit_record.c util.c" ;;
+	fuzz_maskguard) echo "maskguard.c sqlinfo.c sqlshape.c colflow.c util.c" ;;
+	fuzz_errscrub) echo "errscrub.c pktbuf.c proto.c util.c" ;;
+	fuzz_prepared) echo "prepared.c sqlinfo.c sqlshape.c colflow.c pktbuf.c proto.c log.c util.c" ;;
+	fuzz_approvals_api) echo "approvals_api.c http_token.c audit_record.c util.c" ;;
 	fuzz_jwt) echo "auth_jwt.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
@@ -41,12 +45,15 @@ extra_libs() {
 	fuzz_sqlinfo) echo "-lpg_query -ljansson" ;;
 	fuzz_approvals_msg) echo "-ljansson" ;;
 	fuzz_audit_verify) echo "-ljansson" ;;
+	fuzz_sqlinfo|fuzz_maskguard) echo "-lpg_query -ljansson" ;;
+	fuzz_prepared) echo "-lpg_query -ljansson $(pkg-config --libs libevent)" ;;
+	fuzz_approvals_api) echo "-ljansson" ;;
 	fuzz_jwt) echo "-ljwt -ljansson" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_jwt"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api fuzz_jwt"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""

@@ -954,10 +954,49 @@ Test(policy, yaml_policy_unknown_key_is_an_error_with_line)
 	free(p);
 }
 
-Test(policy, on_row_refused_until_it_is_called)
+Test(policy, on_row_loads_and_replaces_values)
 {
-	const char *err = engine_error("row.lua", "return { on_row = function(s, row, cols) end }\n");
-	cr_assert(strstr(err, "on_row") != NULL, "got: %s", err);
+	PolicyEngine *e = engine("row.lua",
+		"return { on_row = function(s, row, cols)\n"
+		"  if cols[1].column == 'secret' then row[1] = 'x' .. #(row[1] or '') end\n"
+		"  row[2] = nil\n"
+		"end }\n");
+	cr_assert(policy_engine_has_on_row(e));
+	PolicySession s = session_new();
+	PolicyDecision d = { 0 };
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	MaskPlan plan;
+	/* RowDescription: two text columns, "a" and "b" */
+	static const uint8_t rd[] = { 0, 2,
+		'a', 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+		'b', 0, 0, 0, 0, 1, 0, 2, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0 };
+	cr_assert(mask_plan_from_row_description(&plan, rd, sizeof(rd)));
+	const char *tables[] = { "public.t", "public.t" };
+	const char *columns[] = { "secret", "other" };
+	char err[256] = "";
+	cr_assert(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)), "%s", err);
+	const uint8_t *vals[2] = { (const uint8_t *)"hello", (const uint8_t *)"keep" };
+	int32_t lens[2] = { 5, 4 };
+	bool binary[2] = { false, false };
+	uint8_t *out[2] = { NULL, NULL };
+	int32_t out_len[2] = { 0, 0 };
+	bool changed[2] = { false, false };
+	PolicyRow row = { 2, vals, lens, binary, out, out_len, changed };
+	cr_assert(policy_on_row(e, &s, &row, err, sizeof(err)), "%s", err);
+	cr_assert(changed[0] && out_len[0] == 2 && memcmp(out[0], "x5", 2) == 0);
+	cr_assert(changed[1] && out[1] == NULL && out_len[1] == -1);
+	free(out[0]);
+	/* a binary column cannot be replaced */
+	binary[1] = true;
+	memset(changed, 0, sizeof(changed));
+	out[0] = out[1] = NULL;
+	cr_assert_not(policy_on_row(e, &s, &row, err, sizeof(err)));
+	cr_assert(strstr(err, "binary"), "got: %s", err);
+	cr_assert(out[0] == NULL && out[1] == NULL, "nothing left allocated after a failure");
+	mask_plan_free(&plan);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
 }
 
 Test(policy, session_refused_when_claims_are_malformed_too_deep_or_not_an_object)

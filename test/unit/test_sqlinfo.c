@@ -581,7 +581,10 @@ Test(sqlinfo, shares_a_parse_between_statements_of_one_shape)
 	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));
 	cr_assert(a->ok && b->ok);
 	cr_assert_neq(a, b);
-	cr_assert_eq(b->refcount, 1);	/* a clone, not cached */
+	cr_assert_eq(b->refcount, 2);	/* a clone: ours and the last-statement memo's */
+	SqlInfo *b2 = sqlinfo_cache_get(cache, t2, strlen(t2));
+	cr_assert_eq(b2, b);	/* asked again at once (policy, guard, ...): the same clone */
+	sqlinfo_release(cache, b2);
 	cr_assert_str_eq(b->stmts[0].sql, "SELECT abalance FROM pgbench_accounts WHERE aid = 4242");
 	cr_assert_str_eq(b->stmts[0].kind, "select");
 	cr_assert_eq(b->stmts[0].tables.count, 1);
@@ -598,8 +601,8 @@ static bool same_parse(SqlInfoCache *cache, const char *x, const char *y)
 {
 	SqlInfo *a = sqlinfo_cache_get(cache, x, strlen(x));
 	SqlInfo *b = sqlinfo_cache_get(cache, y, strlen(y));
-	/* a clone of a's parse has a's classification but a refcount of its own */
-	bool same = a->ok && b->ok && b->refcount == 1 && a->refcount > 1;
+	/* a clone of a's parse makes its fingerprint only on demand; a parse of its own has one */
+	bool same = a->ok && b->ok && b != a && b->nstmts == 1 && b->stmts[0].fingerprint == NULL;
 	sqlinfo_release(cache, a);
 	sqlinfo_release(cache, b);
 	return same;
@@ -721,4 +724,145 @@ Test(sqlinfo, has_limit_only_for_a_bounding_top_level_limit)
 		cr_assert_eq(info->stmts[0].has_limit, cases[i][1][0] == '1', "%s", cases[i][0]);
 		sqlinfo_free(info);
 	}
+}
+
+/* A shared parse carries the column flow too: masking judges the clone as the original. */
+Test(sqlinfo, shared_parse_keeps_the_column_flow)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(8);
+	const char *t1 = "SELECT lower(email), name FROM people WHERE id = 1";
+	const char *t2 = "SELECT lower(email), name FROM people WHERE id = 2";
+	SqlInfo *a = sqlinfo_cache_get(cache, t1, strlen(t1));
+	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));
+	cr_assert(a->ok && b->ok);
+	cr_assert_eq(b->refcount, 2);
+	cr_assert_gt(a->stmts[0].exposed.count, 0);
+	cr_assert_eq(b->stmts[0].exposed.count, a->stmts[0].exposed.count);
+	for (int i = 0; i < a->stmts[0].exposed.count; i++) {
+		cr_assert_str_eq(b->stmts[0].exposed.items[i], a->stmts[0].exposed.items[i]);
+		cr_assert_neq(b->stmts[0].exposed.items[i], a->stmts[0].exposed.items[i]);	/* own copy */
+	}
+	cr_assert_eq(b->stmts[0].bare.count, a->stmts[0].bare.count);
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+}
+
+/* Transaction pooling: what a statement leaves on the session after its transaction. */
+static void assert_session_state(const char *sql, const char *want, const char *setting)
+{
+	SqlInfo *info = parse_one(sql);
+	const SqlStatement *st = &info->stmts[0];
+	if (!want)
+		cr_assert_null(st->session_state, "%s: unexpected %s", sql, st->session_state);
+	else
+		cr_assert(st->session_state && strcmp(st->session_state, want) == 0, "%s: got %s", sql,
+			  st->session_state ? st->session_state : "(none)");
+	if (setting)
+		cr_assert(st->setting && strcmp(st->setting, setting) == 0, "%s: setting %s", sql,
+			  st->setting ? st->setting : "(none)");
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, session_state_of_statements_that_outlive_their_transaction)
+{
+	assert_session_state("SET work_mem = '8MB'", "SET", "work_mem");
+	assert_session_state("set   Search_Path TO x", "SET", "search_path");
+	assert_session_state("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "SET", NULL);
+	assert_session_state("SET ROLE bob", "SET", "role");
+	assert_session_state("PREPARE p AS SELECT 1", "PREPARE", NULL);
+	assert_session_state("LISTEN chan", "LISTEN", NULL);
+	assert_session_state("select pg_advisory_lock(1)", "session advisory lock", NULL);
+	assert_session_state("select pg_catalog.pg_try_advisory_lock_shared(1, 2)",
+			     "session advisory lock", NULL);
+	assert_session_state("DECLARE c CURSOR WITH HOLD FOR SELECT 1", "WITH HOLD cursor", NULL);
+	assert_session_state("CREATE TEMP TABLE t (a int)", "temporary table", NULL);
+	assert_session_state("CREATE TEMPORARY VIEW v AS SELECT 1", "temporary table", NULL);
+	assert_session_state("SELECT 1 INTO TEMP t2", "temporary table", NULL);
+	assert_session_state("CREATE TEMP TABLE t3 AS SELECT 1", "temporary table", NULL);
+	assert_session_state("select set_config('a.b', 'c', false)", "set_config(..., false)", NULL);
+	assert_session_state("select set_config('a.b', 'c', $1)", "set_config(..., false)", NULL);
+	assert_session_state("select 1 from (select set_config('a.b','c',false)) s",
+			     "set_config(..., false)", NULL);
+}
+
+Test(sqlinfo, no_session_state_for_transaction_scoped_statements)
+{
+	assert_session_state("SET LOCAL work_mem = '8MB'", NULL, NULL);
+	assert_session_state("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", NULL, NULL);
+	assert_session_state("RESET work_mem", NULL, NULL);
+	assert_session_state("SET work_mem TO DEFAULT", NULL, NULL);
+	assert_session_state("select set_config('a.b', 'c', true)", NULL, NULL);
+	assert_session_state("select pg_advisory_xact_lock(1)", NULL, NULL);
+	assert_session_state("CREATE TEMP TABLE t (a int) ON COMMIT DROP", NULL, NULL);
+	assert_session_state("DECLARE c CURSOR FOR SELECT 1", NULL, NULL);
+	assert_session_state("UPDATE t SET a = 1 WHERE b = 'LISTEN prepare temp'", NULL, NULL);
+	assert_session_state("CREATE TABLE not_temp (a int)", NULL, NULL);
+}
+
+Test(sqlinfo, deallocate_targets)
+{
+	SqlInfo *info = parse("DEALLOCATE s1; DEALLOCATE ALL; DISCARD ALL; DISCARD PLANS");
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 4);
+	cr_assert_str_eq(info->stmts[0].deallocate_name, "s1");
+	cr_assert(!info->stmts[0].deallocates_all);
+	cr_assert_null(info->stmts[1].deallocate_name);
+	cr_assert(info->stmts[1].deallocates_all);
+	cr_assert(info->stmts[2].deallocates_all);
+	cr_assert(!info->stmts[3].deallocates_all);
+	sqlinfo_free(info);
+}
+
+Test(sqlinfo, shallow_parse_classifies_without_fingerprint)
+{
+	SqlInfo *info = sqlinfo_parse_shallow("SET work_mem = 1; select pg_advisory_lock(1)", 44);
+	cr_assert(info->ok);
+	cr_assert_eq(info->nstmts, 2);
+	cr_assert_str_eq(info->stmts[0].session_state, "SET");
+	cr_assert_str_eq(info->stmts[1].session_state, "session advisory lock");
+	cr_assert_null(info->stmts[0].fingerprint);
+	cr_assert_null(info->stmts[0].normalized);
+	sqlinfo_free(info);
+}
+
+/* The deepest trees SQLINFO_INLINE_MAX bytes can express, parsed on a 512 KB stack. */
+static void *parse_deep_inline(void *arg)
+{
+	const char *const shapes[][3] = {
+		{ "select ", "1+", "1" },
+		{ "select ", "(", "1" },
+		{ "select ", "-", "1" },
+		{ "select ", "not ", "true" },
+		{ "select ", "(select ", "1" },
+		{ "select ", "array[", "1" },
+		{ "select ", "f(", "1" },
+	};
+	char sql[SQLINFO_INLINE_MAX + 1];
+	for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
+		size_t n = 0;
+		n += (size_t)snprintf(sql, sizeof(sql), "%s", shapes[i][0]);
+		size_t unit = strlen(shapes[i][1]), tail = strlen(shapes[i][2]);
+		while (n + unit + tail < SQLINFO_INLINE_MAX) {
+			memcpy(sql + n, shapes[i][1], unit);
+			n += unit;
+		}
+		memcpy(sql + n, shapes[i][2], tail);
+		n += tail;
+		sql[n] = '\0';
+		SqlInfo *info = sqlinfo_parse_shallow(sql, n);	/* unbalanced ones fail: fine */
+		sqlinfo_free(info);
+	}
+	return NULL;
+}
+
+Test(sqlinfo, shallow_inline_parse_fits_a_small_stack)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 512 * 1024);
+	cr_assert_eq(pthread_create(&t, &attr, parse_deep_inline, NULL), 0);
+	pthread_join(t, NULL);
+	pthread_attr_destroy(&attr);
 }

@@ -1,0 +1,82 @@
+/*
+ * Protocol-level prepared statements in transaction (and statement) pooling,
+ * as pgbouncer 1.21's max_prepared_statements: a client's named Parse is
+ * remembered (client name -> statement definition) and the statement is
+ * prepared, under a pgmoat-owned name (pgmoat_ps_<n>), on whichever server
+ * connection serves a Bind or Describe of it. Definitions (query text and
+ * parameter types) are shared: clients preparing the same text use the same
+ * server-side statement.
+ *
+ * On the way to the server: Parse of a definition the server already has is
+ * answered with a ParseComplete of our own; a Bind/Describe of a statement the
+ * server lacks is preceded by an injected Close+Parse whose replies are
+ * swallowed; Close of a client name is answered locally (the server-side
+ * statement may be shared); each server keeps at most max_prepared_statements
+ * (LRU; the oldest is closed to make room). Unnamed statements, portals and
+ * names the client never prepared pass unchanged.
+ *
+ * On the way back every reply is matched to the request it answers (a queue
+ * per server, in send order), so local answers are placed exactly where the
+ * server's would have been, even in pipelines; an error ends its request and
+ * everything up to the next Sync, and a Parse that failed or was skipped is
+ * forgotten (client name and server entry), as PostgreSQL forgets it.
+ *
+ * Policies (enforce.c) judge the Parse before this layer sees it: what is
+ * registered is what was allowed (or the rewrite), and a denied Parse is not
+ * registered at all, so later Binds cannot run unjudged text.
+ */
+#ifndef PGMOAT_PREPARED_H
+#define PGMOAT_PREPARED_H
+
+#include "pgmoat.h"
+#include "maskwire.h"
+
+#define PREPARED_PREFIX "pgmoat_ps_"	/* server-side names; refused from clients */
+#define PREPARED_NAME_MAX 256	/* longer client names pass through untracked */
+
+/* Decide at login whether this client's statements are tracked (pool mode, config). */
+void prepared_client_init(Client *c);
+void prepared_client_free(Client *c);
+void prepared_server_free(Server *s);
+void prepared_shutdown(Worker *w);
+
+/* A server was just linked to c: its reply queue starts empty. */
+void prepared_link(Client *c, Server *s);
+
+/*
+ * Is this link tracked? Not while policies mask results: masking injects its
+ * own Describe before each Execute, which the statement layer's reply queue
+ * does not account for, so the two never run on one link (doc/pooling.md).
+ */
+static inline bool prepared_on(const Client *c)
+{
+	return c->ps_enabled && !maskwire_active(c->worker);
+}
+
+/* Must the client message of this type be read whole before it is sent (Parse, Describe, Close, Query)? */
+bool prepared_wants_whole(uint8_t type);
+
+/* Send one whole client message to s, rewritten as needed, and note the reply it expects. */
+void prepared_send(Client *c, Server *s, const uint8_t *msg, size_t len);
+
+/* A message streamed unchanged (any type but those above, or too large): note its reply. */
+void prepared_track(Server *s, uint8_t type);
+
+typedef enum { PREPARED_BIND_WAIT, PREPARED_BIND_PASS, PREPARED_BIND_DONE } PreparedBind;
+/*
+ * A Bind at the head of c's input: rewrite the statement name from the first
+ * bytes without reading the parameters. DONE: the head was sent (the rest
+ * streams: c->fwd_remaining is set); PASS: stream it unchanged (tracked
+ * here); WAIT: more bytes are needed.
+ */
+PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h);
+
+/* A reply from s to its linked client: true when it is ours to swallow. */
+bool prepared_response(Server *s, uint8_t type);
+/* Between server messages: send the local answers that are due. */
+void prepared_emit(Server *s);
+
+/* server_reset_query (DISCARD ALL) was sent: the server has no statements left. */
+void prepared_server_reset(Server *s);
+
+#endif

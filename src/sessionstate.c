@@ -1,0 +1,142 @@
+#include "sessionstate.h"
+#include "pgmoat.h"
+#include "client.h"
+#include "enforce.h"
+#include "pool.h"
+#include "pktbuf.h"
+#include "sqlinfo.h"
+#include "varcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+SqlInfo *sessionstate_classify(Worker *w, const char *sql, size_t len)
+{
+	/* literals differ from one execution to the next: a cache would rarely hit */
+	return sqlinfo_parse_shallow(sql, len);
+}
+
+void sessionstate_release(Worker *w, SqlInfo *info)
+{
+	sqlinfo_free(info);
+}
+
+/*
+ * A cheap necessary condition before the parser runs: every statement the
+ * check looks for contains one of these words (SET and set_config, PREPARE,
+ * LISTEN, HOLD, TEMP/TEMPORARY, pg_*advisory_lock*), in any case; keywords
+ * cannot be escaped, and a function name written with Unicode escapes
+ * (U&"...") is parsed in any case. The verdict itself is libpg_query's.
+ */
+static bool sql_may_hold_session_state(const char *sql)
+{
+	static const char *const words[] = { "set", "prepare", "listen", "hold", "temp", "advisory",
+					     "u&" };
+	for (size_t i = 0; i < ARRAY_SIZE(words); i++)
+		if (strcasestr(sql, words[i]))
+			return true;
+	return false;
+}
+
+/* The first statement that leaves untracked state, described; NULL for none. */
+static char *session_state_found(Worker *w, const char *sql)
+{
+	SqlInfo *info = sessionstate_classify(w, sql, strlen(sql));
+	char *what = NULL;
+	for (int i = 0; info->ok && i < info->nstmts && !what; i++) {
+		const SqlStatement *st = &info->stmts[i];
+		if (!st->session_state)
+			continue;
+		if (st->setting && varcache_lookup(st->setting) >= 0)
+			continue;	/* replayed per client by pgmoat: not a leak */
+		what = st->setting ? xasprintf("SET %s", st->setting) : xstrdup(st->session_state);
+	}
+	sessionstate_release(w, info);
+	return what;
+}
+
+/* The SQL text of a whole Query or Parse message; NULL when malformed (the server judges). */
+static const char *message_sql(const uint8_t *msg, size_t len)
+{
+	PktReader r;
+	const char *name, *sql;
+	if (len <= PROTO_HEADER_LEN)
+		return NULL;
+	proto_reader_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
+	if (msg[0] == 'P' && !proto_read_cstring(&r, &name))
+		return NULL;
+	return proto_read_cstring(&r, &sql) ? sql : NULL;
+}
+
+static void session_state_warn(Client *c, Server *s, const char *what)
+{
+	moat->stats.session_state_warnings++;
+	if (!c->session_state_warned) {
+		c->session_state_warned = true;
+		slog_warning(c, "%s leaves session state on a shared server in transaction pooling "
+			     "(transaction_session_state = warn; logged once per client)", what);
+	}
+	if (s->fwd_remaining > 0)
+		return;	/* a server message is half-written to the client: no place for a notice */
+	char *msg = xasprintf("%s stays on a pooled server connection and may be seen by other "
+			      "clients (pgmoat transaction pooling)", what);
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_notice(&pb, "01000", msg);
+	if (!client_send_pktbuf(c, &pb))
+		slog_debug(c, "could not queue the session state notice");
+	pktbuf_free(&pb);
+	free(msg);
+}
+
+static SessionStateMode session_state_mode(void)
+{
+	SessionStateMode mode = SESSION_STATE_WARN;
+	if (!config_parse_session_state(moat->cfg->transaction_session_state, &mode))
+		mode = SESSION_STATE_WARN;	/* refused at load: cannot happen */
+	return mode;
+}
+
+bool sessionstate_active(const Client *c)
+{
+	return !c->session_pinned && c->pool && pool_effective_mode(c->pool) != POOL_SESSION &&
+	       session_state_mode() != SESSION_STATE_OFF;
+}
+
+bool sessionstate_check(Client *c, Server *s, const uint8_t *msg, size_t len, PktBuf *pb)
+{
+	if (!sessionstate_active(c))
+		return true;
+	SessionStateMode mode = session_state_mode();
+	const char *sql = message_sql(msg, len);
+	if (!sql || !sql_may_hold_session_state(sql))
+		return true;
+	char *what = session_state_found(c->worker, sql);
+	if (!what)
+		return true;
+	bool send = true;
+	switch (mode) {
+	case SESSION_STATE_WARN:
+	case SESSION_STATE_OFF:
+		session_state_warn(c, s, what);
+		break;
+	case SESSION_STATE_PIN:
+		c->session_pinned = true;
+		moat->stats.session_state_pins++;
+		slog_info(c, "%s: keeping server S-%llu for this client until it disconnects "
+			  "(transaction_session_state = pin)", what, (unsigned long long)s->id);
+		break;
+	case SESSION_STATE_ERROR: {
+		moat->stats.session_state_refused++;
+		char *m = xasprintf("%s is not allowed in transaction pooling mode: it would stay on a "
+				    "shared server connection (transaction_session_state = error)", what);
+		slog_info(c, "refused: %s", m);
+		send = !enforce_refuse(s, msg[0] == 'Q' ? 'Q' : 'P', SESSION_STATE_SQLSTATE, m, pb);
+		free(m);
+		break;
+	}
+	}
+	free(what);
+	return send;
+}

@@ -1,0 +1,171 @@
+"""
+The transaction pooling safety net (issue 3 point 5, transaction_session_state):
+statements that would leave session state on a shared server are found by the
+parser and, per configuration, warned about, refused, or pin the client to its
+server. Each case checks what the client saw and what the server kept, read
+through a probe query on the same server connection.
+"""
+
+import pytest
+
+from conftest import (YamlProxy, data_row_values, msg, parse_error_fields, parse_msg, bind_msg,
+                      execute_msg, sync_msg, pgmoat_only, raw_login, start_yaml_proxy, PGMOAT_BIN)
+
+import subprocess
+
+pytestmark = pgmoat_only
+
+# statement -> probe that is true on a server connection that kept its state
+CASES = {
+    "set": ("SET work_mem = '8MB'", "select current_setting('work_mem') = '8MB'"),
+    "prepare": ("PREPARE pp AS SELECT 1",
+                "select count(*) > 0 from pg_prepared_statements where name = 'pp'"),
+    "listen": ("LISTEN chan_ss", "select count(*) > 0 from pg_listening_channels() c where c = 'chan_ss'"),
+    "advisory_lock": ("SELECT pg_advisory_lock(4242)",
+                      "select count(*) > 0 from pg_locks where locktype = 'advisory' "
+                      "and pid = pg_backend_pid()"),
+    "with_hold_cursor": ("DECLARE cur_ss CURSOR WITH HOLD FOR SELECT 1",
+                         "select count(*) > 0 from pg_cursors where name = 'cur_ss'"),
+    "temp_table": ("CREATE TEMP TABLE tt_ss (a int)", "select to_regclass('pg_temp.tt_ss') is not null"),
+    "set_config": ("SELECT set_config('work_mem', '9MB', false)",
+                   "select current_setting('work_mem') = '9MB'"),
+    "unicode_escaped_name": ("SELECT U&\"pg_\\0061dvisory_lock\"(4343)",
+                             "select count(*) > 0 from pg_locks where locktype = 'advisory' "
+                             "and pid = pg_backend_pid()"),
+}
+
+
+def make_proxy(proxy_factory, mode, pool_size=1, pool_mode="transaction"):
+    return proxy_factory(settings={"pool_mode": pool_mode, "default_pool_size": str(pool_size),
+                                   "transaction_session_state": mode})
+
+
+def probe(c, sql):
+    out = c.simple_query(sql)
+    return [data_row_values(p) for t, p in out if t == b"D"][0][0] == "t"
+
+
+def first(msgs, t):
+    return [parse_error_fields(p) for tt, p in msgs if tt == t]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_warn_runs_it_and_tells_the_client(proxy_factory, case):
+    stmt, check = CASES[case]
+    p = make_proxy(proxy_factory, "warn")
+    c = raw_login(p)
+    out = c.simple_query(stmt)
+    assert not first(out, b"E"), out
+    notices = first(out, b"N")
+    assert any("stays on a pooled server connection" in n.get("M", "") for n in notices), out
+    assert out[-1] == (b"Z", b"I")
+    assert probe(c, check), "the statement did not run"
+    p.wait_log(r"leaves session state on a shared server")
+    c.close()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_error_refuses_it_without_running_it(proxy_factory, case):
+    stmt, check = CASES[case]
+    p = make_proxy(proxy_factory, "error")
+    c = raw_login(p)
+    out = c.simple_query(stmt)
+    errs = first(out, b"E")
+    assert len(errs) == 1 and errs[0]["C"] == "0A000", out
+    assert "transaction pooling" in errs[0]["M"]
+    assert out[-1] == (b"Z", b"I")
+    assert not probe(c, check), "a refused statement ran"
+    # inside a transaction block the refusal aborts the block, as a server error would
+    assert c.simple_query("begin")[-1] == (b"Z", b"T")
+    out = c.simple_query(stmt)
+    assert first(out, b"E")[0]["C"] == "0A000" and out[-1] == (b"Z", b"E"), out
+    assert c.simple_query("rollback")[-1] == (b"Z", b"I")
+    assert not probe(c, check)
+    c.close()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pin_keeps_the_server_for_that_client_only(proxy_factory, case):
+    stmt, check = CASES[case]
+    p = make_proxy(proxy_factory, "pin", pool_size=2)
+    a = raw_login(p)
+    b = raw_login(p)
+    out = a.simple_query(stmt)
+    assert not first(out, b"E"), out
+    pid_a = a.simple_query("select pg_backend_pid()")
+    for _ in range(3):
+        assert probe(a, check), "the pinned client lost its server"
+        assert not probe(b, check), "another client got the pinned server"
+    assert a.simple_query("select pg_backend_pid()") == pid_a
+    p.wait_log(r"keeping server S-\d+ for this client until it disconnects")
+    a.close()
+    # the pinned server is closed, never handed to anyone else
+    c = raw_login(p)
+    for _ in range(3):
+        assert not probe(c, check)
+    b.close()
+    c.close()
+
+
+def test_error_mode_refuses_a_parse_too(proxy_factory):
+    p = make_proxy(proxy_factory, "error")
+    c = raw_login(p)
+    c.send(parse_msg("SET work_mem = '7MB'", "s") + bind_msg(stmt="s") + execute_msg() + sync_msg())
+    out = c.read_until({b"Z"})
+    assert [t for t, _ in out] == [b"E", b"Z"], out
+    assert first(out, b"E")[0]["C"] == "0A000"
+    assert not probe(c, "select current_setting('work_mem') = '7MB'")
+    c.close()
+
+
+@pytest.mark.parametrize("stmt", [
+    "SET LOCAL work_mem = '8MB'",
+    "SELECT set_config('work_mem', '8MB', true)",
+    "SELECT pg_advisory_xact_lock(1)",
+    "SET application_name = 'tracked by pgmoat'",
+    "SET TIME ZONE 'UTC'",
+    "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    "CREATE TEMP TABLE gone_at_commit (a int) ON COMMIT DROP",
+    "DECLARE plain_cur CURSOR FOR SELECT 1",
+    "SELECT 'set prepare listen hold temp advisory'",
+])
+def test_statements_without_lasting_state_pass_in_error_mode(proxy_factory, stmt):
+    p = make_proxy(proxy_factory, "error")
+    c = raw_login(p)
+    assert c.simple_query("begin")[-1] == (b"Z", b"T")
+    out = c.simple_query(stmt)
+    assert not first(out, b"E"), out
+    assert c.simple_query("commit")[-1] == (b"Z", b"I")
+    c.close()
+
+
+def test_session_pooling_is_not_checked(proxy_factory):
+    p = make_proxy(proxy_factory, "error", pool_mode="session")
+    c = raw_login(p)
+    out = c.simple_query("SET work_mem = '8MB'")
+    assert not first(out, b"E"), out
+    assert probe(c, "select current_setting('work_mem') = '8MB'")
+    c.close()
+
+
+def test_off_runs_everything_silently(proxy_factory):
+    p = make_proxy(proxy_factory, "off")
+    c = raw_login(p)
+    out = c.simple_query("SET work_mem = '8MB'")
+    assert not first(out, b"E") and not first(out, b"N"), out
+    c.close()
+
+
+def test_yaml_key_and_bad_value(proxy_factory):
+    p = start_yaml_proxy(proxy_factory, settings={"pool_mode": "transaction", "default_pool_size": "1",
+                                                   "transaction_session_state": "error"})
+    c = raw_login(p)
+    assert first(c.simple_query("LISTEN x"), b"E")[0]["C"] == "0A000"
+    c.close()
+    bad = start_yaml_proxy(proxy_factory, start=False,
+                           settings={"transaction_session_state": "sometimes"})
+    bad.write_config()
+    cp = subprocess.run([PGMOAT_BIN, "--check", str(bad.config_path)], capture_output=True,
+                        text=True, timeout=30)
+    assert cp.returncode != 0
+    assert "transaction_session_state" in cp.stdout + cp.stderr
