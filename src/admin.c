@@ -14,6 +14,7 @@
  */
 #include "admin.h"
 #include "approvals.h"
+#include "tls.h"
 #include "client.h"
 #include "pool.h"
 #include "daemon.h"
@@ -318,6 +319,7 @@ typedef struct SockView {
 	const char *app_name;
 	struct bufferevent *bev;
 	size_t pkt_remain;
+	struct ssl_st *ssl;	/* TLS: for the tls column */
 } SockView;
 
 static void sock_from_client(SockView *v, const Client *c, usec_t now)
@@ -338,6 +340,7 @@ static void sock_from_client(SockView *v, const Client *c, usec_t now)
 	v->app_name = c->vars.values[VAR_APPLICATION_NAME];
 	v->bev = c->bev;
 	v->pkt_remain = c->fwd_remaining;
+	v->ssl = c->ssl;
 }
 
 static void sock_from_server(SockView *v, const Server *s, usec_t now)
@@ -358,6 +361,7 @@ static void sock_from_server(SockView *v, const Server *s, usec_t now)
 	v->app_name = s->vars.values[VAR_APPLICATION_NAME];
 	v->bev = s->bev;
 	v->pkt_remain = s->fwd_remaining;
+	v->ssl = s->ssl;
 }
 
 static size_t sock_input_len(const SockView *v)
@@ -415,7 +419,9 @@ static void sock_row(ResultSet *rs, const SockView *v, const char *state, SockMo
 	row_str(&r, ptr);
 	row_str(&r, link);
 	row_u64(&r, v->remote_pid);
-	row_str(&r, "");		/* tls: plain TCP until TLS lands */
+	char tls[128];
+	tls_describe(v->ssl, tls, sizeof(tls));
+	row_str(&r, tls);
 	row_str(&r, v->app_name ? v->app_name : "");
 	if (mode != SOCK_STD)
 		sock_debug_cells(&r, v);

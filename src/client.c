@@ -28,6 +28,7 @@
 #include "auth_scram.h"
 #include "auth_query.h"
 #include "auth_jwt.h"
+#include "tls.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -36,6 +37,8 @@
 #include <time.h>
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 #define AUTH_MSG_MAX (JWT_MAX_TOKEN + 1024)	/* password (a JWT: up to 16 KB) and SASL messages */
@@ -122,8 +125,10 @@ static void client_close_socket(Client *c)
 	if (c->bev) {
 		msgio_output_detach(&c->out);
 		msgio_reader_free(&c->in);
+		tls_close_notify(c->ssl);
 		bufferevent_free(c->bev);
 		c->bev = NULL;
+		c->ssl = NULL;	/* freed with its bufferevent */
 	}
 	client_free_later(c);
 }
@@ -362,6 +367,24 @@ static void client_request_jwt(Client *c)
 		client_disconnect(c, NULL, "could not send the authentication request");
 }
 
+/* auth_type=cert (pgbouncer): the verified client certificate's CommonName is the user. */
+static void client_auth_cert(Client *c)
+{
+	char cn[256];
+	if (!tls_peer_common_name(c->ssl, cn, sizeof(cn))) {
+		moat->stats.login_failures++;
+		client_disconnect(c, "28000", "TLS client certificate required (auth_type=cert)");
+		return;
+	}
+	if (strcmp(cn, c->user_name) != 0) {
+		moat->stats.login_failures++;
+		slog_info(c, "certificate CN \"%s\" does not match user \"%s\"", cn, c->user_name);
+		client_disconnect(c, "28000", "TLS certificate name mismatch");
+		return;
+	}
+	client_auth_ok(c);
+}
+
 /* Ask for the password (or trust) by c->auth_method, with the secret known by now. */
 static void client_request_password(Client *c)
 {
@@ -388,19 +411,20 @@ static void client_request_password(Client *c)
 	case AUTH_JWT:
 		client_request_jwt(c);
 		return;
-	case AUTH_HBA:
 	case AUTH_CERT:
+		client_auth_cert(c);
+		return;
+	case AUTH_HBA:
 		break;
 	}
 	client_disconnect(c, "28000", "auth method %s needs TLS, which this connection does not use",
 			  config_auth_type_name(c->auth_method));
 }
 
-/* The TLS feature sets this; until then no client is on TLS. */
+/* hostssl/hostnossl lines of auth_hba_file match on this. */
 static bool client_uses_tls(const Client *c)
 {
-	(void)c;
-	return false;
+	return c->ssl != NULL;
 }
 
 static AuthType auth_type_of_hba_method(HbaMethod m)
@@ -784,17 +808,100 @@ static void client_handle_startup(Client *c, const StartupPacket *sp)
 	c->seen_startup = true;
 	if (!client_apply_startup_params(c, sp))
 		return;
-	if (moat->cfg->log_connections)
-		slog_info(c, "login attempt: db=%s user=%s tls=no", c->db_name, c->user_name);
+	if (moat->cfg->log_connections) {
+		char tls[128];
+		tls_describe(c->ssl, tls, sizeof(tls));
+		slog_info(c, "login attempt: db=%s user=%s tls=%s", c->db_name, c->user_name,
+			  c->ssl ? tls : "no");
+	}
+	/* pgbouncer: require and stronger apply to TCP; a unix socket is local already. */
+	if (!c->ssl && !c->remote.is_unix && tls_client_mode() >= TLS_REQUIRE) {
+		client_disconnect(c, "08P01", "SSL required");
+		return;
+	}
 	if (client_precheck_login(c))
 		client_start_auth(c);
 }
 
-/* Refuse bytes a client sent behind SSLRequest/GSSENCRequest before our answer. */
-static void client_answer_encryption_request(Client *c)
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Point c->bev's callbacks and the direct reader and flusher at the connection. */
+static bool client_attach_io(Client *c)
+{
+	Worker *w = c->worker;
+	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
+	msgio_output_attach(&c->out, &w->flusher, c->bev);
+	if (c->ssl)
+		msgio_output_use_tls(&c->out, c->ssl);
+	if (!msgio_reader_init(&c->in, c->bev, MSGIO_READ_HIGH, client_read_cb, client_event_cb, c))
+		return false;
+	if (c->ssl)
+		msgio_reader_use_tls(&c->in, c->ssl);
+	msgio_reader_enable(&c->in, true);
+	msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);	/* accepted just before SUSPEND */
+	return true;
+}
+
+static void client_tls_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	Client *c = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		c->ssl = tls_get_ssl(bev);
+		if (!client_attach_io(c))
+			client_disconnect(c, NULL, "could not create the read event");
+		return;
+	}
+	char why[256];
+	tls_error_describe(bev, why, sizeof(why));
+	slog_info(c, "TLS handshake failed: %s", why);
+	client_disconnect(c, NULL, "TLS handshake failed: %s", why);
+}
+
+/*
+ * Answer 'S' and hand the socket to OpenSSL. The 'S' goes straight to the
+ * socket (nothing else is queued before the first packet's answer), so the
+ * handshake follows it on the wire; from here on every byte is TLS.
+ */
+static void client_start_tls(Client *c)
+{
+	SSL *ssl = tls_client_ssl_new();
+	bool ok = ssl && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+		  send(bufferevent_getfd(c->bev), "S", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
+	if (!ok) {
+		SSL_free(ssl);
+		client_disconnect(c, NULL, "could not start TLS");
+		return;
+	}
+	msgio_output_detach(&c->out);
+	msgio_reader_free(&c->in);
+	c->bev = tls_wrap_socket(c->bev, ssl, true);
+	if (!c->bev) {
+		client_disconnect(c, NULL, "could not start TLS");
+		return;
+	}
+	bufferevent_setcb(c->bev, NULL, NULL, client_tls_event_cb, c);
+}
+
+/*
+ * Bytes a client sent behind SSLRequest/GSSENCRequest, before our answer,
+ * would be taken as if they came through the encryption the client asked
+ * for (CVE-2021-23214): a protocol error. So is an SSLRequest inside TLS.
+ */
+static void client_answer_encryption_request(Client *c, bool ssl_request)
 {
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
-		client_disconnect(c, NULL, "data sent behind an encryption request");
+		client_disconnect(c, "08P01", "protocol error: data sent behind an encryption request");
+		return;
+	}
+	if (c->ssl) {
+		client_disconnect(c, "08P01", "protocol error: encryption request inside TLS");
+		return;
+	}
+	if (ssl_request && tls_client_accepts() && !c->remote.is_unix) {
+		client_start_tls(c);
 		return;
 	}
 	if (bufferevent_write(c->bev, "N", 1) != 0)
@@ -822,7 +929,7 @@ static bool client_read_first_packet(Client *c)
 	if (!proto_parse_startup(pkt, len, &sp, err, sizeof(err))) {
 		client_disconnect(c, "08P01", "%s", err);
 	} else if (sp.kind == STARTUP_SSL || sp.kind == STARTUP_GSSENC) {
-		client_answer_encryption_request(c);
+		client_answer_encryption_request(c, sp.kind == STARTUP_SSL);
 	} else if (sp.kind == STARTUP_CANCEL) {
 		cancel_forward(c->worker, sp.cancel_pid, sp.cancel_key);
 		client_disconnect(c, NULL, "cancel request forwarded");
@@ -1518,15 +1625,10 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		client_disconnect(c, NULL, "could not create the connection buffer");
 		return;
 	}
-	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
-	msgio_output_attach(&c->out, &w->flusher, c->bev);
-	if (!msgio_reader_init(&c->in, c->bev, MSGIO_READ_HIGH, client_read_cb, client_event_cb, c)) {
+	if (!client_attach_io(c)) {
 		client_disconnect(c, NULL, "could not create the read event");
 		return;
 	}
-	msgio_reader_enable(&c->in, true);
-	msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);	/* accepted just before SUSPEND */
 	msgio_reader_try_now(&c->in);
 }
 

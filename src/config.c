@@ -562,6 +562,10 @@ static void db_free(DbConfig *db)
 	free(db->application_name);
 	free(db->connect_query);
 	free(db->src_file);
+	free(db->tls_sslmode);
+	free(db->tls_ca_file);
+	free(db->tls_cert_file);
+	free(db->tls_key_file);
 	free(db);
 }
 
@@ -1524,6 +1528,36 @@ static void yaml_roles_pair(Yaml *y, const char *name, yaml_node_t *kn, yaml_nod
 	free(yr.owner);
 }
 
+/* databases.<name>.tls: { mode, ca, cert, key } for this server only. */
+static void yaml_db_tls_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	DbConfig *db = arg;
+	static const struct {
+		const char *name;
+		size_t offset;
+	} fields[] = {
+		{ "mode", offsetof(DbConfig, tls_sslmode) },
+		{ "ca", offsetof(DbConfig, tls_ca_file) },
+		{ "cert", offsetof(DbConfig, tls_cert_file) },
+		{ "key", offsetof(DbConfig, tls_key_file) },
+	};
+	char *where = xasprintf("databases.%s.tls", db->name);
+	char *item = xasprintf("%s.%s", where, key);
+	const char *s = yscalar(y, v, item);
+	size_t i;
+	for (i = 0; i < ARRAY_SIZE(fields); i++)
+		if (strcmp(key, fields[i].name) == 0)
+			break;
+	if (i == ARRAY_SIZE(fields))
+		yunknown(y, key, kn, where);
+	else if (s && i == 0 && !is_sslmode(s))
+		loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s", item, s);
+	else if (s)
+		set_string((char **)((char *)db + fields[i].offset), s);
+	free(item);
+	free(where);
+}
+
 typedef struct YamlDb {
 	DbConfig *db;
 	int password_sources;
@@ -1545,9 +1579,8 @@ static void yaml_db_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t 
 		return;
 	}
 	if (strcmp(key, "tls") == 0) {
-		/* server TLS lands with a later issue */
-		char *where = xasprintf("databases.%s.%s", db->name, key);
-		(void)ymapping(y, v, where);
+		char *where = xasprintf("databases.%s.tls", db->name);
+		ymap_each(y, v, where, yaml_db_tls_pair, db);
 		free(where);
 		return;
 	}
@@ -1953,10 +1986,9 @@ static void config_load_hba(Loader *ld)
 	free(path);
 }
 
-static bool sslmode_needs_tls(const char *mode)
+static bool sslmode_enables_tls(const char *mode)
 {
-	return mode && (strcmp(mode, "require") == 0 || strcmp(mode, "verify-ca") == 0 ||
-			strcmp(mode, "verify-full") == 0);
+	return mode && *mode && strcmp(mode, "disable") != 0;
 }
 
 bool config_parse_host_port(const char *s, char *host, size_t hostlen, int *port)
@@ -2037,13 +2069,11 @@ static void config_validate(Loader *ld)
 	const char *file = cfg->source_path;
 	if (!cfg->listen_addr && !cfg->unix_socket_dir)
 		loader_fail(ld, file, 0, "neither listen_addr nor unix_socket_dir is set: nothing to listen on");
-	/* Without TLS support, accepting these would silently downgrade to plaintext. */
-	if (sslmode_needs_tls(cfg->client_tls_sslmode))
-		loader_fail(ld, file, 0, "client_tls_sslmode = %s is not supported yet (no TLS)",
-			    cfg->client_tls_sslmode);
-	if (sslmode_needs_tls(cfg->server_tls_sslmode))
-		loader_fail(ld, file, 0, "server_tls_sslmode = %s is not supported yet (no TLS)",
-			    cfg->server_tls_sslmode);
+	/* Files and ciphers are checked when the TLS contexts are built (tls.c). */
+	if (sslmode_enables_tls(cfg->client_tls_sslmode) &&
+	    (!cfg->client_tls_cert_file || !cfg->client_tls_key_file))
+		loader_fail(ld, file, 0, "client_tls_sslmode = %s needs client_tls_cert_file and "
+			    "client_tls_key_file", cfg->client_tls_sslmode);
 	config_validate_ops(ld);
 	config_validate_jwt(ld);
 	if (cfg->audit.sink == AUDIT_SINK_FILE && !cfg->audit.path)

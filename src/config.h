@@ -37,7 +37,7 @@ typedef enum {
 	AUTH_MD5,	/* md5, falling back to SCRAM when the stored secret is SCRAM */
 	AUTH_SCRAM,	/* scram-sha-256 */
 	AUTH_HBA,	/* per connection, from auth_hba_file */
-	AUTH_CERT,	/* parsed and refused until TLS lands */
+	AUTH_CERT,	/* the verified client certificate's CommonName is the user (tls.c) */
 	AUTH_JWT,	/* cleartext password carrying a JWT (auth_jwt.c) */
 } AuthType;
 
@@ -94,6 +94,12 @@ typedef struct DbConfig {
 	/* ---- jwt */
 	DbRole *roles;		/* YAML roles:, in file order; NULL: none */
 	struct DbConfig *next;
+
+	/* TLS (issue 3): YAML databases.<name>.tls; NULL: the server_tls_* key */
+	char *tls_sslmode;
+	char *tls_ca_file;
+	char *tls_cert_file;
+	char *tls_key_file;
 } DbConfig;
 
 /* A [users] entry: per-user overrides. */
@@ -185,7 +191,7 @@ typedef struct Config {
 	int max_prepared_statements;	/* per server connection; 0 = no tracking (prepared.h) */
 	/* transaction pooling safety net (sessionstate.h): warn | error | pin | off */
 	char *transaction_session_state;
-	/* TLS keys are accepted and shown; TLS itself lands with issue 3. */
+	/* TLS (tls.c): contexts are built from these by tls_contexts_build(). */
 	char *client_tls_sslmode;
 	char *client_tls_key_file;
 	char *client_tls_cert_file;

@@ -7,6 +7,7 @@
 #include "enforce.h"
 #include "drain.h"
 #include "audit.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -98,14 +99,18 @@ bool moat_reload(char *err, size_t errlen)
 {
 	Config *fresh = config_load(moat->config_path, err, errlen);
 	PolicyEngine *engine = NULL;
-	if (fresh && !enforce_engine_build(fresh, &engine, err, errlen)) {
+	/* Certificates are read again: new content at the same path is picked up. */
+	TlsContexts *tls = fresh ? tls_contexts_build(fresh, err, errlen) : NULL;
+	if (fresh && (!tls || !enforce_engine_build(fresh, &engine, err, errlen))) {
 		config_free(fresh);
 		fresh = NULL;
 	}
 	if (!fresh) {
+		tls_contexts_free(tls);
 		log_error("reload failed, keeping the old configuration: %s", err);
 		return false;
 	}
+	tls_contexts_install(tls);
 	enforce_install(moat->worker, engine);
 	audit_reload(&fresh->audit);
 	Config *old = moat->cfg;

@@ -66,6 +66,7 @@ static void enforce_fill_session(Client *c)
 	ps->database = c->db_name;
 	ps->application_name = c->vars.values[VAR_APPLICATION_NAME];
 	ps->client_addr = c->remote.host;
+	ps->tls = c->ssl != NULL;
 	ps->claims_json = c->jwt_claims;	/* jwt */
 	ps->role = c->jwt_role;
 }

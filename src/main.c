@@ -22,6 +22,7 @@
 #include "audit.h"
 #include "sqlinfo.h"
 #include "prepared.h"
+#include "tls.h"
 #include "build_config.h"
 
 #include <getopt.h>
@@ -123,6 +124,13 @@ static int run_check(const char *path)
 		config_free(cfg);
 		return 1;
 	}
+	TlsContexts *tls = tls_contexts_build(cfg, err, sizeof(err));
+	if (!tls) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	tls_contexts_free(tls);
 	int ndb = 0;
 	for (const DbConfig *d = cfg->databases; d; d = d->next)
 		ndb++;
@@ -152,7 +160,18 @@ static void free_deferred_cb(evutil_socket_t fd, short what, void *arg)
 static Worker *worker_create(void)
 {
 	Worker *w = xcalloc(1, sizeof(*w));
-	w->base = event_base_new();
+	/*
+	 * Changes to epoll interest are batched and applied once per loop pass:
+	 * an event added and deleted in the same pass (bufferevent_openssl does
+	 * that for every write a TLS connection queues) costs no system call.
+	 * Safe because no socket here is dup()ed.
+	 */
+	struct event_config *ec = event_config_new();
+	if (ec)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	w->base = ec ? event_base_new_with_config(ec) : NULL;
+	if (ec)
+		event_config_free(ec);
 	if (!w->base) {
 		free(w);
 		return NULL;
@@ -297,6 +316,12 @@ static bool moat_start(Moat *m, const Options *o)
 		log_fatal("%s", err);
 		return false;
 	}
+	TlsContexts *tls = tls_contexts_build(m->cfg, err, sizeof(err));
+	if (!tls) {
+		log_fatal("%s", err);
+		return false;
+	}
+	tls_contexts_install(tls);
 	if (!listener_start(m->worker, m->cfg)) {
 		log_fatal("nothing to listen on: set listen_addr/listen_port or unix_socket_dir");
 		return false;
@@ -323,6 +348,7 @@ static void moat_stop(Moat *m)
 	admin_cleanup();
 	auth_query_cleanup();
 	pool_free_all();
+	tls_shutdown();
 	daemon_remove_pidfile(m->cfg->pidfile);
 	log_info("pgmoat stopped");
 	config_free(m->cfg);

@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <string.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h)
 {
@@ -68,9 +70,47 @@ static int flusher_send(struct evbuffer *out, int fd)
 	return (int)n;
 }
 
+static void flusher_after_write(OutFlush *of, int n);
+
+#define TLS_RECORD_MAX 16384	/* one SSL_write: at most one full record */
+
+/*
+ * Encrypt and send what the output holds, a record at a time. The bytes of
+ * a write that would block stay at the front of the output, contiguous
+ * (pulled up), so the bufferevent_openssl can retry it as OpenSSL requires.
+ * Returns bytes sent, or -1 with errno (EAGAIN when blocked).
+ */
+static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
+{
+	size_t sent = 0, len;
+	while ((len = evbuffer_get_length(out)) > 0) {
+		if (len > TLS_RECORD_MAX)
+			len = TLS_RECORD_MAX;
+		unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)len);
+		ERR_clear_error();
+		int n = p ? SSL_write(ssl, p, (int)len) : -1;
+		if (n > 0) {
+			evbuffer_drain(out, (size_t)n);
+			sent += (size_t)n;
+			continue;
+		}
+		int e = p ? SSL_get_error(ssl, n) : SSL_ERROR_SSL;
+		errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EIO;
+		return sent > 0 ? (int)sent : -1;
+	}
+	return (int)sent;
+}
+
 static void flusher_write_one(OutFlush *of)
 {
 	struct bufferevent *bev = of->bev;
+	if (of->ssl) {
+		if (bufferevent_get_enabled(bev) & EV_WRITE)
+			return;	/* a blocked write is pending: the bufferevent finishes it */
+		int n = flusher_send_tls(bufferevent_get_output(bev), of->ssl);
+		flusher_after_write(of, n);
+		return;
+	}
 	struct evbuffer *out = bufferevent_get_output(bev);
 	if (evbuffer_get_length(out) == 0)
 		return;
@@ -79,6 +119,14 @@ static void flusher_write_one(OutFlush *of)
 	evbuffer_unfreeze(out, 1);
 	int n = flusher_send(out, bufferevent_getfd(bev));
 	evbuffer_freeze(out, 1);
+	flusher_after_write(of, n);
+}
+
+/* After a direct write of n bytes (or -1, errno): hand leftovers to the bufferevent. */
+static void flusher_after_write(OutFlush *of, int n)
+{
+	struct bufferevent *bev = of->bev;
+	struct evbuffer *out = bufferevent_get_output(bev);
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		bufferevent_enable(bev, EV_WRITE);	/* the bufferevent reports the error */
 		return;
@@ -144,12 +192,18 @@ void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev)
 	evbuffer_add_cb(bufferevent_get_output(bev), output_changed_cb, of);
 }
 
+void msgio_output_use_tls(OutFlush *of, SSL *ssl)
+{
+	of->ssl = ssl;
+}
+
 void msgio_output_detach(OutFlush *of)
 {
 	if (of->queued)
 		list_del(&of->link);
 	of->queued = false;
 	of->bev = NULL;
+	of->ssl = NULL;
 }
 
 void msgio_output_drained(struct bufferevent *bev)
@@ -172,6 +226,46 @@ static void reader_update(InReader *r)
 		event_del(r->ev);
 		r->added = false;
 	}
+	if (want && r->tls_more)
+		event_active(r->ev, EV_READ, 0);	/* OpenSSL holds bytes no socket event announces */
+}
+
+/*
+ * SSL_read into up to room bytes of the input. Stops when OpenSSL holds
+ * nothing more (the socket's next event brings more), or when the room is
+ * full (OpenSSL may still hold data: tls_more).
+ */
+static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bool *got_data)
+{
+	struct evbuffer_iovec vec[1];
+	if (evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 1) != 1)
+		return -1;
+	size_t cap = vec[0].iov_len < room ? vec[0].iov_len : room;
+	size_t done = 0;
+	ssize_t rc = 1;
+	r->tls_more = false;
+	while (done < cap) {
+		ERR_clear_error();
+		int n = SSL_read(r->ssl, (char *)vec[0].iov_base + done, (int)(cap - done));
+		if (n > 0) {
+			done += (size_t)n;
+			if (!SSL_has_pending(r->ssl))
+				break;	/* the socket's next event brings more: no read just for EAGAIN */
+			continue;
+		}
+		int e = SSL_get_error(r->ssl, n);
+		if (e == SSL_ERROR_ZERO_RETURN)
+			rc = 0;
+		else if (e != SSL_ERROR_WANT_READ)
+			rc = -1;	/* renegotiation is off: WANT_WRITE here is a failure too */
+		break;
+	}
+	r->tls_more = done == cap;
+	vec[0].iov_len = done;
+	evbuffer_commit_space(in, vec, 1);
+	*got_data = done > 0;
+	/* Data first; an EOF or error behind it is seen on the next read. */
+	return done > 0 ? (ssize_t)done : rc;
 }
 
 /* Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN). */
@@ -185,6 +279,8 @@ static ssize_t reader_fill(InReader *r, bool *got_data)
 		return 1;	/* full: wait until the connection consumed some */
 	if (r->high && have < r->high && r->high - have < room)
 		room = r->high - have;
+	if (r->ssl)
+		return reader_fill_tls(r, in, room, got_data);
 	struct evbuffer_iovec vec[2];
 	/* A bufferevent freezes the end of its input; unfreeze just for this read, as
 	 * libevent's own read callback does. */
@@ -253,6 +349,13 @@ void msgio_reader_free(InReader *r)
 		event_free(r->ev);
 	r->ev = NULL;
 	r->added = false;
+}
+
+void msgio_reader_use_tls(InReader *r, SSL *ssl)
+{
+	r->ssl = ssl;
+	r->tls_more = true;	/* the handshake may have read application data ahead */
+	reader_update(r);
 }
 
 void msgio_reader_enable(InReader *r, bool on)

@@ -53,11 +53,14 @@ typedef struct Flusher {
 	struct event *ev;	/* deferred: runs once per loop pass */
 } Flusher;
 
+struct ssl_st;
+
 typedef struct OutFlush {
 	List link;		/* in flusher->dirty while queued */
 	struct bufferevent *bev;
 	Flusher *owner;
 	bool queued;
+	struct ssl_st *ssl;	/* TLS: SSL_write instead of send(); bev is its bufferevent_openssl */
 } OutFlush;
 
 bool msgio_flusher_init(Flusher *f, struct event_base *base) MUST_CHECK;
@@ -71,6 +74,12 @@ void msgio_flusher_free(Flusher *f);
 /* Take over the output side of bev; call msgio_output_detach before freeing bev. */
 void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev);
 void msgio_output_detach(OutFlush *of);
+/*
+ * A TLS connection (tls.c): one SSL_write per record's worth of output; a
+ * write that would block is finished by the bufferevent_openssl, as for
+ * plaintext. Call right after msgio_output_attach.
+ */
+void msgio_output_use_tls(OutFlush *of, struct ssl_st *ssl);
 /* From a bufferevent write callback: stop EV_WRITE once everything is out. */
 void msgio_output_drained(struct bufferevent *bev);
 
@@ -94,11 +103,20 @@ typedef struct InReader {
 	bufferevent_data_cb read_cb;
 	bufferevent_event_cb event_cb;
 	void *arg;
+	struct ssl_st *ssl;	/* TLS: SSL_read instead of recv() */
+	bool tls_more;		/* the last SSL_read stopped at the room, not the socket: read on */
 } InReader;
 
 bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
 		       bufferevent_event_cb event_cb, void *arg) MUST_CHECK;
 void msgio_reader_free(InReader *r);
+/*
+ * Read through ssl (tls.c). Bytes OpenSSL already holds (a record read
+ * ahead, or the rest of one larger than the room left below the watermark)
+ * get no socket event: the reader re-runs itself while SSL_has_pending(),
+ * so a message split across records at any offset never stalls.
+ */
+void msgio_reader_use_tls(InReader *r, struct ssl_st *ssl);
 void msgio_reader_enable(InReader *r, bool on);
 void msgio_reader_set_high(InReader *r, size_t high);
 /* SUSPEND/RESUME: overrides enabled while on. */

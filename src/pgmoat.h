@@ -43,6 +43,7 @@ typedef struct PoolUser PoolUser;
 typedef struct Pool Pool;
 typedef struct Client Client;
 typedef struct Server Server;
+struct ssl_st;
 
 typedef enum {
 	CL_FREE,		/* being torn down; waits one loop turn before free */
@@ -219,6 +220,9 @@ struct Client {
 	/* ---- audit (feature "audit") */
 	struct AuditSession *audit;	/* this session's audit state; NULL: not audited */
 
+	/* TLS (tls.c) */
+	struct ssl_st *ssl;	/* set once the handshake is done; owned by bev */
+
 	/* ---- jwt (feature "jwt"): set once the client's token is verified */
 	char *jwt_claims;	/* owned: the token's claims, compact JSON; NULL: no token */
 	char *jwt_role;		/* owned: the role the token's role_claim picked; NULL: none */
@@ -274,6 +278,10 @@ struct Server {
 	usec_t request_time;	/* last activity (monotonic) */
 	usec_t idle_since;	/* when it went idle (server_idle_timeout) */
 	usec_t login_deadline;	/* server_connect_timeout */
+
+	/* TLS (tls.c) */
+	struct ssl_st *ssl;	/* set once the handshake is done; owned by bev */
+	bool tls_requested;	/* SSLRequest sent: the next byte is 'S' or 'N' */
 };
 
 struct Worker {

@@ -34,6 +34,10 @@ static DbConfig *dbconfig_copy(const DbConfig *src, const char *name)
 	DUP(application_name);
 	DUP(connect_query);
 	DUP(src_file);
+	DUP(tls_sslmode);
+	DUP(tls_ca_file);
+	DUP(tls_cert_file);
+	DUP(tls_key_file);
 #undef DUP
 	d->roles = config_roles_copy(src->roles);	/* jwt */
 	if (!d->dbname)
@@ -57,6 +61,10 @@ static void dbconfig_free(DbConfig *d)
 	free(d->application_name);
 	free(d->connect_query);
 	free(d->src_file);
+	free(d->tls_sslmode);
+	free(d->tls_ca_file);
+	free(d->tls_cert_file);
+	free(d->tls_key_file);
 	config_roles_free(d->roles);	/* jwt */
 	free(d);
 }

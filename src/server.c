@@ -20,6 +20,7 @@
 #include "msgio.h"
 #include "auth_md5.h"
 #include "auth_scram.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -29,6 +30,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -112,7 +114,8 @@ static void server_send_terminate(Server *s)
 	static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
 	int fd = bufferevent_getfd(s->bev);
 	if (fd >= 0 && s->state != SV_LOGIN && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
-		ssize_t n = send(fd, terminate, sizeof(terminate), MSG_DONTWAIT | MSG_NOSIGNAL);
+		ssize_t n = s->ssl ? SSL_write(s->ssl, terminate, sizeof(terminate))
+				   : send(fd, terminate, sizeof(terminate), MSG_DONTWAIT | MSG_NOSIGNAL);
 		(void)n;
 	}
 }
@@ -160,8 +163,10 @@ void server_disconnect(Server *s, const char *fmt, ...)
 		server_send_terminate(s);
 		msgio_output_detach(&s->out);
 		msgio_reader_free(&s->in);
+		tls_close_notify(s->ssl);
 		bufferevent_free(s->bev);
 		s->bev = NULL;
+		s->ssl = NULL;	/* freed with its bufferevent */
 	}
 	server_release_counts(s);
 	enforce_forget(s);
@@ -800,11 +805,114 @@ static void server_read_login(Server *s)
 		server_forward(s);
 }
 
+static void server_read_cb(struct bufferevent *bev, void *arg);
+static void server_write_cb(struct bufferevent *bev, void *arg);
+static void server_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Point s->bev's callbacks and the direct reader and flusher at the connection. */
+static bool server_attach_io(Server *s)
+{
+	bufferevent_setcb(s->bev, NULL, server_write_cb, server_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
+	msgio_output_attach(&s->out, &s->worker->flusher, s->bev);
+	if (s->ssl)
+		msgio_output_use_tls(&s->out, s->ssl);
+	if (!msgio_reader_init(&s->in, s->bev, MSGIO_READ_HIGH, server_read_cb, server_event_cb, s))
+		return false;
+	if (s->ssl)
+		msgio_reader_use_tls(&s->in, s->ssl);
+	msgio_reader_enable(&s->in, !s->reading_paused);
+	msgio_reader_suspend(&s->in, moat->state == MOAT_SUSPENDED);	/* SUSPEND: no reading */
+	return true;
+}
+
+/* The first bytes we send: SSLRequest when TLS is wanted over TCP, else the startup packet. */
+static bool server_send_first_packet(Server *s)
+{
+	if (s->remote.is_unix || tls_server_mode(s->pool->db->cfg) == TLS_DISABLE)
+		return server_send_startup(s);
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_put_uint32(&pb, 8);
+	pktbuf_put_uint32(&pb, PROTO_SSL_CODE);
+	bool ok = server_send_pktbuf(s, &pb);
+	pktbuf_free(&pb);
+	s->tls_requested = ok;
+	return ok;
+}
+
+static void server_tls_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	Server *s = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		s->ssl = tls_get_ssl(bev);
+		if (!server_attach_io(s))
+			server_disconnect(s, "could not create the read event");
+		else if (!server_send_startup(s))
+			server_disconnect(s, "could not send the startup packet");
+		return;
+	}
+	char why[256];
+	tls_error_describe(bev, why, sizeof(why));
+	server_login_failed(s, "08006", "TLS handshake with the server failed: %s", why);
+}
+
+static void server_start_tls(Server *s)
+{
+	SSL *ssl = tls_server_ssl_new(s->pool->db->cfg, s->pool->db->cfg->host);
+	if (!ssl) {
+		server_login_failed(s, "08006", "could not set up TLS to the server");
+		return;
+	}
+	msgio_output_detach(&s->out);
+	msgio_reader_free(&s->in);
+	s->bev = tls_wrap_socket(s->bev, ssl, false);
+	if (!s->bev) {
+		server_login_failed(s, "08006", "could not start TLS to the server");
+		return;
+	}
+	bufferevent_setcb(s->bev, NULL, NULL, server_tls_event_cb, s);
+}
+
+/*
+ * The server's one-byte answer to our SSLRequest. Anything behind it came
+ * before the handshake and would pass for encrypted data (CVE-2021-23222):
+ * a protocol error.
+ */
+static void server_read_tls_answer(Server *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	uint8_t answer;
+	if (evbuffer_copyout(in, &answer, 1) < 1)
+		return;
+	TlsMode mode = tls_server_mode(s->pool->db->cfg);
+	if (answer != 'S' && answer != 'N') {
+		server_login_failed(s, "08P01", "invalid answer to SSLRequest from server");
+		return;
+	}
+	if (evbuffer_get_length(in) > 1) {
+		server_login_failed(s, "08P01", "protocol error: server sent data behind its answer to SSLRequest");
+		return;
+	}
+	evbuffer_drain(in, 1);
+	s->tls_requested = false;
+	if (answer == 'S') {
+		server_start_tls(s);
+	} else if (mode >= TLS_REQUIRE) {
+		server_login_failed(s, "08P01", "server does not accept TLS (sslmode %s)",
+				    tls_mode_name(mode));
+	} else if (!server_send_startup(s)) {
+		server_disconnect(s, "could not send the startup packet");
+	}
+}
+
 static void server_process_input(Server *s)
 {
 	if (!s->bev || s->reading_paused)
 		return;
-	if (s->state == SV_LOGIN)
+	if (s->state == SV_LOGIN && s->tls_requested)
+		server_read_tls_answer(s);
+	else if (s->state == SV_LOGIN)
 		server_read_login(s);
 	else if (s->state != SV_FREE)
 		server_forward(s);
@@ -861,7 +969,7 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 		msgio_reader_enable(&s->in, !s->reading_paused);
 		msgio_reader_suspend(&s->in, moat->state == MOAT_SUSPENDED);	/* SUSPEND: no reading */
-		if (!server_send_startup(s))
+		if (!server_send_first_packet(s))
 			server_disconnect(s, "could not send the startup packet");
 		return;
 	}

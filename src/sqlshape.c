@@ -1,7 +1,7 @@
 /*
  * Statement shapes from libpg_query's scanner (see sqlshape.h for why and
- * for which statements). The key is the token sequence: every token's kind
- * and, except for literals, its text; comments are left out.
+ * for which statements). The key is the statement's text, every byte of it,
+ * except the literals' values.
  */
 #include "sqlshape.h"
 #include "util.h"
@@ -79,20 +79,28 @@ static void key_append(char **key, size_t *len, size_t *cap, const char *s, size
 	(*key)[*len] = '\0';
 }
 
-/* The key of a scanned statement; false when it has no shape. */
+/*
+ * The key of a scanned statement; false when it has no shape. The key is the
+ * text itself with each literal's bytes replaced by '?': the scanner's token
+ * ends are not always where the token ends (a U&"..." identifier is reported
+ * as its first byte only), so nothing but a literal's own reported span is
+ * ever left out, and never past the next token's start.
+ */
 static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *scan, SqlShape *out)
 {
 	char *key = NULL;
 	size_t klen = 0, cap = 0;
+	size_t copied = 0;		/* sql[0, copied) is in the key */
 	size_t stmt_end = len;
 	bool seen_semicolon = false, first = true;
 	ByList by = { false, PG_QUERY__TOKEN__NUL };
-	char num[16];
 
 	key_append(&key, &klen, &cap, "\0", 1);
 	for (size_t i = 0; i < scan->n_tokens; i++) {
 		const PgQuery__ScanToken *tok = scan->tokens[i];
-		if (tok->start < 0 || tok->end < tok->start || (size_t)tok->end > len)
+		size_t next = i + 1 < scan->n_tokens ? (size_t)scan->tokens[i + 1]->start : len;
+		if (tok->start < 0 || tok->end < tok->start || (size_t)tok->start < copied ||
+		    next > len || (size_t)tok->start > next)
 			goto no_shape;
 		if (token_is_comment(tok->token))
 			continue;
@@ -105,16 +113,16 @@ static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *
 			continue;
 		}
 		bool keep = by_list_keeps(&by, tok) || !token_is_literal(tok->token);
-		int n = snprintf(num, sizeof(num), "%d:", (int)tok->token);
-		key_append(&key, &klen, &cap, num, (size_t)n);
 		if (keep)
-			key_append(&key, &klen, &cap, sql + tok->start, (size_t)(tok->end - tok->start));
-		else
-			key_append(&key, &klen, &cap, "?", 1);
-		key_append(&key, &klen, &cap, " ", 1);
+			continue;
+		size_t end = (size_t)tok->end < next ? (size_t)tok->end : next;
+		key_append(&key, &klen, &cap, sql + copied, (size_t)tok->start - copied);
+		key_append(&key, &klen, &cap, "?", 1);
+		copied = end;
 	}
 	if (first)
 		goto no_shape;	/* nothing but comments */
+	key_append(&key, &klen, &cap, sql + copied, len - copied);
 	out->key = key;
 	out->key_len = klen;
 	out->stmt_end = stmt_end;

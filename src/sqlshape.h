@@ -1,6 +1,6 @@
 /*
- * A statement's shape: its tokens, as libpg_query's own scanner reads them,
- * with every literal's value left out. Statements that differ only in their
+ * A statement's shape: its text with every literal's value left out, the
+ * literals found by libpg_query's own scanner. Statements that differ only in their
  * literals parse into trees that differ only in those constants, so for the
  * kinds of statement whose classification never reads a constant's value
  * (sqlinfo.c's kind, tables, functions, has_where, has_limit, writes ...)

@@ -298,6 +298,23 @@ def test_plain_tcp_is_refused_unless_allow_insecure(jwt_proxy):
         assert cur.fetchone()[0] == "jwt_ro"
 
 
+def test_tokens_over_tls_are_accepted_without_allow_insecure(jwt_proxy, tmp_path):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+            "-keyout", str(tmp_path / "proxy.key"), "-out", str(tmp_path / "proxy.crt"))
+    for f in ("proxy.key", "proxy.crt"):
+        chown_postgres(tmp_path / f)
+    p = jwt_proxy(jwt={"allow_insecure": "false"},
+                  settings={"client_tls_sslmode": "allow",
+                            "client_tls_cert_file": str(tmp_path / "proxy.crt"),
+                            "client_tls_key_file": str(tmp_path / "proxy.key")})
+    tok = p.token()
+    c = p.connect(user="ci", password=tok, sslmode="require")
+    with contextlib.closing(c), c.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "jwt_ro"
+    p.refused(tok, want="needs a TLS connection")   # the harness's dsn: sslmode=disable
+
+
 def test_es256_key_and_jwks_file(jwt_proxy):
     p = jwt_proxy(start=False)
     eckey, ecpub = make_ec_key(p.dir, "ec-1")

@@ -257,6 +257,8 @@ Test(config, sets_every_key_type_when_ini_has_values)
 		"admin_users = alice,  bob ,carol\n"
 		"ignore_startup_parameters = extra_float_digits, search_path\n"
 		"client_tls_sslmode = prefer\n"
+		"client_tls_cert_file = server.crt\n"
+		"client_tls_key_file = server.key\n"
 		"verbose = 2\n"
 		"max_prepared_statements = 10\n"));
 	cr_expect_str_eq(cfg->listen_addr, "127.0.0.1, ::1");
@@ -347,10 +349,11 @@ Test(config, fails_when_nothing_to_listen_on)
 	expect_load_error(path, 0, "neither listen_addr nor unix_socket_dir is set: nothing to listen on");
 }
 
-Test(config, refuses_tls_modes_that_need_tls)
+Test(config, refuses_client_tls_without_certificate)
 {
-	const char *path = tmp_write("p.ini", MINIMAL_INI "server_tls_sslmode = verify-full\n");
-	expect_load_error(path, 0, "server_tls_sslmode = verify-full is not supported yet (no TLS)");
+	const char *path = tmp_write("p.ini", MINIMAL_INI "client_tls_sslmode = require\n");
+	expect_load_error(path, 0, "client_tls_sslmode = require needs client_tls_cert_file and "
+			  "client_tls_key_file");
 	const char *bad = tmp_write("q.ini", MINIMAL_INI "client_tls_sslmode = sometimes\n");
 	expect_load_error(bad, 3, "invalid value for key 'client_tls_sslmode': sometimes");
 }

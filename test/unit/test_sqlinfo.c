@@ -576,7 +576,7 @@ Test(sqlinfo, shares_a_parse_between_statements_of_one_shape)
 {
 	SqlInfoCache *cache = sqlinfo_cache_new(8);
 	const char *t1 = "SELECT abalance FROM pgbench_accounts WHERE aid = 17;";
-	const char *t2 = "SELECT abalance FROM pgbench_accounts WHERE aid = 4242 ;";
+	const char *t2 = "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;";
 	SqlInfo *a = sqlinfo_cache_get(cache, t1, strlen(t1));
 	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));
 	cr_assert(a->ok && b->ok);
@@ -631,8 +631,18 @@ Test(sqlinfo, no_shared_parse_where_a_value_matters)
 			      "SET standard_conforming_strings = 'off'"));
 	cr_assert(!same_parse(cache, "SELECT 1; SELECT 2", "SELECT 1; SELECT 3"));
 	cr_assert(!same_parse(cache, "COPY t TO STDOUT", "COPY t TO STDOUT"));
-	/* a comment is not a literal, and not part of the shape either */
-	cr_assert(same_parse(cache, "SELECT 1 -- one", "SELECT 2 /* two */"));
+	/* everything but a literal's value is part of the shape: comments, spacing, names */
+	cr_assert(same_parse(cache, "SELECT 1 -- one", "SELECT 2 -- one"));
+	cr_assert(!same_parse(cache, "SELECT 1 -- one", "SELECT 2 /* two */"));
+	cr_assert(!same_parse(cache, "SELECT * FROM \"Secret\" WHERE a = 1",
+			      "SELECT * FROM \"Public\" WHERE a = 1"));
+	/* the scanner reports a U&"..." identifier as one byte long: its name still counts */
+	cr_assert(!same_parse(cache, "SELECT * FROM U&\"secret\" WHERE a = 1",
+			      "SELECT * FROM U&\"public\" WHERE a = 2"));
+	SqlInfo *u = sqlinfo_cache_get(cache, "SELECT * FROM U&\"d\\0061ta\" WHERE a = 3", 38);
+	cr_assert(u->ok);
+	cr_assert_str_eq(u->stmts[0].tables.items[0], "data");
+	sqlinfo_release(cache, u);
 	sqlinfo_cache_free(cache);
 }
 
