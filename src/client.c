@@ -1136,6 +1136,19 @@ static void client_read_whole(Client *c, size_t total, bool on)
 }
 
 /*
+ * The whole message h heads, taken out of the input (owned by the caller);
+ * NULL while its bytes are not all here, with the read watermark raised so
+ * that they can come.
+ */
+static uint8_t *client_take_whole(Client *c, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	uint8_t *msg = msgio_take(bufferevent_get_input(c->bev), h);
+	client_read_whole(c, total, msg == NULL);
+	return msg;
+}
+
+/*
  * One whole message on its way to s, after policies: the session-state check
  * (Query, Parse) may refuse it, and prepared statements may rewrite it.
  */
@@ -1171,7 +1184,6 @@ static bool client_wants_whole(const Client *c, const MsgHeader *h)
  */
 static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	size_t total = proto_msg_total(h);
 	if (total > JUDGE_MSG_MAX) {
@@ -1192,12 +1204,9 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		c->judge_waiting = true;	/* server_after_ready() resumes us */
 		return false;
 	}
-	uint8_t *msg = msgio_take(in, h);
-	if (!msg) {
-		client_read_whole(c, total, true);
+	uint8_t *msg = client_take_whole(c, h);
+	if (!msg)
 		return false;
-	}
-	client_read_whole(c, total, false);
 	Judged j;
 	enforce_judge(c, s, msg, total, &j);
 	if (j.held) {
@@ -1215,14 +1224,10 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 /* A message read whole for the checks above, with no policies to judge it. False: wait for bytes. */
 static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
 	size_t total = proto_msg_total(h);
-	uint8_t *msg = msgio_take(in, h);
-	if (!msg) {
-		client_read_whole(c, total, true);
+	uint8_t *msg = client_take_whole(c, h);
+	if (!msg)
 		return false;
-	}
-	client_read_whole(c, total, false);
 	client_account_message(c, s, h->type, total);
 	client_send_whole(c, s, msg, total);
 	free(msg);
@@ -1261,15 +1266,11 @@ static bool client_note_portal_names(Client *c, const MsgHeader *h)
 /* Masking: an Execute goes whole, after pgmoat's own Describe of its portal. */
 static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	size_t total = proto_msg_total(h);
-	uint8_t *msg = msgio_take(in, h);
-	if (!msg) {
-		client_read_whole(c, total, true);
+	uint8_t *msg = client_take_whole(c, h);
+	if (!msg)
 		return false;
-	}
-	client_read_whole(c, total, false);
 	maskwire_before_execute(s, msg, total, out);
 	client_account_message(c, s, h->type, total);
 	evbuffer_add(out, msg, total);
@@ -1284,14 +1285,10 @@ static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
  */
 static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
 	size_t total = proto_msg_total(h);
-	uint8_t *msg = msgio_take(in, h);
-	if (!msg) {
-		client_read_whole(c, total, true);
+	uint8_t *msg = client_take_whole(c, h);
+	if (!msg)
 		return false;
-	}
-	client_read_whole(c, total, false);
 	c->request_time = util_now_mono();
 	Judged j;
 	enforce_judge(c, NULL, msg, total, &j);
