@@ -403,10 +403,10 @@ struct AuditSession {
 	bool sql_full;		/* audit.sql at session start */
 };
 
-/* JWT sessions: the claims of the token (the JWT feature fills psession.claims_json). */
+/* JWT sessions: the verified claims of the token (client.c, at authentication). */
 static const char *audit_claims_json(const Client *c)
 {
-	return c->psession.claims_json;
+	return c->jwt_claims;	/* set at authentication, before audit_session_start */
 }
 
 /* Every record starts alike: ts, event, then the session's identity. */

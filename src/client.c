@@ -27,19 +27,21 @@
 #include "auth_md5.h"
 #include "auth_scram.h"
 #include "auth_query.h"
+#include "auth_jwt.h"
 #include "tls.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#define AUTH_MSG_MAX 8192		/* password and SASL messages */
+#define AUTH_MSG_MAX (JWT_MAX_TOKEN + 1024)	/* password (a JWT: up to 16 KB) and SASL messages */
 #define ADMIN_QUERY_MAX 65536
 #define FLUSH_TIMEOUT_SEC 5		/* an error that nobody reads does not keep the socket */
 #define JUDGE_MSG_MAX (SQLINFO_MAX_SQL + 65536)	/* larger statements are denied unread */
@@ -350,6 +352,20 @@ static void client_start_md5(Client *c)
 }
 
 static void client_auth_ok(Client *c);
+static bool client_uses_tls(const Client *c);
+
+/* jwt: the token comes as a cleartext password, so it needs TLS (or allow_insecure). */
+static void client_request_jwt(Client *c)
+{
+	if (!client_uses_tls(c) && !c->remote.is_unix && !moat->cfg->jwt.allow_insecure) {
+		moat->stats.login_failures++;
+		client_disconnect(c, "28000", "JWT authentication needs a TLS connection");
+		return;
+	}
+	c->auth_phase = AUTH_PHASE_PASSWORD;
+	if (!client_send_auth_request(c, pktbuf_auth_cleartext))
+		client_disconnect(c, NULL, "could not send the authentication request");
+}
 
 /* auth_type=cert (pgbouncer): the verified client certificate's CommonName is the user. */
 static void client_auth_cert(Client *c)
@@ -391,6 +407,9 @@ static void client_request_password(Client *c)
 		return;
 	case AUTH_SCRAM:
 		client_start_scram(c, ue);
+		return;
+	case AUTH_JWT:
+		client_request_jwt(c);
 		return;
 	case AUTH_CERT:
 		client_auth_cert(c);
@@ -503,6 +522,52 @@ static bool check_plain_password(const UserlistEntry *ue, const char *user, cons
 	return scram_verify_plain(ue->secret, pw);
 }
 
+/* jwt: the role the token's role_claim names; NULL: refused (why says so). */
+static const char *client_jwt_role(Client *c, const json_t *claims, const char **why)
+{
+	const JwtConfig *jc = &moat->cfg->jwt;
+	if (!jc->role_claim || admin_is_console_db(c->db_name))
+		return NULL;
+	const char *role = jwt_claim_string(claims, jc->role_claim);
+	Database *db = pool_find_database(c->db_name);
+	if (!role)
+		*why = "the role claim is missing or not a string";
+	else if (!db || !config_find_role(db->cfg, role))
+		*why = "the role claim names no role of this database";
+	return *why ? NULL : role;
+}
+
+/* jwt: verify the token, match the user name, pick the role; details only in the log. */
+static void client_check_jwt(Client *c, const char *token)
+{
+	const JwtConfig *jc = &moat->cfg->jwt;
+	char why[256] = "";
+	const char *role_why = NULL;
+	json_t *claims = jwt_verify(jc, token, strlen(token), time(NULL), why, sizeof(why));
+	const char *user = claims ? jwt_claim_string(claims, jwt_user_claim(jc)) : NULL;
+	if (claims && (!user || strcmp(user, c->user_name) != 0))
+		snprintf(why, sizeof(why), "claim '%s' does not equal the user name",
+			 jwt_user_claim(jc));
+	const char *role = why[0] ? NULL : client_jwt_role(c, claims, &role_why);
+	if (why[0] || role_why) {
+		moat->stats.login_failures++;
+		slog_info(c, "JWT authentication failed for user \"%s\": %s", c->user_name,
+			  why[0] ? why : role_why);
+		if (why[0])
+			client_disconnect(c, "28P01", "JWT authentication failed");
+		else
+			client_disconnect(c, "28000", "JWT authentication failed: the token names no "
+					  "role of database \"%s\"", c->db_name);
+	} else {
+		c->jwt_claims = json_dumps(claims, JSON_COMPACT);
+		c->jwt_role = role ? xstrdup(role) : NULL;
+		slog_debug(c, "JWT accepted: %s=%s role=%s", jwt_user_claim(jc), user,
+			   role ? role : "-");
+		client_auth_ok(c);
+	}
+	json_decref(claims);
+}
+
 static void client_handle_password(Client *c, const uint8_t *body, size_t len)
 {
 	PktReader r;
@@ -510,6 +575,10 @@ static void client_handle_password(Client *c, const uint8_t *body, size_t len)
 	proto_reader_init(&r, body, len);
 	if (!proto_read_cstring(&r, &pw) || proto_reader_left(&r) != 0) {
 		client_disconnect(c, "08P01", "invalid password packet");
+		return;
+	}
+	if (c->auth_method == AUTH_JWT) {
+		client_check_jwt(c, pw);
 		return;
 	}
 	const UserlistEntry *ue = client_userlist_entry(c);
@@ -677,8 +746,13 @@ static void client_auth_ok(Client *c)
 		client_disconnect(c, "3D000", "no such database: %s", c->db_name);
 		return;
 	}
-	const char *pool_user = db->cfg->user ? db->cfg->user : c->user_name;
-	Pool *pool = pool_get(db, pool_get_user(pool_user));
+	const DbRole *role = c->jwt_role ? config_find_role(db->cfg, c->jwt_role) : NULL;
+	if (c->jwt_role && !role) {
+		client_disconnect(c, "28000", "role %s is gone from database %s", c->jwt_role, c->db_name);
+		return;
+	}
+	const char *pool_user = role ? role->user : db->cfg->user ? db->cfg->user : c->user_name;
+	Pool *pool = pool_get_for_role(db, pool_get_user(pool_user), c->jwt_role);
 	c->pool = pool;
 	pool->user->client_count++;
 	if (c->scram.recovered.valid && !db->cfg->user)
@@ -1563,6 +1637,8 @@ void client_free(Client *c)
 	varcache_free(&c->vars);
 	free(c->user_name);
 	free(c->db_name);
+	free(c->jwt_claims);
+	free(c->jwt_role);
 	admin_ext_free(c);
 	if (c->queried) {
 		free(c->queried->name);

@@ -192,6 +192,7 @@ static const struct {
 	{ "scram-sha-256", AUTH_SCRAM },
 	{ "hba", AUTH_HBA },
 	{ "cert", AUTH_CERT },
+	{ "jwt", AUTH_JWT },
 };
 
 static const char *const sslmode_names[] = {
@@ -532,10 +533,23 @@ static Config *config_new_defaults(const char *path)
 	return cfg;
 }
 
+void config_roles_free(DbRole *r)
+{
+	while (r) {
+		DbRole *next = r->next;
+		free(r->name);
+		free(r->user);
+		util_free_secret(r->password);
+		free(r);
+		r = next;
+	}
+}
+
 static void db_free(DbConfig *db)
 {
 	if (!db)
 		return;
+	config_roles_free(db->roles);
 	free(db->name);
 	free(db->host);
 	free(db->dbname);
@@ -579,6 +593,7 @@ void config_free(Config *cfg)
 	}
 	userlist_free(cfg->userlist);
 	hba_free(cfg->hba);
+	jwt_config_free(&cfg->jwt);
 	policy_config_free(&cfg->policy);
 	util_free_secret(cfg->approvals_conninfo);
 	util_free_secret(cfg->approvals_key);
@@ -596,6 +611,28 @@ const DbConfig *config_find_db(const Config *cfg, const char *name)
 			fallback = db;
 	}
 	return fallback;
+}
+
+DbRole *config_roles_copy(const DbRole *src)
+{
+	DbRole *head = NULL, **tail = &head;
+	for (; src; src = src->next) {
+		DbRole *r = xcalloc(1, sizeof(*r));
+		r->name = xstrdup(src->name);
+		r->user = xstrdup(src->user);
+		r->password = src->password ? xstrdup(src->password) : NULL;
+		*tail = r;
+		tail = &r->next;
+	}
+	return head;
+}
+
+const DbRole *config_find_role(const DbConfig *db, const char *name)
+{
+	for (const DbRole *r = db ? db->roles : NULL; r; r = r->next)
+		if (strcmp(r->name, name) == 0)
+			return r;
+	return NULL;
 }
 
 const UserConfig *config_find_user(const Config *cfg, const char *name)
@@ -1250,6 +1287,125 @@ static void yaml_listen_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_nod
 	yaml_alias_pair(y, key, kn, v, &a);
 }
 
+/* ---- jwt: auth.jwt (auth_jwt.h) */
+typedef struct YamlJwtKey {
+	const char *kid, *alg, *file;
+	int line;
+} YamlJwtKey;
+
+static void yaml_jwt_key_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	YamlJwtKey *k = arg;
+	const char **dst = strcmp(key, "kid") == 0 ? &k->kid : strcmp(key, "alg") == 0 ? &k->alg
+			 : strcmp(key, "file") == 0 ? &k->file : NULL;
+	char *where = xasprintf("auth.jwt.keys.%s", key);
+	if (!dst)
+		yunknown(y, key, kn, "auth.jwt.keys");
+	else
+		*dst = yscalar(y, v, where);
+	free(where);
+}
+
+static void yjwt_key(Yaml *y, yaml_node_t *item)
+{
+	YamlJwtKey k = { NULL, NULL, NULL, ynode_line(item) };
+	char err[512];
+	ymap_each(y, item, "auth.jwt.keys", yaml_jwt_key_pair, &k);
+	if (y->ld->failed)
+		return;
+	if (!k.alg || !*k.alg || !k.file || !*k.file) {
+		loader_fail(y->ld, y->file, k.line, "'auth.jwt.keys': each key needs alg and file");
+		return;
+	}
+	char *path = path_resolve(y->ld->dir, k.file);
+	if (!jwt_config_add_key_file(&y->ld->cfg->jwt, k.kid && *k.kid ? k.kid : NULL, k.alg, path,
+				     err, sizeof(err)))
+		loader_fail(y->ld, y->file, k.line, "auth.jwt.keys: %s", err);
+	free(path);
+}
+
+static void yjwt_keys(Yaml *y, yaml_node_t *v)
+{
+	if (v->type != YAML_SEQUENCE_NODE) {
+		loader_fail(y->ld, y->file, ynode_line(v), "'auth.jwt.keys' must be a list");
+		return;
+	}
+	for (yaml_node_item_t *it = v->data.sequence.items.start;
+	     it < v->data.sequence.items.top && !y->ld->failed; it++) {
+		yaml_node_t *item = ynode(y, *it);
+		if (item)
+			yjwt_key(y, item);
+	}
+}
+
+static void yjwt_jwks(Yaml *y, const char *s, int line)
+{
+	char err[512];
+	int skipped = 0;
+	char *path = path_resolve(y->ld->dir, s);
+	if (!jwt_config_add_jwks_file(&y->ld->cfg->jwt, path, &skipped, err, sizeof(err)))
+		loader_fail(y->ld, y->file, line, "auth.jwt: %s", err);
+	else if (skipped)
+		log_info("%s: %d key(s) of jwks_file %s skipped (not RSA/EC signing keys)", y->file,
+			 skipped, path);
+	free(path);
+}
+
+static void yaml_jwt_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	static const char *const known[] = { "keys", "jwks_file", "issuer", "audience", "leeway",
+					     "max_ttl", "role_claim", "user_claim", "allow_insecure" };
+	JwtConfig *jc = &y->ld->cfg->jwt;
+	size_t i = 0;
+	while (i < ARRAY_SIZE(known) && strcmp(key, known[i]) != 0)
+		i++;
+	if (i == ARRAY_SIZE(known)) {
+		yunknown(y, key, kn, "auth.jwt");
+		return;
+	}
+	if (strcmp(key, "keys") == 0) {
+		yjwt_keys(y, v);
+		return;
+	}
+	char *where = xasprintf("auth.jwt.%s", known[i]);
+	if (strcmp(key, "audience") == 0 && v->type == YAML_SEQUENCE_NODE) {
+		for (yaml_node_item_t *it = v->data.sequence.items.start;
+		     it < v->data.sequence.items.top && !y->ld->failed; it++) {
+			yaml_node_t *item = ynode(y, *it);
+			const char *s = item ? yscalar(y, item, where) : NULL;
+			if (s && *s)
+				strlist_add(&jc->audience, s);
+		}
+		free(where);
+		return;
+	}
+	const char *s = yscalar(y, v, where);
+	bool ok = true;
+	if (!s) {
+		ok = true;	/* reported */
+	} else if (strcmp(key, "jwks_file") == 0) {
+		yjwt_jwks(y, s, ynode_line(v));
+	} else if (strcmp(key, "issuer") == 0 || strcmp(key, "role_claim") == 0 ||
+		   strcmp(key, "user_claim") == 0) {
+		char **dst = key[0] == 'i' ? &jc->issuer : key[0] == 'r' ? &jc->role_claim
+									: &jc->user_claim;
+		free(*dst);
+		*dst = *s ? xstrdup(s) : NULL;
+	} else if (strcmp(key, "audience") == 0) {
+		if (*s)
+			strlist_add(&jc->audience, s);
+	} else if (strcmp(key, "leeway") == 0) {
+		ok = config_parse_duration(s, &jc->leeway) && jc->leeway >= 0;
+	} else if (strcmp(key, "max_ttl") == 0) {
+		ok = config_parse_duration(s, &jc->max_ttl) && jc->max_ttl >= 0;
+	} else {
+		ok = parse_bool(s, &jc->allow_insecure);
+	}
+	if (!ok)
+		loader_fail(y->ld, y->file, ynode_line(v), "invalid value for key '%s': %s", where, s);
+	free(where);
+}
+
 static void yaml_auth_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
 {
 	static const YamlAlias auth[] = {
@@ -1258,24 +1414,31 @@ static void yaml_auth_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_
 		{ "hba_file", "auth_hba_file" },
 		{ "user", "auth_user" },
 		{ "query", "auth_query" },
-		{ "jwt", NULL },	/* JWT lands with a later issue */
 	};
+	if (strcmp(key, "jwt") == 0) {
+		y->ld->cfg->jwt.configured = true;
+		ymap_each(y, v, "auth.jwt", yaml_jwt_pair, NULL);
+		return;
+	}
 	AliasArg a = { "auth", auth, ARRAY_SIZE(auth) };
 	yaml_alias_pair(y, key, kn, v, &a);
 }
 
-/* password, password_file and password_env are three spellings of one secret. */
-static void ydb_password(Yaml *y, DbConfig *db, const char *key, yaml_node_t *v, int *sources)
+/*
+ * password, password_file and password_env are three spellings of one secret;
+ * ypath is the YAML path of the entry, owner names it in messages ("database 'app'").
+ */
+static void ysecret(Yaml *y, const char *ypath, const char *owner, const char *key, yaml_node_t *v,
+		    int *sources, char **dst)
 {
-	char *where = xasprintf("databases.%s.%s", db->name, key);
+	char *where = xasprintf("%s.%s", ypath, key);
 	const char *s = yscalar(y, v, where);
 	free(where);
 	if (!s)
 		return;
 	if (++*sources > 1) {
 		loader_fail(y->ld, y->file, ynode_line(v),
-			    "database '%s': only one of password, password_file, password_env may be set",
-			    db->name);
+			    "%s: only one of password, password_file, password_env may be set", owner);
 		return;
 	}
 	char *secret = NULL;
@@ -1287,27 +1450,82 @@ static void ydb_password(Yaml *y, DbConfig *db, const char *key, yaml_node_t *v,
 			secret = xstrdup(env);
 		else
 			loader_fail(y->ld, y->file, ynode_line(v),
-				    "database '%s': environment variable '%s' (password_env) is not set",
-				    db->name, s);
+				    "%s: environment variable '%s' (password_env) is not set", owner, s);
 	} else {
 		char *path = path_resolve(y->ld->dir, s);
 		secret = util_read_file(path, CONFIG_MAX_SECRET_FILE, true);
 		if (!secret)
 			loader_fail(y->ld, y->file, ynode_line(v),
-				    "database '%s': cannot read password_file '%s': %s", db->name,
-				    path, strerror(errno));
+				    "%s: cannot read password_file '%s': %s", owner, path,
+				    strerror(errno));
 		free(path);
 	}
 	if (secret && *secret == '\0') {
-		loader_fail(y->ld, y->file, ynode_line(v), "database '%s': %s gives an empty password",
-			    db->name, key);
+		loader_fail(y->ld, y->file, ynode_line(v), "%s: %s gives an empty password", owner, key);
 		free(secret);
 		secret = NULL;
 	}
 	if (secret) {
-		util_free_secret(db->password);
-		db->password = secret;
+		util_free_secret(*dst);
+		*dst = secret;
 	}
+}
+
+static void ydb_password(Yaml *y, DbConfig *db, const char *key, yaml_node_t *v, int *sources)
+{
+	char *path = xasprintf("databases.%s", db->name);
+	char *owner = xasprintf("database '%s'", db->name);
+	ysecret(y, path, owner, key, v, sources, &db->password);
+	free(owner);
+	free(path);
+}
+
+/* ---- jwt: databases.<db>.roles.<name>: { user, password | password_file | password_env } */
+typedef struct YamlRole {
+	DbRole *role;
+	char *owner;		/* "databases.app.roles.reader" */
+	int password_sources;
+} YamlRole;
+
+static void yaml_role_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	YamlRole *yr = arg;
+	if (strcmp(key, "password") == 0 || strcmp(key, "password_file") == 0 ||
+	    strcmp(key, "password_env") == 0) {
+		ysecret(y, yr->owner, yr->owner, key, v, &yr->password_sources, &yr->role->password);
+		return;
+	}
+	if (strcmp(key, "user") != 0) {
+		yunknown(y, key, kn, yr->owner);
+		return;
+	}
+	char *where = xasprintf("%s.user", yr->owner);
+	const char *s = yscalar(y, v, where);
+	free(where);
+	if (s && *s) {
+		free(yr->role->user);
+		yr->role->user = xstrdup(s);
+	}
+}
+
+static void yaml_roles_pair(Yaml *y, const char *name, yaml_node_t *kn, yaml_node_t *v, void *arg)
+{
+	DbConfig *db = arg;
+	YamlRole yr = { xcalloc(1, sizeof(DbRole)), xasprintf("databases.%s.roles.%s", db->name, name), 0 };
+	yr.role->name = xstrdup(name);
+	ymap_each(y, v, yr.owner, yaml_role_pair, &yr);
+	if (!y->ld->failed && (!yr.role->user || config_find_role(db, name)))
+		loader_fail(y->ld, y->file, ynode_line(kn), "'%s' %s", yr.owner,
+			    yr.role->user ? "is defined twice" : "needs a user");
+	if (y->ld->failed) {
+		config_roles_free(yr.role);
+	} else {
+		DbRole **pp = &db->roles;
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = yr.role;
+	}
+	free(yr.owner);
 }
 
 /* databases.<name>.tls: { mode, ca, cert, key } for this server only. */
@@ -1354,16 +1572,15 @@ static void yaml_db_pair(Yaml *y, const char *key, yaml_node_t *kn, yaml_node_t 
 		ydb_password(y, db, key, v, &ydb->password_sources);
 		return;
 	}
+	if (strcmp(key, "roles") == 0) {
+		char *owner = xasprintf("databases.%s.roles", db->name);
+		ymap_each(y, v, owner, yaml_roles_pair, db);
+		free(owner);
+		return;
+	}
 	if (strcmp(key, "tls") == 0) {
 		char *where = xasprintf("databases.%s.tls", db->name);
 		ymap_each(y, v, where, yaml_db_tls_pair, db);
-		free(where);
-		return;
-	}
-	if (strcmp(key, "roles") == 0) {
-		/* JWT roles land with a later issue */
-		char *where = xasprintf("databases.%s.%s", db->name, key);
-		(void)ymapping(y, v, where);
 		free(where);
 		return;
 	}
@@ -1832,6 +2049,19 @@ static void config_validate_ops(Loader *ld)
 			    cfg->proxy_protocol);
 }
 
+/* jwt: auth_type = jwt needs keys; keys without auth_type = jwt would be a silent no-op. */
+static void config_validate_jwt(Loader *ld)
+{
+	const Config *cfg = ld->cfg;
+	const char *file = cfg->source_path;
+	if (cfg->auth_type == AUTH_JWT && cfg->jwt.nkeys == 0)
+		loader_fail(ld, file, 0, "auth type jwt needs auth.jwt with keys or a jwks_file "
+			    "holding at least one key");
+	else if (cfg->jwt.configured && cfg->auth_type != AUTH_JWT)
+		log_warning("%s: auth.jwt is set but auth.type is %s: tokens are not used", file,
+			    config_auth_type_name(cfg->auth_type));
+}
+
 /* Rules that span keys; per-value rules were checked while parsing. */
 static void config_validate(Loader *ld)
 {
@@ -1845,6 +2075,7 @@ static void config_validate(Loader *ld)
 		loader_fail(ld, file, 0, "client_tls_sslmode = %s needs client_tls_cert_file and "
 			    "client_tls_key_file", cfg->client_tls_sslmode);
 	config_validate_ops(ld);
+	config_validate_jwt(ld);
 	if (cfg->audit.sink == AUDIT_SINK_FILE && !cfg->audit.path)
 		loader_fail(ld, file, 0, "audit.sink is file but audit.path is not set");
 	if (!config_parse_session_state(cfg->transaction_session_state, NULL))

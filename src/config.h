@@ -15,6 +15,7 @@
 #include "userlist.h"
 #include "hba.h"
 #include "policy.h"
+#include "auth_jwt.h"
 
 typedef enum { POOL_SESSION = 0, POOL_TRANSACTION = 1, POOL_STATEMENT = 2 } PoolMode;
 
@@ -37,6 +38,7 @@ typedef enum {
 	AUTH_SCRAM,	/* scram-sha-256 */
 	AUTH_HBA,	/* per connection, from auth_hba_file */
 	AUTH_CERT,	/* the verified client certificate's CommonName is the user (tls.c) */
+	AUTH_JWT,	/* cleartext password carrying a JWT (auth_jwt.c) */
 } AuthType;
 
 const char *config_pool_mode_name(PoolMode m);
@@ -61,6 +63,14 @@ typedef struct AuditConfig {
 void audit_config_free(AuditConfig *ac);
 bool audit_config_equal(const AuditConfig *a, const AuditConfig *b);
 
+/* ---- jwt: databases.<db>.roles.<name>, the server role a token's role_claim picks */
+typedef struct DbRole {
+	char *name;
+	char *user;		/* server user */
+	char *password;		/* NULL: none (the server trusts, or auth_file has it) */
+	struct DbRole *next;
+} DbRole;
+
 typedef struct DbConfig {
 	char *name;		/* name clients connect to; "*" is the fallback entry */
 	char *host;		/* NULL or starting with '/': unix socket directory */
@@ -81,6 +91,8 @@ typedef struct DbConfig {
 	int pool_mode;		/* -1: global pool_mode, else a PoolMode */
 	char *src_file;		/* where it was defined, for error messages */
 	int src_line;
+	/* ---- jwt */
+	DbRole *roles;		/* YAML roles:, in file order; NULL: none */
 	struct DbConfig *next;
 
 	/* TLS (issue 3): YAML databases.<name>.tls; NULL: the server_tls_* key */
@@ -225,6 +237,9 @@ typedef struct Config {
 
 	/* ---- audit (feature "audit"): YAML `audit:`; sink AUDIT_SINK_NONE = no audit */
 	AuditConfig audit;
+
+	/* ---- jwt (feature "jwt"): YAML auth.jwt */
+	JwtConfig jwt;
 } Config;
 
 /*
@@ -238,6 +253,9 @@ void config_free(Config *cfg);
 /* Lookup helpers used by the pooler. */
 const DbConfig *config_find_db(const Config *cfg, const char *name); /* falls back to "*" */
 const UserConfig *config_find_user(const Config *cfg, const char *name);
+const DbRole *config_find_role(const DbConfig *db, const char *name);	/* jwt */
+DbRole *config_roles_copy(const DbRole *src);	/* jwt: deep copy, for the pooler's DbConfig */
+void config_roles_free(DbRole *r);
 
 /* SHOW CONFIG: iterate every [pgbouncer] key in pgbouncer's order. */
 typedef struct ConfigKeyView {

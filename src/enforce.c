@@ -67,6 +67,8 @@ static void enforce_fill_session(Client *c)
 	ps->application_name = c->vars.values[VAR_APPLICATION_NAME];
 	ps->client_addr = c->remote.host;
 	ps->tls = c->ssl != NULL;
+	ps->claims_json = c->jwt_claims;	/* jwt */
+	ps->role = c->jwt_role;
 }
 
 bool enforce_session_open(Client *c)

@@ -129,6 +129,9 @@ struct Pool {
 	char *queried_secret;	/* owned: auth_query's secret for this user, to log servers in */
 	/* Masking on the wire (catalog.c): OID -> names, on a connection of its own */
 	struct Catalog *mask_catalog;
+
+	/* ---- jwt: a pool per (database, server role); NULL: not a role pool */
+	char *jwt_role;		/* owned: databases.<db>.roles name; servers log in with its secret */
 };
 
 typedef enum {
@@ -219,6 +222,10 @@ struct Client {
 
 	/* TLS (tls.c) */
 	struct ssl_st *ssl;	/* set once the handshake is done; owned by bev */
+
+	/* ---- jwt (feature "jwt"): set once the client's token is verified */
+	char *jwt_claims;	/* owned: the token's claims, compact JSON; NULL: no token */
+	char *jwt_role;		/* owned: the role the token's role_claim picked; NULL: none */
 };
 
 struct Server {

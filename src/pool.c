@@ -39,6 +39,7 @@ static DbConfig *dbconfig_copy(const DbConfig *src, const char *name)
 	DUP(tls_cert_file);
 	DUP(tls_key_file);
 #undef DUP
+	d->roles = config_roles_copy(src->roles);	/* jwt */
 	if (!d->dbname)
 		d->dbname = xstrdup(name);
 	return d;
@@ -64,6 +65,7 @@ static void dbconfig_free(DbConfig *d)
 	free(d->tls_ca_file);
 	free(d->tls_cert_file);
 	free(d->tls_key_file);
+	config_roles_free(d->roles);	/* jwt */
 	free(d);
 }
 
@@ -115,15 +117,27 @@ PoolUser *pool_get_user(const char *name)
 
 Pool *pool_get(Database *db, PoolUser *user)
 {
+	return pool_get_for_role(db, user, NULL);
+}
+
+/* jwt: a role pool never shares servers with another role's pool, nor with a plain one. */
+static bool pool_role_is(const Pool *p, const char *role)
+{
+	return role ? p->jwt_role && strcmp(p->jwt_role, role) == 0 : !p->jwt_role;
+}
+
+Pool *pool_get_for_role(Database *db, PoolUser *user, const char *role)
+{
 	List *item;
 	list_for_each(item, &moat->pools) {
 		Pool *p = container_of(item, Pool, head);
-		if (p->db == db && p->user == user)
+		if (p->db == db && p->user == user && pool_role_is(p, role))
 			return p;
 	}
 	Pool *p = xcalloc(1, sizeof(*p));
 	p->db = db;
 	p->user = user;
+	p->jwt_role = role ? xstrdup(role) : NULL;
 	p->server_user = xstrdup(user->name);
 	list_init(&p->active_clients);
 	list_init(&p->waiting_clients);
@@ -618,6 +632,7 @@ static void pool_free(Pool *p)
 	paramlist_free(&p->welcome);
 	util_wipe(&p->scram_keys, sizeof(p->scram_keys));
 	free(p->server_user);
+	free(p->jwt_role);
 	free(p->last_login_error);
 	util_free_secret(p->queried_secret);
 	catalog_free(p->mask_catalog);

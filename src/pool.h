@@ -13,6 +13,7 @@
 Database *pool_find_database(const char *name);	/* creates from "*" when configured */
 PoolUser *pool_get_user(const char *name);
 Pool *pool_get(Database *db, PoolUser *user);
+Pool *pool_get_for_role(Database *db, PoolUser *user, const char *role);	/* jwt; NULL: no role */
 
 PoolMode pool_effective_mode(const Pool *pool);
 int pool_effective_size(const Pool *pool);

@@ -190,6 +190,10 @@ void server_disconnect(Server *s, const char *fmt, ...)
 const char *server_pool_secret(const Pool *pool)
 {
 	const DbConfig *d = pool->db->cfg;
+	if (pool->jwt_role) {	/* jwt: the role's own secret, as configured now */
+		const DbRole *r = config_find_role(d, pool->jwt_role);
+		return r ? r->password : NULL;
+	}
 	if (d->user && d->password)
 		return d->password;
 	if (d->password && !d->user)

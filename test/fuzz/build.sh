@@ -34,6 +34,7 @@ sources() {
 	fuzz_errscrub) echo "errscrub.c pktbuf.c proto.c util.c" ;;
 	fuzz_prepared) echo "prepared.c sqlinfo.c sqlshape.c colflow.c pktbuf.c proto.c log.c util.c" ;;
 	fuzz_approvals_api) echo "approvals_api.c http_token.c audit_record.c util.c" ;;
+	fuzz_jwt) echo "auth_jwt.c util.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -47,11 +48,12 @@ extra_libs() {
 	fuzz_sqlinfo|fuzz_maskguard) echo "-lpg_query -ljansson" ;;
 	fuzz_prepared) echo "-lpg_query -ljansson $(pkg-config --libs libevent)" ;;
 	fuzz_approvals_api) echo "-ljansson" ;;
+	fuzz_jwt) echo "-ljwt -ljansson" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api fuzz_jwt"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "src/config.h"
 #include "src/log.h"
@@ -596,8 +598,28 @@ static const char design_yaml[] =
 	"audit:    { sink: file, path: audit.jsonl, sql: normalized, required: false }\n"
 	"approvals: { timeout: 10m, store: memory, webhook: 'http://127.0.0.1:9/hook' }\n";
 
+/* jwt: a fresh RSA public key in PEM, for auth.jwt.keys */
+static char *rsa_public_pem(void)
+{
+	EVP_PKEY *k = EVP_RSA_gen(2048);
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data;
+	cr_assert(k && b && PEM_write_bio_PUBKEY(b, k));
+	long n = BIO_get_mem_data(b, &data);
+	char *out = strndup(data, (size_t)n);
+	BIO_free(b);
+	EVP_PKEY_free(k);
+	return out;
+}
+
 Test(config, loads_design_example_when_yaml)
 {
+	char *pem = rsa_public_pem();
+	tmp_write("ci-1.pem", pem);
+	free(pem);
+	tmp_write("jwks.json", "{\"keys\": []}");
+	tmp_write("ro.pass", "ro-secret\n");
+	tmp_write("rw.pass", "rw-secret\n");
 	tmp_write("app.pass", "s3cret\n");
 	tmp_write("userlist.txt", "\"alice\" \"pw\"\n");
 	Config *cfg = load_ok(tmp_write("pgmoat.yaml", design_yaml));
@@ -638,7 +660,54 @@ Test(config, loads_design_example_when_yaml)
 	const UserConfig *alice = config_find_user(cfg, "alice");
 	cr_assert_not_null(alice);
 	cr_expect_eq(alice->max_user_connections, 3);
+	/* jwt */
+	const DbRole *reader = config_find_role(app, "reader");
+	cr_assert_not_null(reader);
+	cr_expect_str_eq(reader->user, "app_ro");
+	cr_expect_str_eq(reader->password, "ro-secret");
+	cr_expect_str_eq(config_find_role(app, "writer")->password, "rw-secret");
+	cr_expect_null(config_find_role(app, "admin"));
+	cr_expect(cfg->jwt.configured);
+	cr_expect_eq(cfg->jwt.nkeys, 1);
+	cr_expect_str_eq(cfg->jwt.keys[0].kid, "ci-1");
+	cr_expect_str_eq(cfg->jwt.issuer, "https://token.example");
+	cr_expect(strlist_contains(&cfg->jwt.audience, "pgmoat"));
+	cr_expect_eq(cfg->jwt.leeway, 30 * USEC_PER_SEC);
+	cr_expect_eq(cfg->jwt.max_ttl, 3600 * USEC_PER_SEC);
+	cr_expect_str_eq(cfg->jwt.role_claim, "db_role");
+	cr_expect(!cfg->jwt.allow_insecure);
 	config_free(cfg);
+}
+
+/* jwt: the error names file:line (0: no line) and says at least want. */
+static void expect_jwt_error(const char *path, int line, const char *want)
+{
+	Config *cfg = config_load(path, errbuf, sizeof(errbuf));
+	cr_assert_null(cfg, "config %s loaded but should fail", path);
+	char *prefix = line > 0 ? xasprintf("%s:%d: ", path, line) : xasprintf("%s: ", path);
+	cr_expect(strncmp(errbuf, prefix, strlen(prefix)) == 0, "'%s' does not start with '%s'",
+		  errbuf, prefix);
+	cr_expect(strstr(errbuf, want), "'%s' lacks '%s'", errbuf, want);
+	free(prefix);
+}
+
+Test(config, jwt_settings_are_checked_when_yaml)
+{
+	const char *p1 = tmp_write("j1.yaml", "auth:\n  type: jwt\n");
+	expect_jwt_error(p1, 0, "auth type jwt needs auth.jwt");
+	const char *p2 = tmp_write("j2.yaml", "auth:\n  type: jwt\n  jwt:\n"
+					      "    keys: [ { kid: a, alg: RS256, file: missing.pem } ]\n");
+	expect_jwt_error(p2, 4, "cannot read key file");
+	const char *p3 = tmp_write("j3.yaml", "auth:\n  jwt:\n    leeway: soon\n");
+	expect_jwt_error(p3, 3, "invalid value for key 'auth.jwt.leeway'");
+	const char *p4 = tmp_write("j4.yaml", "auth:\n  jwt:\n    keyz: []\n");
+	expect_jwt_error(p4, 3, "unknown key 'keyz' in 'auth.jwt'");
+	const char *p5 = tmp_write("j5.yaml", "databases:\n  app:\n    roles:\n"
+					      "      reader: { password: x }\n");
+	expect_jwt_error(p5, 4, "needs a user");
+	const char *p6 = tmp_write("j6.yaml", "databases:\n  app:\n    roles:\n"
+					      "      reader: { user: r, pasword: x }\n");
+	expect_jwt_error(p6, 4, "unknown key 'pasword' in 'databases.app.roles.reader'");
 }
 
 Test(config, loads_defaults_when_yaml_is_empty)
