@@ -126,6 +126,7 @@ void enforce_install(Worker *w, PolicyEngine *e)
 	if (old)
 		enforce_move_sessions(w, old, e);
 	w->policy = e;
+	w->masks_active = e && policy_engine_has_masks(e);
 	if (e)
 		policy_engine_time_lua(e, &w->on_query_lua_ns);	/* SHOW POLICY_STATS */
 	if (old)

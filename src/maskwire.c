@@ -65,7 +65,7 @@ static void maskwire_views_done(Pool *pool);
 
 bool maskwire_active(const Worker *w)
 {
-	return w->policy && policy_engine_has_masks(w->policy);
+	return w->masks_active;
 }
 
 void maskwire_note_sensitive(Client *c)

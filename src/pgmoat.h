@@ -295,6 +295,7 @@ struct Worker {
 	Flusher flusher;	/* writes dirty outputs once per loop pass */
 	struct event *maintain_ev;	/* deferred pool_maintain() of flagged pools */
 	PolicyEngine *policy;	/* this thread's Lua policies; NULL when none configured */
+	bool masks_active;	/* ... and they mask results (set with policy, enforce_install) */
 	uint64_t next_id;
 
 	/* ---- audit (feature "audit") */

@@ -29,7 +29,6 @@
 #define PGMOAT_PREPARED_H
 
 #include "pgmoat.h"
-#include "maskwire.h"
 
 #define PREPARED_PREFIX "pgmoat_ps_"	/* server-side names; refused from clients */
 #define PREPARED_NAME_MAX 256	/* longer client names pass through untracked */
@@ -50,7 +49,7 @@ void prepared_link(Client *c, Server *s);
  */
 static inline bool prepared_on(const Client *c)
 {
-	return c->ps_enabled && !maskwire_active(c->worker);
+	return c->ps_enabled && !c->worker->masks_active;
 }
 
 /* Must the client message of this type be read whole before it is sent (Parse, Describe, Close, Query)? */
