@@ -115,7 +115,7 @@ static const ConfigKey config_keys[] = {
 	KI(max_client_conn, "100", R, 1, INT_MAX),
 	KI(max_db_connections, "0", R, 0, INT_MAX),
 	KI(max_packet_size, "2147483647", R, 9, INT_MAX),
-	KI(max_prepared_statements, "200", R | KEY_HIDDEN, 0, INT_MAX),
+	KI(max_prepared_statements, "0", R | KEY_HIDDEN, 0, INT_MAX),
 	KI(max_user_connections, "0", R, 0, INT_MAX),
 	KI(min_pool_size, "0", R, 0, INT_MAX),
 	KS(pidfile, "", 0),

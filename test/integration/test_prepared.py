@@ -322,7 +322,8 @@ return P
 
 def test_policy_verdict_holds_for_renamed_statements(policy_proxy):
     p = policy_proxy(policies={"deny.lua": DENY_POLICY},
-                     settings={"pool_mode": "transaction", "default_pool_size": "2"})
+                     settings={"pool_mode": "transaction", "default_pool_size": "2",
+                               "max_prepared_statements": "100"})
     a = raw_login(p)
     b = raw_login(p)
     out = run(a, parse_msg("select 'forbidden'", "f") + sync_msg())
