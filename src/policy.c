@@ -2290,6 +2290,31 @@ static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
 	}
 }
 
+
+/*
+ * Inside a protected call: every script's `hook`, in order, with the values at
+ * stack slots args[0..nargs) (the slots above the highest are scratch). An
+ * error names the script in *fail_policy and propagates.
+ */
+static void hooks_call_each(lua_State *L, PolicyEngine *e, int hook, const int *args, int nargs,
+			    const char **fail_policy)
+{
+	int top = lua_gettop(L);
+	for (int i = 0; i < e->nscripts; i++) {
+		Script *sc = &e->scripts[i];
+		if (sc->hooks[hook] == LUA_NOREF)
+			continue;
+		lua_settop(L, top);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[hook]);
+		for (int a = 0; a < nargs; a++)
+			lua_pushvalue(L, args[a]);
+		if (!hook_call(L, e, nargs)) {
+			*fail_policy = sc->name;
+			lua_error(L);
+		}
+	}
+}
+
 static int columns_run(lua_State *L)
 {
 	ColumnsCall *c = lua_touserdata(L, 1);
@@ -2299,19 +2324,8 @@ static int columns_run(lua_State *L)
 	session_push(L, e, c->s);			/* 2 */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* 3 */
 	columns_push(L, c, 3);				/* 4 */
-	for (int i = 0; i < e->nscripts; i++) {
-		Script *sc = &e->scripts[i];
-		if (sc->hooks[HOOK_COLUMNS] == LUA_NOREF)
-			continue;
-		lua_settop(L, 4);
-		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[HOOK_COLUMNS]);
-		lua_pushvalue(L, 2);
-		lua_pushvalue(L, 4);
-		if (!hook_call(L, e, 2)) {
-			c->fail_policy = sc->name;
-			lua_error(L);
-		}
-	}
+	static const int args[] = { 2, 4 };	/* on_columns(s, cols) */
+	hooks_call_each(L, e, HOOK_COLUMNS, args, 2, &c->fail_policy);
 	lua_settop(L, 4);
 	columns_read_back(L, c, 4);
 	luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
@@ -2487,20 +2501,8 @@ static int row_run(lua_State *L)
 	session_push(L, e, c->s);				/* 2 */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->cols_ref);	/* 3 */
 	row_push(L, c->row);					/* 4 */
-	for (int i = 0; i < e->nscripts; i++) {
-		Script *sc = &e->scripts[i];
-		if (sc->hooks[HOOK_ROW] == LUA_NOREF)
-			continue;
-		lua_settop(L, 4);
-		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[HOOK_ROW]);
-		lua_pushvalue(L, 2);
-		lua_pushvalue(L, 4);
-		lua_pushvalue(L, 3);
-		if (!hook_call(L, e, 3)) {
-			c->fail_policy = sc->name;
-			lua_error(L);
-		}
-	}
+	static const int args[] = { 2, 4, 3 };	/* on_row(s, row, cols) */
+	hooks_call_each(L, e, HOOK_ROW, args, 3, &c->fail_policy);
 	lua_settop(L, 4);
 	row_read_back(L, c->row, 4);
 	return 0;
