@@ -6,6 +6,7 @@
 #include "sqlshape.h"
 #include "util.h"
 
+#include <jansson.h>
 #include <pg_query.h>
 #include <pg_query/pg_query.pb-c.h>
 #include <stdio.h>
@@ -137,10 +138,23 @@ no_shape:
 	return false;
 }
 
+/*
+ * A full parse reads libpg_query's tree with jansson, which refuses invalid
+ * UTF-8 (the statement is then unclassifiable): judge the text by the same
+ * decoder, so a shape never classifies what a parse of its own would refuse.
+ */
+static bool text_is_utf8(const char *sql, size_t len)
+{
+	json_t *s = json_stringn(sql, len);
+	bool ok = s != NULL;
+	json_decref(s);
+	return ok;
+}
+
 bool sqlshape_of(const char *sql, size_t len, SqlShape *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (len == 0 || len > SQLSHAPE_MAX_SQL || memchr(sql, '\0', len))
+	if (len == 0 || len > SQLSHAPE_MAX_SQL || memchr(sql, '\0', len) || !text_is_utf8(sql, len))
 		return false;
 	char *copy = xstrndup(sql, len);
 	PgQueryScanResult sr = pg_query_scan(copy);

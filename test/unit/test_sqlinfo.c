@@ -642,6 +642,11 @@ Test(sqlinfo, no_shared_parse_where_a_value_matters)
 	/* UESCAPE's literal decides how the name reads: no shape (review finding) */
 	cr_assert(!same_parse(cache, "SELECT * FROM U&\"x0073ecrets\" UESCAPE '!'",
 			      "SELECT * FROM U&\"x0073ecrets\" UESCAPE 'x'"));
+	/* text a full parse refuses (invalid UTF-8 in a literal) is never classified by a shape */
+	cr_assert(same_parse(cache, "SELECT 'alias WE' T", "SELECT 'other' T"));
+	SqlInfo *bad = sqlinfo_cache_get(cache, "SELECT 'ali\327s' T", 16);
+	cr_assert(!bad->ok);
+	sqlinfo_release(cache, bad);
 	/* a literal and the ? operator are not the same shape */
 	cr_assert(!same_parse(cache, "SELECT j 'x' k FROM t", "SELECT j ? k FROM t"));
 	/* a text with a NUL byte never passes for a shape key */
