@@ -2078,7 +2078,7 @@ static void config_validate(Loader *ld)
 	config_validate_jwt(ld);
 	if (cfg->audit.sink == AUDIT_SINK_FILE && !cfg->audit.path)
 		loader_fail(ld, file, 0, "audit.sink is file but audit.path is not set");
-	if (!config_parse_session_state(cfg->transaction_session_state, NULL))
+	if (!config_parse_session_state(cfg->transaction_session_state, &ld->cfg->session_state_mode))
 		loader_fail(ld, file, 0, "transaction_session_state must be warn, error, pin or off, "
 			    "not \"%s\"", cfg->transaction_session_state);
 	if (cfg->min_pool_size > cfg->default_pool_size && cfg->default_pool_size > 0)

@@ -191,6 +191,7 @@ typedef struct Config {
 	int max_prepared_statements;	/* per server connection; 0 = no tracking (prepared.h) */
 	/* transaction pooling safety net (sessionstate.h): warn | error | pin | off */
 	char *transaction_session_state;
+	SessionStateMode session_state_mode;	/* the above, parsed when the config is checked */
 	/* TLS (tls.c): contexts are built from these by tls_contexts_build(). */
 	char *client_tls_sslmode;
 	char *client_tls_key_file;

@@ -28,14 +28,25 @@ void sessionstate_release(Worker *w, SqlInfo *info)
  * LISTEN, HOLD, TEMP/TEMPORARY, pg_*advisory_lock*), in any case; keywords
  * cannot be escaped, and a function name written with Unicode escapes
  * (U&"...") is parsed in any case. The verdict itself is libpg_query's.
+ * One pass over the text: it runs on every Query and Parse.
  */
 static bool sql_may_hold_session_state(const char *sql)
 {
-	static const char *const words[] = { "set", "prepare", "listen", "hold", "temp", "advisory",
-					     "u&" };
-	for (size_t i = 0; i < ARRAY_SIZE(words); i++)
-		if (strcasestr(sql, words[i]))
+	for (const char *p = sql; *p; p++) {
+		const char *word;
+		switch (*p | 0x20) {
+		case 's': word = "set"; break;
+		case 'p': word = "prepare"; break;
+		case 'l': word = "listen"; break;
+		case 'h': word = "hold"; break;
+		case 't': word = "temp"; break;
+		case 'a': word = "advisory"; break;
+		case 'u': word = "u&"; break;
+		default: continue;
+		}
+		if ((p[1] | 0x20) == word[1] && strncasecmp(p, word, strlen(word)) == 0)
 			return true;
+	}
 	return false;
 }
 
@@ -92,10 +103,7 @@ static void session_state_warn(Client *c, Server *s, const char *what)
 
 static SessionStateMode session_state_mode(void)
 {
-	SessionStateMode mode = SESSION_STATE_WARN;
-	if (!config_parse_session_state(moat->cfg->transaction_session_state, &mode))
-		mode = SESSION_STATE_WARN;	/* refused at load: cannot happen */
-	return mode;
+	return moat->cfg->session_state_mode;
 }
 
 bool sessionstate_active(const Client *c)
