@@ -1014,7 +1014,13 @@ static bool client_read_login(Client *c)
 
 static bool client_msg_type_valid(uint8_t t)
 {
-	return strchr("QPBEDSCHFdcf", t) != NULL && t != 0;
+	switch (t) {
+	case 'Q': case 'P': case 'B': case 'E': case 'D': case 'S':
+	case 'C': case 'H': case 'F': case 'd': case 'c': case 'f':
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* Backpressure: the server's output is full. */
@@ -1082,7 +1088,7 @@ static void client_read_admin(Client *c)
 /* Bookkeeping for one message about to go to the server. */
 static void client_account_message(Client *c, Server *s, uint8_t type, size_t total)
 {
-	usec_t now = util_now_mono();
+	usec_t now = util_now_cached();
 	c->request_time = now;
 	c->pool->stats.total.bytes_received += total;
 	switch (type) {
@@ -1221,16 +1227,39 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	return true;
 }
 
-/* A message read whole for the checks above, with no policies to judge it. False: wait for bytes. */
+/*
+ * A message read whole for the checks above, with no policies to judge it.
+ * Checked where it lies in the input and moved on, not copied out first: this
+ * runs for every Query and Parse in transaction pooling. False: wait for bytes.
+ */
 static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
 {
+	struct evbuffer *in = bufferevent_get_input(c->bev);
 	size_t total = proto_msg_total(h);
-	uint8_t *msg = client_take_whole(c, h);
+	if (prepared_on(c)) {
+		uint8_t *msg = client_take_whole(c, h);
+		if (!msg)
+			return false;
+		client_account_message(c, s, h->type, total);
+		client_send_whole(c, s, msg, total);
+		free(msg);
+		return true;
+	}
+	const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
+	client_read_whole(c, total, msg == NULL);
 	if (!msg)
 		return false;
 	client_account_message(c, s, h->type, total);
-	client_send_whole(c, s, msg, total);
-	free(msg);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	PktBuf pb;
+	pktbuf_init(&pb);
+	if ((h->type == 'Q' || h->type == 'P') && !sessionstate_check(c, s, msg, total, &pb)) {
+		evbuffer_drain(in, total);
+		evbuffer_add(out, pb.data, pb.len);
+	} else {
+		msgio_move(in, out, total);
+	}
+	pktbuf_free(&pb);
 	return true;
 }
 
@@ -1488,7 +1517,7 @@ static void client_process_input(Client *c)
 void client_on_server_assigned(Client *c, Server *s)
 {
 	Pool *pool = c->pool;
-	usec_t now = util_now_mono();
+	usec_t now = util_now_cached();
 	pool->stats.total.wait_time += (uint64_t)(now - c->wait_start);
 	pool->stats.total.server_assignment_count++;
 	c->link = s;
@@ -1537,8 +1566,11 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 {
 	Client *c = arg;
 	Worker *w = c->worker;
+	util_clock_scope_begin();
+	msgio_flusher_begin(&w->flusher);
 	client_process_input(c);
-	msgio_flusher_run(&w->flusher);	/* c may be gone after this */
+	msgio_flusher_end(&w->flusher);	/* c may be gone after this */
+	util_clock_scope_end();
 }
 
 static void client_write_cb(struct bufferevent *bev, void *arg)

@@ -42,6 +42,7 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 
 
 #define SEND_IOV_MAX 16
+#define SEND_GATHER_MAX 4096
 
 /*
  * send()/sendmsg() rather than evbuffer_write()'s writev(): the socket path
@@ -54,8 +55,15 @@ static int flusher_send(struct evbuffer *out, int fd)
 	if (nvec > SEND_IOV_MAX)
 		nvec = SEND_IOV_MAX;
 	ssize_t n;
+	size_t len = evbuffer_get_length(out);
 	if (nvec == 1) {
 		n = send(fd, vec[0].iov_base, vec[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	} else if (len <= SEND_GATHER_MAX) {
+		/* a few small pieces (one reply's messages): gathering them here costs less
+		 * than sendmsg()'s iovec import in the kernel */
+		uint8_t gather[SEND_GATHER_MAX];
+		evbuffer_copyout(out, gather, len);
+		n = send(fd, gather, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	} else {
 		struct iovec iov[SEND_IOV_MAX];
 		for (int i = 0; i < nvec; i++) {
@@ -158,8 +166,20 @@ void msgio_flusher_run(Flusher *f)
 	}
 }
 
+void msgio_flusher_begin(Flusher *f)
+{
+	f->batch_depth++;
+}
+
+void msgio_flusher_end(Flusher *f)
+{
+	if (--f->batch_depth == 0)
+		msgio_flusher_run(f);
+}
+
 bool msgio_flusher_init(Flusher *f, struct event_base *base)
 {
+	f->batch_depth = 0;
 	list_init(&f->dirty);
 	f->ev = event_new(base, -1, 0, flusher_run, f);
 	return f->ev != NULL;
@@ -179,7 +199,8 @@ static void output_changed_cb(struct evbuffer *buf, const struct evbuffer_cb_inf
 		return;
 	of->queued = true;
 	list_append(&of->owner->dirty, &of->link);
-	event_active(of->owner->ev, EV_WRITE, 0);
+	if (of->owner->batch_depth == 0)
+		event_active(of->owner->ev, EV_WRITE, 0);
 }
 
 void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev)

@@ -51,6 +51,7 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
 typedef struct Flusher {
 	List dirty;		/* OutFlush entries with unsent output */
 	struct event *ev;	/* deferred: runs once per loop pass */
+	int batch_depth;	/* inside msgio_flusher_begin/end: the end writes, not ev */
 } Flusher;
 
 struct ssl_st;
@@ -70,6 +71,13 @@ bool msgio_flusher_init(Flusher *f, struct event_base *base) MUST_CHECK;
  * callback produced for a socket still goes out in one write.
  */
 void msgio_flusher_run(Flusher *f);
+/*
+ * The data path's read callbacks wrap their work in begin/end: what they
+ * queue is written at the end (msgio_flusher_run), and the deferred event is
+ * not scheduled for it, so a reply costs no extra pass through the loop.
+ */
+void msgio_flusher_begin(Flusher *f);
+void msgio_flusher_end(Flusher *f);
 void msgio_flusher_free(Flusher *f);
 /* Take over the output side of bev; call msgio_output_detach before freeing bev. */
 void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev);

@@ -320,7 +320,7 @@ bool pool_server_needs_check(const Server *s)
 {
 	const char *q = moat->cfg->server_check_query;
 	return q && *q && !s->fresh &&
-	       util_now_mono() - s->idle_since >= moat->cfg->server_check_delay;
+	       util_now_cached() - s->idle_since >= moat->cfg->server_check_delay;
 }
 
 static void pool_start_check(Server *s)
@@ -456,7 +456,7 @@ static bool server_needs_reset(const Server *s, PoolMode mode)
 /* pgbouncer: server_lifetime = 0 means a connection is used once, then closed. */
 static bool server_expired(const Server *s)
 {
-	return util_now_mono() - s->connect_mono >= moat->cfg->server_lifetime;
+	return util_now_cached() - s->connect_mono >= moat->cfg->server_lifetime;
 }
 
 void pool_release_server(Server *s)

@@ -36,6 +36,7 @@
 
 #define SERVER_LOGIN_MSG_MAX 65536	/* auth, ParameterStatus, errors during login */
 #define SERVER_INSPECT_MAX 65536	/* messages we must parse: ParameterStatus, errors of ours */
+#define SERVER_INSPECT_SMALL 256	/* inspected messages up to this size are read onto the stack */
 
 static void server_process_input(Server *s);
 
@@ -72,7 +73,7 @@ void server_set_state(Server *s, ServerState st)
 	List *l = server_state_list(s, st);
 	if (st == SV_IDLE) {
 		/* LIFO: the most recently used connection is the warmest. */
-		s->idle_since = util_now_mono();
+		s->idle_since = util_now_cached();
 		s->head.next = l->next;
 		s->head.prev = l;
 		l->next->prev = &s->head;
@@ -538,7 +539,7 @@ static void server_swallow(Server *s, const MsgHeader *h, const uint8_t *body)
 static void server_account_ready(Server *s, Client *c, char status)
 {
 	PoolStats *st = &s->pool->stats;
-	usec_t now = util_now_mono();
+	usec_t now = util_now_cached();
 	st->total.query_count++;
 	if (c->query_start) {
 		st->total.query_time += (uint64_t)(now - c->query_start);
@@ -560,7 +561,7 @@ static void server_after_ready(Server *s, char status)
 	s->copy_in = false;
 	if (s->denials)
 		enforce_batch_done(s);
-	s->request_time = util_now_mono();
+	s->request_time = util_now_cached();
 	if (s->pending_requests > 0)
 		s->pending_requests--;
 	s->ready = s->pending_requests == 0 && !s->unsynced && s->internal_queries == 0;
@@ -598,7 +599,14 @@ void server_release_if_done(Server *s)
 
 static bool server_msg_type_valid(uint8_t t)
 {
-	return t != 0 && strchr("SZEANTDCI123nstGHWdcvV", t) != NULL;
+	switch (t) {
+	case 'S': case 'Z': case 'E': case 'A': case 'N': case 'T': case 'D': case 'C':
+	case 'I': case '1': case '2': case '3': case 'n': case 's': case 't': case 'G':
+	case 'H': case 'W': case 'd': case 'c': case 'v': case 'V':
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* A message that arrived while no client is linked (idle, or ours). */
@@ -731,11 +739,19 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 			server_disconnect(s, "oversized '%c' message from server", h.type);
 			return false;
 		}
-		uint8_t *msg = msgio_take(in, &h);
+		/* ReadyForQuery and its like: no heap round trip for a few bytes */
+		uint8_t small[SERVER_INSPECT_SMALL];
+		size_t total = proto_msg_total(&h);
+		uint8_t *msg = total <= sizeof(small) ? small : NULL;
+		if (msg && evbuffer_get_length(in) >= total)
+			evbuffer_remove(in, msg, total);
+		else
+			msg = msgio_take(in, &h);
 		if (!msg)
 			return false;
 		bool alive = server_handle_inspected(s, &h, msg);
-		free(msg);
+		if (msg != small)
+			free(msg);
 		return alive;
 	}
 	Client *c = s->link;
@@ -926,8 +942,11 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
 {
 	Server *s = arg;
 	Worker *w = s->worker;
+	util_clock_scope_begin();
+	msgio_flusher_begin(&w->flusher);
 	server_process_input(s);
-	msgio_flusher_run(&w->flusher);	/* s may be gone after this */
+	msgio_flusher_end(&w->flusher);	/* s may be gone after this */
+	util_clock_scope_end();
 }
 
 static void server_write_cb(struct bufferevent *bev, void *arg)

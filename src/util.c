@@ -75,6 +75,30 @@ static usec_t clock_usec(clockid_t id)
 usec_t util_now_mono(void) { return clock_usec(CLOCK_MONOTONIC); }
 usec_t util_now_wall(void) { return clock_usec(CLOCK_REALTIME); }
 
+static __thread int clock_scope_depth;
+static __thread usec_t clock_scope_now;	/* 0: not read yet in this scope */
+
+void util_clock_scope_begin(void)
+{
+	if (clock_scope_depth++ == 0)
+		clock_scope_now = 0;
+}
+
+void util_clock_scope_end(void)
+{
+	if (--clock_scope_depth == 0)
+		clock_scope_now = 0;
+}
+
+usec_t util_now_cached(void)
+{
+	if (clock_scope_depth == 0)
+		return util_now_mono();
+	if (clock_scope_now == 0)
+		clock_scope_now = util_now_mono();
+	return clock_scope_now;
+}
+
 bool util_random_bytes(void *buf, size_t len)
 {
 	return RAND_bytes(buf, (int)len) == 1;

@@ -23,6 +23,16 @@ char *xasprintf(const char *fmt, ...) PRINTF_LIKE(1, 2);
 
 /* Monotonic clock for timeouts; wall clock for logs and stats. */
 usec_t util_now_mono(void);
+/*
+ * The monotonic clock read once per event callback, as pgbouncer's
+ * get_cached_time(): the data path's read callbacks open a scope, and every
+ * util_now_cached() inside it returns the instant of its first call (a few
+ * reads per transaction otherwise). Outside a scope it reads the clock.
+ * Deadlines and budgets that must see time pass use util_now_mono().
+ */
+void util_clock_scope_begin(void);
+void util_clock_scope_end(void);
+usec_t util_now_cached(void);
 usec_t util_now_wall(void);
 
 /* Fill buf with cryptographically random bytes (OpenSSL RAND_bytes). */
