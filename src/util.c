@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -99,9 +100,24 @@ usec_t util_now_cached(void)
 	return clock_scope_now;
 }
 
+/*
+ * The kernel's CSPRNG (getrandom(2), as pgbouncer): a cancel key per
+ * connection through OpenSSL's DRBG cost a few microseconds of locks and
+ * provider calls. OpenSSL remains the fallback.
+ */
 bool util_random_bytes(void *buf, size_t len)
 {
-	return RAND_bytes(buf, (int)len) == 1;
+	uint8_t *p = buf;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = getrandom(p + done, len - done, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return RAND_bytes(p + done, (int)(len - done)) == 1;
+		done += (size_t)n;
+	}
+	return true;
 }
 
 bool util_secure_equal(const void *a, const void *b, size_t len)

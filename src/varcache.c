@@ -20,8 +20,9 @@ static const char *const var_names[VAR_COUNT] = {
 
 int varcache_lookup(const char *name)
 {
+	/* every startup parameter and ParameterStatus comes through here: first letters first */
 	for (int i = 0; i < VAR_COUNT; i++)
-		if (strcasecmp(name, var_names[i]) == 0)
+		if ((name[0] | 0x20) == (var_names[i][0] | 0x20) && strcasecmp(name, var_names[i]) == 0)
 			return i;
 	return -1;
 }
