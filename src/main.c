@@ -6,6 +6,7 @@
  *   pgmoat --version
  */
 #include "pgmoat.h"
+#include "evmem.h"
 #include "admin.h"
 #include "auth_query.h"
 #include "client.h"
@@ -358,6 +359,7 @@ static void moat_stop(Moat *m)
 
 int main(int argc, char **argv)
 {
+	evmem_install();
 	if (argc > 1 && strcmp(argv[1], "try") == 0)
 		return try_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "audit") == 0)
@@ -395,5 +397,6 @@ int main(int argc, char **argv)
 		rc = 0;
 	}
 	moat_stop(moat);
+	evmem_release_thread_cache();
 	return rc;
 }
