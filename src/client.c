@@ -1387,6 +1387,27 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 	return true;
 }
 
+/*
+ * A message that goes to the server as it is, with nothing to read first:
+ * not a statement (policies, audit.required), no audit, masking,
+ * session-state or prepared-statement step (client_forward's checks). Accounted here when it joins the
+ * run that moves with the message before it (msgio_extend_run): the
+ * Bind/Describe/Execute/Sync behind a Parse.
+ */
+static bool client_take_through_cb(void *arg, const MsgHeader *h)
+{
+	Client *c = arg;
+	Server *s = c->link;
+	size_t total = proto_msg_total(h);
+	uint8_t t = h->type;
+	if (!client_msg_type_valid(t) || enforce_judges(t) ||
+	    audit_bytes_needed(c, t, total) > 0 || client_wants_whole(c, h) ||
+	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')))
+		return false;
+	client_account_message(c, s, t, total);
+	return true;
+}
+
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
 static void client_forward(Client *c)
 {
@@ -1486,6 +1507,9 @@ static void client_forward(Client *c)
 			prepared_track(s, h.type);
 		}
 		client_account_message(c, s, h.type, total);
+		if (!prepared_on(c))
+			total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+						 client_take_through_cb, c);
 		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 		c->fwd_remaining = total - moved;
 		c->fwd_discard = false;

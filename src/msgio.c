@@ -29,6 +29,26 @@ uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h)
 	return msg;
 }
 
+size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
+			bool (*passes)(void *arg, const MsgHeader *h), void *arg)
+{
+	struct evbuffer_iovec v;
+	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		return from;
+	const uint8_t *p = v.iov_base;
+	size_t end = from;
+	while (end + PROTO_HEADER_LEN <= v.iov_len) {
+		MsgHeader h;
+		if (proto_frame_header(p + end, v.iov_len - end, max_len, &h) != FRAME_OK)
+			break;
+		size_t total = proto_msg_total(&h);
+		if (total > v.iov_len - end || !passes(arg, &h))
+			break;
+		end += total;
+	}
+	return end;
+}
+
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 {
 	size_t avail = evbuffer_get_length(in);
@@ -229,7 +249,9 @@ void msgio_output_detach(OutFlush *of)
 
 void msgio_output_drained(struct bufferevent *bev)
 {
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	/* after every direct write: only a write the bufferevent finished left EV_WRITE on */
+	if ((bufferevent_get_enabled(bev) & EV_WRITE) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		bufferevent_disable(bev, EV_WRITE);
 }
 

@@ -29,6 +29,16 @@ uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h);
 static inline const uint8_t *msgio_body(const uint8_t *msg) { return msg + PROTO_HEADER_LEN; }
 static inline size_t msgio_body_len(const MsgHeader *h) { return h->len - 4; }
 
+/*
+ * From offset from (the end of a message the caller will move), the end of
+ * the run of following messages that lie whole in the input's first
+ * contiguous chunk and that passes(arg, h) accepts, in order (it may note
+ * each one it accepts: the run ends at its first refusal). A reply's
+ * pass-through messages then move with one evbuffer call, not one each.
+ */
+size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
+			bool (*passes)(void *arg, const MsgHeader *h), void *arg);
+
 /* Move up to n bytes from in to out without copying where possible; returns bytes moved. */
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
 

@@ -717,6 +717,21 @@ static void server_enter_copy_in(Server *s)
 	s->copy_in = true;
 }
 
+/*
+ * A message that goes to the client untouched, with nothing to note: the
+ * messages of a reply that may move together (msgio_extend_run).
+ */
+static bool server_passes_through(const Server *s, uint8_t type)
+{
+	return server_msg_type_valid(type) && !server_msg_needs_inspection(s, type) &&
+	       !prepared_on(s->link) && type != 'G' && type != 'H' && type != 'W';
+}
+
+static bool server_passes_through_cb(void *arg, const MsgHeader *h)
+{
+	return server_passes_through(arg, h->type);
+}
+
 static bool server_forward_one(Server *s, struct evbuffer *in)
 {
 	MsgHeader h;
@@ -765,6 +780,9 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		s->in_copy = true;
 	if (h.type == 'G')
 		server_enter_copy_in(s);
+	else if (server_passes_through(s, h.type))
+		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+					 server_passes_through_cb, s);
 	size_t moved = msgio_move(in, bufferevent_get_output(c->bev), total);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
