@@ -1389,10 +1389,10 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 
 /*
  * A message that goes to the server as it is, with nothing to read first:
- * not a statement (policies, audit.required), no audit, masking,
- * session-state or prepared-statement step (client_forward's checks). Accounted here when it joins the
- * run that moves with the message before it (msgio_extend_run): the
- * Bind/Describe/Execute/Sync behind a Parse.
+ * not a statement (policies, audit.required), and no audit, masking,
+ * session-state or prepared-statement step (client_forward's checks).
+ * Accounted here as it joins the run that moves with the message before it
+ * (msgio_extend_run): the Bind/Describe/Execute/Sync behind a Parse.
  */
 static bool client_take_through_cb(void *arg, const MsgHeader *h)
 {
