@@ -1390,7 +1390,8 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 /*
  * A message that goes to the server as it is, with nothing to read first:
  * not a statement (policies, audit.required), and no audit, masking,
- * session-state or prepared-statement step (client_forward's checks).
+ * session-state or prepared-statement step but noting the reply it expects
+ * (client_forward's checks).
  * Accounted here as it joins the run that moves with the message before it
  * (msgio_extend_run): the Bind/Describe/Execute/Sync behind a Parse.
  */
@@ -1402,8 +1403,11 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 	uint8_t t = h->type;
 	if (!client_msg_type_valid(t) || enforce_judges(t) ||
 	    audit_bytes_needed(c, t, total) > 0 || client_wants_whole(c, h) ||
-	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')))
+	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')) ||
+	    (prepared_on(c) && t == 'B'))
 		return false;
+	if (prepared_on(c))
+		prepared_track(s, t);
 	client_account_message(c, s, t, total);
 	return true;
 }
@@ -1507,9 +1511,8 @@ static void client_forward(Client *c)
 			prepared_track(s, h.type);
 		}
 		client_account_message(c, s, h.type, total);
-		if (!prepared_on(c))
-			total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-						 client_take_through_cb, c);
+		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+					 client_take_through_cb, c);
 		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 		c->fwd_remaining = total - moved;
 		c->fwd_discard = false;
