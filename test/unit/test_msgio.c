@@ -1,0 +1,159 @@
+/*
+ * msgio_extend_run (which messages of a reply move together) and evmem (the
+ * recycled evbuffer chains), on plain evbuffers.
+ */
+#include <criterion/criterion.h>
+#include <event2/buffer.h>
+#include <string.h>
+
+#include "../../src/evmem.h"
+#include "../../src/msgio.h"
+
+/* Append one message: type, length, and a body of n bytes of fill. */
+static size_t add_msg(struct evbuffer *b, uint8_t type, size_t n, uint8_t fill)
+{
+	uint8_t hdr[5] = { type, (uint8_t)((n + 4) >> 24), (uint8_t)((n + 4) >> 16),
+			   (uint8_t)((n + 4) >> 8), (uint8_t)(n + 4) };
+	uint8_t body[256];
+	cr_assert(n <= sizeof(body));
+	memset(body, fill, n);
+	evbuffer_add(b, hdr, sizeof(hdr));
+	evbuffer_add(b, body, n);
+	return sizeof(hdr) + n;
+}
+
+typedef struct Seen {
+	char types[16];
+	int n;
+	char refuse;	/* the type the predicate refuses */
+} Seen;
+
+static bool note_type(void *arg, const MsgHeader *h)
+{
+	Seen *s = arg;
+	if (h->type == s->refuse)
+		return false;
+	if (s->n < (int)sizeof(s->types) - 1)
+		s->types[s->n++] = (char)h->type;
+	return true;
+}
+
+Test(msgio, run_takes_following_messages_until_refused)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t first = add_msg(b, 'T', 20, 1);
+	size_t d = add_msg(b, 'D', 10, 2);
+	size_t c = add_msg(b, 'C', 8, 3);
+	add_msg(b, 'Z', 1, 'I');
+	add_msg(b, 'D', 10, 4);
+	Seen s = { .refuse = 'Z' };
+	size_t end = msgio_extend_run(b, first, 1 << 20, note_type, &s);
+	cr_assert_eq(end, first + d + c);
+	cr_assert_str_eq(s.types, "DC", "the run stops at the first refusal, in order");
+	evbuffer_free(b);
+}
+
+Test(msgio, run_stops_at_a_message_not_all_here)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t first = add_msg(b, 'T', 20, 1);
+	uint8_t partial[7] = { 'D', 0, 0, 0, 50, 9, 9 };	/* says 50 bytes, has 2 */
+	evbuffer_add(b, partial, sizeof(partial));
+	Seen s = { .refuse = 0 };
+	cr_assert_eq(msgio_extend_run(b, first, 1 << 20, note_type, &s), first);
+	cr_assert_eq(s.n, 0);
+	uint8_t half_header[3] = { 'C', 0, 0 };
+	struct evbuffer *b2 = evbuffer_new();
+	first = add_msg(b2, 'T', 20, 1);
+	evbuffer_add(b2, half_header, sizeof(half_header));
+	cr_assert_eq(msgio_extend_run(b2, first, 1 << 20, note_type, &s), first);
+	evbuffer_free(b);
+	evbuffer_free(b2);
+}
+
+Test(msgio, run_stops_at_an_impossible_length)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t first = add_msg(b, 'T', 20, 1);
+	uint8_t bad[5] = { 'D', 0, 0, 0, 3 };	/* a length below 4 */
+	evbuffer_add(b, bad, sizeof(bad));
+	Seen s = { .refuse = 0 };
+	cr_assert_eq(msgio_extend_run(b, first, 1 << 20, note_type, &s), first);
+	struct evbuffer *b2 = evbuffer_new();
+	first = add_msg(b2, 'T', 20, 1);
+	add_msg(b2, 'D', 200, 1);
+	cr_assert_eq(msgio_extend_run(b2, first, 100, note_type, &s), first, "over max_len");
+	cr_assert_eq(s.n, 0);
+	evbuffer_free(b);
+	evbuffer_free(b2);
+}
+
+Test(msgio, run_never_crosses_into_a_second_chunk)
+{
+	struct evbuffer *b = evbuffer_new();
+	struct evbuffer *tail = evbuffer_new();
+	size_t first = add_msg(b, 'T', 20, 1);
+	add_msg(tail, 'D', 10, 2);
+	evbuffer_add_buffer(b, tail);	/* the D lies in a chain of its own */
+	struct evbuffer_iovec v[2];
+	int chunks = evbuffer_peek(b, -1, NULL, v, 2);
+	Seen s = { .refuse = 0 };
+	size_t end = msgio_extend_run(b, first, 1 << 20, note_type, &s);
+	cr_assert_eq(chunks, 2, "evbuffer_add_buffer links the tail's chain");
+	cr_assert_eq(v[0].iov_len, first);
+	cr_assert_eq(end, first, "a message in the next chunk is left for the next pass");
+	cr_assert_eq(s.n, 0);
+	evbuffer_free(b);
+	evbuffer_free(tail);
+}
+
+Test(msgio, run_from_beyond_the_first_chunk_is_unchanged)
+{
+	struct evbuffer *b = evbuffer_new();
+	add_msg(b, 'D', 10, 2);
+	Seen s = { .refuse = 0 };
+	/* a first message still streaming: its end lies beyond what is here */
+	cr_assert_eq(msgio_extend_run(b, 100000, 1 << 20, note_type, &s), 100000);
+	cr_assert_eq(s.n, 0);
+	evbuffer_free(b);
+}
+
+/* evmem: chains drained and allocated again keep their contents apart. */
+Test(evmem, recycled_chains_carry_no_stale_bytes)
+{
+	evmem_install();
+	for (int round = 0; round < 200; round++) {
+		struct evbuffer *in = evbuffer_new();
+		struct evbuffer *out = evbuffer_new();
+		struct evbuffer_iovec v[1];
+		cr_assert_eq(evbuffer_reserve_space(in, 16384, v, 1), 1);
+		memset(v[0].iov_base, 'a' + round % 26, 100);
+		v[0].iov_len = 100;
+		cr_assert_eq(evbuffer_commit_space(in, v, 1), 0);
+		cr_assert_eq(evbuffer_remove_buffer(in, out, 100), 100);
+		uint8_t got[100];
+		cr_assert_eq(evbuffer_remove(out, got, sizeof(got)), 100);
+		for (size_t i = 0; i < sizeof(got); i++)
+			cr_assert_eq(got[i], 'a' + round % 26);
+		cr_assert_eq(evbuffer_get_length(in), 0);
+		cr_assert_eq(evbuffer_get_length(out), 0);
+		evbuffer_free(in);
+		evbuffer_free(out);
+	}
+	evmem_release_thread_cache();
+}
+
+Test(evmem, large_and_odd_sizes_pass_through)
+{
+	evmem_install();
+	struct evbuffer *b = evbuffer_new();
+	static uint8_t big[300000];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 7);
+	cr_assert_eq(evbuffer_add(b, big, sizeof(big)), 0);
+	uint8_t *flat = evbuffer_pullup(b, -1);
+	cr_assert_not_null(flat);
+	cr_assert_eq(memcmp(flat, big, sizeof(big)), 0);
+	evbuffer_free(b);
+	evmem_release_thread_cache();
+}
