@@ -39,6 +39,8 @@ struct MaskWire {
 	size_t pending_len;
 	bool pending_ours;	/* ... answering pgmoat's own Describe: never forwarded */
 	StrList pending_hints;	/* ... and the set-operation hints that came with it */
+	/* perf-mask: the portal the last message sent to this server described */
+	char *described;	/* NULL: the last message was not a Describe of a portal */
 };
 
 /* Set-operation hints (maskguard.h) by statement or portal name. */
@@ -56,6 +58,7 @@ typedef struct NameMap {
 struct MaskClient {
 	StrList query_hints;	/* a stashed Query's, until it is sent */
 	StrList desc_hints;	/* the Describe going out now */
+	char *desc_portal;	/* perf-mask: ... the portal it names; NULL for a statement */
 	NameMap stmts;
 	NameMap portals;
 };
@@ -155,6 +158,7 @@ void maskwire_forget(Server *s)
 	plan_clear(mw);
 	free(mw->pending);
 	strlist_free(&mw->pending_hints);
+	free(mw->described);
 	for (int i = 0; i < mw->qlen; i++)
 		strlist_free(&mw->queue[i].hints);
 	free(mw->queue);
@@ -239,6 +243,8 @@ void maskwire_track(Server *s, uint8_t type)
 		return;
 	struct MaskWire *mw = maskwire_get(s);
 	struct MaskClient *mc = s->link ? s->link->mask : NULL;
+	free(mw->described);
+	mw->described = NULL;
 	switch (type) {
 	case 'Q':
 	case 'F':	/* denied: it travels as a Query */
@@ -254,6 +260,8 @@ void maskwire_track(Server *s, uint8_t type)
 		if (mc) {
 			mw->queue[mw->qlen - 1].hints = mc->desc_hints;
 			memset(&mc->desc_hints, 0, sizeof(StrList));
+			mw->described = mc->desc_portal;
+			mc->desc_portal = NULL;
 		}
 		break;
 	case 'S':
@@ -325,6 +333,7 @@ void maskwire_client_free(Client *c)
 		return;
 	strlist_free(&mc->query_hints);
 	strlist_free(&mc->desc_hints);
+	free(mc->desc_portal);
 	namemap_free(&mc->stmts);
 	namemap_free(&mc->portals);
 	free(mc);
@@ -370,12 +379,26 @@ bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t ha
 		return true;
 	}
 	strlist_free(&mc->desc_hints);
+	free(mc->desc_portal);
+	mc->desc_portal = NULL;
 	if (!proto_read_uint8(&r, &kind) || !proto_read_cstring(&r, &a))
 		return have == len;
+	if (kind == 'P')
+		mc->desc_portal = xstrdup(a);
 	const StrList *h = hints_of(kind == 'S' ? &mc->stmts : &mc->portals, a);
 	if (h)
 		strlist_replace(&mc->desc_hints, h);
 	return true;
+}
+
+/*
+ * The client's own Describe of this portal went to the server just before:
+ * its answer (the same one ours would get, from the same portal at the same
+ * point) is already the plan when the rows come, so ours would be redundant.
+ */
+static bool portal_just_described(const struct MaskWire *mw, const char *portal)
+{
+	return mw && mw->described && strcmp(mw->described, portal) == 0;
 }
 
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out)
@@ -387,6 +410,8 @@ void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct
 	proto_reader_init(&r, msg + PROTO_HEADER_LEN, total - PROTO_HEADER_LEN);
 	if (!proto_read_cstring(&r, &portal))
 		return;	/* the server will refuse the Execute itself */
+	if (portal_just_described(s->mask, portal))
+		return;
 	PktBuf pb;
 	pktbuf_init(&pb);
 	pktbuf_start(&pb, 'D');
@@ -414,6 +439,8 @@ void maskwire_on_ready(Server *s)
 	if (queue_head(mw) == Q_SYNC || queue_head(mw) == Q_QUERY)
 		queue_pop(mw);
 	queue_drop_ignored_syncs(mw, s->pending_requests - 1);
+	free(mw->described);
+	mw->described = NULL;
 	mw->swallow = false;
 	plan_clear(mw);
 	Client *c = s->link;
