@@ -45,6 +45,7 @@
 #define JSON_MAX_DEPTH 32
 #define SQLINFO_CACHE_SIZE 1024
 #define WHERE_LEN 128
+#define COLS_CACHE_MAX_COLS 4096	/* columns in on_columns templates, over all kept */
 
 enum { HOOK_CONNECT, HOOK_QUERY, HOOK_COLUMNS, HOOK_ROW, HOOK_DISCONNECT, HOOK_COUNT };
 static const char *const hook_names[HOOK_COUNT] = {
@@ -86,6 +87,10 @@ struct PolicyEngine {
 
 	/* policy timing (SHOW POLICY_STATS): on_query's time in Lua; NULL: not recorded */
 	struct Histogram *lua_time;
+
+	/* perf-mask: on_columns' column tables, built once per column set (columns_template) */
+	int cols_cache_ref;	/* key -> template; LUA_NOREF until first use in this state */
+	int cols_cache_cols;	/* columns held there (bounded by COLS_CACHE_MAX_COLS) */
 };
 
 /* ------------------------------------------------------------- config */
@@ -1458,6 +1463,8 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->any_masks = false;
 	e->allow_unparsed = false;
 	e->masks_ref = LUA_NOREF;
+	e->cols_cache_ref = LUA_NOREF;
+	e->cols_cache_cols = 0;
 	strlist_free(&e->mask_keys);
 }
 
@@ -2240,7 +2247,8 @@ static MaskKind columns_kind_of(lua_State *L, int idx)
 	return mask_kind_from_name(lua_tostring(L, idx));
 }
 
-static void columns_push(lua_State *L, ColumnsCall *c, int masks_idx)
+/* The column tables of a set of columns, with their P.masks masks, as an array (at the top). */
+static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks_idx)
 {
 	MaskPlan *plan = c->plan;
 	lua_createtable(L, plan->ncols, 0);
@@ -2255,14 +2263,104 @@ static void columns_push(lua_State *L, ColumnsCall *c, int masks_idx)
 		lua_pushnumber(L, mc->type_oid);
 		lua_setfield(L, -2, "type_oid");
 		q_set_str(L, "format", mc->format == 1 ? "binary" : "text");
-		c->declared[i] = MASK_NONE;
 		if (table && column) {
 			columns_lookup_mask(L, masks_idx, table, column);
-			c->declared[i] = columns_kind_of(L, -1);
 			lua_setfield(L, -2, "mask");
 		}
 		lua_rawseti(L, -2, i + 1);
 	}
+}
+
+/*
+ * Everything a template is made of, as one string (at the top): per column its
+ * name, then 's' table, column or 'n' (no source), then type OID and format.
+ * Each part is NUL-terminated or of fixed width, so different inputs never
+ * give the same key.
+ */
+static void columns_key(lua_State *L, const ColumnsCall *c)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	for (int i = 0; i < c->plan->ncols; i++) {
+		const MaskColumn *mc = &c->plan->cols[i];
+		const char *table = c->table_names ? c->table_names[i] : NULL;
+		const char *column = c->column_names ? c->column_names[i] : NULL;
+		luaL_addlstring(&b, mc->name, strlen(mc->name) + 1);
+		if (table && column) {
+			luaL_addchar(&b, 's');
+			luaL_addlstring(&b, table, strlen(table) + 1);
+			luaL_addlstring(&b, column, strlen(column) + 1);
+		} else {
+			luaL_addchar(&b, 'n');
+		}
+		luaL_addlstring(&b, (const char *)&mc->type_oid, sizeof(mc->type_oid));
+		luaL_addchar(&b, mc->format == 1 ? 'b' : 't');
+	}
+	luaL_pushresult(&b);
+}
+
+/*
+ * Push the template for c's columns: built once per column set and state
+ * (P.masks cannot change within a state) and kept in a table of the state's
+ * own, dropped whole when it holds too many columns.
+ */
+static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c, int masks_idx)
+{
+	if (e->cols_cache_ref == LUA_NOREF) {
+		lua_newtable(L);
+		e->cols_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		e->cols_cache_cols = 0;
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
+	int cache_idx = lua_gettop(L);
+	columns_key(L, c);
+	lua_pushvalue(L, -1);
+	lua_rawget(L, cache_idx);
+	if (lua_istable(L, -1)) {
+		lua_replace(L, cache_idx);
+		lua_settop(L, cache_idx);
+		return;
+	}
+	lua_pop(L, 1);
+	if (e->cols_cache_cols + c->plan->ncols > COLS_CACHE_MAX_COLS) {
+		lua_newtable(L);
+		lua_replace(L, cache_idx);
+		lua_pushvalue(L, cache_idx);
+		lua_rawseti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
+		e->cols_cache_cols = 0;
+	}
+	columns_build_template(L, c, masks_idx);
+	lua_pushvalue(L, -1);
+	lua_insert(L, -3);	/* template, key, template */
+	lua_rawset(L, cache_idx);
+	e->cols_cache_cols += c->plan->ncols;
+	lua_replace(L, cache_idx);
+}
+
+/* The hooks' cols: fresh copies of the template's column tables (a hook may change them). */
+static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int masks_idx)
+{
+	MaskPlan *plan = c->plan;
+	columns_template(L, e, c, masks_idx);
+	int tmpl = lua_gettop(L);
+	lua_createtable(L, plan->ncols, 0);
+	int cols = tmpl + 1;
+	for (int i = 0; i < plan->ncols; i++) {
+		lua_rawgeti(L, tmpl, i + 1);		/* cols + 1 */
+		lua_createtable(L, 0, 6);		/* cols + 2 */
+		lua_pushnil(L);
+		while (lua_next(L, cols + 1)) {
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, cols + 2);
+		}
+		lua_getfield(L, cols + 1, "mask");
+		c->declared[i] = columns_kind_of(L, -1);
+		lua_pop(L, 1);
+		lua_rawseti(L, cols, i + 1);
+		lua_pop(L, 1);
+	}
+	lua_remove(L, tmpl);
 }
 
 /* Read cols[i].mask back into the plan; a declared mask survives a hook that drops it. */
@@ -2323,7 +2421,7 @@ static int columns_run(lua_State *L)
 	lua_pushcfunction(L, engine_msgh);		/* 1 */
 	session_push(L, e, c->s);			/* 2 */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* 3 */
-	columns_push(L, c, 3);				/* 4 */
+	columns_push(L, e, c, 3);			/* 4 */
 	static const int args[] = { 2, 4 };	/* on_columns(s, cols) */
 	hooks_call_each(L, e, HOOK_COLUMNS, args, 2, &c->fail_policy);
 	lua_settop(L, 4);
