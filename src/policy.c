@@ -91,6 +91,8 @@ struct PolicyEngine {
 	/* perf-mask: on_columns' column tables, built once per column set (columns_template) */
 	int cols_cache_ref;	/* key -> template; LUA_NOREF until first use in this state */
 	int cols_cache_cols;	/* columns held there (bounded by COLS_CACHE_MAX_COLS) */
+	char *cols_key;		/* columns_key's buffer, reused */
+	size_t cols_key_cap;
 };
 
 /* ------------------------------------------------------------- config */
@@ -1576,6 +1578,7 @@ void policy_engine_free(PolicyEngine *e)
 	util_wipe(e->hash_key, sizeof(e->hash_key));
 	policy_config_free(&e->cfg);
 	strlist_free(&e->mask_keys);
+	free(e->cols_key);
 	free(e);
 }
 
@@ -2277,26 +2280,38 @@ static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks
  * Each part is NUL-terminated or of fixed width, so different inputs never
  * give the same key.
  */
-static void columns_key(lua_State *L, const ColumnsCall *c)
+static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
 {
-	luaL_Buffer b;
-	luaL_buffinit(L, &b);
+	size_t cap = 1;
+	for (int i = 0; i < c->plan->ncols; i++) {
+		const char *table = c->table_names ? c->table_names[i] : NULL;
+		const char *column = c->column_names ? c->column_names[i] : NULL;
+		cap += strlen(c->plan->cols[i].name) + 3 + sizeof(uint32_t) +
+		       (table && column ? strlen(table) + strlen(column) + 2 : 0);
+	}
+	if (cap > e->cols_key_cap) {
+		e->cols_key = xrealloc(e->cols_key, cap);
+		e->cols_key_cap = cap;
+	}
+	char *buf = e->cols_key;
+	char *p = buf;
 	for (int i = 0; i < c->plan->ncols; i++) {
 		const MaskColumn *mc = &c->plan->cols[i];
 		const char *table = c->table_names ? c->table_names[i] : NULL;
 		const char *column = c->column_names ? c->column_names[i] : NULL;
-		luaL_addlstring(&b, mc->name, strlen(mc->name) + 1);
+		p = stpcpy(p, mc->name) + 1;
 		if (table && column) {
-			luaL_addchar(&b, 's');
-			luaL_addlstring(&b, table, strlen(table) + 1);
-			luaL_addlstring(&b, column, strlen(column) + 1);
+			*p++ = 's';
+			p = stpcpy(p, table) + 1;
+			p = stpcpy(p, column) + 1;
 		} else {
-			luaL_addchar(&b, 'n');
+			*p++ = 'n';
 		}
-		luaL_addlstring(&b, (const char *)&mc->type_oid, sizeof(mc->type_oid));
-		luaL_addchar(&b, mc->format == 1 ? 'b' : 't');
+		memcpy(p, &mc->type_oid, sizeof(mc->type_oid));
+		p += sizeof(mc->type_oid);
+		*p++ = mc->format == 1 ? 'b' : 't';
 	}
-	luaL_pushresult(&b);
+	lua_pushlstring(L, buf, (size_t)(p - buf));
 }
 
 /*
@@ -2313,7 +2328,7 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
 	int cache_idx = lua_gettop(L);
-	columns_key(L, c);
+	columns_key(L, e, c);
 	lua_pushvalue(L, -1);
 	lua_rawget(L, cache_idx);
 	if (lua_istable(L, -1)) {
@@ -2343,8 +2358,9 @@ static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int mask
 	MaskPlan *plan = c->plan;
 	columns_template(L, e, c, masks_idx);
 	int tmpl = lua_gettop(L);
+	lua_pushliteral(L, "mask");			/* tmpl + 1 */
 	lua_createtable(L, plan->ncols, 0);
-	int cols = tmpl + 1;
+	int cols = tmpl + 2;
 	for (int i = 0; i < plan->ncols; i++) {
 		lua_rawgeti(L, tmpl, i + 1);		/* cols + 1 */
 		lua_createtable(L, 0, 6);		/* cols + 2 */
@@ -2354,13 +2370,15 @@ static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int mask
 			lua_insert(L, -2);
 			lua_rawset(L, cols + 2);
 		}
-		lua_getfield(L, cols + 1, "mask");
+		lua_pushvalue(L, tmpl + 1);
+		lua_rawget(L, cols + 1);	/* (a template has no metatable) */
 		c->declared[i] = columns_kind_of(L, -1);
 		lua_pop(L, 1);
 		lua_rawseti(L, cols, i + 1);
 		lua_pop(L, 1);
 	}
-	lua_remove(L, tmpl);
+	lua_replace(L, tmpl);
+	lua_pop(L, 1);
 }
 
 /* Read cols[i].mask back into the plan; a declared mask survives a hook that drops it. */
@@ -2413,6 +2431,14 @@ static void hooks_call_each(lua_State *L, PolicyEngine *e, int hook, const int *
 	}
 }
 
+static bool columns_any_custom(const MaskPlan *plan)
+{
+	for (int i = 0; i < plan->ncols; i++)
+		if (plan->cols[i].mask == MASK_CUSTOM)
+			return true;
+	return false;
+}
+
 static int columns_run(lua_State *L)
 {
 	ColumnsCall *c = lua_touserdata(L, 1);
@@ -2426,8 +2452,12 @@ static int columns_run(lua_State *L)
 	hooks_call_each(L, e, HOOK_COLUMNS, args, 2, &c->fail_policy);
 	lua_settop(L, 4);
 	columns_read_back(L, c, 4);
-	luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
-	c->s->cols_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	/* kept for on_row and Lua masks only (mask_run, row_run) */
+	if (c->s->cols_ref != LUA_NOREF)
+		luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
+	c->s->cols_ref = LUA_NOREF;
+	if (e->any_hook[HOOK_ROW] || columns_any_custom(c->plan))
+		c->s->cols_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 0;
 }
 
@@ -2445,8 +2475,10 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 		snprintf(err, errlen, "policy engine unavailable");
 		return false;
 	}
-	ColumnsCall c = { e, s, plan, table_names, column_names,
-			  xcalloc((size_t)plan->ncols + 1, sizeof(MaskKind)), NULL };
+	MaskKind declared_on_stack[32];
+	MaskKind *declared = plan->ncols <= 32 ? declared_on_stack
+					       : xcalloc((size_t)plan->ncols, sizeof(MaskKind));
+	ColumnsCall c = { e, s, plan, table_names, column_names, declared, NULL };
 	bool ok = lua_cpcall(e->L, columns_run, &c) == 0;
 	if (!ok) {
 		const char *msg = lua_tostring(e->L, -1);
@@ -2457,7 +2489,8 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 			    c.fail_policy ? c.fail_policy : "engine", e->where[0] ? e->where : "?",
 			    msg ? msg : "error");
 	}
-	free(c.declared);
+	if (declared != declared_on_stack)
+		free(declared);
 	engine_leave(e);
 	if (ok && !mask_plan_finish(plan)) {
 		/* a masked binary column, or "hash" without policy.hash_key_file */

@@ -861,6 +861,88 @@ Test(policy, masks_follow_p_masks_and_on_columns)
 	policy_engine_free(e);
 }
 
+/* One on_columns call over (table, column) pairs; returns the mask of each column. */
+static void columns_call(PolicyEngine *e, PolicySession *s, int n, const char *const *names,
+			 const char **tables, const char **columns, MaskKind *out)
+{
+	MaskPlan plan;
+	plan_init(&plan, n, names);
+	char err[256] = "";
+	cr_assert(policy_on_columns(e, s, &plan, tables, columns, err, sizeof(err)), "%s", err);
+	for (int i = 0; i < n; i++)
+		out[i] = plan.cols[i].mask;
+	mask_plan_free(&plan);
+}
+
+/* perf-mask: the column tables come from a cached template; every call must get fresh ones. */
+Test(policy, on_columns_gets_fresh_tables_each_call)
+{
+	PolicyEngine *e = engine("fresh.lua", HEADER
+		"P.masks = { ['people.email'] = 'email' }\n"
+		"function P.on_columns(s, cols)\n"
+		"  if s.vars.last and s.vars.last[1].touched ~= true then error('kept table changed') end\n"
+		"  for _, c in ipairs(cols) do\n"
+		"    if c.touched then error('a column table was reused') end\n"
+		"    if c.name ~= 'e' then error('name is ' .. tostring(c.name)) end\n"
+		"    if c.column == 'email' and c.table == 'public.people' and c.mask ~= 'email' then\n"
+		"      error('declared mask missing') end\n"
+		"    c.touched = true\n"
+		"    c.name = 'changed'\n"
+		"    if c.table == 'public.other' then c.mask = 'redact' end\n"
+		"  end\n"
+		"  s.vars.last = cols\n"
+		"end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	static const char *const names[] = { "e" };
+	const char *people[] = { "public.people" }, *other[] = { "public.other" };
+	const char *email[] = { "email" };
+	MaskKind k;
+	for (int round = 0; round < 3; round++) {
+		columns_call(e, &s, 1, names, people, email, &k);
+		cr_assert_eq(k, MASK_EMAIL, "round %d", round);
+		/* same column name and type, another table: another template */
+		columns_call(e, &s, 1, names, other, email, &k);
+		cr_assert_eq(k, MASK_REDACT, "round %d", round);
+	}
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
+/* perf-mask: more column sets than the template cache keeps: masks stay right after it is dropped. */
+Test(policy, on_columns_template_cache_overflow)
+{
+	PolicyEngine *e = engine("many.lua", HEADER
+		"P.masks = { ['*.ssn'] = 'redact' }\n"
+		"function P.on_columns(s, cols) end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	enum { NCOLS = 40, SETS = 150 };	/* 6000 columns in all */
+	const char *names[NCOLS], *tables[NCOLS], *columns[NCOLS];
+	char tbuf[NCOLS][32];
+	MaskKind kinds[NCOLS];
+	for (int pass = 0; pass < 2; pass++) {
+		for (int set = 0; set < SETS; set++) {
+			for (int i = 0; i < NCOLS; i++) {
+				snprintf(tbuf[i], sizeof(tbuf[i]), "public.t%d", set);
+				names[i] = i == set % NCOLS ? "ssn" : "x";
+				tables[i] = tbuf[i];
+				columns[i] = i == set % NCOLS ? "ssn" : "x";
+			}
+			columns_call(e, &s, NCOLS, names, tables, columns, kinds);
+			for (int i = 0; i < NCOLS; i++)
+				cr_assert_eq(kinds[i], i == set % NCOLS ? MASK_REDACT : MASK_NONE,
+					     "pass %d set %d column %d", pass, set, i);
+		}
+	}
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
 Test(policy, on_columns_cannot_remove_a_declared_mask)
 {
 	PolicyEngine *e = engine("sneaky.lua", HEADER
