@@ -93,6 +93,8 @@ struct PolicyEngine {
 	int cols_cache_cols;	/* columns held there (bounded by COLS_CACHE_MAX_COLS) */
 	char *cols_key;		/* columns_key's buffer, reused */
 	size_t cols_key_cap;
+	int cols_fn_ref;	/* columns_run and engine_msgh as Lua functions, made once */
+	int msgh_ref;		/* per state (no closure per call) */
 };
 
 /* ------------------------------------------------------------- config */
@@ -1467,6 +1469,8 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->masks_ref = LUA_NOREF;
 	e->cols_cache_ref = LUA_NOREF;
 	e->cols_cache_cols = 0;
+	e->cols_fn_ref = LUA_NOREF;
+	e->msgh_ref = LUA_NOREF;
 	strlist_free(&e->mask_keys);
 }
 
@@ -2444,7 +2448,7 @@ static int columns_run(lua_State *L)
 	ColumnsCall *c = lua_touserdata(L, 1);
 	PolicyEngine *e = c->e;
 	lua_settop(L, 0);
-	lua_pushcfunction(L, engine_msgh);		/* 1 */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->msgh_ref);	/* 1 */
 	session_push(L, e, c->s);			/* 2 */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* 3 */
 	columns_push(L, e, c, 3);			/* 4 */
@@ -2458,6 +2462,17 @@ static int columns_run(lua_State *L)
 	c->s->cols_ref = LUA_NOREF;
 	if (e->any_hook[HOOK_ROW] || columns_any_custom(c->plan))
 		c->s->cols_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 0;
+}
+
+/* Make the functions on_columns calls with, once per state (protected: it allocates). */
+static int columns_fns_make(lua_State *L)
+{
+	PolicyEngine *e = lua_touserdata(L, 1);
+	lua_pushcfunction(L, columns_run);
+	lua_pushcfunction(L, engine_msgh);
+	e->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	e->cols_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);	/* last: it says both are made */
 	return 0;
 }
 
@@ -2479,7 +2494,13 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 	MaskKind *declared = plan->ncols <= 32 ? declared_on_stack
 					       : xcalloc((size_t)plan->ncols, sizeof(MaskKind));
 	ColumnsCall c = { e, s, plan, table_names, column_names, declared, NULL };
-	bool ok = lua_cpcall(e->L, columns_run, &c) == 0;
+	bool ok = e->cols_fn_ref != LUA_NOREF || lua_cpcall(e->L, columns_fns_make, e) == 0;
+	if (ok) {
+		/* (neither push allocates: safe outside a protected call) */
+		lua_rawgeti(e->L, LUA_REGISTRYINDEX, e->cols_fn_ref);
+		lua_pushlightuserdata(e->L, &c);
+		ok = lua_pcall(e->L, 1, 0, 0) == 0;
+	}
 	if (!ok) {
 		const char *msg = lua_tostring(e->L, -1);
 		snprintf(err, errlen, "%s: %s", e->where[0] ? e->where : "policy",
