@@ -2254,7 +2254,33 @@ static MaskKind columns_kind_of(lua_State *L, int idx)
 	return mask_kind_from_name(lua_tostring(L, idx));
 }
 
-/* The column tables of a set of columns, with their P.masks masks, as an array (at the top). */
+/* Append field k = the value at the top (popped) to a template column at idx, if not nil. */
+static void template_put(lua_State *L, int idx, const char *k)
+{
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return;
+	}
+	int n = (int)lua_objlen(L, idx);
+	lua_pushstring(L, k);
+	lua_rawseti(L, idx, n + 1);
+	lua_rawseti(L, idx, n + 2);
+}
+
+static void template_put_str(lua_State *L, int idx, const char *k, const char *v)
+{
+	if (v)
+		lua_pushstring(L, v);
+	else
+		lua_pushnil(L);
+	template_put(L, idx, k);
+}
+
+/*
+ * The columns' tables as a template (at the top): per column an array of
+ * field names and values, k1, v1, k2, v2, ... (name, table, column, type_oid,
+ * format and the P.masks mask; absent fields left out), cheap to copy.
+ */
 static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks_idx)
 {
 	MaskPlan *plan = c->plan;
@@ -2263,16 +2289,17 @@ static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks
 		const MaskColumn *mc = &plan->cols[i];
 		const char *table = c->table_names ? c->table_names[i] : NULL;
 		const char *column = c->column_names ? c->column_names[i] : NULL;
-		lua_createtable(L, 0, 6);
-		q_set_str(L, "name", mc->name);
-		q_set_str(L, "table", table);
-		q_set_str(L, "column", column);
+		lua_createtable(L, 12, 0);
+		int col = lua_gettop(L);
+		template_put_str(L, col, "name", mc->name);
+		template_put_str(L, col, "table", table);
+		template_put_str(L, col, "column", column);
 		lua_pushnumber(L, mc->type_oid);
-		lua_setfield(L, -2, "type_oid");
-		q_set_str(L, "format", mc->format == 1 ? "binary" : "text");
+		template_put(L, col, "type_oid");
+		template_put_str(L, col, "format", mc->format == 1 ? "binary" : "text");
 		if (table && column) {
 			columns_lookup_mask(L, masks_idx, table, column);
-			lua_setfield(L, -2, "mask");
+			template_put(L, col, "mask");
 		}
 		lua_rawseti(L, -2, i + 1);
 	}
@@ -2366,18 +2393,17 @@ static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int mask
 	lua_createtable(L, plan->ncols, 0);
 	int cols = tmpl + 2;
 	for (int i = 0; i < plan->ncols; i++) {
-		lua_rawgeti(L, tmpl, i + 1);		/* cols + 1 */
-		lua_createtable(L, 0, 6);		/* cols + 2 */
-		lua_pushnil(L);
-		while (lua_next(L, cols + 1)) {
-			lua_pushvalue(L, -2);
-			lua_insert(L, -2);
+		lua_rawgeti(L, tmpl, i + 1);		/* cols + 1: k1, v1, k2, v2, ... */
+		int n = (int)lua_objlen(L, cols + 1);
+		lua_createtable(L, 0, n / 2);		/* cols + 2 */
+		c->declared[i] = MASK_NONE;
+		for (int f = 1; f < n; f += 2) {
+			lua_rawgeti(L, cols + 1, f);
+			lua_rawgeti(L, cols + 1, f + 1);
+			if (f == n - 1 && lua_rawequal(L, -2, tmpl + 1))	/* mask: last */
+				c->declared[i] = columns_kind_of(L, -1);
 			lua_rawset(L, cols + 2);
 		}
-		lua_pushvalue(L, tmpl + 1);
-		lua_rawget(L, cols + 1);	/* (a template has no metatable) */
-		c->declared[i] = columns_kind_of(L, -1);
-		lua_pop(L, 1);
 		lua_rawseti(L, cols, i + 1);
 		lua_pop(L, 1);
 	}
@@ -2390,11 +2416,14 @@ static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
 {
 	MaskPlan *plan = c->plan;
 	plan->any = false;
+	lua_pushliteral(L, "mask");	/* interned once for every column */
+	int key = lua_gettop(L);
 	for (int i = 0; i < plan->ncols; i++) {
 		lua_rawgeti(L, cols_idx, i + 1);
 		if (!lua_istable(L, -1))
 			luaL_error(L, "cols[%d] is no longer a column table", i + 1);
-		lua_getfield(L, -1, "mask");
+		lua_pushvalue(L, key);
+		lua_gettable(L, -2);	/* (as lua_getfield: a metatable's __index counts) */
 		MaskKind k = columns_kind_of(L, -1);
 		bool named = lua_type(L, -1) == LUA_TSTRING;
 		if (named && k == MASK_NONE && strcmp(lua_tostring(L, -1), "none") != 0)
@@ -2408,6 +2437,7 @@ static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
 			plan->any = true;
 		lua_pop(L, 2);
 	}
+	lua_pop(L, 1);
 }
 
 
