@@ -2465,6 +2465,14 @@ static void hooks_call_each(lua_State *L, PolicyEngine *e, int hook, const int *
 	}
 }
 
+static bool columns_any_hash(const MaskPlan *plan)
+{
+	for (int i = 0; i < plan->ncols; i++)
+		if (plan->cols[i].mask == MASK_HASH)
+			return true;
+	return false;
+}
+
 static bool columns_any_custom(const MaskPlan *plan)
 {
 	for (int i = 0; i < plan->ncols; i++)
@@ -2510,10 +2518,6 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 		       const char **table_names, const char **column_names, char *err,
 		       size_t errlen)
 {
-	if (e->hash_key_len > 0 && !mask_plan_set_hash_key(plan, e->hash_key, e->hash_key_len)) {
-		snprintf(err, errlen, "cannot key the hash mask");
-		return false;
-	}
 	if (!e->any_masks && !e->any_hook[HOOK_COLUMNS] && !e->any_hook[HOOK_ROW])
 		return true;	/* (on_row needs the cols table columns_run keeps) */
 	if (!engine_enter(e)) {
@@ -2543,6 +2547,12 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 	if (declared != declared_on_stack)
 		free(declared);
 	engine_leave(e);
+	/* keyed only when "hash" is used: making the HMAC context costs more than the rest */
+	if (ok && e->hash_key_len > 0 && columns_any_hash(plan) &&
+	    !mask_plan_set_hash_key(plan, e->hash_key, e->hash_key_len)) {
+		snprintf(err, errlen, "cannot key the hash mask");
+		ok = false;
+	}
 	if (ok && !mask_plan_finish(plan)) {
 		/* a masked binary column, or "hash" without policy.hash_key_file */
 		snprintf(err, errlen, "the result cannot be masked (binary format or no hash key)");

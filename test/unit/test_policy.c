@@ -943,6 +943,63 @@ Test(policy, on_columns_template_cache_overflow)
 	policy_engine_free(e);
 }
 
+/* perf-mask: the hash mask is keyed only for plans that use it; it still works, and fails closed without a key. */
+Test(policy, on_columns_keys_the_hash_mask_when_used)
+{
+	static const char *const src = HEADER
+		"P.masks = { ['t.h'] = 'hash', ['t.r'] = 'redact' }\nreturn P\n";
+	PolicyConfig pc;
+	policy_config_init(&pc);
+	char *key = write_script("key.txt", "a secret hash key\n");
+	pc.hash_key_file = xstrdup(key);
+	char *path = write_script("hash.lua", src);
+	strlist_add(&pc.scripts, path);
+	char err[256] = "";
+	PolicyEngine *e = policy_engine_new(&pc, err, sizeof(err));
+	cr_assert_not_null(e, "%s", err);
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	static const char *const names[] = { "h", "r" };
+	const char *tables[] = { "public.t", "public.t" };
+	const char *columns[] = { "h", "r" };
+	MaskPlan plan;
+	plan_init(&plan, 2, names);
+	cr_assert(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)), "%s", err);
+	cr_assert_eq(plan.cols[0].mask, MASK_HASH);
+	uint8_t *out = NULL;
+	int32_t out_len = 0;
+	cr_assert(mask_apply_value(&plan, MASK_HASH, (const uint8_t *)"v", 1, &out, &out_len));
+	cr_assert_eq(out_len, MASK_HASH_HEX_LEN);
+	free(out);
+	mask_plan_free(&plan);
+	/* no hash column: no key needed */
+	plan_init(&plan, 1, names + 1);
+	cr_assert(policy_on_columns(e, &s, &plan, tables + 1, columns + 1, err, sizeof(err)), "%s", err);
+	cr_assert_eq(plan.cols[0].mask, MASK_REDACT);
+	mask_plan_free(&plan);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+
+	/* the same policy without a key: a result with the hash column is refused */
+	free(pc.hash_key_file);
+	pc.hash_key_file = NULL;
+	e = policy_engine_new(&pc, err, sizeof(err));
+	cr_assert_not_null(e, "%s", err);
+	s = session_new();
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	plan_init(&plan, 2, names);
+	cr_assert_not(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)));
+	mask_plan_free(&plan);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+	policy_config_free(&pc);
+	free(path);
+	free(key);
+}
+
 Test(policy, on_columns_cannot_remove_a_declared_mask)
 {
 	PolicyEngine *e = engine("sneaky.lua", HEADER
