@@ -1000,6 +1000,37 @@ Test(policy, on_columns_keys_the_hash_mask_when_used)
 	free(key);
 }
 
+/* perf-mask: under the smallest memory_limit the template cache stays small enough to never fail a call. */
+Test(policy, on_columns_template_cache_fits_a_small_state)
+{
+	PolicyEngine *e = engine_cfg(0, 1024 * 1024, POLICY_ENFORCE, "small.lua", HEADER
+		"P.masks = { ['*.ssn'] = 'redact' }\n"
+		"function P.on_columns(s, cols) end\nreturn P\n", NULL);
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	enum { NCOLS = 60 };
+	const char *names[NCOLS], *tables[NCOLS], *columns[NCOLS];
+	char tbuf[40], cbuf[NCOLS][40];
+	MaskKind kinds[NCOLS];
+	for (int set = 0; set < 400; set++) {
+		snprintf(tbuf, sizeof(tbuf), "public.a_rather_long_table_name_%d", set);
+		for (int i = 0; i < NCOLS; i++) {
+			snprintf(cbuf[i], sizeof(cbuf[i]), i == 7 ? "ssn" : "a_long_column_name_%d", i);
+			names[i] = columns[i] = cbuf[i];
+			tables[i] = tbuf;
+		}
+		columns_call(e, &s, NCOLS, names, tables, columns, kinds);
+		cr_assert_eq(kinds[7], MASK_REDACT, "set %d", set);
+	}
+	PolicyStats st;
+	policy_engine_stats(e, &st);
+	cr_assert_eq(st.errors, 0);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
 Test(policy, on_columns_cannot_remove_a_declared_mask)
 {
 	PolicyEngine *e = engine("sneaky.lua", HEADER
