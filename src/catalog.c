@@ -126,6 +126,7 @@ static void rel_free(CatalogRel *r)
 {
 	free(r->schema);
 	free(r->name);
+	free(r->qualified);
 	for (int i = 0; i < r->ncols; i++)
 		free(r->cols[i]);
 	free(r->cols);
@@ -346,6 +347,7 @@ static void catalog_take_rows(Catalog *cat, const PGresult *res)
 		if (!r->name) {
 			r->schema = xstrdup(PQgetvalue(res, i, 2));
 			r->name = xstrdup(PQgetvalue(res, i, 3));
+			r->qualified = xasprintf("%s.%s", r->schema, r->name);
 			r->relkind = PQgetvalue(res, i, 4)[0];
 		}
 		if (!PQgetisnull(res, i, 5))

@@ -31,6 +31,7 @@ typedef struct CatalogRel {
 	uint32_t oid;
 	char *schema;
 	char *name;
+	char *qualified;	/* "schema.name" */
 	char relkind;		/* 'r', 'v', 'm', 'p', 'f', ... */
 	int ncols;
 	char **cols;		/* by attnum - 1; NULL for a dropped column */

@@ -31,6 +31,7 @@ struct MaskWire {
 	int qlen;
 	MaskPlan plan;
 	bool have_plan;		/* a RowDescription (or NoData) for the rows to come */
+	bool plan_parsed;	/* perf-mask: plan holds the RowDescription being planned */
 	bool rows_hook;		/* some policy defines on_row: every row goes through Lua */
 	bool swallow;		/* a result was refused: drop output up to ReadyForQuery */
 	bool waiting;		/* paused for the catalog, with pending set */
@@ -39,6 +40,8 @@ struct MaskWire {
 	size_t pending_len;
 	bool pending_ours;	/* ... answering pgmoat's own Describe: never forwarded */
 	StrList pending_hints;	/* ... and the set-operation hints that came with it */
+	/* perf-mask: the portal the last message sent to this server described */
+	char *described;	/* NULL: the last message was not a Describe of a portal */
 };
 
 /* Set-operation hints (maskguard.h) by statement or portal name. */
@@ -56,6 +59,7 @@ typedef struct NameMap {
 struct MaskClient {
 	StrList query_hints;	/* a stashed Query's, until it is sent */
 	StrList desc_hints;	/* the Describe going out now */
+	char *desc_portal;	/* perf-mask: ... the portal it names; NULL for a statement */
 	NameMap stmts;
 	NameMap portals;
 };
@@ -142,6 +146,7 @@ static void plan_clear(struct MaskWire *mw)
 {
 	mask_plan_free(&mw->plan);
 	mw->have_plan = false;
+	mw->plan_parsed = false;
 	mw->rows_hook = false;
 }
 
@@ -155,6 +160,7 @@ void maskwire_forget(Server *s)
 	plan_clear(mw);
 	free(mw->pending);
 	strlist_free(&mw->pending_hints);
+	free(mw->described);
 	for (int i = 0; i < mw->qlen; i++)
 		strlist_free(&mw->queue[i].hints);
 	free(mw->queue);
@@ -239,6 +245,8 @@ void maskwire_track(Server *s, uint8_t type)
 		return;
 	struct MaskWire *mw = maskwire_get(s);
 	struct MaskClient *mc = s->link ? s->link->mask : NULL;
+	free(mw->described);
+	mw->described = NULL;
 	switch (type) {
 	case 'Q':
 	case 'F':	/* denied: it travels as a Query */
@@ -254,6 +262,8 @@ void maskwire_track(Server *s, uint8_t type)
 		if (mc) {
 			mw->queue[mw->qlen - 1].hints = mc->desc_hints;
 			memset(&mc->desc_hints, 0, sizeof(StrList));
+			mw->described = mc->desc_portal;
+			mc->desc_portal = NULL;
 		}
 		break;
 	case 'S':
@@ -325,6 +335,7 @@ void maskwire_client_free(Client *c)
 		return;
 	strlist_free(&mc->query_hints);
 	strlist_free(&mc->desc_hints);
+	free(mc->desc_portal);
 	namemap_free(&mc->stmts);
 	namemap_free(&mc->portals);
 	free(mc);
@@ -370,12 +381,26 @@ bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t ha
 		return true;
 	}
 	strlist_free(&mc->desc_hints);
+	free(mc->desc_portal);
+	mc->desc_portal = NULL;
 	if (!proto_read_uint8(&r, &kind) || !proto_read_cstring(&r, &a))
 		return have == len;
+	if (kind == 'P')
+		mc->desc_portal = xstrdup(a);
 	const StrList *h = hints_of(kind == 'S' ? &mc->stmts : &mc->portals, a);
 	if (h)
 		strlist_replace(&mc->desc_hints, h);
 	return true;
+}
+
+/*
+ * The client's own Describe of this portal went to the server just before:
+ * its answer (the same one ours would get, from the same portal at the same
+ * point) is already the plan when the rows come, so ours would be redundant.
+ */
+static bool portal_just_described(const struct MaskWire *mw, const char *portal)
+{
+	return mw && mw->described && strcmp(mw->described, portal) == 0;
 }
 
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out)
@@ -387,6 +412,8 @@ void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct
 	proto_reader_init(&r, msg + PROTO_HEADER_LEN, total - PROTO_HEADER_LEN);
 	if (!proto_read_cstring(&r, &portal))
 		return;	/* the server will refuse the Execute itself */
+	if (portal_just_described(s->mask, portal))
+		return;
 	PktBuf pb;
 	pktbuf_init(&pb);
 	pktbuf_start(&pb, 'D');
@@ -414,6 +441,8 @@ void maskwire_on_ready(Server *s)
 	if (queue_head(mw) == Q_SYNC || queue_head(mw) == Q_QUERY)
 		queue_pop(mw);
 	queue_drop_ignored_syncs(mw, s->pending_requests - 1);
+	free(mw->described);
+	mw->described = NULL;
 	mw->swallow = false;
 	plan_clear(mw);
 	Client *c = s->link;
@@ -461,9 +490,9 @@ static bool rel_has_protected(const CatalogRel *rel)
 
 typedef enum { NAMES_OK, NAMES_STALE, NAMES_REFUSED } NamesResult;
 
-/* Source names of every column; a reason when the result must be refused. */
-static NamesResult plan_names(Catalog *cat, const MaskPlan *plan, char **tables, char **cols,
-			      char *why, size_t whylen)
+/* Source names of every column (the catalog's); a reason when the result must be refused. */
+static NamesResult plan_names(Catalog *cat, const MaskPlan *plan, const char **tables,
+			      const char **cols, char *why, size_t whylen)
 {
 	for (int i = 0; i < plan->ncols; i++) {
 		const MaskColumn *mc = &plan->cols[i];
@@ -485,7 +514,7 @@ static NamesResult plan_names(Catalog *cat, const MaskPlan *plan, char **tables,
 			continue;	/* a system column */
 		if (mc->attnum > rel->ncols || !rel->cols[mc->attnum - 1])
 			return NAMES_STALE;
-		tables[i] = xasprintf("%s.%s", rel->schema, rel->name);
+		tables[i] = rel->qualified;
 		cols[i] = rel->cols[mc->attnum - 1];
 	}
 	return NAMES_OK;
@@ -497,8 +526,8 @@ static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours, S
  * A set operation's columns carry no source: its hints ("k\ttable\tcolumn")
  * name the protected column each position may hold. False: they do not fit.
  */
-static bool plan_apply_hints(const MaskPlan *plan, const StrList *hints, char **tables,
-			     char **owned)
+static bool plan_apply_hints(const MaskPlan *plan, const StrList *hints, const char **tables,
+			     char **owned_tables, char **owned)
 {
 	for (int i = 0; hints && i < hints->count; i++) {
 		char *copy = xstrdup(hints->items[i]);
@@ -511,11 +540,27 @@ static bool plan_apply_hints(const MaskPlan *plan, const StrList *hints, char **
 		}
 		*t1 = *t2 = '\0';
 		if (plan->cols[k].table_oid == 0 && !tables[k]) {
-			tables[k] = xstrdup(t1 + 1);
+			tables[k] = owned_tables[k] = xstrdup(t1 + 1);
 			owned[k] = xstrdup(t2 + 1);
 		}
 		free(copy);
 	}
+	return true;
+}
+
+/* A RowDescription into mw->plan (once per description, whoever asks first); false: malformed. */
+static bool plan_parse(Server *s, const uint8_t *msg, size_t total)
+{
+	struct MaskWire *mw = s->mask;
+	if (mw->plan_parsed)
+		return true;
+	plan_clear(mw);
+	if (!mask_plan_from_row_description(&mw->plan, msg + PROTO_HEADER_LEN,
+					    total - PROTO_HEADER_LEN)) {
+		server_disconnect(s, "invalid RowDescription from server");
+		return false;
+	}
+	mw->plan_parsed = true;
 	return true;
 }
 
@@ -526,31 +571,26 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	Client *c = s->link;
 	Catalog *cat = maskwire_catalog(s->pool);
 	char why[256] = "";
-	plan_clear(mw);
-	if (!mask_plan_from_row_description(&mw->plan, msg + PROTO_HEADER_LEN,
-					    total - PROTO_HEADER_LEN)) {
-		server_disconnect(s, "invalid RowDescription from server");
+	if (!plan_parse(s, msg, total))
 		return false;
-	}
 	int n = mw->plan.ncols;
-	char **tables = xcalloc((size_t)n + 1, sizeof(char *));
-	char **cols = xcalloc((size_t)n + 1, sizeof(char *));
-	char **owned = xcalloc((size_t)n + 1, sizeof(char *));
+	/* names: the catalog's (borrowed) or a hint's (owned) */
+	void **names = xcalloc(4 * ((size_t)n + 1), sizeof(void *));
+	const char **tables = (const char **)names;
+	const char **cols = (const char **)names + (n + 1);
+	char **owned_tables = (char **)names + 2 * (n + 1);
+	char **owned = (char **)names + 3 * (n + 1);
 	NamesResult nr = plan_names(cat, &mw->plan, tables, cols, why, sizeof(why));
 	bool ok = false;
 	if (nr == NAMES_STALE && !mw->retried) {
 		/* a relation or column newer than the cache: look again, once */
 		mw->retried = true;
 		catalog_invalidate(cat);
-		for (int i = 0; i < n; i++)
-			free(tables[i]);
-		free(tables);
-		free(cols);
-		free(owned);
+		free(names);
 		plan_clear(mw);
 		return plan_start(s, msg, total, ours, hints);
 	}
-	if (nr == NAMES_OK && !plan_apply_hints(&mw->plan, hints, tables, owned)) {
+	if (nr == NAMES_OK && !plan_apply_hints(&mw->plan, hints, tables, owned_tables, owned)) {
 		nr = NAMES_REFUSED;
 		snprintf(why, sizeof(why), "a set operation's result does not match its statement");
 	}
@@ -562,15 +602,13 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	else if (nr == NAMES_OK && !c)
 		snprintf(why, sizeof(why), "the client is gone");
 	else if (nr == NAMES_OK)
-		ok = policy_on_columns(s->worker->policy, &c->psession, &mw->plan,
-				       (const char **)tables, (const char **)cols, why, sizeof(why));
+		ok = policy_on_columns(s->worker->policy, &c->psession, &mw->plan, tables, cols, why,
+				       sizeof(why));
 	for (int i = 0; i < n; i++) {
-		free(tables[i]);
+		free(owned_tables[i]);
 		free(owned[i]);
 	}
-	free(tables);
-	free(cols);
-	free(owned);
+	free(names);
 	mw->retried = false;
 	if (!ok) {
 		maskwire_fail(s, why);
@@ -583,20 +621,22 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	return true;
 }
 
+#define PLAN_OIDS_ON_STACK 32
+
 static bool plan_start(Server *s, const uint8_t *msg, size_t total, bool ours, StrList *hints)
 {
 	struct MaskWire *mw = s->mask;
-	MaskPlan probe;
-	if (!mask_plan_from_row_description(&probe, msg + PROTO_HEADER_LEN, total - PROTO_HEADER_LEN)) {
-		server_disconnect(s, "invalid RowDescription from server");
+	mw->plan_parsed = false;	/* a new description (or the same, looked up again) */
+	if (!plan_parse(s, msg, total))
 		return false;
-	}
-	uint32_t *oids = xcalloc((size_t)probe.ncols + 1, sizeof(uint32_t));
-	for (int i = 0; i < probe.ncols; i++)
-		oids[i] = probe.cols[i].table_oid;
-	CatalogStatus st = catalog_resolve(maskwire_catalog(s->pool), oids, probe.ncols, s);
-	free(oids);
-	mask_plan_free(&probe);
+	int n = mw->plan.ncols;
+	uint32_t stack_oids[PLAN_OIDS_ON_STACK];
+	uint32_t *oids = n <= PLAN_OIDS_ON_STACK ? stack_oids : xcalloc((size_t)n, sizeof(uint32_t));
+	for (int i = 0; i < n; i++)
+		oids[i] = mw->plan.cols[i].table_oid;
+	CatalogStatus st = catalog_resolve(maskwire_catalog(s->pool), oids, n, s);
+	if (oids != stack_oids)
+		free(oids);
 	if (st == CATALOG_READY)
 		return plan_finish(s, msg, total, ours, hints);
 	if (st == CATALOG_FAIL) {

@@ -12,7 +12,10 @@
  * chose the result formats. So pgmoat sends its own Describe of the portal
  * just before every Execute, uses the answer as the plan, and swallows it;
  * a small queue of what each Describe, Sync and Query will answer keeps the
- * client's own answers apart from pgmoat's.
+ * client's own answers apart from pgmoat's. When the message sent to that
+ * server just before the Execute was the client's own Describe of the same
+ * portal (libpq's PQexecParams does this), its answer is the plan and
+ * pgmoat's would be the same: none is sent.
  *
  * Fail closed: a result that cannot be masked (an unknown or tainted source,
  * a masked binary column, a failed lookup, a policy error, a malformed row)
@@ -70,7 +73,8 @@ void maskwire_set_query_hints(Client *c, Server *s, const StrList *hints);
 void maskwire_track(Server *s, uint8_t type);
 /*
  * Before an Execute (whole message) goes to s: pgmoat's Describe of its portal
- * goes first (its answer carries the portal's set-operation hints).
+ * goes first (its answer carries the portal's set-operation hints), unless the
+ * client's Describe of that portal was the last message sent to s.
  */
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out);
 

@@ -45,6 +45,8 @@
 #define JSON_MAX_DEPTH 32
 #define SQLINFO_CACHE_SIZE 1024
 #define WHERE_LEN 128
+#define COLS_CACHE_MAX_COLS 4096	/* columns in on_columns templates, over all kept */
+#define COLS_CACHE_COL_SHARE 8192	/* ... and at most one per this many bytes of memory_limit */
 
 enum { HOOK_CONNECT, HOOK_QUERY, HOOK_COLUMNS, HOOK_ROW, HOOK_DISCONNECT, HOOK_COUNT };
 static const char *const hook_names[HOOK_COUNT] = {
@@ -86,6 +88,14 @@ struct PolicyEngine {
 
 	/* policy timing (SHOW POLICY_STATS): on_query's time in Lua; NULL: not recorded */
 	struct Histogram *lua_time;
+
+	/* perf-mask: on_columns' column tables, built once per column set (columns_template) */
+	int cols_cache_ref;	/* key -> template; LUA_NOREF until first use in this state */
+	int cols_cache_cols;	/* columns held there (bounded by COLS_CACHE_MAX_COLS) */
+	char *cols_key;		/* columns_key's buffer, reused */
+	size_t cols_key_cap;
+	int cols_fn_ref;	/* columns_run and engine_msgh as Lua functions, made once */
+	int msgh_ref;		/* per state (no closure per call) */
 };
 
 /* ------------------------------------------------------------- config */
@@ -1458,6 +1468,10 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->any_masks = false;
 	e->allow_unparsed = false;
 	e->masks_ref = LUA_NOREF;
+	e->cols_cache_ref = LUA_NOREF;
+	e->cols_cache_cols = 0;
+	e->cols_fn_ref = LUA_NOREF;
+	e->msgh_ref = LUA_NOREF;
 	strlist_free(&e->mask_keys);
 }
 
@@ -1569,6 +1583,7 @@ void policy_engine_free(PolicyEngine *e)
 	util_wipe(e->hash_key, sizeof(e->hash_key));
 	policy_config_free(&e->cfg);
 	strlist_free(&e->mask_keys);
+	free(e->cols_key);
 	free(e);
 }
 
@@ -2240,7 +2255,34 @@ static MaskKind columns_kind_of(lua_State *L, int idx)
 	return mask_kind_from_name(lua_tostring(L, idx));
 }
 
-static void columns_push(lua_State *L, ColumnsCall *c, int masks_idx)
+/* Append field k = the value at the top (popped) to a template column at idx, if not nil. */
+static void template_put(lua_State *L, int idx, const char *k)
+{
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return;
+	}
+	int n = (int)lua_objlen(L, idx);
+	lua_pushstring(L, k);
+	lua_rawseti(L, idx, n + 1);
+	lua_rawseti(L, idx, n + 2);
+}
+
+static void template_put_str(lua_State *L, int idx, const char *k, const char *v)
+{
+	if (v)
+		lua_pushstring(L, v);
+	else
+		lua_pushnil(L);
+	template_put(L, idx, k);
+}
+
+/*
+ * The columns' tables as a template (at the top): per column an array of
+ * field names and values, k1, v1, k2, v2, ... (name, table, column, type_oid,
+ * format and the P.masks mask; absent fields left out), cheap to copy.
+ */
+static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks_idx)
 {
 	MaskPlan *plan = c->plan;
 	lua_createtable(L, plan->ncols, 0);
@@ -2248,21 +2290,130 @@ static void columns_push(lua_State *L, ColumnsCall *c, int masks_idx)
 		const MaskColumn *mc = &plan->cols[i];
 		const char *table = c->table_names ? c->table_names[i] : NULL;
 		const char *column = c->column_names ? c->column_names[i] : NULL;
-		lua_createtable(L, 0, 6);
-		q_set_str(L, "name", mc->name);
-		q_set_str(L, "table", table);
-		q_set_str(L, "column", column);
+		lua_createtable(L, 12, 0);
+		int col = lua_gettop(L);
+		template_put_str(L, col, "name", mc->name);
+		template_put_str(L, col, "table", table);
+		template_put_str(L, col, "column", column);
 		lua_pushnumber(L, mc->type_oid);
-		lua_setfield(L, -2, "type_oid");
-		q_set_str(L, "format", mc->format == 1 ? "binary" : "text");
-		c->declared[i] = MASK_NONE;
+		template_put(L, col, "type_oid");
+		template_put_str(L, col, "format", mc->format == 1 ? "binary" : "text");
 		if (table && column) {
 			columns_lookup_mask(L, masks_idx, table, column);
-			c->declared[i] = columns_kind_of(L, -1);
-			lua_setfield(L, -2, "mask");
+			template_put(L, col, "mask");
 		}
 		lua_rawseti(L, -2, i + 1);
 	}
+}
+
+/*
+ * Everything a template is made of, as one string (at the top): per column its
+ * name, then 's' table, column or 'n' (no source), then type OID and format.
+ * Each part is NUL-terminated or of fixed width, so different inputs never
+ * give the same key.
+ */
+static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
+{
+	size_t cap = 1;
+	for (int i = 0; i < c->plan->ncols; i++) {
+		const char *table = c->table_names ? c->table_names[i] : NULL;
+		const char *column = c->column_names ? c->column_names[i] : NULL;
+		cap += strlen(c->plan->cols[i].name) + 3 + sizeof(uint32_t) +
+		       (table && column ? strlen(table) + strlen(column) + 2 : 0);
+	}
+	if (cap > e->cols_key_cap) {
+		e->cols_key = xrealloc(e->cols_key, cap);
+		e->cols_key_cap = cap;
+	}
+	char *buf = e->cols_key;
+	char *p = buf;
+	for (int i = 0; i < c->plan->ncols; i++) {
+		const MaskColumn *mc = &c->plan->cols[i];
+		const char *table = c->table_names ? c->table_names[i] : NULL;
+		const char *column = c->column_names ? c->column_names[i] : NULL;
+		p = stpcpy(p, mc->name) + 1;
+		if (table && column) {
+			*p++ = 's';
+			p = stpcpy(p, table) + 1;
+			p = stpcpy(p, column) + 1;
+		} else {
+			*p++ = 'n';
+		}
+		memcpy(p, &mc->type_oid, sizeof(mc->type_oid));
+		p += sizeof(mc->type_oid);
+		*p++ = mc->format == 1 ? 'b' : 't';
+	}
+	lua_pushlstring(L, buf, (size_t)(p - buf));
+}
+
+/*
+ * Push the template for c's columns: built once per column set and state
+ * (P.masks cannot change within a state) and kept in a table of the state's
+ * own, dropped whole when it holds too many columns (a template column takes
+ * 300-400 bytes of the state's memory: the cache stays under 1/20 of it).
+ */
+static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c, int masks_idx)
+{
+	if (e->cols_cache_ref == LUA_NOREF) {
+		lua_newtable(L);
+		e->cols_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		e->cols_cache_cols = 0;
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
+	int cache_idx = lua_gettop(L);
+	columns_key(L, e, c);
+	lua_pushvalue(L, -1);
+	lua_rawget(L, cache_idx);
+	if (lua_istable(L, -1)) {
+		lua_replace(L, cache_idx);
+		lua_settop(L, cache_idx);
+		return;
+	}
+	lua_pop(L, 1);
+	size_t max_cols = e->cfg.memory_limit / COLS_CACHE_COL_SHARE;
+	if (max_cols > COLS_CACHE_MAX_COLS)
+		max_cols = COLS_CACHE_MAX_COLS;
+	if ((size_t)e->cols_cache_cols + (size_t)c->plan->ncols > max_cols) {
+		lua_newtable(L);
+		lua_replace(L, cache_idx);
+		lua_pushvalue(L, cache_idx);
+		lua_rawseti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
+		e->cols_cache_cols = 0;
+	}
+	columns_build_template(L, c, masks_idx);
+	lua_pushvalue(L, -1);
+	lua_insert(L, -3);	/* template, key, template */
+	lua_rawset(L, cache_idx);
+	e->cols_cache_cols += c->plan->ncols;
+	lua_replace(L, cache_idx);
+}
+
+/* The hooks' cols: fresh copies of the template's column tables (a hook may change them). */
+static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int masks_idx)
+{
+	MaskPlan *plan = c->plan;
+	columns_template(L, e, c, masks_idx);
+	int tmpl = lua_gettop(L);
+	lua_pushliteral(L, "mask");			/* tmpl + 1 */
+	lua_createtable(L, plan->ncols, 0);
+	int cols = tmpl + 2;
+	for (int i = 0; i < plan->ncols; i++) {
+		lua_rawgeti(L, tmpl, i + 1);		/* cols + 1: k1, v1, k2, v2, ... */
+		int n = (int)lua_objlen(L, cols + 1);
+		lua_createtable(L, 0, n / 2);		/* cols + 2 */
+		c->declared[i] = MASK_NONE;
+		for (int f = 1; f < n; f += 2) {
+			lua_rawgeti(L, cols + 1, f);
+			lua_rawgeti(L, cols + 1, f + 1);
+			if (f == n - 1 && lua_rawequal(L, -2, tmpl + 1))	/* mask: last */
+				c->declared[i] = columns_kind_of(L, -1);
+			lua_rawset(L, cols + 2);
+		}
+		lua_rawseti(L, cols, i + 1);
+		lua_pop(L, 1);
+	}
+	lua_replace(L, tmpl);
+	lua_pop(L, 1);
 }
 
 /* Read cols[i].mask back into the plan; a declared mask survives a hook that drops it. */
@@ -2270,11 +2421,14 @@ static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
 {
 	MaskPlan *plan = c->plan;
 	plan->any = false;
+	lua_pushliteral(L, "mask");	/* interned once for every column */
+	int key = lua_gettop(L);
 	for (int i = 0; i < plan->ncols; i++) {
 		lua_rawgeti(L, cols_idx, i + 1);
 		if (!lua_istable(L, -1))
 			luaL_error(L, "cols[%d] is no longer a column table", i + 1);
-		lua_getfield(L, -1, "mask");
+		lua_pushvalue(L, key);
+		lua_gettable(L, -2);	/* (as lua_getfield: a metatable's __index counts) */
 		MaskKind k = columns_kind_of(L, -1);
 		bool named = lua_type(L, -1) == LUA_TSTRING;
 		if (named && k == MASK_NONE && strcmp(lua_tostring(L, -1), "none") != 0)
@@ -2288,6 +2442,7 @@ static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
 			plan->any = true;
 		lua_pop(L, 2);
 	}
+	lua_pop(L, 1);
 }
 
 
@@ -2315,21 +2470,52 @@ static void hooks_call_each(lua_State *L, PolicyEngine *e, int hook, const int *
 	}
 }
 
+static bool columns_any_hash(const MaskPlan *plan)
+{
+	for (int i = 0; i < plan->ncols; i++)
+		if (plan->cols[i].mask == MASK_HASH)
+			return true;
+	return false;
+}
+
+static bool columns_any_custom(const MaskPlan *plan)
+{
+	for (int i = 0; i < plan->ncols; i++)
+		if (plan->cols[i].mask == MASK_CUSTOM)
+			return true;
+	return false;
+}
+
 static int columns_run(lua_State *L)
 {
 	ColumnsCall *c = lua_touserdata(L, 1);
 	PolicyEngine *e = c->e;
 	lua_settop(L, 0);
-	lua_pushcfunction(L, engine_msgh);		/* 1 */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->msgh_ref);	/* 1 */
 	session_push(L, e, c->s);			/* 2 */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* 3 */
-	columns_push(L, c, 3);				/* 4 */
+	columns_push(L, e, c, 3);			/* 4 */
 	static const int args[] = { 2, 4 };	/* on_columns(s, cols) */
 	hooks_call_each(L, e, HOOK_COLUMNS, args, 2, &c->fail_policy);
 	lua_settop(L, 4);
 	columns_read_back(L, c, 4);
-	luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
-	c->s->cols_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	/* kept for on_row and Lua masks only (mask_run, row_run) */
+	if (c->s->cols_ref != LUA_NOREF)
+		luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
+	c->s->cols_ref = LUA_NOREF;
+	if (e->any_hook[HOOK_ROW] || columns_any_custom(c->plan))
+		c->s->cols_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 0;
+}
+
+/* Make the functions on_columns calls with, once per state (protected: it allocates). */
+static int columns_fns_make(lua_State *L)
+{
+	PolicyEngine *e = lua_touserdata(L, 1);
+	lua_pushcfunction(L, columns_run);
+	lua_pushcfunction(L, engine_msgh);
+	e->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	e->cols_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);	/* last: it says both are made */
 	return 0;
 }
 
@@ -2337,19 +2523,23 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 		       const char **table_names, const char **column_names, char *err,
 		       size_t errlen)
 {
-	if (e->hash_key_len > 0 && !mask_plan_set_hash_key(plan, e->hash_key, e->hash_key_len)) {
-		snprintf(err, errlen, "cannot key the hash mask");
-		return false;
-	}
 	if (!e->any_masks && !e->any_hook[HOOK_COLUMNS] && !e->any_hook[HOOK_ROW])
 		return true;	/* (on_row needs the cols table columns_run keeps) */
 	if (!engine_enter(e)) {
 		snprintf(err, errlen, "policy engine unavailable");
 		return false;
 	}
-	ColumnsCall c = { e, s, plan, table_names, column_names,
-			  xcalloc((size_t)plan->ncols + 1, sizeof(MaskKind)), NULL };
-	bool ok = lua_cpcall(e->L, columns_run, &c) == 0;
+	MaskKind declared_on_stack[32];
+	MaskKind *declared = plan->ncols <= 32 ? declared_on_stack
+					       : xcalloc((size_t)plan->ncols, sizeof(MaskKind));
+	ColumnsCall c = { e, s, plan, table_names, column_names, declared, NULL };
+	bool ok = e->cols_fn_ref != LUA_NOREF || lua_cpcall(e->L, columns_fns_make, e) == 0;
+	if (ok) {
+		/* (neither push allocates: safe outside a protected call) */
+		lua_rawgeti(e->L, LUA_REGISTRYINDEX, e->cols_fn_ref);
+		lua_pushlightuserdata(e->L, &c);
+		ok = lua_pcall(e->L, 1, 0, 0) == 0;
+	}
 	if (!ok) {
 		const char *msg = lua_tostring(e->L, -1);
 		snprintf(err, errlen, "%s: %s", e->where[0] ? e->where : "policy",
@@ -2359,8 +2549,15 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 			    c.fail_policy ? c.fail_policy : "engine", e->where[0] ? e->where : "?",
 			    msg ? msg : "error");
 	}
-	free(c.declared);
+	if (declared != declared_on_stack)
+		free(declared);
 	engine_leave(e);
+	/* keyed only when "hash" is used: making the HMAC context costs more than the rest */
+	if (ok && e->hash_key_len > 0 && columns_any_hash(plan) &&
+	    !mask_plan_set_hash_key(plan, e->hash_key, e->hash_key_len)) {
+		snprintf(err, errlen, "cannot key the hash mask");
+		ok = false;
+	}
 	if (ok && !mask_plan_finish(plan)) {
 		/* a masked binary column, or "hash" without policy.hash_key_file */
 		snprintf(err, errlen, "the result cannot be masked (binary format or no hash key)");

@@ -241,6 +241,62 @@ def test_extended_with_describe_is_masked(proxy):
     assert rows_of(out) == [["***@secret.example"]]
 
 
+def test_extended_describe_of_binary_portal_refused(proxy):
+    """The client's own Describe is the plan (pgmoat sends none): a binary protected column is refused."""
+    out = ext_exchange(proxy, [parse_msg("SELECT email FROM mk_people WHERE id = 1"),
+                               bind_formats(result_formats=(1,)), describe_msg(b"P"), execute_msg(),
+                               sync_msg()])
+    errs = errors_of(out)
+    assert errs and errs[0]["C"] == "42501"
+    assert not rows_of(out)
+    assert out[-1][0] == b"Z"
+
+
+def test_extended_describe_of_another_portal_does_not_serve(proxy):
+    """Describe of portal b just before Execute of portal a: a's rows still get a's plan."""
+    c = raw_login(proxy)
+    try:
+        c.send(query_msg("BEGIN"))
+        c.read_until({b"Z"})
+        c.send(parse_msg("SELECT email FROM mk_people WHERE id = 1", name="da") +
+               bind_msg(stmt="da", portal="a") +
+               parse_msg("SELECT note FROM mk_other", name="db") + bind_msg(stmt="db", portal="b") +
+               describe_msg(b"P", "b") + execute_msg("a") + execute_msg("b") + sync_msg())
+        out = c.read_until({b"Z"})
+        no_secret(b"".join(t + p for t, p in out))
+        assert rows_of(out) == [["***@secret.example"], ["hello"]]
+        assert [t for t, _ in out] == [b"1", b"2", b"1", b"2", b"T", b"D", b"C", b"D", b"C", b"Z"]
+    finally:
+        c.close()
+
+
+def test_extended_describe_then_rebind_unnamed_portal(proxy):
+    """Describe of the unnamed portal, then a new Bind of it: the Execute gets a fresh plan."""
+    out = ext_exchange(proxy, [parse_msg("SELECT note FROM mk_other"), bind_msg(),
+                               describe_msg(b"P"),
+                               parse_msg("SELECT email FROM mk_people WHERE id = 1"), bind_msg(),
+                               execute_msg(), sync_msg()])
+    assert rows_of(out) == [["***@secret.example"]]
+    assert [t for t, _ in out] == [b"1", b"2", b"T", b"1", b"2", b"D", b"C", b"Z"]
+
+
+def test_extended_describe_then_suspended_executes(proxy):
+    """Only the Execute right after the client's Describe goes without pgmoat's own."""
+    c = raw_login(proxy)
+    try:
+        c.send(query_msg("BEGIN"))
+        c.read_until({b"Z"})
+        c.send(parse_msg("SELECT email, ssn FROM mk_people ORDER BY id") + bind_msg(portal="pd") +
+               describe_msg(b"P", "pd") + execute_msg("pd", 1) + execute_msg("pd", 1) +
+               sync_msg())
+        out = c.read_until({b"Z"})
+        no_secret(b"".join(t + p for t, p in out))
+        assert rows_of(out) == [["***@secret.example", "[REDACTED]"], [None, "[REDACTED]"]]
+        assert [t for t, _ in out] == [b"1", b"2", b"T", b"D", b"s", b"D", b"s", b"Z"]
+    finally:
+        c.close()
+
+
 def test_extended_statement_describe_then_rebind(proxy):
     """Describe the statement (formats unknown yet), then Bind and Execute twice."""
     out = ext_exchange(proxy, [

@@ -861,6 +861,176 @@ Test(policy, masks_follow_p_masks_and_on_columns)
 	policy_engine_free(e);
 }
 
+/* One on_columns call over (table, column) pairs; returns the mask of each column. */
+static void columns_call(PolicyEngine *e, PolicySession *s, int n, const char *const *names,
+			 const char **tables, const char **columns, MaskKind *out)
+{
+	MaskPlan plan;
+	plan_init(&plan, n, names);
+	char err[256] = "";
+	cr_assert(policy_on_columns(e, s, &plan, tables, columns, err, sizeof(err)), "%s", err);
+	for (int i = 0; i < n; i++)
+		out[i] = plan.cols[i].mask;
+	mask_plan_free(&plan);
+}
+
+/* perf-mask: the column tables come from a cached template; every call must get fresh ones. */
+Test(policy, on_columns_gets_fresh_tables_each_call)
+{
+	PolicyEngine *e = engine("fresh.lua", HEADER
+		"P.masks = { ['people.email'] = 'email' }\n"
+		"function P.on_columns(s, cols)\n"
+		"  if s.vars.last and s.vars.last[1].touched ~= true then error('kept table changed') end\n"
+		"  for _, c in ipairs(cols) do\n"
+		"    if c.touched then error('a column table was reused') end\n"
+		"    if c.name ~= 'e' then error('name is ' .. tostring(c.name)) end\n"
+		"    if c.column == 'email' and c.table == 'public.people' and c.mask ~= 'email' then\n"
+		"      error('declared mask missing') end\n"
+		"    c.touched = true\n"
+		"    c.name = 'changed'\n"
+		"    if c.table == 'public.other' then c.mask = 'redact' end\n"
+		"  end\n"
+		"  s.vars.last = cols\n"
+		"end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	static const char *const names[] = { "e" };
+	const char *people[] = { "public.people" }, *other[] = { "public.other" };
+	const char *email[] = { "email" };
+	MaskKind k;
+	for (int round = 0; round < 3; round++) {
+		columns_call(e, &s, 1, names, people, email, &k);
+		cr_assert_eq(k, MASK_EMAIL, "round %d", round);
+		/* same column name and type, another table: another template */
+		columns_call(e, &s, 1, names, other, email, &k);
+		cr_assert_eq(k, MASK_REDACT, "round %d", round);
+	}
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
+/* perf-mask: more column sets than the template cache keeps: masks stay right after it is dropped. */
+Test(policy, on_columns_template_cache_overflow)
+{
+	PolicyEngine *e = engine("many.lua", HEADER
+		"P.masks = { ['*.ssn'] = 'redact' }\n"
+		"function P.on_columns(s, cols) end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	enum { NCOLS = 40, SETS = 150 };	/* 6000 columns in all */
+	const char *names[NCOLS], *tables[NCOLS], *columns[NCOLS];
+	char tbuf[NCOLS][32];
+	MaskKind kinds[NCOLS];
+	for (int pass = 0; pass < 2; pass++) {
+		for (int set = 0; set < SETS; set++) {
+			for (int i = 0; i < NCOLS; i++) {
+				snprintf(tbuf[i], sizeof(tbuf[i]), "public.t%d", set);
+				names[i] = i == set % NCOLS ? "ssn" : "x";
+				tables[i] = tbuf[i];
+				columns[i] = i == set % NCOLS ? "ssn" : "x";
+			}
+			columns_call(e, &s, NCOLS, names, tables, columns, kinds);
+			for (int i = 0; i < NCOLS; i++)
+				cr_assert_eq(kinds[i], i == set % NCOLS ? MASK_REDACT : MASK_NONE,
+					     "pass %d set %d column %d", pass, set, i);
+		}
+	}
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
+/* perf-mask: the hash mask is keyed only for plans that use it; it still works, and fails closed without a key. */
+Test(policy, on_columns_keys_the_hash_mask_when_used)
+{
+	static const char *const src = HEADER
+		"P.masks = { ['t.h'] = 'hash', ['t.r'] = 'redact' }\nreturn P\n";
+	PolicyConfig pc;
+	policy_config_init(&pc);
+	char *key = write_script("key.txt", "a secret hash key\n");
+	pc.hash_key_file = xstrdup(key);
+	char *path = write_script("hash.lua", src);
+	strlist_add(&pc.scripts, path);
+	char err[256] = "";
+	PolicyEngine *e = policy_engine_new(&pc, err, sizeof(err));
+	cr_assert_not_null(e, "%s", err);
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	static const char *const names[] = { "h", "r" };
+	const char *tables[] = { "public.t", "public.t" };
+	const char *columns[] = { "h", "r" };
+	MaskPlan plan;
+	plan_init(&plan, 2, names);
+	cr_assert(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)), "%s", err);
+	cr_assert_eq(plan.cols[0].mask, MASK_HASH);
+	uint8_t *out = NULL;
+	int32_t out_len = 0;
+	cr_assert(mask_apply_value(&plan, MASK_HASH, (const uint8_t *)"v", 1, &out, &out_len));
+	cr_assert_eq(out_len, MASK_HASH_HEX_LEN);
+	free(out);
+	mask_plan_free(&plan);
+	/* no hash column: no key needed */
+	plan_init(&plan, 1, names + 1);
+	cr_assert(policy_on_columns(e, &s, &plan, tables + 1, columns + 1, err, sizeof(err)), "%s", err);
+	cr_assert_eq(plan.cols[0].mask, MASK_REDACT);
+	mask_plan_free(&plan);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+
+	/* the same policy without a key: a result with the hash column is refused */
+	free(pc.hash_key_file);
+	pc.hash_key_file = NULL;
+	e = policy_engine_new(&pc, err, sizeof(err));
+	cr_assert_not_null(e, "%s", err);
+	s = session_new();
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	plan_init(&plan, 2, names);
+	cr_assert_not(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)));
+	mask_plan_free(&plan);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+	policy_config_free(&pc);
+	free(path);
+	free(key);
+}
+
+/* perf-mask: under the smallest memory_limit the template cache stays small enough to never fail a call. */
+Test(policy, on_columns_template_cache_fits_a_small_state)
+{
+	PolicyEngine *e = engine_cfg(0, 1024 * 1024, POLICY_ENFORCE, "small.lua", HEADER
+		"P.masks = { ['*.ssn'] = 'redact' }\n"
+		"function P.on_columns(s, cols) end\nreturn P\n", NULL);
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	enum { NCOLS = 60 };
+	const char *names[NCOLS], *tables[NCOLS], *columns[NCOLS];
+	char tbuf[40], cbuf[NCOLS][40];
+	MaskKind kinds[NCOLS];
+	for (int set = 0; set < 400; set++) {
+		snprintf(tbuf, sizeof(tbuf), "public.a_rather_long_table_name_%d", set);
+		for (int i = 0; i < NCOLS; i++) {
+			snprintf(cbuf[i], sizeof(cbuf[i]), i == 7 ? "ssn" : "a_long_column_name_%d", i);
+			names[i] = columns[i] = cbuf[i];
+			tables[i] = tbuf;
+		}
+		columns_call(e, &s, NCOLS, names, tables, columns, kinds);
+		cr_assert_eq(kinds[7], MASK_REDACT, "set %d", set);
+	}
+	PolicyStats st;
+	policy_engine_stats(e, &st);
+	cr_assert_eq(st.errors, 0);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
 Test(policy, on_columns_cannot_remove_a_declared_mask)
 {
 	PolicyEngine *e = engine("sneaky.lua", HEADER
