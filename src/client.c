@@ -1470,12 +1470,19 @@ static void client_forward(Client *c)
 			if (drain_close_at_boundary(c))
 				return;
 			/*
-			 * Assigned at once, the client carries on from client_on_server_assigned();
-			 * queued, its input waits (CL_WAITING is not processed) while the socket
-			 * stays readable, bounded by the read watermark, so an EOF is still seen.
+			 * Assigned at once, the client carries on here, in this loop; queued,
+			 * it carries on from client_on_server_assigned(), and its input waits
+			 * (CL_WAITING is not processed) while the socket stays readable,
+			 * bounded by the read watermark, so an EOF is still seen.
 			 */
+			c->requesting_server = true;
 			pool_request_server(c);
-			return;
+			c->requesting_server = false;
+			if (c->state != CL_ACTIVE || !c->link)
+				return;
+			if (c->stash)
+				client_send_stash(c, c->link);	/* it was judged first: it goes first */
+			continue;
 		}
 		size_t total = proto_msg_total(&h);
 		if (enforce_active(c->worker) && enforce_judges(h.type)) {
@@ -1566,8 +1573,11 @@ void client_on_server_assigned(Client *c, Server *s)
 	/*
 	 * Carry on from the event loop, not from here: assignment happens inside
 	 * release and disconnect paths, and processing input here would nest one
-	 * client's teardown inside another's without bound.
+	 * client's teardown inside another's without bound. A client that asked
+	 * from its own forwarding loop carries on there (no extra loop pass).
 	 */
+	if (c->requesting_server && !c->reading_paused)
+		return;
 	if (c->reading_paused) {
 		c->reading_paused = false;
 		msgio_reader_enable(&c->in, true);

@@ -10,10 +10,11 @@
 
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h)
 {
-	uint8_t hdr[PROTO_HEADER_LEN];
-	if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+	/* in place: the first chunk nearly always holds the header (else it is made to) */
+	const uint8_t *hdr = evbuffer_pullup(in, PROTO_HEADER_LEN);
+	if (!hdr)
 		return FRAME_NEED_MORE;
-	return proto_frame_header(hdr, sizeof(hdr), max_len, h);
+	return proto_frame_header(hdr, PROTO_HEADER_LEN, max_len, h);
 }
 
 uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h)
@@ -32,8 +33,8 @@ uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h)
 size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 			bool (*passes)(void *arg, const MsgHeader *h), void *arg)
 {
-	struct evbuffer_iovec v;
-	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+	struct evbuffer_iovec v;	/* the first chunk, whole: peek for one byte */
+	if (evbuffer_peek(in, 1, NULL, &v, 1) < 1)
 		return from;
 	const uint8_t *p = v.iov_base;
 	size_t end = from;

@@ -179,6 +179,7 @@ struct Client {
 	bool fwd_discard;	/* the message streaming in is dropped (denied, too big to judge) */
 	bool read_wm_raised;	/* read watermark raised to take one whole message to judge */
 	bool judge_waiting;	/* a Query waits for in-flight statements to settle */
+	bool requesting_server;	/* in client_forward's own pool_request_server(): it carries on */
 	uint8_t *stash;		/* judged before a server was assigned: sent first once one is */
 	size_t stash_len;
 	uint8_t stash_type;

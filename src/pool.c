@@ -439,7 +439,7 @@ void pool_request_server(Client *c)
 				  "server login has been failing, try again later (server_login_retry)");
 		return;
 	}
-	c->wait_start = util_now_mono();
+	c->wait_start = util_now_cached();
 	client_set_state(c, CL_WAITING);
 	pool_maintain(pool);
 }

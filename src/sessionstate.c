@@ -28,23 +28,25 @@ void sessionstate_release(Worker *w, SqlInfo *info)
  * LISTEN, HOLD, TEMP/TEMPORARY, pg_*advisory_lock*), in any case; keywords
  * cannot be escaped, and a function name written with Unicode escapes
  * (U&"...") is parsed in any case. The verdict itself is libpg_query's.
- * One pass over the text: it runs on every Query and Parse.
+ * One table-driven pass over the text: it runs on every Query and Parse.
  */
+static const char *const session_words[] = { NULL, "set", "prepare", "listen", "hold", "temp",
+					       "advisory", "u&" };
+
+/* The word of session_words a letter may start (either case); 0 for none. */
+static const uint8_t session_word_at[256] = {
+	['s'] = 1, ['S'] = 1, ['p'] = 2, ['P'] = 2, ['l'] = 3, ['L'] = 3, ['h'] = 4, ['H'] = 4,
+	['t'] = 5, ['T'] = 5, ['a'] = 6, ['A'] = 6, ['u'] = 7, ['U'] = 7,
+};
+
 static bool sql_may_hold_session_state(const char *sql)
 {
-	for (const char *p = sql; *p; p++) {
-		const char *word;
-		switch (*p | 0x20) {
-		case 's': word = "set"; break;
-		case 'p': word = "prepare"; break;
-		case 'l': word = "listen"; break;
-		case 'h': word = "hold"; break;
-		case 't': word = "temp"; break;
-		case 'a': word = "advisory"; break;
-		case 'u': word = "u&"; break;
-		default: continue;
-		}
-		if ((p[1] | 0x20) == word[1] && strncasecmp(p, word, strlen(word)) == 0)
+	for (const uint8_t *p = (const uint8_t *)sql; *p; p++) {
+		uint8_t w = session_word_at[*p];
+		if (!w)
+			continue;
+		const char *word = session_words[w];
+		if ((p[1] | 0x20) == word[1] && strncasecmp((const char *)p, word, strlen(word)) == 0)
 			return true;
 	}
 	return false;
