@@ -1009,10 +1009,11 @@ struct SqlInfoCache {
 	size_t bytes;
 	List lru;
 	uint64_t k0, k1;		/* SipHash key: chains cannot be flooded */
-	/* The last statement classified through a shared parse: the policy, the
-	 * masking guard and the lexing check each ask for the same text in turn. */
+	/* The last statement asked for: the policy, the masking guard and the
+	 * lexing check each ask for the same text in turn, and it is looked up
+	 * once. last_text is a buffer kept between statements (last_cap bytes). */
 	char *last_text;
-	size_t last_len;
+	size_t last_len, last_cap;
 	SqlInfo *last_info;		/* one reference held here */
 };
 
@@ -1224,13 +1225,17 @@ static CacheEntry *cache_touch(SqlInfoCache *cache, CacheEntry *e)
 
 static void cache_remember(SqlInfoCache *cache, const char *sql, size_t len, SqlInfo *info)
 {
+	info->refcount++;
 	sqlinfo_release(cache, cache->last_info);
-	free(cache->last_text);
-	cache->last_text = xmalloc(len ? len : 1);
+	cache->last_info = NULL;
+	if (!cache->last_text || len > cache->last_cap) {
+		free(cache->last_text);
+		cache->last_cap = len > 256 ? len : 256;
+		cache->last_text = xmalloc(cache->last_cap);
+	}
 	memcpy(cache->last_text, sql, len);
 	cache->last_len = len;
 	cache->last_info = info;
-	info->refcount++;
 }
 
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
@@ -1242,15 +1247,16 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 	/* a NUL byte is refused by the parse, and would let a text pass for a shape key */
 	if (len > SQLINFO_CACHE_MAX_KEY || (len && memchr(sql, '\0', len)))
 		return sqlinfo_parse(sql, len);
-	uint64_t hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
-	CacheEntry *e = cache_lookup(cache, hash, sql, len);
-	if (e) {
-		cache_touch(cache, e)->info->refcount++;
-		return e->info;
-	}
 	if (cache->last_info && cache->last_len == len && memcmp(cache->last_text, sql, len) == 0) {
 		cache->last_info->refcount++;
 		return cache->last_info;
+	}
+	uint64_t hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
+	CacheEntry *e = cache_lookup(cache, hash, sql, len);
+	if (e) {
+		cache_remember(cache, sql, len, cache_touch(cache, e)->info);
+		e->info->refcount++;
+		return e->info;
 	}
 	/* Same statement, other values: classified by its shape's first parse. */
 	SqlShape shape;
@@ -1273,6 +1279,7 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 		cache_insert(cache, shape_hash, shape.key, shape.key_len, info);
 	if (shaped)
 		sqlshape_free(&shape);
+	cache_remember(cache, sql, len, info);
 	return info;
 }
 
