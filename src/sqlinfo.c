@@ -51,17 +51,22 @@ static void sqlinfo_free_stmts(SqlInfo *info)
 	for (int i = 0; i < info->nstmts; i++) {
 		SqlStatement *st = &info->stmts[i];
 		free(st->sql);
+		free(st->fingerprint);
+		free(st->normalized);
+		if (info->shared)
+			continue;	/* the rest is the shared result's */
 		strlist_free(&st->tables);
 		strlist_free(&st->functions);
 		colflow_free(st);
-		free(st->fingerprint);
-		free(st->normalized);
 		free(st->setting);
 		free(st->deallocate_name);
 	}
 	free(info->stmts);
 	info->stmts = NULL;
 	info->nstmts = 0;
+	if (info->shared && --info->shared->refcount <= 0)
+		sqlinfo_free(info->shared);
+	info->shared = NULL;
 }
 
 /* A failed result carries no statements at all: callers cannot half-use it. */
@@ -1164,18 +1169,23 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
 
 /*
  * The classification of a statement of the same shape as tmpl (sqlshape.h),
- * for the text sql[0, stmt_end). Everything but the text is tmpl's; the
- * fingerprint and normalized text are the new text's own, made on demand
- * (sqlinfo_stmt_fingerprint/normalized): libpg_query keeps some literals in
- * them, and one statement's values must never show up as another's.
+ * for the text sql[0, stmt_end). Everything but the text is tmpl's, shared
+ * (info->shared), not copied; the fingerprint and normalized text are the new
+ * text's own, made on demand (sqlinfo_stmt_fingerprint/normalized):
+ * libpg_query keeps some literals in them, and one statement's values must
+ * never show up as another's.
  */
-static SqlInfo *sqlinfo_clone_for_text(const SqlInfo *tmpl, const char *sql, size_t stmt_end)
+static SqlInfo *sqlinfo_clone_for_text(SqlInfo *tmpl, const char *sql, size_t stmt_end)
 {
+	if (tmpl->shared)
+		tmpl = tmpl->shared;	/* never a chain */
 	const SqlStatement *from = &tmpl->stmts[0];
 	SqlInfo *info = sqlinfo_new();
 	info->ok = true;
 	info->nstmts = 1;
-	info->stmts = xcalloc(1, sizeof(SqlStatement));
+	info->stmts = xmalloc(sizeof(SqlStatement));
+	info->shared = tmpl;
+	tmpl->refcount++;
 	SqlStatement *st = &info->stmts[0];
 	*st = *from;
 	const char *p = sql, *end = sql + stmt_end;
@@ -1184,11 +1194,6 @@ static SqlInfo *sqlinfo_clone_for_text(const SqlInfo *tmpl, const char *sql, siz
 	while (end > p && strchr(" \t\n\r\f\v", end[-1]))
 		end--;
 	st->sql = xstrndup(p, (size_t)(end - p));
-	strlist_copy(&st->tables, &from->tables);
-	strlist_copy(&st->functions, &from->functions);
-	colflow_copy(st, from);
-	st->setting = from->setting ? xstrdup(from->setting) : NULL;
-	st->deallocate_name = from->deallocate_name ? xstrdup(from->deallocate_name) : NULL;
 	st->fingerprint = NULL;
 	st->normalized = NULL;
 	return info;
