@@ -77,6 +77,7 @@ struct PolicyEngine {
 	StrList mask_keys;
 
 	/* per call */
+	bool in_call;		/* between engine_enter and engine_leave: the hook counts */
 	usec_t deadline;
 	bool overrun;		/* time budget exceeded: the hook keeps raising */
 	bool mem_failed;	/* the allocator refused: treated like an overrun */
@@ -261,6 +262,8 @@ static int engine_raise_budget(lua_State *L, PolicyEngine *e)
 static void engine_hook(lua_State *L, lua_Debug *ar)
 {
 	PolicyEngine *e = engine_of(L);
+	if (!e->in_call)
+		return;	/* the hook stays installed between calls (see engine_enter) */
 	if (!e->overrun && util_now_mono() < e->deadline)
 		return;
 	if (!e->overrun) {
@@ -1503,9 +1506,11 @@ static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
 	luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
 	e->L = L;
 	e->deadline = util_now_mono() + e->cfg.time_budget;
+	/* Installed once for the state's life; it acts only while in_call is set. */
 	lua_sethook(L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
+	e->in_call = true;
 	int status = lua_cpcall(L, state_load_scripts, e);
-	lua_sethook(L, NULL, 0, 0);
+	e->in_call = false;
 	if (status != 0) {
 		const char *msg = lua_tostring(L, -1);
 		if (e->where[0] && msg && !strstr(msg, e->where))
@@ -1653,7 +1658,11 @@ void policy_engine_stats(const PolicyEngine *e, PolicyStats *out)
 
 /* ------------------------------------------------------ calling hooks */
 
-/* Start a call: a deadline, a clean failure state, the hook armed. */
+/*
+ * Start a call: a deadline, a clean failure state, the hook armed. The hook is
+ * armed by in_call, not by lua_sethook: LuaJIT rewrites its dispatch table on
+ * every lua_sethook that turns the count hook on or off, twice per call.
+ */
 static bool engine_enter(PolicyEngine *e)
 {
 	if (!e->L) {
@@ -1668,7 +1677,7 @@ static bool engine_enter(PolicyEngine *e)
 	e->overrun = false;
 	e->mem_failed = false;
 	e->where[0] = '\0';
-	lua_sethook(e->L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
+	e->in_call = true;
 	return true;
 }
 
@@ -1688,7 +1697,7 @@ static int engine_cpcall(PolicyEngine *e, int fn_ref, void *ud)
 static void engine_leave(PolicyEngine *e)
 {
 	lua_State *L = e->L;
-	lua_sethook(L, NULL, 0, 0);
+	e->in_call = false;
 	lua_settop(L, 0);
 	if (!engine_past_budget(e)) {
 		if ((size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > e->cfg.memory_limit / 2)
@@ -2321,8 +2330,14 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 	char *raw = info->ok ? NULL : xstrndup(sql, len);
 	QueryCall c = { e, s, out, protocol, stmt_name, in_transaction, info, NULL, 0, NULL, false,
 			NULL, raw };
-	c.extra = xcalloc((size_t)(n * e->nscripts + 1), sizeof(*c.extra));
-	c.final_sql = xcalloc((size_t)n, sizeof(*c.final_sql));
+	/* inline for the usual one statement under a few policies */
+	SqlInfo *extra_inline[8];
+	char *final_inline[4] = { NULL };
+	size_t nextra_max = (size_t)(n * e->nscripts + 1);
+	c.extra = nextra_max <= ARRAY_SIZE(extra_inline) ? extra_inline
+							 : xcalloc(nextra_max, sizeof(*c.extra));
+	c.final_sql = (size_t)n <= ARRAY_SIZE(final_inline) ? final_inline
+							    : xcalloc((size_t)n, sizeof(*c.final_sql));
 	if (!engine_enter(e)) {
 		decision_fail(e, out, NULL, "policy engine unavailable");
 	} else {
@@ -2339,8 +2354,10 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 		sqlinfo_release(e->cache, c.extra[i]);
 	for (int i = 0; i < n; i++)
 		free(c.final_sql[i]);
-	free(c.final_sql);
-	free(c.extra);
+	if (c.final_sql != final_inline)
+		free(c.final_sql);
+	if (c.extra != extra_inline)
+		free(c.extra);
 	free(raw);
 	sqlinfo_release(e->cache, info);
 	decision_finish(e, out);
