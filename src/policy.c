@@ -1663,7 +1663,7 @@ void policy_engine_stats(const PolicyEngine *e, PolicyStats *out)
  * armed by in_call, not by lua_sethook: LuaJIT rewrites its dispatch table on
  * every lua_sethook that turns the count hook on or off, twice per call.
  */
-static bool engine_enter(PolicyEngine *e)
+static bool engine_enter_at(PolicyEngine *e, usec_t now)
 {
 	if (!e->L) {
 		char err[512];
@@ -1673,12 +1673,17 @@ static bool engine_enter(PolicyEngine *e)
 		}
 		e->stats.recreated++;
 	}
-	e->deadline = util_now_mono() + e->cfg.time_budget;
+	e->deadline = now + e->cfg.time_budget;
 	e->overrun = false;
 	e->mem_failed = false;
 	e->where[0] = '\0';
 	e->in_call = true;
 	return true;
+}
+
+static bool engine_enter(PolicyEngine *e)
+{
+	return engine_enter_at(e, util_now_mono());
 }
 
 /*
@@ -2338,10 +2343,11 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 							 : xcalloc(nextra_max, sizeof(*c.extra));
 	c.final_sql = (size_t)n <= ARRAY_SIZE(final_inline) ? final_inline
 							    : xcalloc((size_t)n, sizeof(*c.final_sql));
-	if (!engine_enter(e)) {
+	/* one clock read for the deadline and the timing (both CLOCK_MONOTONIC) */
+	uint64_t t0 = histogram_now_ns();
+	if (!engine_enter_at(e, (usec_t)(t0 / 1000))) {
 		decision_fail(e, out, NULL, "policy engine unavailable");
 	} else {
-		uint64_t t0 = e->lua_time ? histogram_now_ns() : 0;
 		if (engine_cpcall(e, e->query_run_ref, &c) != 0)
 			decision_fail(e, out, c.fail_policy, lua_tostring(e->L, -1));
 		if (e->lua_time)
