@@ -345,18 +345,6 @@ void colflow_scan(SqlStatement *st, const char *node, const json_t *body)
 	json_decref(wrapped);
 }
 
-void colflow_copy(SqlStatement *dst, const SqlStatement *src)
-{
-	strlist_copy(&dst->exposed, &src->exposed);
-	strlist_copy(&dst->bare, &src->bare);
-	strlist_copy(&dst->renames, &src->renames);
-	strlist_copy(&dst->rel_aliases, &src->rel_aliases);
-	strlist_copy(&dst->pos_aliases, &src->pos_aliases);
-	strlist_copy(&dst->setop_refs, &src->setop_refs);
-	strlist_copy(&dst->renamed_cols, &src->renamed_cols);
-	dst->renamed_schema = src->renamed_schema ? xstrdup(src->renamed_schema) : NULL;
-}
-
 void colflow_free(SqlStatement *st)
 {
 	strlist_free(&st->exposed);

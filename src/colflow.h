@@ -21,7 +21,5 @@ struct json_t;
 /* Fill st's column-flow fields from the statement node (node name, body). */
 void colflow_scan(SqlStatement *st, const char *node, const struct json_t *body);
 void colflow_free(SqlStatement *st);
-/* dst's colflow fields (a shallow copy of src's) become deep copies of src's. */
-void colflow_copy(SqlStatement *dst, const SqlStatement *src);
 
 #endif

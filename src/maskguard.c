@@ -34,40 +34,71 @@ static bool function_runs_sql_text(const char *fn)
 
 /* One P.masks key split: schema (may be NULL), table ("*" for any), column. */
 typedef struct MaskKey {
-	char *schema;
-	char *table;
-	char *column;
+	const char *schema;
+	const char *table;
+	const char *column;
 } MaskKey;
 
-static bool key_split(const char *key, MaskKey *k)
+/* Split key, whose copy (strlen(key) + 1 bytes) the parts then point into. */
+static bool key_split(const char *key, char *copy, MaskKey *k)
 {
-	char *copy = xstrdup(key);
+	strcpy(copy, key);
 	char *c1 = strchr(copy, '.');
 	char *c2 = c1 ? strchr(c1 + 1, '.') : NULL;
 	memset(k, 0, sizeof(*k));
-	if (!c1) {
-		free(copy);
+	if (!c1)
 		return false;
-	}
 	*c1 = '\0';
 	if (c2) {
 		*c2 = '\0';
-		k->schema = xstrdup(copy);
-		k->table = xstrdup(c1 + 1);
-		k->column = xstrdup(c2 + 1);
+		k->schema = copy;
+		k->table = c1 + 1;
+		k->column = c2 + 1;
 	} else {
-		k->table = xstrdup(copy);
-		k->column = xstrdup(c1 + 1);
+		k->table = copy;
+		k->column = c1 + 1;
 	}
-	free(copy);
 	return true;
 }
 
-static void key_free(MaskKey *k)
+/*
+ * Every key split, for one check: all of their text in one buffer. Judging a
+ * statement then allocates nothing for the keys when they fit the inline space.
+ */
+#define MASK_KEYS_INLINE 16
+#define MASK_KEYS_TEXT 1024
+
+typedef struct MaskKeys {
+	MaskKey *keys;
+	int n;
+	char *text;
+	MaskKey keys_inline[MASK_KEYS_INLINE];
+	char text_inline[MASK_KEYS_TEXT];
+} MaskKeys;
+
+static void mask_keys_split(const StrList *list, MaskKeys *mk)
 {
-	free(k->schema);
-	free(k->table);
-	free(k->column);
+	size_t bytes = 0;
+	for (int i = 0; i < list->count; i++)
+		bytes += strlen(list->items[i]) + 1;
+	mk->keys = list->count <= MASK_KEYS_INLINE ? mk->keys_inline
+						    : xcalloc((size_t)list->count, sizeof(MaskKey));
+	mk->text = bytes <= MASK_KEYS_TEXT ? mk->text_inline : xmalloc(bytes);
+	mk->n = 0;
+	char *pos = mk->text;
+	for (int i = 0; i < list->count; i++) {
+		if (key_split(list->items[i], pos, &mk->keys[mk->n]))
+			mk->n++;
+		pos += strlen(list->items[i]) + 1;
+	}
+}
+
+static void mask_keys_free(MaskKeys *mk)
+{
+	if (mk->keys != mk->keys_inline)
+		free(mk->keys);
+	if (mk->text != mk->text_inline)
+		free(mk->text);
 }
 
 /* Does the relation named in the statement (as written) match the key's table? */
@@ -91,10 +122,61 @@ static void add_unique(StrList *l, const char *s)
 		strlist_add(l, s);
 }
 
+/*
+ * A set of names borrowed from the keys and the statement, which outlive the
+ * check: no copies, and no allocation until it outgrows its inline space.
+ */
+#define NAMESET_INLINE 16
+
+typedef struct NameSet {
+	const char **items;
+	int count, cap;
+	const char *items_inline[NAMESET_INLINE];
+} NameSet;
+
+static void names_init(NameSet *s)
+{
+	s->items = s->items_inline;
+	s->count = 0;
+	s->cap = NAMESET_INLINE;
+}
+
+static bool names_contains(const NameSet *s, const char *name)
+{
+	for (int i = 0; i < s->count; i++)
+		if (strcmp(s->items[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Add name unless present; true when it was added. */
+static bool names_add(NameSet *s, const char *name)
+{
+	if (names_contains(s, name))
+		return false;
+	if (s->count == s->cap) {
+		const char **grown = xmalloc(sizeof(*grown) * (size_t)s->cap * 2);
+		memcpy(grown, s->items, sizeof(*grown) * (size_t)s->count);
+		if (s->items != s->items_inline)
+			free(s->items);
+		s->items = grown;
+		s->cap *= 2;
+	}
+	s->items[s->count++] = name;
+	return true;
+}
+
+static void names_free(NameSet *s)
+{
+	if (s->items != s->items_inline)
+		free(s->items);
+	names_init(s);
+}
+
 /* Names that carry a protected value in this statement: columns, then relations. */
 typedef struct Taint {
-	StrList cols;	/* column names, aliases, whole-row names */
-	StrList rels;	/* relations (and their aliases) holding a protected column */
+	NameSet cols;	/* column names, aliases, whole-row names */
+	NameSet rels;	/* relations (and their aliases) holding a protected column */
 	bool any_table;	/* a "*.column" key: any relation may hold one */
 } Taint;
 
@@ -103,15 +185,15 @@ static void taint_from_keys(const MaskKey *keys, int nkeys, const SqlStatement *
 	for (int i = 0; i < nkeys; i++) {
 		const MaskKey *k = &keys[i];
 		if (strcmp(k->table, "*") == 0) {
-			add_unique(&t->cols, k->column);
+			names_add(&t->cols, k->column);
 			t->any_table = true;
 			continue;
 		}
 		for (int j = 0; j < st->tables.count; j++) {
 			if (!key_matches_relation(k, st->tables.items[j]))
 				continue;
-			add_unique(&t->cols, k->column);
-			add_unique(&t->rels, last_part(st->tables.items[j]));
+			names_add(&t->cols, k->column);
+			names_add(&t->rels, last_part(st->tables.items[j]));
 		}
 	}
 }
@@ -121,24 +203,21 @@ static void taint_spread(const SqlStatement *st, Taint *t)
 {
 	if (t->any_table)
 		for (int j = 0; j < st->tables.count; j++)
-			add_unique(&t->rels, last_part(st->tables.items[j]));
+			names_add(&t->rels, last_part(st->tables.items[j]));
 	for (int i = 0; i + 1 < st->rel_aliases.count; i += 2)
-		if (t->any_table || strlist_contains(&t->rels, st->rel_aliases.items[i + 1]))
-			add_unique(&t->rels, st->rel_aliases.items[i]);
+		if (t->any_table || names_contains(&t->rels, st->rel_aliases.items[i + 1]))
+			names_add(&t->rels, st->rel_aliases.items[i]);
 	for (int i = 0; i < t->rels.count; i++)
-		add_unique(&t->cols, t->rels.items[i]);
+		names_add(&t->cols, t->rels.items[i]);
 	for (int i = 0; i < st->pos_aliases.count; i++)
-		add_unique(&t->cols, st->pos_aliases.items[i]);
+		names_add(&t->cols, st->pos_aliases.items[i]);
 	bool grew = true;
 	while (grew) {
 		grew = false;
-		for (int i = 0; i + 1 < st->renames.count; i += 2) {
-			if (strlist_contains(&t->cols, st->renames.items[i + 1]) &&
-			    !strlist_contains(&t->cols, st->renames.items[i])) {
-				strlist_add(&t->cols, st->renames.items[i]);
+		for (int i = 0; i + 1 < st->renames.count; i += 2)
+			if (names_contains(&t->cols, st->renames.items[i + 1]) &&
+			    names_add(&t->cols, st->renames.items[i]))
 				grew = true;
-			}
-		}
 	}
 }
 
@@ -178,7 +257,7 @@ static char *setop_hints(const MaskKey *keys, int nkeys, const SqlStatement *st,
 	for (int i = 0; i < st->setop_refs.count; i++) {
 		const char *ref = st->setop_refs.items[i];
 		const char *tab = strchr(ref, '\t');
-		if (!tab || !strlist_contains(&t->cols, tab + 1))
+		if (!tab || !names_contains(&t->cols, tab + 1))
 			continue;
 		const MaskKey *k = key_for_name(keys, nkeys, st, tab + 1);
 		if (!k)
@@ -247,7 +326,10 @@ static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *view
 	char *renamed = guard_rename(keys, nkeys, st);
 	if (renamed)
 		return renamed;
-	Taint t = { { 0 }, { 0 }, false };
+	Taint t;
+	names_init(&t.cols);
+	names_init(&t.rels);
+	t.any_table = false;
 	char *why = NULL;
 	taint_from_keys(keys, nkeys, st, &t);
 	if (t.cols.count == 0)
@@ -256,21 +338,21 @@ static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *view
 	taint_spread(st, &t);
 	for (int i = 0; i < st->exposed.count && !why; i++) {
 		const char *n = st->exposed.items[i];
-		if (strcmp(n, "*") == 0 || strlist_contains(&t.cols, n))
+		if (strcmp(n, "*") == 0 || names_contains(&t.cols, n))
 			why = xasprintf("protected column data (\"%s\") cannot leave through %s: "
 					"only plain column references are masked", n,
 					st->copy_out ? "COPY TO" : "an expression, function, cast, "
 					"aggregate, set operation or write");
 	}
 	for (int i = 0; i < st->bare.count && !why; i++)
-		if (strlist_contains(&t.rels, st->bare.items[i]))
+		if (names_contains(&t.rels, st->bare.items[i]))
 			why = xasprintf("a whole-row reference to \"%s\" would bypass masking",
 					st->bare.items[i]);
 	if (!why && st->setop_top)
 		why = setop_hints(keys, nkeys, st, &t, hints);
 out:
-	strlist_free(&t.cols);
-	strlist_free(&t.rels);
+	names_free(&t.cols);
+	names_free(&t.rels);
 	return why;
 }
 
@@ -280,21 +362,16 @@ void maskguard_check(const StrList *keys, const StrList *views, bool views_unkno
 	memset(out, 0, sizeof(*out));
 	if (!keys || keys->count == 0 || !info->ok)
 		return;
-	MaskKey *mk = xcalloc((size_t)keys->count, sizeof(*mk));
-	int n = 0;
-	for (int i = 0; i < keys->count; i++)
-		if (key_split(keys->items[i], &mk[n]))
-			n++;
+	MaskKeys mk;
+	mask_keys_split(keys, &mk);
 	for (int i = 0; i < info->nstmts && !out->reason; i++)
-		out->reason = guard_statement(mk, n, views, views_unknown, &info->stmts[i],
+		out->reason = guard_statement(mk.keys, mk.n, views, views_unknown, &info->stmts[i],
 					      &out->sensitive, &out->hints);
 	if (!out->reason && out->hints.count > 0 && info->nstmts > 1)
 		out->reason = xstrdup("a set operation over protected columns must be the only "
 				      "statement of its Query to be masked");
 	out->deny = out->reason != NULL;
-	for (int i = 0; i < n; i++)
-		key_free(&mk[i]);
-	free(mk);
+	mask_keys_free(&mk);
 }
 
 void maskguard_result_free(MaskGuardResult *r)
@@ -311,12 +388,13 @@ bool maskguard_column_protected(const StrList *keys, const char *schema, const c
 	bool hit = false;
 	for (int i = 0; keys && i < keys->count && !hit; i++) {
 		MaskKey k;
-		if (!key_split(keys->items[i], &k))
-			continue;
-		hit = strcmp(k.column, column) == 0 &&
-		      (strcmp(k.table, "*") == 0 ||
-		       (k.schema ? key_matches_relation(&k, qualified) : strcmp(k.table, table) == 0));
-		key_free(&k);
+		char *copy = xmalloc(strlen(keys->items[i]) + 1);
+		if (key_split(keys->items[i], copy, &k))
+			hit = strcmp(k.column, column) == 0 &&
+			      (strcmp(k.table, "*") == 0 ||
+			       (k.schema ? key_matches_relation(&k, qualified)
+					 : strcmp(k.table, table) == 0));
+		free(copy);
 	}
 	free(qualified);
 	return hit;

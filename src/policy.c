@@ -14,7 +14,8 @@
  *   semantics, Lua 5.1 patterns) that counts its steps and checks the same
  *   deadline, because C pattern matching never reaches the hook; string.rep
  *   is capped.
- * - Every entry point runs inside lua_cpcall, so an allocation failure while
+ * - Every entry point runs inside a protected call (lua_cpcall, or lua_pcall of
+ *   a C function made with the state), so an allocation failure while
  *   building arguments is an error, never a panic. Any failure is a DENY with
  *   file:line; an overrun (time or memory) recreates the state.
  */
@@ -78,6 +79,7 @@ struct PolicyEngine {
 	StrList mask_keys;
 
 	/* per call */
+	bool in_call;		/* between engine_enter and engine_leave: the hook counts */
 	usec_t deadline;
 	bool overrun;		/* time budget exceeded: the hook keeps raising */
 	bool mem_failed;	/* the allocator refused: treated like an overrun */
@@ -89,13 +91,17 @@ struct PolicyEngine {
 	/* policy timing (SHOW POLICY_STATS): on_query's time in Lua; NULL: not recorded */
 	struct Histogram *lua_time;
 
-	/* perf-mask: on_columns' column tables, built once per column set (columns_template) */
+	/* on_columns' column tables, built once per column set (columns_template) */
 	int cols_cache_ref;	/* key -> template; LUA_NOREF until first use in this state */
 	int cols_cache_cols;	/* columns held there (bounded by COLS_CACHE_MAX_COLS) */
 	char *cols_key;		/* columns_key's buffer, reused */
 	size_t cols_key_cap;
-	int cols_fn_ref;	/* columns_run and engine_msgh as Lua functions, made once */
-	int msgh_ref;		/* per state (no closure per call) */
+	int cols_fn_ref;	/* columns_run as a Lua function, made once per state */
+
+	/* C functions made once per state (registry refs), so that a call allocates
+	 * no closure (lua_cpcall makes one per call): on_query's, and the message handler. */
+	int query_run_ref;
+	int msgh_ref;
 };
 
 /* ------------------------------------------------------------- config */
@@ -265,6 +271,8 @@ static int engine_raise_budget(lua_State *L, PolicyEngine *e)
 static void engine_hook(lua_State *L, lua_Debug *ar)
 {
 	PolicyEngine *e = engine_of(L);
+	if (!e->in_call)
+		return;	/* the hook stays installed between calls (see engine_enter) */
 	if (!e->overrun && util_now_mono() < e->deadline)
 		return;
 	if (!e->overrun) {
@@ -1343,6 +1351,8 @@ static void sandbox_build_template(lua_State *L)
 	lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
+static void q_register(lua_State *L);
+
 static int state_open_libs(lua_State *L)
 {
 	static const luaL_Reg libs[] = {
@@ -1359,6 +1369,7 @@ static int state_open_libs(lua_State *L)
 	sandbox_patch_string(L);
 	sandbox_build_template(L);
 	moat_register(L);
+	q_register(L);
 	lua_newtable(L);
 	lua_pushlightuserdata(L, loaded_key());
 	lua_insert(L, -2);
@@ -1446,12 +1457,18 @@ static void script_load(lua_State *L, PolicyEngine *e, Script *sc, int masks_idx
 	lua_pop(L, 2);
 }
 
+static int query_run(lua_State *L);
+
 static int state_load_scripts(lua_State *L)
 {
 	PolicyEngine *e = lua_touserdata(L, 1);
 	lua_settop(L, 0);
 	lua_pushcfunction(L, state_open_libs);
 	lua_call(L, 0, 0);
+	lua_pushcfunction(L, query_run);
+	e->query_run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushcfunction(L, engine_msgh);
+	e->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_newtable(L);	/* merged masks at 1 */
 	for (int i = 0; i < e->nscripts; i++)
 		script_load(L, e, &e->scripts[i], 1);
@@ -1471,6 +1488,7 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->cols_cache_ref = LUA_NOREF;
 	e->cols_cache_cols = 0;
 	e->cols_fn_ref = LUA_NOREF;
+	e->query_run_ref = LUA_NOREF;
 	e->msgh_ref = LUA_NOREF;
 	strlist_free(&e->mask_keys);
 }
@@ -1500,9 +1518,11 @@ static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
 	luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
 	e->L = L;
 	e->deadline = util_now_mono() + e->cfg.time_budget;
+	/* Installed once for the state's life; it acts only while in_call is set. */
 	lua_sethook(L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
+	e->in_call = true;
 	int status = lua_cpcall(L, state_load_scripts, e);
-	lua_sethook(L, NULL, 0, 0);
+	e->in_call = false;
 	if (status != 0) {
 		const char *msg = lua_tostring(L, -1);
 		if (e->where[0] && msg && !strstr(msg, e->where))
@@ -1651,8 +1671,12 @@ void policy_engine_stats(const PolicyEngine *e, PolicyStats *out)
 
 /* ------------------------------------------------------ calling hooks */
 
-/* Start a call: a deadline, a clean failure state, the hook armed. */
-static bool engine_enter(PolicyEngine *e)
+/*
+ * Start a call: a deadline, a clean failure state, the hook armed. The hook is
+ * armed by in_call, not by lua_sethook: LuaJIT rewrites its dispatch table on
+ * every lua_sethook that turns the count hook on or off, twice per call.
+ */
+static bool engine_enter_at(PolicyEngine *e, usec_t now)
 {
 	if (!e->L) {
 		char err[512];
@@ -1662,19 +1686,36 @@ static bool engine_enter(PolicyEngine *e)
 		}
 		e->stats.recreated++;
 	}
-	e->deadline = util_now_mono() + e->cfg.time_budget;
+	e->deadline = now + e->cfg.time_budget;
 	e->overrun = false;
 	e->mem_failed = false;
 	e->where[0] = '\0';
-	lua_sethook(e->L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
+	e->in_call = true;
 	return true;
+}
+
+static bool engine_enter(PolicyEngine *e)
+{
+	return engine_enter_at(e, util_now_mono());
+}
+
+/*
+ * lua_cpcall(L, fn, ud) for a C function made with the state (fn_ref), without
+ * lua_cpcall's closure per call. Nothing here allocates: the registry read and
+ * the light userdata fit the stack every C call starts with.
+ */
+static int engine_cpcall(PolicyEngine *e, int fn_ref, void *ud)
+{
+	lua_rawgeti(e->L, LUA_REGISTRYINDEX, fn_ref);
+	lua_pushlightuserdata(e->L, ud);
+	return lua_pcall(e->L, 1, 0, 0);
 }
 
 /* End a call; after an overrun the state is rebuilt so nothing half-done survives. */
 static void engine_leave(PolicyEngine *e)
 {
 	lua_State *L = e->L;
-	lua_sethook(L, NULL, 0, 0);
+	e->in_call = false;
 	lua_settop(L, 0);
 	if (!engine_past_budget(e)) {
 		if ((size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > e->cfg.memory_limit / 2)
@@ -1885,87 +1926,193 @@ void policy_session_close(PolicyEngine *e, PolicySession *s)
 
 /* ------------------------------------------------------------- queries */
 
-static void *stmt_key(void)
+/*
+ * q is a userdata with one shared, hidden metatable (made with the state), so
+ * judging a statement builds nothing but this block: no table, closure or
+ * metatable per statement, and no field converted that no policy reads. The
+ * plain fields are copied in (a q kept past its call still has them); each
+ * parse-derived field is converted on its first read. Scalars are copied from
+ * the parse up front; a table or string made from the parse is kept in the
+ * userdata's environment table, so it is the same value on every read, and a
+ * kept q still has it. Once the statement is over, a parse field not read
+ * during the call is nil.
+ */
+typedef enum QField {
+	QF_SQL, QF_PROTOCOL, QF_NAME, QF_IN_TRANSACTION,
+	/* parse-derived: */
+	QF_KIND, QF_TABLES, QF_HAS_WHERE, QF_WRITES, QF_IS_TRANSACTION_CONTROL,
+	QF_DML_WITHOUT_WHERE, QF_HAS_LIMIT, QF_FUNCTIONS, QF_FINGERPRINT, QF_NORMALIZED,
+	QF_NONE,
+} QField;
+
+static const struct {
+	const char *name;
+	size_t len;
+} q_fields[QF_NONE] = {
+#define QF_NAME_LEN(s) { s, sizeof(s) - 1 }
+	QF_NAME_LEN("sql"), QF_NAME_LEN("protocol"), QF_NAME_LEN("name"),
+	QF_NAME_LEN("in_transaction"), QF_NAME_LEN("kind"), QF_NAME_LEN("tables"),
+	QF_NAME_LEN("has_where"), QF_NAME_LEN("writes"), QF_NAME_LEN("is_transaction_control"),
+	QF_NAME_LEN("dml_without_where"), QF_NAME_LEN("has_limit"), QF_NAME_LEN("functions"),
+	QF_NAME_LEN("fingerprint"), QF_NAME_LEN("normalized"),
+#undef QF_NAME_LEN
+};
+
+typedef struct QView {
+	SqlStatement *st;	/* while the statement is judged; NULL after, or for unparsed text */
+	bool live;		/* the statement is being judged */
+	bool unparsed;		/* text that could not be classified (P.allow_unparsed) */
+	bool in_transaction;
+	bool has_env;		/* the environment table is q's own cache */
+	uint32_t read;		/* parse fields read while live (bit per QField) */
+	/* scalars of the parse, copied when q is made */
+	const char *kind;	/* a static string (sqlinfo.c's kinds) */
+	bool has_where, writes, is_transaction_control, dml_without_where, has_limit;
+	size_t sql_len, protocol_len, name_len;
+	bool has_name;
+	char text[];		/* sql, protocol, name: each NUL-terminated */
+} QView;
+
+static QField q_field_of(lua_State *L, int idx)
+{
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return QF_NONE;
+	size_t len;
+	const char *k = lua_tolstring(L, idx, &len);
+	for (int f = 0; f < QF_NONE; f++)
+		if (q_fields[f].len == len && memcmp(q_fields[f].name, k, len) == 0)
+			return (QField)f;
+	return QF_NONE;
+}
+
+static void q_push_strlist(lua_State *L, const StrList *l)
+{
+	lua_createtable(L, l ? l->count : 0, 0);
+	for (int i = 0; l && i < l->count; i++) {
+		lua_pushstring(L, l->items[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+/* Convert a table or string field of the live statement and keep it in q's cache. */
+static void q_convert_kept(lua_State *L, QView *q, QField f)
+{
+	if (!q->has_env) {
+		lua_createtable(L, 0, 2);
+		lua_setfenv(L, 1);
+		q->has_env = true;
+	}
+	lua_getfenv(L, 1);
+	switch (f) {
+	case QF_TABLES:
+		q_push_strlist(L, q->st ? &q->st->tables : NULL);
+		break;
+	case QF_FUNCTIONS:
+		q_push_strlist(L, &q->st->functions);
+		break;
+	case QF_FINGERPRINT:	/* a parse of its own (sqlinfo_stmt_*): paid only if read */
+		lua_pushstring(L, sqlinfo_stmt_fingerprint(q->st));
+		break;
+	default:
+		lua_pushstring(L, sqlinfo_stmt_normalized(q->st));
+		break;
+	}
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, -3, (int)f);
+}
+
+/* Push a parse field; false when it has no value (nil). */
+static bool q_push_parse_field(lua_State *L, QView *q, QField f)
+{
+	bool kept = f == QF_TABLES || f == QF_FUNCTIONS || f == QF_FINGERPRINT ||
+		    f == QF_NORMALIZED;
+	if (!q->live || q->read & (1u << f)) {
+		if (!(q->read & (1u << f)))
+			return false;	/* the statement is over: only fields read during it */
+		if (kept) {
+			lua_getfenv(L, 1);
+			lua_rawgeti(L, -1, (int)f);
+			return true;
+		}
+	} else {
+		/* unparsed text has a kind, (empty) tables and has_where, nothing else */
+		if (q->unparsed && f != QF_KIND && f != QF_TABLES && f != QF_HAS_WHERE)
+			return false;
+		q->read |= 1u << f;
+		engine_of(L)->stats.lazy_fields++;
+		if (kept) {
+			q_convert_kept(L, q, f);
+			return true;
+		}
+	}
+	switch (f) {
+	case QF_KIND:
+		lua_pushstring(L, q->kind);
+		break;
+	case QF_HAS_WHERE:
+		lua_pushboolean(L, q->has_where);
+		break;
+	case QF_WRITES:
+		lua_pushboolean(L, q->writes);
+		break;
+	case QF_IS_TRANSACTION_CONTROL:
+		lua_pushboolean(L, q->is_transaction_control);
+		break;
+	case QF_DML_WITHOUT_WHERE:
+		lua_pushboolean(L, q->dml_without_where);
+		break;
+	default:
+		lua_pushboolean(L, q->has_limit);
+		break;
+	}
+	return true;
+}
+
+/* __index of q. */
+static int q_index(lua_State *L)
+{
+	QView *q = lua_touserdata(L, 1);
+	QField f = q ? q_field_of(L, 2) : QF_NONE;
+	switch (f) {
+	case QF_NONE:
+		return 0;
+	case QF_SQL:
+		lua_pushlstring(L, q->text, q->sql_len);
+		return 1;
+	case QF_PROTOCOL:
+		lua_pushlstring(L, q->text + q->sql_len + 1, q->protocol_len);
+		return 1;
+	case QF_NAME:
+		if (!q->has_name)
+			return 0;
+		lua_pushlstring(L, q->text + q->sql_len + 1 + q->protocol_len + 1, q->name_len);
+		return 1;
+	case QF_IN_TRANSACTION:
+		lua_pushboolean(L, q->in_transaction);
+		return 1;
+	default:
+		return q_push_parse_field(L, q, f) ? 1 : 0;
+	}
+}
+
+static void *q_mt_key(void)
 {
 	static char key;
 	return &key;
 }
 
-static void q_set_str(lua_State *L, const char *field, const char *v)
+/* The metatable every q shares, hidden from policies (at state load, protected). */
+static void q_register(lua_State *L)
 {
-	if (!v)
-		return;
-	lua_pushstring(L, v);
-	lua_setfield(L, -2, field);
-}
-
-/* The parse-derived fields, materialized on first use into the q data table (at -1). */
-static void q_materialize(lua_State *L, const SqlStatement *st)
-{
-	q_set_str(L, "kind", st->kind ? st->kind : "unknown");
-	lua_createtable(L, st->tables.count, 0);
-	for (int i = 0; i < st->tables.count; i++) {
-		lua_pushstring(L, st->tables.items[i]);
-		lua_rawseti(L, -2, i + 1);
-	}
-	lua_setfield(L, -2, "tables");
-	lua_pushboolean(L, st->has_where);
-	lua_setfield(L, -2, "has_where");
-	lua_pushboolean(L, st->writes);
-	lua_setfield(L, -2, "writes");
-	lua_pushboolean(L, st->is_transaction_control);
-	lua_setfield(L, -2, "is_transaction_control");
-	lua_pushboolean(L, st->dml_without_where);
-	lua_setfield(L, -2, "dml_without_where");
-	lua_pushboolean(L, st->has_limit);
-	lua_setfield(L, -2, "has_limit");
-	lua_createtable(L, st->functions.count, 0);
-	for (int i = 0; i < st->functions.count; i++) {
-		lua_pushstring(L, st->functions.items[i]);
-		lua_rawseti(L, -2, i + 1);
-	}
-	lua_setfield(L, -2, "functions");
-}
-
-static bool q_lazy_field(const char *k)
-{
-	static const char *const lazy[] = {
-		"kind", "tables", "has_where", "writes", "is_transaction_control", "fingerprint",
-		"normalized", "dml_without_where", "has_limit", "functions", NULL,
-	};
-	for (int i = 0; lazy[i]; i++)
-		if (strcmp(k, lazy[i]) == 0)
-			return true;
-	return false;
-}
-
-/* __index of q: plain fields from the data table; parse fields on first use. */
-static int q_index(lua_State *L)
-{
-	lua_pushvalue(L, 2);
-	lua_rawget(L, lua_upvalueindex(1));
-	if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING || !q_lazy_field(lua_tostring(L, 2)))
-		return 1;
-	lua_pop(L, 1);
-	lua_pushlightuserdata(L, stmt_key());
-	lua_rawget(L, lua_upvalueindex(1));
-	SqlStatement *st = lua_touserdata(L, -1);
-	lua_pop(L, 1);
-	if (!st)	/* the statement is over: q kept past its call sees no parse fields */
-		return 0;
-	const char *k = lua_tostring(L, 2);
-	lua_pushvalue(L, lua_upvalueindex(1));
-	/* Each a parse of its own (sqlinfo_stmt_*): paid only by a policy that reads it. */
-	if (strcmp(k, "fingerprint") == 0)
-		q_set_str(L, "fingerprint", sqlinfo_stmt_fingerprint(st));
-	else if (strcmp(k, "normalized") == 0)
-		q_set_str(L, "normalized", sqlinfo_stmt_normalized(st));
-	else
-		q_materialize(L, st);
-	engine_of(L)->stats.lazy_fields++;
-	lua_pushvalue(L, 2);
-	lua_rawget(L, -2);
-	return 1;
+	lua_pushlightuserdata(L, q_mt_key());
+	lua_createtable(L, 0, 3);
+	lua_pushcfunction(L, q_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, sb_readonly);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
 typedef struct QueryCall {
@@ -1984,45 +2131,46 @@ typedef struct QueryCall {
 	const char *raw_sql;	/* the whole text, when it could not be split (opted in) */
 } QueryCall;
 
-/* Push q for (sql, st) with its data table below it: stack ... data q. */
-static void q_push(lua_State *L, const QueryCall *c, const char *sql, const SqlStatement *st)
+/* Push q for (sql, st); st is NULL for text that could not be classified. */
+static QView *q_push(lua_State *L, const QueryCall *c, const char *sql, const SqlStatement *st)
 {
-	lua_createtable(L, 0, 8);	/* data */
-	q_set_str(L, "sql", sql);
-	q_set_str(L, "protocol", c->protocol);
-	if (c->stmt_name && *c->stmt_name)
-		q_set_str(L, "name", c->stmt_name);
-	lua_pushboolean(L, c->in_transaction);
-	lua_setfield(L, -2, "in_transaction");
+	const char *protocol = c->protocol ? c->protocol : "";
+	bool has_name = c->stmt_name && *c->stmt_name;
+	size_t sql_len = strlen(sql), protocol_len = strlen(protocol);
+	size_t name_len = has_name ? strlen(c->stmt_name) : 0;
+	QView *q = lua_newuserdata(L, sizeof(*q) + sql_len + protocol_len + name_len + 3);
+	memset(q, 0, sizeof(*q));
+	q->st = (SqlStatement *)st;	/* fingerprint and normalized are filled in on demand */
+	q->live = true;
+	q->unparsed = st == NULL;
+	q->in_transaction = c->in_transaction;
+	q->kind = st && st->kind ? st->kind : "unknown";
 	if (st) {
-		lua_pushlightuserdata(L, stmt_key());
-		lua_pushlightuserdata(L, (void *)st);
-		lua_rawset(L, -3);
-	} else {
-		q_set_str(L, "kind", "unknown");
-		lua_newtable(L);
-		lua_setfield(L, -2, "tables");
-		lua_pushboolean(L, 0);
-		lua_setfield(L, -2, "has_where");
+		q->has_where = st->has_where;
+		q->writes = st->writes;
+		q->is_transaction_control = st->is_transaction_control;
+		q->dml_without_where = st->dml_without_where;
+		q->has_limit = st->has_limit;
 	}
-	lua_newtable(L);		/* q */
-	lua_createtable(L, 0, 3);	/* its metatable */
-	lua_pushvalue(L, -3);
-	lua_pushcclosure(L, q_index, 1);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, sb_readonly);
-	lua_setfield(L, -2, "__newindex");
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable");
+	q->sql_len = sql_len;
+	q->protocol_len = protocol_len;
+	q->name_len = name_len;
+	q->has_name = has_name;
+	memcpy(q->text, sql, sql_len + 1);
+	memcpy(q->text + sql_len + 1, protocol, protocol_len + 1);
+	if (has_name)
+		memcpy(q->text + sql_len + 1 + protocol_len + 1, c->stmt_name, name_len + 1);
+	lua_pushlightuserdata(L, q_mt_key());
+	lua_rawget(L, LUA_REGISTRYINDEX);
 	lua_setmetatable(L, -2);
+	return q;
 }
 
 /* The statement is done: a q the policy kept must not reach freed parse data. */
-static void q_invalidate(lua_State *L, int data_idx)
+static void q_invalidate(QView *q)
 {
-	lua_pushlightuserdata(L, stmt_key());
-	lua_pushnil(L);
-	lua_rawset(L, data_idx);
+	q->live = false;
+	q->st = NULL;
 }
 
 /* Parse a rewrite; it must be exactly one statement we can classify. */
@@ -2049,23 +2197,25 @@ static void query_run_stmt(lua_State *L, QueryCall *c, StmtState *ss)
 {
 	PolicyEngine *e = c->e;
 	int base = lua_gettop(L);
-	q_push(L, c, ss->sql, ss->st);	/* data at base+1, q at base+2 */
+	QView *q = q_push(L, c, ss->sql, ss->st);	/* at base+1 */
 	for (int i = 0; i < e->nscripts; i++) {
 		Script *sc = &e->scripts[i];
 		if (sc->hooks[HOOK_QUERY] == LUA_NOREF)
 			continue;
-		lua_settop(L, base + 2);
+		lua_settop(L, base + 1);
 		lua_rawgeti(L, LUA_REGISTRYINDEX, sc->hooks[HOOK_QUERY]);
 		lua_pushvalue(L, 2);
-		lua_pushvalue(L, base + 2);
+		lua_pushvalue(L, base + 1);
 		if (!hook_call(L, e, 2)) {
 			c->fail_policy = sc->name;
+			q_invalidate(q);	/* a q the failed policy kept outlives the parse */
 			lua_error(L);
 		}
 		HookResult r = hook_result(L);
 		if (!r.valid) {
 			hook_where(L, e, sc, sc->hooks[HOOK_QUERY]);
 			c->fail_policy = sc->name;
+			q_invalidate(q);
 			luaL_error(L, "%s: on_query must return nothing or a moat decision", sc->name);
 		}
 		decision_trace(e, c->out, ss->index, sc->name, r.verdict, r.message);
@@ -2078,7 +2228,7 @@ static void query_run_stmt(lua_State *L, QueryCall *c, StmtState *ss)
 			c->final_sql[ss->index] = sql;
 			c->any_rewrite = true;
 			ss->verdict = POLICY_REWRITE;
-			q_invalidate(L, base + 1);
+			q_invalidate(q);
 			ss->sql = sql;
 			ss->st = query_parse_rewrite(c, sql);
 			if (!ss->st) {
@@ -2089,7 +2239,7 @@ static void query_run_stmt(lua_State *L, QueryCall *c, StmtState *ss)
 				break;
 			}
 			lua_settop(L, base);
-			q_push(L, c, ss->sql, ss->st);
+			q = q_push(L, c, ss->sql, ss->st);
 			continue;
 		}
 		ss->verdict = r.verdict;
@@ -2099,7 +2249,7 @@ static void query_run_stmt(lua_State *L, QueryCall *c, StmtState *ss)
 								   : "statement held for approval");
 		break;
 	}
-	q_invalidate(L, base + 1);
+	q_invalidate(q);
 	lua_settop(L, base);
 }
 
@@ -2118,7 +2268,7 @@ static int query_run(lua_State *L)
 {
 	QueryCall *c = lua_touserdata(L, 1);
 	lua_settop(L, 0);
-	lua_pushcfunction(L, engine_msgh);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->msgh_ref);
 	session_push(L, c->e, c->s);
 	int n = c->info->ok ? c->info->nstmts : 1;
 	for (int i = 0; i < n && c->out->verdict != POLICY_DENY; i++) {
@@ -2189,13 +2339,20 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 	char *raw = info->ok ? NULL : xstrndup(sql, len);
 	QueryCall c = { e, s, out, protocol, stmt_name, in_transaction, info, NULL, 0, NULL, false,
 			NULL, raw };
-	c.extra = xcalloc((size_t)(n * e->nscripts + 1), sizeof(*c.extra));
-	c.final_sql = xcalloc((size_t)n, sizeof(*c.final_sql));
-	if (!engine_enter(e)) {
+	/* inline for the usual one statement under a few policies */
+	SqlInfo *extra_inline[8];
+	char *final_inline[4] = { NULL };
+	size_t nextra_max = (size_t)(n * e->nscripts + 1);
+	c.extra = nextra_max <= ARRAY_SIZE(extra_inline) ? extra_inline
+							 : xcalloc(nextra_max, sizeof(*c.extra));
+	c.final_sql = (size_t)n <= ARRAY_SIZE(final_inline) ? final_inline
+							    : xcalloc((size_t)n, sizeof(*c.final_sql));
+	/* one clock read for the deadline and the timing (both CLOCK_MONOTONIC) */
+	uint64_t t0 = histogram_now_ns();
+	if (!engine_enter_at(e, (usec_t)(t0 / 1000))) {
 		decision_fail(e, out, NULL, "policy engine unavailable");
 	} else {
-		uint64_t t0 = e->lua_time ? histogram_now_ns() : 0;
-		if (lua_cpcall(e->L, query_run, &c) != 0)
+		if (engine_cpcall(e, e->query_run_ref, &c) != 0)
 			decision_fail(e, out, c.fail_policy, lua_tostring(e->L, -1));
 		if (e->lua_time)
 			histogram_record(e->lua_time, histogram_now_ns() - t0);
@@ -2207,8 +2364,10 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 		sqlinfo_release(e->cache, c.extra[i]);
 	for (int i = 0; i < n; i++)
 		free(c.final_sql[i]);
-	free(c.final_sql);
-	free(c.extra);
+	if (c.final_sql != final_inline)
+		free(c.final_sql);
+	if (c.extra != extra_inline)
+		free(c.extra);
 	free(raw);
 	sqlinfo_release(e->cache, info);
 	decision_finish(e, out);
@@ -2508,14 +2667,12 @@ static int columns_run(lua_State *L)
 	return 0;
 }
 
-/* Make the functions on_columns calls with, once per state (protected: it allocates). */
+/* Make the function on_columns calls, once per state (protected: it allocates). */
 static int columns_fns_make(lua_State *L)
 {
 	PolicyEngine *e = lua_touserdata(L, 1);
 	lua_pushcfunction(L, columns_run);
-	lua_pushcfunction(L, engine_msgh);
-	e->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	e->cols_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);	/* last: it says both are made */
+	e->cols_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 0;
 }
 

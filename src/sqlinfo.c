@@ -51,17 +51,22 @@ static void sqlinfo_free_stmts(SqlInfo *info)
 	for (int i = 0; i < info->nstmts; i++) {
 		SqlStatement *st = &info->stmts[i];
 		free(st->sql);
+		free(st->fingerprint);
+		free(st->normalized);
+		if (info->shared)
+			continue;	/* the rest is the shared result's */
 		strlist_free(&st->tables);
 		strlist_free(&st->functions);
 		colflow_free(st);
-		free(st->fingerprint);
-		free(st->normalized);
 		free(st->setting);
 		free(st->deallocate_name);
 	}
 	free(info->stmts);
 	info->stmts = NULL;
 	info->nstmts = 0;
+	if (info->shared && --info->shared->refcount <= 0)
+		sqlinfo_free(info->shared);
+	info->shared = NULL;
 }
 
 /* A failed result carries no statements at all: callers cannot half-use it. */
@@ -1009,10 +1014,11 @@ struct SqlInfoCache {
 	size_t bytes;
 	List lru;
 	uint64_t k0, k1;		/* SipHash key: chains cannot be flooded */
-	/* The last statement classified through a shared parse: the policy, the
-	 * masking guard and the lexing check each ask for the same text in turn. */
+	/* The last statement asked for: the policy, the masking guard and the
+	 * lexing check each ask for the same text in turn, and it is looked up
+	 * once. last_text is a buffer kept between statements (last_cap bytes). */
 	char *last_text;
-	size_t last_len;
+	size_t last_len, last_cap;
 	SqlInfo *last_info;		/* one reference held here */
 };
 
@@ -1163,18 +1169,23 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
 
 /*
  * The classification of a statement of the same shape as tmpl (sqlshape.h),
- * for the text sql[0, stmt_end). Everything but the text is tmpl's; the
- * fingerprint and normalized text are the new text's own, made on demand
- * (sqlinfo_stmt_fingerprint/normalized): libpg_query keeps some literals in
- * them, and one statement's values must never show up as another's.
+ * for the text sql[0, stmt_end). Everything but the text is tmpl's, shared
+ * (info->shared), not copied; the fingerprint and normalized text are the new
+ * text's own, made on demand (sqlinfo_stmt_fingerprint/normalized):
+ * libpg_query keeps some literals in them, and one statement's values must
+ * never show up as another's.
  */
-static SqlInfo *sqlinfo_clone_for_text(const SqlInfo *tmpl, const char *sql, size_t stmt_end)
+static SqlInfo *sqlinfo_clone_for_text(SqlInfo *tmpl, const char *sql, size_t stmt_end)
 {
+	if (tmpl->shared)
+		tmpl = tmpl->shared;	/* never a chain */
 	const SqlStatement *from = &tmpl->stmts[0];
 	SqlInfo *info = sqlinfo_new();
 	info->ok = true;
 	info->nstmts = 1;
-	info->stmts = xcalloc(1, sizeof(SqlStatement));
+	info->stmts = xmalloc(sizeof(SqlStatement));
+	info->shared = tmpl;
+	tmpl->refcount++;
 	SqlStatement *st = &info->stmts[0];
 	*st = *from;
 	const char *p = sql, *end = sql + stmt_end;
@@ -1183,11 +1194,6 @@ static SqlInfo *sqlinfo_clone_for_text(const SqlInfo *tmpl, const char *sql, siz
 	while (end > p && strchr(" \t\n\r\f\v", end[-1]))
 		end--;
 	st->sql = xstrndup(p, (size_t)(end - p));
-	strlist_copy(&st->tables, &from->tables);
-	strlist_copy(&st->functions, &from->functions);
-	colflow_copy(st, from);
-	st->setting = from->setting ? xstrdup(from->setting) : NULL;
-	st->deallocate_name = from->deallocate_name ? xstrdup(from->deallocate_name) : NULL;
 	st->fingerprint = NULL;
 	st->normalized = NULL;
 	return info;
@@ -1224,13 +1230,17 @@ static CacheEntry *cache_touch(SqlInfoCache *cache, CacheEntry *e)
 
 static void cache_remember(SqlInfoCache *cache, const char *sql, size_t len, SqlInfo *info)
 {
+	info->refcount++;
 	sqlinfo_release(cache, cache->last_info);
-	free(cache->last_text);
-	cache->last_text = xmalloc(len ? len : 1);
+	cache->last_info = NULL;
+	if (!cache->last_text || len > cache->last_cap) {
+		free(cache->last_text);
+		cache->last_cap = len > 256 ? len : 256;
+		cache->last_text = xmalloc(cache->last_cap);
+	}
 	memcpy(cache->last_text, sql, len);
 	cache->last_len = len;
 	cache->last_info = info;
-	info->refcount++;
 }
 
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
@@ -1242,15 +1252,16 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 	/* a NUL byte is refused by the parse, and would let a text pass for a shape key */
 	if (len > SQLINFO_CACHE_MAX_KEY || (len && memchr(sql, '\0', len)))
 		return sqlinfo_parse(sql, len);
-	uint64_t hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
-	CacheEntry *e = cache_lookup(cache, hash, sql, len);
-	if (e) {
-		cache_touch(cache, e)->info->refcount++;
-		return e->info;
-	}
 	if (cache->last_info && cache->last_len == len && memcmp(cache->last_text, sql, len) == 0) {
 		cache->last_info->refcount++;
 		return cache->last_info;
+	}
+	uint64_t hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
+	CacheEntry *e = cache_lookup(cache, hash, sql, len);
+	if (e) {
+		cache_remember(cache, sql, len, cache_touch(cache, e)->info);
+		e->info->refcount++;
+		return e->info;
 	}
 	/* Same statement, other values: classified by its shape's first parse. */
 	SqlShape shape;
@@ -1273,6 +1284,7 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 		cache_insert(cache, shape_hash, shape.key, shape.key_len, info);
 	if (shaped)
 		sqlshape_free(&shape);
+	cache_remember(cache, sql, len, info);
 	return info;
 }
 

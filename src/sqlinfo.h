@@ -39,8 +39,9 @@
 #define SQLINFO_CACHE_MAX_KEY (16 * 1024)
 #define SQLINFO_CACHE_MAX_BYTES (32 * 1024 * 1024)
 
-/* A new owned field must also be copied by sqlinfo.c's sqlinfo_clone_for_text (or
- * colflow_copy): statements of one shape share a parse through such copies. */
+/* Statements of one shape share a parse (SqlInfo.shared): a new field is shared by
+ * them too, unless it depends on the text; then it must be made per statement
+ * like fingerprint (see sqlinfo.c's sqlinfo_clone_for_text). */
 typedef struct SqlStatement {
 	char *sql;		/* this statement's own text */
 	const char *kind;	/* "select", "insert", "update", "delete", "drop", "truncate",
@@ -99,6 +100,10 @@ typedef struct SqlInfo {
 	int nstmts;
 	SqlStatement *stmts;
 	int refcount;		/* cache bookkeeping */
+	/* (perf) A result made from another of the same shape (sqlshape.h) owns only
+	 * each statement's sql, fingerprint and normalized text; everything else
+	 * points into this one, which it holds a reference to. */
+	struct SqlInfo *shared;
 } SqlInfo;
 
 /* Parse and classify; never returns NULL (ok=false with error on failure). */

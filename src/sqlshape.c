@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <pg_query.h>
 #include <pg_query/pg_query.pb-c.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,15 +70,12 @@ static bool by_list_keeps(ByList *b, const PgQuery__ScanToken *tok)
 	return ordinal;
 }
 
-static void key_append(char **key, size_t *len, size_t *cap, const char *s, size_t n)
+/* The key never outgrows len + 2 bytes (see shape_build): one allocation, no growth. */
+static void key_append(char *key, size_t *len, const char *s, size_t n)
 {
-	if (*len + n + 1 > *cap) {
-		*cap = (*len + n + 1) * 2;
-		*key = xrealloc(*key, *cap);
-	}
-	memcpy(*key + *len, s, n);
+	memcpy(key + *len, s, n);
 	*len += n;
-	(*key)[*len] = '\0';
+	key[*len] = '\0';
 }
 
 /*
@@ -89,14 +87,16 @@ static void key_append(char **key, size_t *len, size_t *cap, const char *s, size
  */
 static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *scan, SqlShape *out)
 {
-	char *key = NULL;
-	size_t klen = 0, cap = 0;
+	/* a leading NUL, then the text with each literal (at least one byte) made one
+	 * NUL byte, then the terminator: at most len + 2 bytes */
+	char *key = xmalloc(len + 2);
+	size_t klen = 0;
 	size_t copied = 0;		/* sql[0, copied) is in the key */
 	size_t stmt_end = len;
 	bool seen_semicolon = false, first = true;
 	ByList by = { false, PG_QUERY__TOKEN__NUL };
 
-	key_append(&key, &klen, &cap, "\0", 1);
+	key_append(key, &klen, "\0", 1);
 	for (size_t i = 0; i < scan->n_tokens; i++) {
 		const PgQuery__ScanToken *tok = scan->tokens[i];
 		size_t next = i + 1 < scan->n_tokens ? (size_t)scan->tokens[i + 1]->start : len;
@@ -120,14 +120,16 @@ static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *
 		if (keep)
 			continue;
 		size_t end = (size_t)tok->end < next ? (size_t)tok->end : next;
-		key_append(&key, &klen, &cap, sql + copied, (size_t)tok->start - copied);
+		if (end <= (size_t)tok->start)
+			goto no_shape;	/* an empty literal span: the bound above needs a byte */
+		key_append(key, &klen, sql + copied, (size_t)tok->start - copied);
 		/* a byte no SQL text holds: '?' would also stand for the operator */
-		key_append(&key, &klen, &cap, "\0", 1);
+		key_append(key, &klen, "\0", 1);
 		copied = end;
 	}
 	if (first)
 		goto no_shape;	/* nothing but comments */
-	key_append(&key, &klen, &cap, sql + copied, len - copied);
+	key_append(key, &klen, sql + copied, len - copied);
 	out->key = key;
 	out->key_len = klen;
 	out->stmt_end = stmt_end;
@@ -145,10 +147,67 @@ no_shape:
  */
 static bool text_is_utf8(const char *sql, size_t len)
 {
+	bool ascii = true;
+	for (size_t i = 0; i < len && ascii; i++)
+		ascii = (unsigned char)sql[i] < 0x80;
+	if (ascii)
+		return true;	/* every ASCII byte string is UTF-8: no decoder needed */
 	json_t *s = json_stringn(sql, len);
 	bool ok = s != NULL;
 	json_decref(s);
 	return ok;
+}
+
+/*
+ * The unpacked scan lives only while its key is built: protobuf-c allocates it
+ * from this arena (a buffer on the caller's stack, then heap blocks), and it
+ * is dropped whole, instead of one malloc and one free per token.
+ */
+#define ARENA_STACK 8192
+#define ARENA_BLOCK 16384
+
+typedef struct ArenaBlock {
+	struct ArenaBlock *next;
+	max_align_t data[];
+} ArenaBlock;
+
+typedef struct Arena {
+	char *pos, *end;
+	ArenaBlock *blocks;	/* heap blocks, freed by arena_free */
+} Arena;
+
+static void *arena_alloc(void *data, size_t size)
+{
+	Arena *a = data;
+	size_t need = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+	if (need < size || need > SIZE_MAX - sizeof(ArenaBlock) - ARENA_BLOCK)
+		return NULL;
+	if ((size_t)(a->end - a->pos) < need) {
+		size_t bytes = need > ARENA_BLOCK ? need : ARENA_BLOCK;
+		ArenaBlock *b = xmalloc(sizeof(*b) + bytes);
+		b->next = a->blocks;
+		a->blocks = b;
+		a->pos = (char *)b->data;
+		a->end = a->pos + bytes;
+	}
+	void *p = a->pos;
+	a->pos += need;
+	return p;
+}
+
+static void arena_release(void *data, void *p)
+{
+	(void)data;
+	(void)p;	/* everything goes at once, in arena_free */
+}
+
+static void arena_free(Arena *a)
+{
+	while (a->blocks) {
+		ArenaBlock *b = a->blocks;
+		a->blocks = b->next;
+		free(b);
+	}
 }
 
 bool sqlshape_of(const char *sql, size_t len, SqlShape *out)
@@ -158,14 +217,16 @@ bool sqlshape_of(const char *sql, size_t len, SqlShape *out)
 		return false;
 	char *copy = xstrndup(sql, len);
 	PgQueryScanResult sr = pg_query_scan(copy);
+	max_align_t stack[ARENA_STACK / sizeof(max_align_t)];
+	Arena arena = { (char *)stack, (char *)stack + sizeof(stack), NULL };
+	ProtobufCAllocator alloc = { arena_alloc, arena_release, &arena };
 	PgQuery__ScanResult *scan = NULL;
 	bool ok = false;
 	if (!sr.error)
-		scan = pg_query__scan_result__unpack(NULL, sr.pbuf.len, (const uint8_t *)sr.pbuf.data);
+		scan = pg_query__scan_result__unpack(&alloc, sr.pbuf.len, (const uint8_t *)sr.pbuf.data);
 	if (scan)
 		ok = shape_build(copy, len, scan, out);
-	if (scan)
-		pg_query__scan_result__free_unpacked(scan, NULL);
+	arena_free(&arena);
 	pg_query_free_scan_result(sr);
 	free(copy);
 	return ok;

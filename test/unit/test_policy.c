@@ -442,6 +442,102 @@ Test(policy, q_kept_after_its_call_has_no_parse_fields)
 	policy_engine_free(e);
 }
 
+Test(policy, q_kept_keeps_the_fields_read_during_its_call)
+{
+	PolicyEngine *e = engine("keep2.lua", HEADER
+		"function P.on_query(s, q)\n"
+		"  local old = s.vars.old\n"
+		"  if old then\n"
+		"    assert(old.sql == 'delete from t where id = 1' and old.protocol == 'simple')\n"
+		"    assert(old.kind == 'delete' and old.has_where == true)\n"
+		"    assert(old.tables == s.vars.tables and old.tables[1] == 't')\n"
+		"    assert(old.writes == nil and old.functions == nil and old.fingerprint == nil)\n"
+		"    return\n"
+		"  end\n"
+		"  assert(q.kind == 'delete' and q.has_where == true and q.kind == 'delete')\n"
+		"  assert(q.tables == q.tables and q.tables[1] == 't' and #q.tables == 1)\n"
+		"  s.vars.tables = q.tables\n"
+		"  s.vars.old = q\n"
+		"end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	cr_assert_eq(run_query(e, &s, "delete from t where id = 1", &d), POLICY_ALLOW, "%s",
+		     d.where ? d.where : "");
+	policy_decision_free(&d);
+	cr_assert_eq(run_query(e, &s, "select 2", &d), POLICY_ALLOW, "%s", d.where ? d.where : "");
+	policy_decision_free(&d);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
+/* A policy that keeps q and then fails: the q it kept must not reach the freed parse. */
+Test(policy, q_kept_by_a_failing_policy_has_no_parse_fields)
+{
+	PolicyEngine *e = engine("keepfail.lua", HEADER
+		"function P.on_query(s, q)\n"
+		"  if s.vars.old then\n"
+		"    local o = s.vars.old\n"
+		"    assert(o.kind == nil and o.tables == nil and o.functions == nil)\n"
+		"    assert(o.fingerprint == nil and o.normalized == nil and o.writes == nil)\n"
+		"    assert(o.sql == 'select a from t where b = 1')\n"
+		"    return\n"
+		"  end\n"
+		"  s.vars.old = q\n"
+		"  error('boom')\n"
+		"end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	cr_assert_eq(run_query(e, &s, "select a from t where b = 1", &d), POLICY_DENY);
+	cr_assert(d.error);
+	policy_decision_free(&d);
+	cr_assert_eq(run_query(e, &s, "select 3", &d), POLICY_ALLOW, "%s", d.where ? d.where : "");
+	policy_decision_free(&d);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
+Test(policy, q_fields_of_unparsed_text)
+{
+	PolicyEngine *e = engine("unp.lua", HEADER "P.allow_unparsed = true\n"
+		"function P.on_query(s, q)\n"
+		"  assert(q.kind == 'unknown' and q.has_where == false)\n"
+		"  assert(type(q.tables) == 'table' and #q.tables == 0 and q.tables == q.tables)\n"
+		"  assert(q.writes == nil and q.functions == nil and q.fingerprint == nil)\n"
+		"  assert(q.normalized == nil and q.name == nil and q.in_transaction == false)\n"
+		"  assert(q.sql == 'selec garbage (((' and q.protocol == 'simple')\n"
+		"  assert(q.no_such_field == nil and q[1] == nil and getmetatable(q) == false)\n"
+		"end\nreturn P\n");
+	PolicyDecision d;
+	cr_assert_eq(query1(e, "selec garbage (((", &d), POLICY_ALLOW, "%s", d.where ? d.where : "");
+	policy_decision_free(&d);
+	policy_engine_free(e);
+}
+
+Test(policy, q_fields_read_one_by_one)
+{
+	PolicyEngine *e = engine("each.lua", HEADER
+		"function P.on_query(s, q)\n"
+		"  assert(q.writes == false and q.is_transaction_control == false)\n"
+		"  assert(q.has_limit == true and q.dml_without_where == false)\n"
+		"  assert(q.functions[1] == 'lower' and #q.functions == 1)\n"
+		"  assert(type(q.normalized) == 'string' and q.normalized:find('%$1'))\n"
+		"  assert(type(q.fingerprint) == 'string' and #q.fingerprint > 0)\n"
+		"  assert(q.fingerprint == q.fingerprint)\n"
+		"end\nreturn P\n");
+	PolicyDecision d;
+	PolicyStats st;
+	cr_assert_eq(query1(e, "select lower(a) from t limit 5", &d), POLICY_ALLOW, "%s",
+		     d.where ? d.where : "");
+	policy_decision_free(&d);
+	policy_engine_stats(e, &st);
+	cr_assert_eq(st.lazy_fields, 7);	/* each field converted once */
+	policy_engine_free(e);
+}
+
 Test(policy, session_fields_claims_and_vars)
 {
 	PolicyEngine *e = engine("s.lua", HEADER

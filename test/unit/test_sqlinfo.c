@@ -536,10 +536,10 @@ Test(sqlinfo, returns_same_result_when_cached)
 	SqlInfo *b = sqlinfo_cache_get(cache, "SHOW aa1", 8);
 	cr_assert(a->ok);
 	cr_assert_eq(a, b);
-	cr_assert_eq(a->refcount, 3);	/* the cache's and ours */
+	cr_assert_eq(a->refcount, 4);	/* the cache's, its last-text slot's and ours */
 	sqlinfo_release(cache, a);
 	sqlinfo_release(cache, b);
-	cr_assert_eq(a->refcount, 1);
+	cr_assert_eq(a->refcount, 2);
 
 	/* a different text, even by one space, is another entry */
 	SqlInfo *c = sqlinfo_cache_get(cache, "SHOW  aa1", 9);
@@ -762,14 +762,20 @@ Test(sqlinfo, shared_parse_keeps_the_column_flow)
 	cr_assert_eq(b->refcount, 2);
 	cr_assert_gt(a->stmts[0].exposed.count, 0);
 	cr_assert_eq(b->stmts[0].exposed.count, a->stmts[0].exposed.count);
-	for (int i = 0; i < a->stmts[0].exposed.count; i++) {
+	for (int i = 0; i < a->stmts[0].exposed.count; i++)
 		cr_assert_str_eq(b->stmts[0].exposed.items[i], a->stmts[0].exposed.items[i]);
-		cr_assert_neq(b->stmts[0].exposed.items[i], a->stmts[0].exposed.items[i]);	/* own copy */
-	}
 	cr_assert_eq(b->stmts[0].bare.count, a->stmts[0].bare.count);
+	cr_assert_eq(b->shared, a);	/* shared, not copied */
+	cr_assert_str_eq(b->stmts[0].sql, t2);	/* but the text is its own */
+	/* b keeps what it shares alive after the cache and every other holder let go */
+	int n = b->stmts[0].exposed.count;
 	sqlinfo_release(cache, a);
-	sqlinfo_release(cache, b);
 	sqlinfo_cache_free(cache);
+	cr_assert_eq(a->refcount, 1);
+	cr_assert_eq(b->stmts[0].exposed.count, n);
+	cr_assert_str_eq(b->stmts[0].tables.items[0], "people");
+	cr_assert_str_eq(b->stmts[0].kind, "select");
+	sqlinfo_release(NULL, b);
 }
 
 /* Transaction pooling: what a statement leaves on the session after its transaction. */
