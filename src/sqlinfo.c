@@ -1020,6 +1020,7 @@ struct SqlInfoCache {
 	char *last_text;
 	size_t last_len, last_cap;
 	SqlInfo *last_info;		/* one reference held here */
+	ShapeMemo *shapes;		/* statements scanned, for shapes without a scan */
 };
 
 static inline uint64_t rotl64(uint64_t x, int b)
@@ -1077,6 +1078,7 @@ uint64_t sqlinfo_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len)
 SqlInfoCache *sqlinfo_cache_new(int capacity)
 {
 	SqlInfoCache *c = xcalloc(1, sizeof(*c));
+	c->shapes = sqlshape_memo_new();
 	uint64_t key[2];
 	c->capacity = capacity > 0 ? capacity : 1;
 	c->nbuckets = 16;
@@ -1118,6 +1120,7 @@ void sqlinfo_cache_free(SqlInfoCache *cache)
 	sqlinfo_release(cache, cache->last_info);
 	free(cache->last_text);
 	free(cache->buckets);
+	sqlshape_memo_free(cache->shapes);
 	free(cache);
 }
 
@@ -1265,7 +1268,7 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 	}
 	/* Same statement, other values: classified by its shape's first parse. */
 	SqlShape shape;
-	bool shaped = sqlshape_of(sql, len, &shape);
+	bool shaped = sqlshape_of_memo(cache->shapes, sql, len, &shape);
 	uint64_t shape_hash = 0;
 	if (shaped) {
 		shape_hash = siphash24(cache->k0, cache->k1, (const uint8_t *)shape.key, shape.key_len);

@@ -70,6 +70,42 @@ static bool by_list_keeps(ByList *b, const PgQuery__ScanToken *tok)
 	return ordinal;
 }
 
+/*
+ * The literals a key leaves out, for the memo below: where each lies in the
+ * text, and whether it is an integer written in decimal digits only.
+ */
+#define MEMO_MAX_LITS 32
+
+typedef struct ShapeLit {
+	uint32_t start, end;
+	bool digits;
+} ShapeLit;
+
+typedef struct ShapeLits {
+	ShapeLit lit[MEMO_MAX_LITS];
+	int n;			/* -1: more than MEMO_MAX_LITS */
+} ShapeLits;
+
+static bool all_digits(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return n > 0;
+}
+
+static void lits_note(ShapeLits *lits, const char *sql, size_t start, size_t end, bool iconst)
+{
+	if (!lits || lits->n < 0)
+		return;
+	if (lits->n == MEMO_MAX_LITS) {
+		lits->n = -1;
+		return;
+	}
+	lits->lit[lits->n++] = (ShapeLit){ (uint32_t)start, (uint32_t)end,
+					   iconst && all_digits(sql + start, end - start) };
+}
+
 /* The key never outgrows len + 2 bytes (see shape_build): one allocation, no growth. */
 static void key_append(char *key, size_t *len, const char *s, size_t n)
 {
@@ -85,7 +121,8 @@ static void key_append(char *key, size_t *len, const char *s, size_t n)
  * as its first byte only), so nothing but a literal's own reported span is
  * ever left out, and never past the next token's start.
  */
-static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *scan, SqlShape *out)
+static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *scan, SqlShape *out,
+			ShapeLits *lits)
 {
 	/* a leading NUL, then the text with each literal (at least one byte) made one
 	 * NUL byte, then the terminator: at most len + 2 bytes */
@@ -126,6 +163,7 @@ static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *
 		/* a byte no SQL text holds: '?' would also stand for the operator */
 		key_append(key, &klen, "\0", 1);
 		copied = end;
+		lits_note(lits, sql, (size_t)tok->start, end, tok->token == PG_QUERY__TOKEN__ICONST);
 	}
 	if (first)
 		goto no_shape;	/* nothing but comments */
@@ -210,7 +248,7 @@ static void arena_free(Arena *a)
 	}
 }
 
-bool sqlshape_of(const char *sql, size_t len, SqlShape *out)
+static bool shape_scan(const char *sql, size_t len, SqlShape *out, ShapeLits *lits)
 {
 	memset(out, 0, sizeof(*out));
 	if (len == 0 || len > SQLSHAPE_MAX_SQL || memchr(sql, '\0', len) || !text_is_utf8(sql, len))
@@ -225,11 +263,164 @@ bool sqlshape_of(const char *sql, size_t len, SqlShape *out)
 	if (!sr.error)
 		scan = pg_query__scan_result__unpack(&alloc, sr.pbuf.len, (const uint8_t *)sr.pbuf.data);
 	if (scan)
-		ok = shape_build(copy, len, scan, out);
+		ok = shape_build(copy, len, scan, out, lits);
 	arena_free(&arena);
 	pg_query_free_scan_result(sr);
 	free(copy);
 	return ok;
+}
+
+bool sqlshape_of(const char *sql, size_t len, SqlShape *out)
+{
+	return shape_scan(sql, len, out, NULL);
+}
+
+/*
+ * The memo: statements the scanner has seen, kept with where their literals
+ * lie. A statement that differs from one of them only in the digits of its
+ * integer literals has the same tokens in the same order (the text before
+ * each literal is byte for byte the same, so the scanner is in the same state
+ * when it reaches it; a run of digits followed by the same byte it was
+ * followed by, which did not continue the integer there, ends the same way),
+ * hence the same key: no scan is needed. Any other literal must be byte for
+ * byte the same. Anything else, and a miss, goes to the scanner.
+ */
+#define MEMO_SLOTS 64		/* a power of two */
+#define MEMO_PROBE 4
+#define MEMO_MAX_TEXT 4096
+
+typedef struct ShapeTemplate {
+	uint64_t prefix_hash;
+	char *text;		/* the statement it was made from */
+	size_t len;
+	ShapeLits lits;
+	char *key;
+	size_t key_len;
+	size_t stmt_end;
+} ShapeTemplate;
+
+struct ShapeMemo {
+	ShapeTemplate *slot[MEMO_SLOTS];
+	unsigned victim;
+};
+
+ShapeMemo *sqlshape_memo_new(void)
+{
+	return xcalloc(1, sizeof(ShapeMemo));
+}
+
+static void template_free(ShapeTemplate *t)
+{
+	if (!t)
+		return;
+	free(t->text);
+	free(t->key);
+	free(t);
+}
+
+void sqlshape_memo_free(ShapeMemo *m)
+{
+	if (!m)
+		return;
+	for (int i = 0; i < MEMO_SLOTS; i++)
+		template_free(m->slot[i]);
+	free(m);
+}
+
+/* FNV-1a of the text up to its first digit or quote: where literals usually start. */
+static uint64_t prefix_hash(const char *sql, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL;
+	for (size_t i = 0; i < len && !(sql[i] >= '0' && sql[i] <= '9') && sql[i] != '\''; i++)
+		h = (h ^ (uint8_t)sql[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* Does sql differ from t's text only in the digits of its integer literals? */
+static bool template_matches(const ShapeTemplate *t, const char *sql, size_t len, size_t *stmt_end)
+{
+	size_t o = 0, n = 0;	/* positions in t->text and in sql */
+	for (int i = 0; i < t->lits.n; i++) {
+		const ShapeLit *l = &t->lits.lit[i];
+		size_t fixed = l->start - o;
+		if (len - n < fixed || memcmp(sql + n, t->text + o, fixed) != 0)
+			return false;
+		n += fixed;
+		if (l->digits) {
+			size_t d = 0;
+			while (n + d < len && sql[n + d] >= '0' && sql[n + d] <= '9')
+				d++;
+			if (d == 0)
+				return false;
+			n += d;
+		} else {
+			size_t w = l->end - l->start;
+			if (len - n < w || memcmp(sql + n, t->text + l->start, w) != 0)
+				return false;
+			n += w;
+		}
+		o = l->end;
+	}
+	size_t tail = t->len - o;
+	if (len - n != tail || memcmp(sql + n, t->text + o, tail) != 0)
+		return false;
+	*stmt_end = t->stmt_end - o + n;	/* the ';' lies in the tail, if anywhere */
+	return true;
+}
+
+static bool memo_lookup(ShapeMemo *m, uint64_t h, const char *sql, size_t len, SqlShape *out)
+{
+	for (unsigned i = 0; i < MEMO_PROBE; i++) {
+		const ShapeTemplate *t = m->slot[(h + i) & (MEMO_SLOTS - 1)];
+		size_t stmt_end;
+		if (!t || t->prefix_hash != h || !template_matches(t, sql, len, &stmt_end))
+			continue;
+		out->key = xmalloc(t->key_len + 1);
+		memcpy(out->key, t->key, t->key_len + 1);
+		out->key_len = t->key_len;
+		out->stmt_end = stmt_end;
+		return true;
+	}
+	return false;
+}
+
+static void memo_store(ShapeMemo *m, uint64_t h, const char *sql, size_t len, const SqlShape *shape,
+		       const ShapeLits *lits)
+{
+	unsigned at = (h + (m->victim++ % MEMO_PROBE)) & (MEMO_SLOTS - 1);
+	for (unsigned i = 0; i < MEMO_PROBE; i++) {
+		if (!m->slot[(h + i) & (MEMO_SLOTS - 1)]) {
+			at = (h + i) & (MEMO_SLOTS - 1);
+			break;
+		}
+	}
+	ShapeTemplate *t = xcalloc(1, sizeof(*t));
+	t->prefix_hash = h;
+	t->text = xstrndup(sql, len);
+	t->len = len;
+	t->lits = *lits;
+	t->key = xmalloc(shape->key_len + 1);
+	memcpy(t->key, shape->key, shape->key_len + 1);
+	t->key_len = shape->key_len;
+	t->stmt_end = shape->stmt_end;
+	template_free(m->slot[at]);
+	m->slot[at] = t;
+}
+
+bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || len > SQLSHAPE_MAX_SQL)
+		return false;
+	uint64_t h = prefix_hash(sql, len);
+	if (len <= MEMO_MAX_TEXT && memo_lookup(m, h, sql, len, out))
+		return true;
+	ShapeLits lits = { .n = 0 };
+	if (!shape_scan(sql, len, out, &lits))
+		return false;
+	if (len <= MEMO_MAX_TEXT && lits.n >= 0)
+		memo_store(m, h, sql, len, out, &lits);
+	return true;
 }
 
 void sqlshape_free(SqlShape *shape)

@@ -33,4 +33,15 @@ typedef struct SqlShape {
 bool sqlshape_of(const char *sql, size_t len, SqlShape *out);
 void sqlshape_free(SqlShape *shape);
 
+/*
+ * The same answer, without libpg_query's scanner for a statement that differs
+ * from one the memo has seen only in the digits of its integer literals
+ * (pgbench's, an ORM's ids): the common case, and the scan is most of a
+ * shape's cost. A memo belongs to one thread (a worker's statement cache).
+ */
+typedef struct ShapeMemo ShapeMemo;
+ShapeMemo *sqlshape_memo_new(void);
+void sqlshape_memo_free(ShapeMemo *m);
+bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out);
+
 #endif

@@ -7,6 +7,7 @@
  * the cache lives across inputs, so the fuzzer feeds it shapes it has seen).
  */
 #include "sqlinfo.h"
+#include "sqlshape.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,9 +45,40 @@ static void check_info(SqlInfo *info)
 	}
 }
 
+/* The memo's shape of a text is the scanner's, byte for byte (or both have none). */
+static void check_shape(ShapeMemo *memo, const char *sql, size_t len)
+{
+	SqlShape a, b;
+	bool sa = sqlshape_of(sql, len, &a);
+	bool sb = sqlshape_of_memo(memo, sql, len, &b);
+	if (sa != sb || (sa && (a.key_len != b.key_len || memcmp(a.key, b.key, a.key_len) != 0 ||
+				a.stmt_end != b.stmt_end)))
+		abort();
+	sqlshape_free(&a);
+	sqlshape_free(&b);
+}
+
+/* The input, then the input with every digit changed: the memo's own path. */
+static void check_shapes(const uint8_t *data, size_t size)
+{
+	static ShapeMemo *memo;
+	if (!memo)
+		memo = sqlshape_memo_new();
+	check_shape(memo, (const char *)data, size);
+	char *other = malloc(size + 1);
+	if (!other)
+		return;
+	for (size_t i = 0; i < size; i++)
+		other[i] = data[i] >= '0' && data[i] <= '9' ? (char)('0' + (data[i] - '0' + 7) % 10)
+							    : (char)data[i];
+	check_shape(memo, other, size);
+	free(other);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static SqlInfoCache *cache;
+	check_shapes(data, size);
 	if (!cache)
 		cache = sqlinfo_cache_new(64);
 

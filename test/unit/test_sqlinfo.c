@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "src/sqlinfo.h"
+#include "src/sqlshape.h"
 
 static SqlInfo *parse(const char *sql)
 {
@@ -895,4 +896,73 @@ Test(sqlinfo, shallow_inline_parse_fits_a_small_stack)
 	cr_assert_eq(pthread_create(&t, &attr, parse_deep_inline, NULL), 0);
 	pthread_join(t, NULL);
 	pthread_attr_destroy(&attr);
+}
+
+/* The memo's shapes are the scanner's, for a text and for the same text with other digits. */
+static void shape_agrees(ShapeMemo *memo, const char *sql)
+{
+	SqlShape a, b;
+	bool sa = sqlshape_of(sql, strlen(sql), &a);
+	bool sb = sqlshape_of_memo(memo, sql, strlen(sql), &b);
+	cr_assert_eq(sa, sb, "%s", sql);
+	if (sa) {
+		cr_assert_eq(a.key_len, b.key_len, "%s", sql);
+		cr_assert(memcmp(a.key, b.key, a.key_len) == 0, "%s", sql);
+		cr_assert_eq(a.stmt_end, b.stmt_end, "%s", sql);
+	}
+	sqlshape_free(&a);
+	sqlshape_free(&b);
+}
+
+Test(sqlshape, memo_agrees_with_the_scanner)
+{
+	static const char *const pairs[][2] = {
+		{ "SELECT abalance FROM pgbench_accounts WHERE aid = 123;",
+		  "SELECT abalance FROM pgbench_accounts WHERE aid = 4567890;" },
+		{ "SELECT * FROM t1 WHERE id = 5 ORDER BY 2", "SELECT * FROM t1 WHERE id = 77 ORDER BY 2" },
+		{ "SELECT * FROM t WHERE id = 5 ORDER BY 2", "SELECT * FROM t WHERE id = 5 ORDER BY 3" },
+		{ "SELECT * FROM t WHERE x = 1.5", "SELECT * FROM t WHERE x = 2.5" },
+		{ "SELECT * FROM t WHERE x = 15", "SELECT * FROM t WHERE x = 1.5" },
+		{ "SELECT * FROM t WHERE x = 15", "SELECT * FROM t WHERE x = 1e5" },
+		{ "SELECT * FROM t WHERE x = 15", "SELECT * FROM t WHERE x = 1 OR 1=1" },
+		{ "SELECT * FROM t WHERE x = 15", "SELECT * FROM t WHERE x = 15; DROP TABLE t" },
+		{ "SELECT * FROM t WHERE x = 15 -- 1", "SELECT * FROM t WHERE x = 16 -- 2" },
+		{ "SELECT * FROM t WHERE s = 'a1' AND x = 3", "SELECT * FROM t WHERE s = 'a2' AND x = 4" },
+		{ "SELECT * FROM t WHERE s = 'ab' AND x = 3", "SELECT * FROM t WHERE s = 'ab' AND x = 4" },
+		{ "SELECT * FROM t LIMIT 10", "SELECT * FROM t LIMIT 99999999999999999999" },
+		{ "SELECT * FROM t WHERE x = -5", "SELECT * FROM t WHERE x = -6" },
+		{ "SELECT * FROM t WHERE x = $1 AND y = 2", "SELECT * FROM t WHERE x = $1 AND y = 3" },
+		{ "SELECT * FROM t WHERE x = 0x1F", "SELECT * FROM t WHERE x = 0x2F" },
+		{ "SELECT * FROM t WHERE x = 1_000", "SELECT * FROM t WHERE x = 2_000" },
+		{ "SELECT * FROM t WHERE x = 5abc", "SELECT * FROM t WHERE x = 6abc" },
+		{ "INSERT INTO t VALUES (1, 'x', 2.0)", "INSERT INTO t VALUES (22, 'x', 2.0)" },
+		{ "SELECT U&'\\0041' FROM t WHERE x = 1", "SELECT U&'\\0041' FROM t WHERE x = 2" },
+		{ "SELECT E'\\n' FROM t WHERE x = 1", "SELECT E'\\n' FROM t WHERE x = 2" },
+		{ "SELECT $$a1$$, 1 FROM t", "SELECT $$a1$$, 2 FROM t" },
+		{ "SET x = 1", "SET x = 2" },
+		{ "SELECT 1", "SELECT 2" },
+	};
+	ShapeMemo *memo = sqlshape_memo_new();
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		shape_agrees(memo, pairs[i][0]);
+		shape_agrees(memo, pairs[i][1]);
+		shape_agrees(memo, pairs[i][0]);
+	}
+	sqlshape_memo_free(memo);
+}
+
+Test(sqlshape, memo_answers_a_digit_variant_with_the_first_ones_key)
+{
+	ShapeMemo *memo = sqlshape_memo_new();
+	SqlShape a, b;
+	const char *x = "SELECT abalance FROM pgbench_accounts WHERE aid = 1;";
+	const char *y = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;";
+	cr_assert(sqlshape_of_memo(memo, x, strlen(x), &a));
+	cr_assert(sqlshape_of_memo(memo, y, strlen(y), &b));
+	cr_assert_eq(a.key_len, b.key_len);
+	cr_assert(memcmp(a.key, b.key, a.key_len) == 0);
+	cr_assert_eq(b.stmt_end, strlen(y) - 1, "without the final ';'");
+	sqlshape_free(&a);
+	sqlshape_free(&b);
+	sqlshape_memo_free(memo);
 }
