@@ -79,11 +79,30 @@ void client_set_state(Client *c, ClientState st)
 	list_append(client_state_list(c, st), &c->head);
 }
 
+/*
+ * Dotted decimal, as inet_ntop() writes it: glibc's goes through sprintf(),
+ * a few thousand instructions twice per connection (peer and local address).
+ */
+static void format_ipv4(char *out, const struct in_addr *addr)
+{
+	const uint8_t *b = (const uint8_t *)&addr->s_addr;
+	char *p = out;
+	for (int i = 0; i < 4; i++) {
+		unsigned v = b[i];
+		if (v >= 100)
+			*p++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*p++ = (char)('0' + v / 10 % 10);
+		*p++ = (char)('0' + v % 10);
+		*p++ = i < 3 ? '.' : '\0';
+	}
+}
+
 static void peer_from_sockaddr(PeerAddr *p, const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, p->host, sizeof(p->host));
+		format_ipv4(p->host, &in->sin_addr);	/* at most 16 bytes: host has 64 */
 		p->port = ntohs(in->sin_port);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
@@ -656,12 +675,20 @@ static void client_handle_auth_message(Client *c, const uint8_t *body, size_t le
 	}
 }
 
-static void client_fill_vars_from_welcome(Client *c, const Pool *pool)
+/*
+ * The welcome: the pool's ParameterStatus set, with what the client asked for
+ * in its startup packet in place of the server's values, which fill in the
+ * client's tracked variables it left unset.
+ */
+static void client_build_welcome(Client *c, const Pool *pool, PktBuf *pb)
 {
 	for (int i = 0; i < pool->welcome.count; i++) {
-		int id = varcache_lookup(pool->welcome.names[i]);
+		const char *name = pool->welcome.names[i];
+		int id = varcache_lookup(name);
 		if (id >= 0 && !c->vars.values[id])
 			varcache_set_id(&c->vars, (VarId)id, pool->welcome.values[i]);
+		const char *v = id >= 0 ? c->vars.values[id] : pool->welcome.values[i];
+		pktbuf_param_status(pb, name, v ? v : pool->welcome.values[i]);
 	}
 }
 
@@ -676,15 +703,9 @@ void client_finish_login(Client *c)
 		}
 		return;
 	}
-	client_fill_vars_from_welcome(c, pool);
 	PktBuf pb;
 	pktbuf_init(&pb);
-	for (int i = 0; i < pool->welcome.count; i++) {
-		const char *name = pool->welcome.names[i];
-		int id = varcache_lookup(name);
-		const char *v = id >= 0 && c->vars.values[id] ? c->vars.values[id] : pool->welcome.values[i];
-		pktbuf_param_status(&pb, name, v);
-	}
+	client_build_welcome(c, pool, &pb);
 	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
 	pktbuf_ready(&pb, 'I');
 	c->tx_status = 'I';
