@@ -675,20 +675,41 @@ static void client_handle_auth_message(Client *c, const uint8_t *body, size_t le
 	}
 }
 
+/* The part of the welcome that is the same for every client of the pool. */
+static void welcome_build_fixed(Pool *pool)
+{
+	PktBuf fixed;
+	pktbuf_init(&fixed);
+	pool->welcome_var = xmalloc(sizeof(int) * (size_t)(pool->welcome.count + 1));
+	for (int i = 0; i < pool->welcome.count; i++) {
+		pool->welcome_var[i] = varcache_lookup(pool->welcome.names[i]);
+		if (pool->welcome_var[i] < 0)
+			pktbuf_param_status(&fixed, pool->welcome.names[i], pool->welcome.values[i]);
+	}
+	pool->welcome_fixed_len = pktbuf_ok(&fixed) ? fixed.len : 0;
+	pool->welcome_fixed = xmalloc(pool->welcome_fixed_len + 1);
+	if (pool->welcome_fixed_len)
+		memcpy(pool->welcome_fixed, fixed.data, pool->welcome_fixed_len);
+	pktbuf_free(&fixed);
+}
+
 /*
  * The welcome: the pool's ParameterStatus set, with what the client asked for
  * in its startup packet in place of the server's values, which fill in the
  * client's tracked variables it left unset.
  */
-static void client_build_welcome(Client *c, const Pool *pool, PktBuf *pb)
+static void client_build_welcome(Client *c, Pool *pool, PktBuf *pb)
 {
+	if (!pool->welcome_fixed)
+		welcome_build_fixed(pool);
+	pktbuf_put_bytes(pb, pool->welcome_fixed, pool->welcome_fixed_len);
 	for (int i = 0; i < pool->welcome.count; i++) {
-		const char *name = pool->welcome.names[i];
-		int id = varcache_lookup(name);
-		if (id >= 0 && !c->vars.values[id])
+		int id = pool->welcome_var[i];
+		if (id < 0)
+			continue;
+		if (!c->vars.values[id])
 			varcache_set_id(&c->vars, (VarId)id, pool->welcome.values[i]);
-		const char *v = id >= 0 ? c->vars.values[id] : pool->welcome.values[i];
-		pktbuf_param_status(pb, name, v ? v : pool->welcome.values[i]);
+		pktbuf_param_status(pb, pool->welcome.names[i], c->vars.values[id]);
 	}
 }
 
