@@ -1108,7 +1108,7 @@ Test(policy, on_columns_template_cache_fits_a_small_state)
 	policy_decision_free(&d);
 	enum { NCOLS = 60 };
 	const char *names[NCOLS], *tables[NCOLS], *columns[NCOLS];
-	char tbuf[40], cbuf[NCOLS][40];
+	char tbuf[64], cbuf[NCOLS][64];
 	MaskKind kinds[NCOLS];
 	for (int set = 0; set < 400; set++) {
 		snprintf(tbuf, sizeof(tbuf), "public.a_rather_long_table_name_%d", set);
