@@ -218,6 +218,7 @@ static void worker_destroy(Worker *w)
 	if (w->audit_sql)
 		sqlinfo_cache_free(w->audit_sql);
 	prepared_shutdown(w);
+	free(w->ss_clean_sql);
 	free_deferred_cb(-1, 0, w);
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);

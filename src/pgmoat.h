@@ -313,6 +313,10 @@ struct Worker {
 	uint64_t on_query_errors;	/* decided by a policy error or overrun (fail closed) */
 	/* prepared statements (prepared.c) */
 	struct PsRegistry *ps_registry;	/* statement definitions shared by clients and servers */
+	/* transaction_session_state (sessionstate.c): the last statement text found
+	 * free of its words, so that a Parse sent again and again is scanned once */
+	char *ss_clean_sql;
+	size_t ss_clean_len, ss_clean_cap;
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

@@ -52,6 +52,28 @@ static bool sql_may_hold_session_state(const char *sql)
 	return false;
 }
 
+#define SS_MEMO_MAX 4096	/* longer texts are scanned every time, not kept */
+
+/* The same, answered without a scan for the text last found free of the words. */
+static bool sql_may_hold_session_state_memo(Worker *w, const char *sql)
+{
+	size_t len = strlen(sql);
+	if (len == w->ss_clean_len && w->ss_clean_sql && memcmp(sql, w->ss_clean_sql, len) == 0)
+		return false;
+	if (sql_may_hold_session_state(sql))
+		return true;
+	if (len > SS_MEMO_MAX)
+		return false;
+	if (len + 1 > w->ss_clean_cap) {
+		w->ss_clean_cap = len + 1 > 256 ? len + 1 : 256;
+		free(w->ss_clean_sql);
+		w->ss_clean_sql = xmalloc(w->ss_clean_cap);
+	}
+	memcpy(w->ss_clean_sql, sql, len + 1);
+	w->ss_clean_len = len;
+	return false;
+}
+
 /* The first statement that leaves untracked state, described; NULL for none. */
 static char *session_state_found(Worker *w, const char *sql)
 {
@@ -120,7 +142,7 @@ bool sessionstate_check(Client *c, Server *s, const uint8_t *msg, size_t len, Pk
 		return true;
 	SessionStateMode mode = session_state_mode();
 	const char *sql = message_sql(msg, len);
-	if (!sql || !sql_may_hold_session_state(sql))
+	if (!sql || !sql_may_hold_session_state_memo(c->worker, sql))
 		return true;
 	char *what = session_state_found(c->worker, sql);
 	if (!what)
