@@ -226,12 +226,26 @@ void pktbuf_auth_sasl_final(PktBuf *pb, const void *data, size_t len)
 	pktbuf_auth(pb, 12, data, len);
 }
 
+/* Written in one piece: a welcome holds a dozen of these, for every login. */
 void pktbuf_param_status(PktBuf *pb, const char *name, const char *value)
 {
-	pktbuf_start(pb, 'S');
-	pktbuf_put_cstring(pb, name);
-	pktbuf_put_cstring(pb, value);
-	pktbuf_finish(pb);
+	size_t nlen = strlen(name) + 1, vlen = strlen(value) + 1;
+	size_t body = 4 + nlen + vlen;
+	if (pb->msg_start != SIZE_MAX || body > (size_t)INT32_MAX) {
+		pb->failed = true;	/* inside another message, or too long */
+		return;
+	}
+	if (!pktbuf_reserve(pb, 1 + body))
+		return;
+	uint8_t *p = pb->data + pb->len;
+	p[0] = 'S';
+	p[1] = (uint8_t)(body >> 24);
+	p[2] = (uint8_t)(body >> 16);
+	p[3] = (uint8_t)(body >> 8);
+	p[4] = (uint8_t)body;
+	memcpy(p + 5, name, nlen);
+	memcpy(p + 5 + nlen, value, vlen);
+	pb->len += 1 + body;
 }
 
 void pktbuf_backend_key(PktBuf *pb, uint32_t pid, uint32_t key)

@@ -937,3 +937,18 @@ Test(proto_ext, describe_close_and_execute_bodies_are_checked)
 	cr_assert_eq(e.max_rows, 7);
 	cr_assert_not(proto_parse_execute(ex, sizeof(ex) - 2, &e));
 }
+
+Test(pktbuf, param_status_refuses_nesting_and_overflow)
+{
+	PktBuf pb;
+	pktbuf_init(&pb);
+	pktbuf_start(&pb, 'T');
+	pktbuf_param_status(&pb, "a", "b");
+	cr_assert(!pktbuf_ok(&pb), "inside another message");
+	pktbuf_free(&pb);
+	pktbuf_init(&pb);
+	pb.max = 12;
+	pktbuf_param_status(&pb, "TimeZone", "UTC");
+	cr_assert(!pktbuf_ok(&pb), "over the buffer's limit");
+	pktbuf_free(&pb);
+}
