@@ -114,6 +114,27 @@ static PolicyVerdict run_query(PolicyEngine *e, PolicySession *s, const char *sq
 	return d->verdict;
 }
 
+/*
+ * Two queries in one session, each expected to get its verdict (the second
+ * sees what the first left in s.vars), the first decided by a failure or
+ * not as error1 says; frees the engine too.
+ */
+static void query2_then_free(PolicyEngine *e, const char *first, PolicyVerdict want1, bool error1,
+			     const char *second, PolicyVerdict want2)
+{
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	cr_assert_eq(run_query(e, &s, first, &d), want1, "%s: %s", first, d.where ? d.where : "");
+	cr_assert_eq(d.error, error1, "%s: decided by a failure?", first);
+	policy_decision_free(&d);
+	cr_assert_eq(run_query(e, &s, second, &d), want2, "%s: %s", second, d.where ? d.where : "");
+	policy_decision_free(&d);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
 /* One query in a fresh session; returns the verdict and frees everything but d. */
 static PolicyVerdict query1(PolicyEngine *e, const char *sql, PolicyDecision *d)
 {
@@ -430,16 +451,7 @@ Test(policy, q_kept_after_its_call_has_no_parse_fields)
 		"  if s.vars.old then assert(s.vars.old.kind == nil and s.vars.old.sql == 'select 1') end\n"
 		"  s.vars.old = q\n"
 		"end\nreturn P\n");
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
-	cr_assert_eq(run_query(e, &s, "select 1", &d), POLICY_ALLOW);
-	policy_decision_free(&d);
-	cr_assert_eq(run_query(e, &s, "select 2", &d), POLICY_ALLOW, "%s", d.where ? d.where : "");
-	policy_decision_free(&d);
-	policy_session_close(e, &s);
-	policy_engine_free(e);
+	query2_then_free(e, "select 1", POLICY_ALLOW, false, "select 2", POLICY_ALLOW);
 }
 
 Test(policy, q_kept_keeps_the_fields_read_during_its_call)
@@ -459,17 +471,8 @@ Test(policy, q_kept_keeps_the_fields_read_during_its_call)
 		"  s.vars.tables = q.tables\n"
 		"  s.vars.old = q\n"
 		"end\nreturn P\n");
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
-	cr_assert_eq(run_query(e, &s, "delete from t where id = 1", &d), POLICY_ALLOW, "%s",
-		     d.where ? d.where : "");
-	policy_decision_free(&d);
-	cr_assert_eq(run_query(e, &s, "select 2", &d), POLICY_ALLOW, "%s", d.where ? d.where : "");
-	policy_decision_free(&d);
-	policy_session_close(e, &s);
-	policy_engine_free(e);
+	query2_then_free(e, "delete from t where id = 1", POLICY_ALLOW, false, "select 2",
+			 POLICY_ALLOW);
 }
 
 /* A policy that keeps q and then fails: the q it kept must not reach the freed parse. */
@@ -487,17 +490,8 @@ Test(policy, q_kept_by_a_failing_policy_has_no_parse_fields)
 		"  s.vars.old = q\n"
 		"  error('boom')\n"
 		"end\nreturn P\n");
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
-	cr_assert_eq(run_query(e, &s, "select a from t where b = 1", &d), POLICY_DENY);
-	cr_assert(d.error);
-	policy_decision_free(&d);
-	cr_assert_eq(run_query(e, &s, "select 3", &d), POLICY_ALLOW, "%s", d.where ? d.where : "");
-	policy_decision_free(&d);
-	policy_session_close(e, &s);
-	policy_engine_free(e);
+	query2_then_free(e, "select a from t where b = 1", POLICY_DENY, true, "select 3",
+			 POLICY_ALLOW);
 }
 
 Test(policy, q_fields_of_unparsed_text)
