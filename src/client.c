@@ -1432,10 +1432,11 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 /*
  * A message that goes to the server as it is, with nothing to read first:
  * not a statement (policies, audit.required), and no audit, masking,
- * session-state or prepared-statement step but noting the reply it expects
- * (client_forward's checks).
- * Accounted here as it joins the run that moves with the message before it
- * (msgio_extend_run): the Bind/Describe/Execute/Sync behind a Parse.
+ * session-state or prepared-statement step but noting the reply it expects.
+ * True: it is accounted, and joins the run that moves now. client_forward
+ * asks this first of every message, and msgio_extend_run of the ones behind
+ * it (the Bind/Describe/Execute/Sync behind a Parse): one definition of what
+ * needs no step.
  */
 static bool client_take_through_cb(void *arg, const MsgHeader *h)
 {
@@ -1452,6 +1453,20 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 		prepared_track(s, t);
 	client_account_message(c, s, t, total);
 	return true;
+}
+
+/*
+ * Move the accounted message of total bytes at the head of the input, and the
+ * plain messages behind it, to s in one go; a message not all here yet streams.
+ */
+static void client_move_run(Client *c, Server *s, size_t total)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+				 client_take_through_cb, c);
+	size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
+	c->fwd_remaining = total - moved;
+	c->fwd_discard = false;
 }
 
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
@@ -1527,6 +1542,10 @@ static void client_forward(Client *c)
 			continue;
 		}
 		size_t total = proto_msg_total(&h);
+		if (client_take_through_cb(c, &h)) {
+			client_move_run(c, s, total);	/* the common case: nothing to read */
+			continue;
+		}
 		if (enforce_active(c->worker) && enforce_judges(h.type)) {
 			if (!client_forward_judged(c, s, &h))
 				return;
@@ -1560,11 +1579,7 @@ static void client_forward(Client *c)
 			prepared_track(s, h.type);
 		}
 		client_account_message(c, s, h.type, total);
-		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 client_take_through_cb, c);
-		size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
-		c->fwd_remaining = total - moved;
-		c->fwd_discard = false;
+		client_move_run(c, s, total);
 	}
 }
 
