@@ -845,6 +845,11 @@ void prepared_emit(Server *s)
 	}
 }
 
+bool prepared_emit_due(const Server *s)
+{
+	return s->ps && s->ps->len > 0 && q_at(s->ps, 0)->action == PEND_FAKE;
+}
+
 static bool is_extended(uint8_t kind)
 {
 	return kind == 'P' || kind == 'B' || kind == 'D' || kind == 'E' || kind == 'C';
@@ -953,4 +958,18 @@ bool prepared_response(Server *s, uint8_t type)
 	bool swallow = head->action == PEND_SWALLOW;
 	q_pop(s, false);
 	return swallow;
+}
+
+bool prepared_pass(Server *s, uint8_t type, bool *last)
+{
+	PsServer *ps = s->ps;
+	if (ps && ps->len > 0) {
+		const Pending *head = q_at(ps, 0);
+		if (head->action == PEND_FAKE ||
+		    (head->action == PEND_SWALLOW && completes(head->kind, type)))
+			return false;
+	}
+	(void)prepared_response(s, type);	/* (not ours: it passes) */
+	*last = prepared_emit_due(s);
+	return true;
 }

@@ -74,6 +74,15 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h);
 bool prepared_response(Server *s, uint8_t type);
 /* Between server messages: send the local answers that are due. */
 void prepared_emit(Server *s);
+/*
+ * May a reply from s join a run of messages moved to the client together
+ * (msgio_extend_run)? Not when a local answer is due before it or it is ours
+ * to swallow; otherwise it is noted as prepared_response would, and *last is
+ * set when a local answer is due right after it (the run must end there).
+ */
+bool prepared_pass(Server *s, uint8_t type, bool *last);
+/* Is a local answer due before the next reply? */
+bool prepared_emit_due(const Server *s);
 
 /* server_reset_query (DISCARD ALL) was sent: the server has no statements left. */
 void prepared_server_reset(Server *s);

@@ -724,12 +724,21 @@ static void server_enter_copy_in(Server *s)
 static bool server_passes_through(const Server *s, uint8_t type)
 {
 	return server_msg_type_valid(type) && !server_msg_needs_inspection(s, type) &&
-	       !prepared_on(s->link) && type != 'G' && type != 'H' && type != 'W';
+	       type != 'G' && type != 'H' && type != 'W';
 }
+
+/* A run being extended: ended once prepared statements owe a local answer. */
+typedef struct PassRun {
+	Server *s;
+	bool ended;
+} PassRun;
 
 static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 {
-	return server_passes_through(arg, h->type);
+	PassRun *run = arg;
+	if (run->ended || !server_passes_through(run->s, h->type))
+		return false;
+	return !prepared_on(run->s->link) || prepared_pass(run->s, h->type, &run->ended);
 }
 
 static bool server_forward_one(Server *s, struct evbuffer *in)
@@ -771,10 +780,14 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	Client *c = s->link;
 	size_t total = proto_msg_total(&h);
-	if (prepared_on(c) && s->internal_queries == 0 && prepared_response(s, h.type)) {
-		s->fwd_remaining = total;	/* a reply to our own injected request */
-		s->fwd_discard = true;
-		return true;
+	PassRun run = { s, false };
+	if (prepared_on(c)) {
+		if (prepared_response(s, h.type)) {
+			s->fwd_remaining = total;	/* a reply to our own injected request */
+			s->fwd_discard = true;
+			return true;
+		}
+		run.ended = prepared_emit_due(s);
 	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
@@ -782,7 +795,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		server_enter_copy_in(s);
 	else if (server_passes_through(s, h.type))
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 server_passes_through_cb, s);
+					 server_passes_through_cb, &run);
 	size_t moved = msgio_move(in, bufferevent_get_output(c->bev), total);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
