@@ -727,18 +727,52 @@ static bool server_passes_through(const Server *s, uint8_t type)
 	       type != 'G' && type != 'H' && type != 'W';
 }
 
-/* A run being extended: ended once prepared statements owe a local answer. */
+/*
+ * May a ReadyForQuery end a run, its status read in place? Not where audit or
+ * masking read it, a check query runs, or statement pooling must refuse a
+ * transaction before the client sees it.
+ */
+static bool server_ready_may_pass(const Server *s, const MsgHeader *h)
+{
+	return h->len == 5 && s->link && s->internal_queries == 0 &&
+	       !audit_reads_reply(s->link, 'Z') && !maskwire_inspects(s, 'Z') &&
+	       pool_effective_mode(s->pool) != POOL_STATEMENT;
+}
+
+/*
+ * A run being extended: ended once prepared statements owe a local answer,
+ * or by a ReadyForQuery (ready), after which the server may be released.
+ */
 typedef struct PassRun {
 	Server *s;
 	bool ended;
+	bool ready;
 } PassRun;
 
 static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 {
 	PassRun *run = arg;
-	if (run->ended || !server_passes_through(run->s, h->type))
+	Server *s = run->s;
+	bool ready = h->type == 'Z';
+	if (run->ended || !(ready ? server_ready_may_pass(s, h) : server_passes_through(s, h->type)))
 		return false;
-	return !prepared_on(run->s->link) || prepared_pass(run->s, h->type, &run->ended);
+	if (prepared_on(s->link) && !prepared_pass(s, h->type, &run->ended))
+		return false;
+	run->ready = ready;
+	run->ended |= ready;
+	return true;
+}
+
+/* After a run that ended with a ReadyForQuery went to the client (whole: all of it). */
+static bool server_ready_passed(Server *s, uint8_t status, bool whole)
+{
+	if (!whole) {
+		server_disconnect(s, "could not pass ReadyForQuery on to the client");
+		return false;
+	}
+	maskwire_on_ready(s);
+	server_after_ready(s, (char)status);
+	return s->state != SV_FREE;
 }
 
 static bool server_forward_one(Server *s, struct evbuffer *in)
@@ -780,7 +814,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	Client *c = s->link;
 	size_t total = proto_msg_total(&h);
-	PassRun run = { s, false };
+	PassRun run = { s, false, false };
 	if (prepared_on(c)) {
 		if (prepared_response(s, h.type)) {
 			s->fwd_remaining = total;	/* a reply to our own injected request */
@@ -796,11 +830,14 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	else if (server_passes_through(s, h.type))
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
 					 server_passes_through_cb, &run);
+	uint8_t status = 0;
+	if (run.ready)
+		status = evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];	/* (in place: one chunk) */
 	size_t moved = msgio_move(in, bufferevent_get_output(c->bev), total);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
 	s->fwd_discard = false;
-	return true;
+	return !run.ready || server_ready_passed(s, status, moved == total);
 }
 
 static void server_forward(Server *s)
