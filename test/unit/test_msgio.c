@@ -1,10 +1,15 @@
 /*
  * msgio_extend_run (which messages of a reply move together) and evmem (the
- * recycled evbuffer chains), on plain evbuffers.
+ * recycled evbuffer chains and libevent objects), on plain evbuffers and
+ * bufferevents over socket pairs.
  */
 #include <criterion/criterion.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "../../src/evmem.h"
 #include "../../src/msgio.h"
@@ -155,5 +160,42 @@ Test(evmem, large_and_odd_sizes_pass_through)
 	cr_assert_not_null(flat);
 	cr_assert_eq(memcmp(flat, big, sizeof(big)), 0);
 	evbuffer_free(b);
+	evmem_release_thread_cache();
+}
+
+/*
+ * evmem: a connection's libevent objects (bufferevent, evbuffers, events,
+ * callback entries), freed and made again, come back from the cache: each
+ * round's connection must still carry exactly its own bytes.
+ */
+Test(evmem, recycled_connection_objects_work_as_new)
+{
+	evmem_install();
+	struct event_base *base = event_base_new();
+	cr_assert_not_null(base);
+	for (int round = 0; round < 100; round++) {
+		int sv[2];
+		cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		struct bufferevent *a = bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+		struct bufferevent *b = bufferevent_socket_new(base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+		struct event *ev = event_new(base, -1, 0, NULL, NULL);
+		cr_assert(a && b && ev);
+		bufferevent_enable(a, EV_WRITE);
+		bufferevent_enable(b, EV_READ);
+		char sent[32];
+		int n = snprintf(sent, sizeof(sent), "round %d", round);
+		cr_assert_eq(bufferevent_write(a, sent, (size_t)n), 0);
+		for (int pass = 0; pass < 100 && evbuffer_get_length(bufferevent_get_input(b)) < (size_t)n;
+		     pass++)
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		char got[32] = { 0 };
+		cr_assert_eq(bufferevent_read(b, got, sizeof(got) - 1), (size_t)n);
+		cr_assert_str_eq(got, sent);
+		event_free(ev);
+		bufferevent_free(a);
+		bufferevent_free(b);
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);	/* finalizers */
+	}
+	event_base_free(base);
 	evmem_release_thread_cache();
 }
