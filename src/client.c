@@ -698,6 +698,8 @@ static void welcome_build_fixed(Pool *pool)
  * in its startup packet in place of the server's values, which fill in the
  * client's tracked variables it left unset.
  */
+#define WELCOME_ON_STACK 1024	/* PostgreSQL's welcome is 300-500 bytes: no heap on login */
+
 static void client_build_welcome(Client *c, Pool *pool, PktBuf *pb)
 {
 	if (!pool->welcome_fixed)
@@ -724,8 +726,9 @@ void client_finish_login(Client *c)
 		}
 		return;
 	}
+	uint8_t welcome[WELCOME_ON_STACK];
 	PktBuf pb;
-	pktbuf_init(&pb);
+	pktbuf_init_on(&pb, welcome, sizeof(welcome));
 	client_build_welcome(c, pool, &pb);
 	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
 	pktbuf_ready(&pb, 'I');
@@ -770,8 +773,9 @@ static void client_login_console(Client *c)
 static void client_auth_ok(Client *c)
 {
 	c->auth_phase = AUTH_PHASE_DONE;
+	uint8_t auth_ok[16];
 	PktBuf pb;
-	pktbuf_init(&pb);
+	pktbuf_init_on(&pb, auth_ok, sizeof(auth_ok));
 	pktbuf_auth_ok(&pb);
 	bool ok = client_send_pktbuf(c, &pb);
 	pktbuf_free(&pb);

@@ -22,9 +22,19 @@ void pktbuf_init(PktBuf *pb)
 	pb->msg_start = SIZE_MAX;
 }
 
+void pktbuf_init_on(PktBuf *pb, void *storage, size_t cap)
+{
+	pktbuf_init(pb);
+	pb->data = storage;
+	pb->cap = cap;
+	pb->borrowed = true;
+}
+
 void pktbuf_free(PktBuf *pb)
 {
-	free(pb->data);
+	if (!pb->borrowed)
+		free(pb->data);
+	pb->borrowed = false;
 	pb->data = NULL;
 	pb->len = pb->cap = 0;
 	pb->msg_start = SIZE_MAX;
@@ -53,7 +63,14 @@ static bool pktbuf_reserve(PktBuf *pb, size_t n)
 	size_t cap = pb->cap ? pb->cap : PKTBUF_MIN_CAP;
 	while (cap < pb->len + n)
 		cap = cap > max / 2 ? max : cap * 2;
-	pb->data = xrealloc(pb->data, cap);
+	if (pb->borrowed) {
+		uint8_t *own = xmalloc(cap);
+		memcpy(own, pb->data, pb->len);
+		pb->data = own;
+		pb->borrowed = false;
+	} else {
+		pb->data = xrealloc(pb->data, cap);
+	}
 	pb->cap = cap;
 	return true;
 }

@@ -17,10 +17,17 @@ typedef struct PktBuf {
 	size_t cap;
 	size_t msg_start;	/* offset of the message being built; SIZE_MAX when none */
 	bool failed;		/* sticky: set by any failed write, checked once */
+	bool borrowed;		/* data is the caller's (pktbuf_init_on) until it outgrows it */
 	size_t max;		/* grow limit; 0 = 1 GiB */
 } PktBuf;
 
 void pktbuf_init(PktBuf *pb);
+/*
+ * Start in the caller's storage (a stack array for a message of known size):
+ * no allocation unless it grows beyond cap. Still pktbuf_free() it; data is
+ * only valid while that storage is.
+ */
+void pktbuf_init_on(PktBuf *pb, void *storage, size_t cap);
 void pktbuf_free(PktBuf *pb);
 void pktbuf_reset(PktBuf *pb);
 static inline bool pktbuf_ok(const PktBuf *pb) { return !pb->failed; }

@@ -620,6 +620,25 @@ Test(pktbuf, ready_for_query_is_byte_exact)
 	pktbuf_free(&pb);
 }
 
+/* Caller's storage: used in place while it fits, copied out (intact) once outgrown. */
+Test(pktbuf, storage_on_stack_is_used_then_outgrown)
+{
+	uint8_t small[8];
+	PktBuf pb;
+	pktbuf_init_on(&pb, small, sizeof(small));
+	pktbuf_ready(&pb, 'T');
+	cr_assert_eq(pb.data, small);
+	assert_bytes(&pb, "Z\0\0\0\5T", 6);
+	pktbuf_ready(&pb, 'E');
+	cr_assert_neq(pb.data, small);
+	assert_bytes(&pb, "Z\0\0\0\5TZ\0\0\0\5E", 12);
+	cr_assert_eq(memcmp(small, "Z\0\0\0\5T", 6), 0);
+	pktbuf_free(&pb);
+	cr_assert_null(pb.data);
+	pktbuf_init_on(&pb, small, sizeof(small));
+	pktbuf_free(&pb);	/* (the storage is not the heap's: nothing to free) */
+}
+
 Test(pktbuf, error_response_has_s_v_c_m_fields)
 {
 	PktBuf pb;
