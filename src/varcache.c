@@ -3,7 +3,9 @@
  * what its client believes.
  */
 #include "varcache.h"
+#include "list.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -34,26 +36,111 @@ const char *varcache_name(VarId id)
 	return var_names[id];
 }
 
-static bool var_equal(const char *a, const char *b)
+/* ---- interned values --------------------------------------------------- */
+
+typedef struct VarValue {
+	struct VarValue *next;	/* in its bucket */
+	uint32_t refs;
+	uint32_t hash;
+	char str[];
+} VarValue;
+
+#define VAR_BUCKETS_MIN 64
+
+typedef struct VarPool {
+	VarValue **buckets;
+	uint32_t nbuckets;	/* a power of two */
+	uint32_t count;
+} VarPool;
+
+static __thread VarPool var_pool;
+
+static uint32_t var_hash(const char *s, size_t *len)
 {
-	if (!a || !b)
-		return a == b;
-	return strcmp(a, b) == 0;
+	uint32_t h = 2166136261u;	/* FNV-1a: short strings, no adversary gains from a collision */
+	const char *p = s;
+	for (; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	*len = (size_t)(p - s);
+	return h;
 }
+
+static void var_pool_grow(VarPool *vp)
+{
+	uint32_t n = vp->nbuckets ? vp->nbuckets * 2 : VAR_BUCKETS_MIN;
+	VarValue **b = xcalloc(n, sizeof(*b));
+	for (uint32_t i = 0; i < vp->nbuckets; i++) {
+		VarValue *v, *next;
+		for (v = vp->buckets[i]; v; v = next) {
+			next = v->next;
+			v->next = b[v->hash & (n - 1)];
+			b[v->hash & (n - 1)] = v;
+		}
+	}
+	free(vp->buckets);
+	vp->buckets = b;
+	vp->nbuckets = n;
+}
+
+/* A reference to the interned copy of s. */
+static const char *var_intern(const char *s)
+{
+	VarPool *vp = &var_pool;
+	size_t len;
+	uint32_t h = var_hash(s, &len);
+	if (vp->count >= vp->nbuckets)
+		var_pool_grow(vp);
+	VarValue **head = &vp->buckets[h & (vp->nbuckets - 1)];
+	for (VarValue *v = *head; v; v = v->next) {
+		if (v->hash == h && strcmp(v->str, s) == 0) {
+			v->refs++;
+			return v->str;
+		}
+	}
+	VarValue *v = xmalloc(sizeof(*v) + len + 1);
+	memcpy(v->str, s, len + 1);
+	v->hash = h;
+	v->refs = 1;
+	v->next = *head;
+	*head = v;
+	vp->count++;
+	return v->str;
+}
+
+static void var_release(const char *s)
+{
+	if (!s)
+		return;
+	VarPool *vp = &var_pool;
+	VarValue *v = container_of(s, VarValue, str);
+	if (--v->refs > 0)
+		return;
+	VarValue **link = &vp->buckets[v->hash & (vp->nbuckets - 1)];
+	while (*link != v)
+		link = &(*link)->next;
+	*link = v->next;
+	vp->count--;
+	free(v);
+}
+
+/* ---- caches ------------------------------------------------------------- */
 
 void varcache_set_id(VarCache *vc, VarId id, const char *value)
 {
 	if ((int)id < 0 || id >= VAR_COUNT)
 		return;
-	char *copy = value ? xstrdup(value) : NULL;
-	free(vc->values[id]);
-	vc->values[id] = copy;
+	const char *v = value ? var_intern(value) : NULL;	/* (before the release: value may be it) */
+	var_release(vc->values[id]);
+	vc->values[id] = v;
 }
 
 bool varcache_set(VarCache *vc, const char *name, const char *value)
 {
 	int id = varcache_lookup(name);
-	if (id < 0 || var_equal(vc->values[id], value))
+	if (id < 0)
+		return false;
+	const char *old = vc->values[id];
+	if (old == value || (old && value && strcmp(old, value) == 0))
 		return false;
 	varcache_set_id(vc, (VarId)id, value);
 	return true;
@@ -70,7 +157,7 @@ void varcache_copy(VarCache *dst, const VarCache *src)
 void varcache_free(VarCache *vc)
 {
 	for (int i = 0; i < VAR_COUNT; i++) {
-		free(vc->values[i]);
+		var_release(vc->values[i]);
 		vc->values[i] = NULL;
 	}
 }
@@ -103,7 +190,7 @@ char *varcache_sync_sql(const VarCache *client, const VarCache *server)
 
 	for (int i = 0; i < VAR_COUNT; i++) {
 		const char *v = client->values[i];
-		if (v && !var_equal(v, server->values[i]))
+		if (v && v != server->values[i])	/* (interned: equal values, equal pointers) */
 			need += strlen("SET =E'';") + strlen(var_names[i]) + 2 * strlen(v);
 	}
 	if (need == 1)
@@ -111,7 +198,7 @@ char *varcache_sync_sql(const VarCache *client, const VarCache *server)
 	sql = p = xmalloc(need);
 	for (int i = 0; i < VAR_COUNT; i++) {
 		const char *v = client->values[i];
-		if (!v || var_equal(v, server->values[i]))
+		if (!v || v == server->values[i])
 			continue;
 		p = stpcpy(p, "SET ");
 		p = stpcpy(p, var_names[i]);

@@ -20,8 +20,15 @@ typedef enum {
 	VAR_COUNT
 } VarId;
 
+/*
+ * Values are interned per thread and shared by reference (pgbouncer's
+ * strpool): thousands of clients believing client_encoding is "UTF8" hold one
+ * copy, a login allocates nothing for values already held, and two caches
+ * agree on a parameter when they hold the same pointer. A VarCache belongs to
+ * the thread that set its values.
+ */
 typedef struct VarCache {
-	char *values[VAR_COUNT];	/* owned; NULL = unknown */
+	const char *values[VAR_COUNT];	/* a reference each; NULL = unknown */
 } VarCache;
 
 /* -1 when name is not a tracked parameter (case-insensitive). */
