@@ -7,6 +7,7 @@
 #include "sqlinfo.h"
 #include "varcache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -54,11 +55,40 @@ static bool sql_may_hold_session_state(const char *sql)
 
 #define SS_MEMO_MAX 4096	/* longer texts are scanned every time, not kept */
 
+/*
+ * Do a and b (len bytes each) differ only where both hold digits? The words
+ * hold none, so such texts contain the same words: a statement run again with
+ * other integer literals (pgbench's, an ORM's) needs no scan.
+ */
+static bool is_digit(char ch)
+{
+	return (unsigned char)(ch - '0') < 10;
+}
+
+static bool same_but_digits(const char *a, const char *b, size_t len)
+{
+	size_t i = 0;
+	for (; i + 8 <= len; i += 8) {
+		uint64_t x, y;	/* eight bytes at a time: most are equal */
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		if (x == y)
+			continue;
+		for (size_t j = i; j < i + 8; j++)
+			if (a[j] != b[j] && !(is_digit(a[j]) && is_digit(b[j])))
+				return false;
+	}
+	for (; i < len; i++)
+		if (a[i] != b[i] && !(is_digit(a[i]) && is_digit(b[i])))
+			return false;
+	return true;
+}
+
 /* The same, answered without a scan for the text last found free of the words. */
 static bool sql_may_hold_session_state_memo(Worker *w, const char *sql)
 {
 	size_t len = strlen(sql);
-	if (len == w->ss_clean_len && w->ss_clean_sql && memcmp(sql, w->ss_clean_sql, len) == 0)
+	if (len == w->ss_clean_len && w->ss_clean_sql && same_but_digits(sql, w->ss_clean_sql, len))
 		return false;
 	if (sql_may_hold_session_state(sql))
 		return true;

@@ -118,6 +118,22 @@ def test_error_mode_refuses_a_parse_too(proxy_factory):
     c.close()
 
 
+def test_text_like_a_clean_one_is_still_checked(proxy_factory):
+    """pgmoat skips the scan for a text that differs from the last clean one only
+    in its digits; a text of the same length that differs in anything else is
+    scanned, and so is one whose digits differ from a text with state."""
+    p = make_proxy(proxy_factory, "error")
+    c = raw_login(p)
+    clean, with_state = "select 12345 as x1", "listen chan_123456"
+    assert len(clean) == len(with_state)
+    for sql in (clean, "select 54321 as x9", clean):
+        assert not first(c.simple_query(sql), b"E")
+    assert first(c.simple_query(with_state), b"E")[0]["C"] == "0A000"
+    assert first(c.simple_query("listen chan_654321"), b"E")[0]["C"] == "0A000"
+    assert not first(c.simple_query("select 99999 as x0"), b"E")
+    c.close()
+
+
 @pytest.mark.parametrize("stmt", [
     "SET LOCAL work_mem = '8MB'",
     "SELECT set_config('work_mem', '8MB', true)",
