@@ -231,7 +231,9 @@ void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev)
 	of->queued = false;
 	list_init(&of->link);
 	bufferevent_disable(bev, EV_WRITE);
-	evbuffer_add_cb(bufferevent_get_output(bev), output_changed_cb, of);
+	struct evbuffer *out = bufferevent_get_output(bev);
+	evbuffer_remove_cb(out, output_changed_cb, of);	/* attached again (a server once connected) */
+	evbuffer_add_cb(out, output_changed_cb, of);
 }
 
 void msgio_output_use_tls(OutFlush *of, SSL *ssl)
