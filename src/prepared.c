@@ -605,11 +605,15 @@ static void send_parse_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 }
 
 /* Bind head: 'B', length, portal, statement name; rest follows unchanged. */
+/* A rewritten Bind head or Describe: type, length, two short names (built on the stack). */
+#define SMALL_REQUEST_MAX (PROTO_HEADER_LEN + 2 + 2 * 64)
+
 static void send_bind_head(Server *s, uint32_t wire_len, const char *portal, const char *stmt_name,
 			   size_t old_name_len)
 {
+	uint8_t head[SMALL_REQUEST_MAX];	/* (a longer portal name goes to the heap) */
 	PktBuf pb;
-	pktbuf_init(&pb);
+	pktbuf_init_on(&pb, head, sizeof(head));
 	pktbuf_put_uint8(&pb, 'B');
 	pktbuf_put_uint32(&pb, (uint32_t)(wire_len - old_name_len + strlen(stmt_name)));
 	pktbuf_put_cstring(&pb, portal);
@@ -730,8 +734,9 @@ static void send_describe_msg(Client *c, Server *s, const uint8_t *msg, size_t l
 		track(s, 'D');
 		return;
 	}
+	uint8_t describe[SMALL_REQUEST_MAX];
 	PktBuf pb;
-	pktbuf_init(&pb);
+	pktbuf_init_on(&pb, describe, sizeof(describe));
 	pktbuf_start(&pb, 'D');
 	pktbuf_put_uint8(&pb, 'S');
 	pktbuf_put_cstring(&pb, st->name);
