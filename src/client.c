@@ -1282,20 +1282,19 @@ static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	size_t total = proto_msg_total(h);
-	if (prepared_on(c)) {
-		uint8_t *msg = client_take_whole(c, h);
-		if (!msg)
-			return false;
-		client_account_message(c, s, h->type, total);
-		client_send_whole(c, s, msg, total);
-		free(msg);
-		return true;
-	}
 	const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
 	client_read_whole(c, total, msg == NULL);
 	if (!msg)
 		return false;
 	client_account_message(c, s, h->type, total);
+	if (prepared_on(c)) {
+		/* (what it sends is copied: the input is drained after, unless c is gone) */
+		client_send_whole(c, s, msg, total);
+		if (c->state == CL_FREE || !c->bev)
+			return false;
+		evbuffer_drain(in, total);
+		return true;
+	}
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	PktBuf pb;
 	pktbuf_init(&pb);
