@@ -532,7 +532,7 @@ static const AdminColumn pools_cols[] = {
 	{ "maxwait", COLTYPE_INT4 }, { "maxwait_us", COLTYPE_INT4 }, { "pool_mode", COLTYPE_TEXT },
 };
 
-static void pool_row(Row *r, const Pool *p, usec_t now)
+static void pool_row(Row *r, Pool *p, usec_t now)
 {
 	usec_t max_wait;
 
@@ -2197,6 +2197,7 @@ static void admin_set(Client *c, const char *key, const char *val)
 			admin_error(c, "SET failed");
 			return;
 		}
+		moat->cfg_epoch++;
 		slog_info(c, "SET %s=%s", admin_settings[i].key, val);
 		snprintf(tag, sizeof(tag), "SET %s=%s", key, val);
 		admin_ready(c, tag);

@@ -115,10 +115,12 @@ bool moat_reload(char *err, size_t errlen)
 	audit_reload(&fresh->audit);
 	Config *old = moat->cfg;
 	moat->cfg = fresh;
+	moat->cfg_epoch++;
 	moat_apply_logging(fresh);
 	if (moat->state != MOAT_DRAINING)	/* a drain keeps its listeners closed */
 		listener_reload(moat->worker, old, fresh);
 	pool_apply_config(fresh);
+	moat->cfg_epoch++;	/* (databases' settings changed too) */
 	auth_query_reload();
 	approvals_pg_configure(moat->worker, fresh);
 	config_free(old);

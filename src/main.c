@@ -387,6 +387,7 @@ int main(int argc, char **argv)
 	mallopt(M_TOP_PAD, 1024 * 1024);
 	moat = xcalloc(1, sizeof(*moat));
 	moat->cfg = cfg;
+	moat->cfg_epoch = 1;
 	moat->config_path = xstrdup(o.config);
 	moat->start_time = util_now_wall();
 	list_init(&moat->databases);

@@ -130,6 +130,8 @@ struct Pool {
 	usec_t last_connect_failed;	/* server_login_retry */
 	char *last_login_error;	/* shown to clients that wait for a failing server */
 	PoolStats stats;
+	PoolMode mode;		/* pool_effective_mode()'s answer, valid while mode_epoch... */
+	unsigned mode_epoch;	/* ...equals moat->cfg_epoch */
 
 	/* auth (issue 3 point 4) */
 	char *queried_secret;	/* owned: auth_query's secret for this user, to log servers in */
@@ -323,6 +325,7 @@ typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatSt
 
 struct Moat {
 	Config *cfg;		/* current configuration; replaced whole on reload */
+	unsigned cfg_epoch;	/* bumped by every change of cfg (reload, admin SET); from 1 */
 	char *config_path;
 	Worker *worker;		/* the only worker for now; workers>1 lands with issue 3 */
 	List databases;

@@ -151,7 +151,7 @@ Pool *pool_get_for_role(Database *db, PoolUser *user, const char *role)
 	return p;
 }
 
-PoolMode pool_effective_mode(const Pool *pool)
+static PoolMode pool_mode_from_config(const Pool *pool)
 {
 	const UserConfig *uc = config_find_user(moat->cfg, pool->user->name);
 	if (uc && uc->pool_mode >= 0)
@@ -159,6 +159,16 @@ PoolMode pool_effective_mode(const Pool *pool)
 	if (pool->db->cfg && pool->db->cfg->pool_mode >= 0)
 		return (PoolMode)pool->db->cfg->pool_mode;
 	return moat->cfg->pool_mode;
+}
+
+PoolMode pool_effective_mode(Pool *pool)
+{
+	/* asked several times per transaction: the lookup by user name only after a change */
+	if (pool->mode_epoch != moat->cfg_epoch) {
+		pool->mode = pool_mode_from_config(pool);
+		pool->mode_epoch = moat->cfg_epoch;
+	}
+	return pool->mode;
 }
 
 int pool_effective_size(const Pool *pool)

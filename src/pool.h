@@ -15,7 +15,8 @@ PoolUser *pool_get_user(const char *name);
 Pool *pool_get(Database *db, PoolUser *user);
 Pool *pool_get_for_role(Database *db, PoolUser *user, const char *role);	/* jwt; NULL: no role */
 
-PoolMode pool_effective_mode(const Pool *pool);
+/* Cached per pool, computed again when the configuration changed (moat->cfg_epoch). */
+PoolMode pool_effective_mode(Pool *pool);
 int pool_effective_size(const Pool *pool);
 
 /* A client needs a server: assign one now or queue it (CL_WAITING). */

@@ -108,6 +108,27 @@ def test_reload_command_rereads_the_config(proxy_factory):
     assert p.config_value("default_pool_size") == "4"
 
 
+def test_pool_mode_changes_reach_existing_pools(proxy_factory):
+    """The pool mode is cached per pool: SET and RELOAD must still reach a pool
+    that already serves clients."""
+    p = proxy_factory(settings={"pool_mode": "transaction"})
+    assert p.query("select 1") == [(1,)]
+
+    def modes():
+        return {r["pool_mode"] for r in p.show_dicts("POOLS") if r["database"] == "app"}
+
+    assert modes() == {"transaction"}
+    with contextlib.closing(p.admin()) as a, a.cursor() as cur:
+        cur.execute("SET pool_mode = 'session'")
+    assert modes() == {"session"}
+    p.settings["pool_mode"] = "statement"
+    p.write_config()
+    with contextlib.closing(p.admin()) as a, a.cursor() as cur:
+        cur.execute("RELOAD")
+    assert modes() == {"statement"}
+    assert p.query("select 2") == [(2,)]
+
+
 def test_shutdown_command_stops_the_proxy(proxy_factory):
     p = proxy_factory()
     p.expect_exit = True
