@@ -98,6 +98,10 @@ struct PolicyEngine {
 	size_t cols_key_cap;
 	int cols_fn_ref;	/* columns_run as a Lua function, made once per state */
 
+	/* (policy cost) names this set of mask_keys for memos of the guard's verdict
+	 * (maskguard_check_memo): unique across engines and states; 0 while none */
+	uint64_t mask_keys_gen;
+
 	/* C functions made once per state (registry refs), so that a call allocates
 	 * no closure (lua_cpcall makes one per call): on_query's, and the message handler. */
 	int query_run_ref;
@@ -1491,6 +1495,7 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->query_run_ref = LUA_NOREF;
 	e->msgh_ref = LUA_NOREF;
 	strlist_free(&e->mask_keys);
+	e->mask_keys_gen = 0;
 }
 
 static void engine_close_state(PolicyEngine *e)
@@ -1534,6 +1539,9 @@ static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
 	}
 	lua_settop(L, 0);
 	e->generation++;
+	/* a state reloads the scripts from disk: its keys may differ from the last state's */
+	static uint64_t mask_keys_gens;	/* (atomic: whichever thread builds an engine) */
+	e->mask_keys_gen = __atomic_add_fetch(&mask_keys_gens, 1, __ATOMIC_RELAXED);
 	return true;
 }
 
@@ -1625,6 +1633,11 @@ bool policy_engine_has_masks(const PolicyEngine *e)
 const StrList *policy_engine_mask_keys(const PolicyEngine *e)
 {
 	return &e->mask_keys;
+}
+
+uint64_t policy_engine_mask_keys_gen(const PolicyEngine *e)
+{
+	return e->mask_keys_gen;
 }
 
 int policy_engine_script_count(const PolicyEngine *e)
