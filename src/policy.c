@@ -48,6 +48,8 @@
 #define WHERE_LEN 128
 #define COLS_CACHE_MAX_COLS 4096	/* columns in on_columns templates, over all kept */
 #define COLS_CACHE_COL_SHARE 8192	/* ... and at most one per this many bytes of memory_limit */
+#define GC_PAUSE_DEFAULT 200		/* Lua's: a cycle starts when the heap doubles */
+#define GC_PAUSE_SMALL 400		/* ... and ours while the heap is small (engine_tune_gc) */
 
 enum { HOOK_CONNECT, HOOK_QUERY, HOOK_COLUMNS, HOOK_ROW, HOOK_DISCONNECT, HOOK_COUNT };
 static const char *const hook_names[HOOK_COUNT] = {
@@ -101,6 +103,7 @@ struct PolicyEngine {
 	/* (policy cost) names this set of mask_keys for memos of the guard's verdict
 	 * (maskguard_check_memo): unique across engines and states; 0 while none */
 	uint64_t mask_keys_gen;
+	int gc_pause;		/* the state's LUA_GCSETPAUSE (engine_leave) */
 
 	/* C functions made once per state (registry refs), so that a call allocates
 	 * no closure (lua_cpcall makes one per call): on_query's, and the message handler. */
@@ -1521,6 +1524,7 @@ static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
 	}
 	/* JIT-compiled loops never reach the count hook: interpret everything. */
 	luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+	e->gc_pause = GC_PAUSE_DEFAULT;
 	e->L = L;
 	e->deadline = util_now_mono() + e->cfg.time_budget;
 	/* Installed once for the state's life; it acts only while in_call is set. */
@@ -1724,6 +1728,22 @@ static int engine_cpcall(PolicyEngine *e, int fn_ref, void *ud)
 	return lua_pcall(e->L, 1, 0, 0);
 }
 
+/*
+ * Every call leaves garbage (q, the cols tables), and each collection cycle
+ * marks the whole live heap: a cycle started at GC_PAUSE_SMALL% of the live
+ * heap rather than Lua's 200% marks half as often. Only while the heap is
+ * small next to memory_limit, so a cycle still starts well before the limit.
+ */
+static void engine_tune_gc(PolicyEngine *e, size_t used)
+{
+	int pause = used < e->cfg.memory_limit / (2 * GC_PAUSE_SMALL / 100) ? GC_PAUSE_SMALL
+									     : GC_PAUSE_DEFAULT;
+	if (pause == e->gc_pause)
+		return;
+	lua_gc(e->L, LUA_GCSETPAUSE, pause);
+	e->gc_pause = pause;
+}
+
 /* End a call; after an overrun the state is rebuilt so nothing half-done survives. */
 static void engine_leave(PolicyEngine *e)
 {
@@ -1731,8 +1751,10 @@ static void engine_leave(PolicyEngine *e)
 	e->in_call = false;
 	lua_settop(L, 0);
 	if (!engine_past_budget(e)) {
-		if ((size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > e->cfg.memory_limit / 2)
+		size_t used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024;
+		if (used > e->cfg.memory_limit / 2)
 			lua_gc(L, LUA_GCCOLLECT, 0);
+		engine_tune_gc(e, used);
 		return;
 	}
 	e->stats.overruns++;
