@@ -29,6 +29,7 @@ typedef struct QEntry {
 struct MaskWire {
 	QEntry *queue;
 	int qlen;
+	int qcap;		/* (policy cost) entries allocated: kept across batches */
 	MaskPlan plan;
 	bool have_plan;		/* a RowDescription (or NoData) for the rows to come */
 	bool plan_parsed;	/* perf-mask: plan holds the RowDescription being planned */
@@ -177,7 +178,10 @@ bool maskwire_waiting(const Server *s)
 
 static void queue_push(struct MaskWire *mw, uint8_t what)
 {
-	mw->queue = xrealloc(mw->queue, sizeof(QEntry) * (size_t)(mw->qlen + 1));
+	if (mw->qlen == mw->qcap) {
+		mw->qcap = mw->qcap ? mw->qcap * 2 : 4;
+		mw->queue = xrealloc(mw->queue, sizeof(QEntry) * (size_t)mw->qcap);
+	}
 	memset(&mw->queue[mw->qlen], 0, sizeof(QEntry));
 	mw->queue[mw->qlen++].kind = what;
 }
