@@ -9,7 +9,7 @@
  *   past it, raises on every later tick. pcall/xpcall are wrapped so they
  *   re-raise budget and memory errors instead of swallowing them.
  * - The allocator given to lua_newstate (GC64 LuaJIT accepts one) refuses to
- *   grow past memory_limit.
+ *   grow past memory_limit (the small blocks it keeps for reuse are not counted).
  * - string.find/match/gmatch/gsub are replaced by a matcher (policy_pat.c
  *   semantics, Lua 5.1 patterns) that counts its steps and checks the same
  *   deadline, because C pattern matching never reaches the hook; string.rep
@@ -48,6 +48,21 @@
 #define WHERE_LEN 128
 #define COLS_CACHE_MAX_COLS 4096	/* columns in on_columns templates, over all kept */
 #define COLS_CACHE_COL_SHARE 8192	/* ... and at most one per this many bytes of memory_limit */
+/* The allocator's free lists (engine_alloc): blocks of up to POOL_CLASSES * POOL_GRAIN bytes. */
+#define POOL_GRAIN 16
+#define POOL_CLASSES 16
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_UNDER_ASAN 1		/* (clang's spelling) */
+#endif
+#endif
+#ifdef POOL_UNDER_ASAN
+#define POOL_KEEP_BYTES 0		/* let ASan see every free */
+#else
+#define POOL_KEEP_BYTES (1024 * 1024)	/* held in all: a collection frees in bursts */
+#endif
 #define GC_PAUSE_DEFAULT 200		/* Lua's: a cycle starts when the heap doubles */
 #define GC_PAUSE_SMALL 400		/* ... and ours while the heap is small (engine_tune_gc) */
 
@@ -104,6 +119,9 @@ struct PolicyEngine {
 	 * (maskguard_check_memo): unique across engines and states; 0 while none */
 	uint64_t mask_keys_gen;
 	int gc_pause;		/* the state's LUA_GCSETPAUSE (engine_leave) */
+	/* (policy cost) small blocks the state freed, by size class (engine_alloc) */
+	struct PoolBlock *pool[POOL_CLASSES];
+	size_t pool_bytes;	/* held there, at most POOL_KEEP_BYTES */
 
 	/* C functions made once per state (registry refs), so that a call allocates
 	 * no closure (lua_cpcall makes one per call): on_query's, and the message handler. */
@@ -218,14 +236,95 @@ static PolicyEngine *engine_of(lua_State *L)
 	return ud;
 }
 
+/*
+ * Every call makes and drops a few small objects (q, the cols tables): a freed
+ * small block waits in its size class's list for the next, a pop instead of
+ * malloc and free. A small block is malloc'd at its class's full size, and
+ * keeps at least the size of the class of what it holds, so any block can
+ * still go to realloc or free. Held blocks are not counted in mem_used.
+ */
+typedef struct PoolBlock {
+	struct PoolBlock *next;
+} PoolBlock;
+
+static bool pool_small(size_t size)
+{
+	return size <= POOL_CLASSES * POOL_GRAIN;
+}
+
+static int pool_class(size_t size)
+{
+	return (int)((size - 1) / POOL_GRAIN);
+}
+
+static void *pool_get(PolicyEngine *e, size_t size)
+{
+	int k = pool_class(size);
+	PoolBlock *b = e->pool[k];
+	if (!b)
+		return malloc((size_t)(k + 1) * POOL_GRAIN);
+	e->pool[k] = b->next;
+	e->pool_bytes -= (size_t)(k + 1) * POOL_GRAIN;
+	return b;
+}
+
+static void pool_put(PolicyEngine *e, void *ptr, size_t size)
+{
+	int k = pool_class(size);
+	size_t bytes = (size_t)(k + 1) * POOL_GRAIN;
+	if (e->pool_bytes + bytes > POOL_KEEP_BYTES) {
+		free(ptr);
+		return;
+	}
+	PoolBlock *b = ptr;
+	b->next = e->pool[k];
+	e->pool[k] = b;
+	e->pool_bytes += bytes;
+}
+
+static void pool_drain(PolicyEngine *e)
+{
+	for (int k = 0; k < POOL_CLASSES; k++) {
+		while (e->pool[k]) {
+			PoolBlock *b = e->pool[k];
+			e->pool[k] = b->next;
+			free(b);
+		}
+	}
+	e->pool_bytes = 0;
+}
+
+/* ptr (old bytes; NULL: a new block) resized to nsize > 0 bytes. */
+static void *pool_realloc(PolicyEngine *e, void *ptr, size_t old, size_t nsize)
+{
+	if (!ptr)
+		return pool_small(nsize) ? pool_get(e, nsize) : malloc(nsize);
+	if (!pool_small(nsize))
+		return realloc(ptr, nsize);
+	if (!pool_small(old))
+		return realloc(ptr, (size_t)(pool_class(nsize) + 1) * POOL_GRAIN);
+	if (pool_class(nsize) <= pool_class(old))
+		return ptr;	/* it fits: shrinking never fails */
+	void *p = pool_get(e, nsize);
+	if (p) {
+		memcpy(p, ptr, old);
+		pool_put(e, ptr, old);
+	}
+	return p;
+}
+
 /* Growth past the limit fails; shrinking and freeing never do (Lua relies on it). */
 static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
 	PolicyEngine *e = ud;
 	if (nsize == 0) {
-		if (ptr)
+		if (ptr) {
 			e->mem_used -= osize;
-		free(ptr);
+			if (pool_small(osize))
+				pool_put(e, ptr, osize);
+			else
+				free(ptr);
+		}
 		return NULL;
 	}
 	size_t old = ptr ? osize : 0;
@@ -233,7 +332,7 @@ static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		e->mem_failed = true;
 		return NULL;
 	}
-	void *p = realloc(ptr, nsize);
+	void *p = pool_realloc(e, ptr, old, nsize);
 	if (!p) {
 		e->mem_failed = true;
 		return NULL;
@@ -1505,6 +1604,7 @@ static void engine_close_state(PolicyEngine *e)
 {
 	if (e->L)
 		lua_close(e->L);
+	pool_drain(e);
 	e->L = NULL;
 }
 
