@@ -2520,6 +2520,9 @@ typedef struct ColumnsCall {
 	const char *fail_policy;
 } ColumnsCall;
 
+/* In columns_run (a closure made once per state): the string "mask", not interned per call. */
+#define COLS_MASK_KEY lua_upvalueindex(1)
+
 /* Push the P.masks entry for (table, column), or nil: "schema.table.column", "table.column", "*.column". */
 static void columns_lookup_mask(lua_State *L, int masks_idx, const char *table, const char *column)
 {
@@ -2688,7 +2691,7 @@ static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int mask
 	MaskPlan *plan = c->plan;
 	columns_template(L, e, c, masks_idx);
 	int tmpl = lua_gettop(L);
-	lua_pushliteral(L, "mask");			/* tmpl + 1 */
+	lua_pushvalue(L, COLS_MASK_KEY);		/* tmpl + 1 */
 	lua_createtable(L, plan->ncols, 0);
 	int cols = tmpl + 2;
 	for (int i = 0; i < plan->ncols; i++) {
@@ -2715,7 +2718,7 @@ static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
 {
 	MaskPlan *plan = c->plan;
 	plan->any = false;
-	lua_pushliteral(L, "mask");	/* interned once for every column */
+	lua_pushvalue(L, COLS_MASK_KEY);	/* the same string for every column */
 	int key = lua_gettop(L);
 	for (int i = 0; i < plan->ncols; i++) {
 		lua_rawgeti(L, cols_idx, i + 1);
@@ -2806,7 +2809,8 @@ static int columns_run(lua_State *L)
 static int columns_fns_make(lua_State *L)
 {
 	PolicyEngine *e = lua_touserdata(L, 1);
-	lua_pushcfunction(L, columns_run);
+	lua_pushliteral(L, "mask");
+	lua_pushcclosure(L, columns_run, 1);	/* COLS_MASK_KEY */
 	e->cols_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 0;
 }
