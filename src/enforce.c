@@ -597,6 +597,7 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 	const uint8_t *rest = NULL;
 	size_t rest_len = 0;
 	PolicyDecision d = { 0 };
+	Judging j = { c->worker->policy, NULL };	/* the parse of the text judged */
 	PktBuf pb;
 	pktbuf_init(&pb);
 	ApprovalRuling *ruling = approvals_take_ruling(c, msg, total);
@@ -622,9 +623,11 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 			sql = (const char *)body;
 		if (!enforce_refuse_disagreement(c, s, sql, &d)) {
 			uint64_t t0 = histogram_now_ns();
-			policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
-					type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I',
-					&d);
+			size_t len = strlen(sql);
+			policy_on_query_parsed(c->worker->policy, &c->psession,
+					       judging_info(&j, sql), sql, len,
+					       type == 'Q' ? "simple" : "extended", name,
+					       c->tx_status != 'I', &d);
 			enforce_time_on_query(c->worker, t0, &d);
 		}
 		if (ruling)
@@ -632,7 +635,8 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 	}
 	/* the text that runs: the rewrite's parse is the one judged from here on */
 	const char *judged = d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql;
-	Judging j = { c->worker->policy, NULL };
+	if (d.enforced == POLICY_REWRITE)
+		judging_done(&j);
 	if (sql && (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE))
 		enforce_guard_masks(c, s, type, name, judged, &j, &d);
 	enforce_log(c, &d, sql ? sql : "");

@@ -2457,17 +2457,23 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 		     const char *protocol, const char *stmt_name, bool in_transaction,
 		     PolicyDecision *out)
 {
-	decision_init(out);
 	SqlInfo *info = sqlinfo_cache_get(e->cache, sql, len);
+	policy_on_query_parsed(e, s, info, sql, len, protocol, stmt_name, in_transaction, out);
+	sqlinfo_release(e->cache, info);
+}
+
+void policy_on_query_parsed(PolicyEngine *e, PolicySession *s, SqlInfo *info, const char *sql,
+			    size_t len, const char *protocol, const char *stmt_name,
+			    bool in_transaction, PolicyDecision *out)
+{
+	decision_init(out);
 	if (!info->ok && !e->allow_unparsed) {
 		query_deny_unparsed(out, info);
-		sqlinfo_release(e->cache, info);
 		decision_finish(e, out);
 		return;
 	}
 	int n = info->ok ? info->nstmts : 1;
 	if (!e->any_hook[HOOK_QUERY] || n == 0) {
-		sqlinfo_release(e->cache, info);
 		decision_finish(e, out);
 		return;
 	}
@@ -2504,7 +2510,6 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 	if (c.extra != extra_inline)
 		free(c.extra);
 	free(raw);
-	sqlinfo_release(e->cache, info);
 	decision_finish(e, out);
 }
 

@@ -151,6 +151,10 @@ void policy_session_close(PolicyEngine *e, PolicySession *s);
 void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t len,
 		     const char *protocol, const char *stmt_name, bool in_transaction,
 		     PolicyDecision *out);
+/* The same for sql already classified: info from policy_engine_classify(e, sql, len). */
+void policy_on_query_parsed(PolicyEngine *e, PolicySession *s, struct SqlInfo *info,
+			    const char *sql, size_t len, const char *protocol,
+			    const char *stmt_name, bool in_transaction, PolicyDecision *out);
 
 /*
  * Choose the masks of a result: P.masks by each column's source
