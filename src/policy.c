@@ -113,6 +113,10 @@ struct PolicyEngine {
 	int cols_cache_cols;	/* columns held there (bounded by COLS_CACHE_MAX_COLS) */
 	char *cols_key;		/* columns_key's buffer, reused */
 	size_t cols_key_cap;
+	/* (policy cost) the last column set's key and template: most results repeat it */
+	char *cols_last_key;
+	size_t cols_last_cap, cols_last_len;
+	int cols_last_ref;	/* its template; LUA_NOREF: none in this state */
 	int cols_fn_ref;	/* columns_run as a Lua function, made once per state */
 
 	/* (policy cost) names this set of mask_keys for memos of the guard's verdict
@@ -1592,6 +1596,7 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->allow_unparsed = false;
 	e->masks_ref = LUA_NOREF;
 	e->cols_cache_ref = LUA_NOREF;
+	e->cols_last_ref = LUA_NOREF;
 	e->cols_cache_cols = 0;
 	e->cols_fn_ref = LUA_NOREF;
 	e->query_run_ref = LUA_NOREF;
@@ -1716,6 +1721,7 @@ void policy_engine_free(PolicyEngine *e)
 	policy_config_free(&e->cfg);
 	strlist_free(&e->mask_keys);
 	free(e->cols_key);
+	free(e->cols_last_key);
 	free(e);
 }
 
@@ -2609,12 +2615,12 @@ static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks
 }
 
 /*
- * Everything a template is made of, as one string (at the top): per column its
- * name, then 's' table, column or 'n' (no source), then type OID and format.
- * Each part is NUL-terminated or of fixed width, so different inputs never
- * give the same key.
+ * Everything a template is made of, as one string (in e->cols_key; returns its
+ * length): per column its name, then 's' table, column or 'n' (no source),
+ * then type OID and format. Each part is NUL-terminated or of fixed width, so
+ * different inputs never give the same key.
  */
-static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
+static size_t columns_key(PolicyEngine *e, const ColumnsCall *c)
 {
 	size_t cap = 1;
 	for (int i = 0; i < c->plan->ncols; i++) {
@@ -2645,7 +2651,25 @@ static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
 		p += sizeof(mc->type_oid);
 		*p++ = mc->format == 1 ? 'b' : 't';
 	}
-	lua_pushlstring(L, buf, (size_t)(p - buf));
+	return (size_t)(p - buf);
+}
+
+/* The template at the top is the one for e->cols_key (len bytes): remember it as the last. */
+static void columns_remember_last(lua_State *L, PolicyEngine *e, size_t len)
+{
+	lua_pushvalue(L, -1);
+	if (e->cols_last_ref == LUA_NOREF)
+		e->cols_last_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	else
+		lua_rawseti(L, LUA_REGISTRYINDEX, e->cols_last_ref);
+	/* the key buffers change places: the next key is built in the old one */
+	char *key = e->cols_key;
+	size_t cap = e->cols_key_cap;
+	e->cols_key = e->cols_last_key;
+	e->cols_key_cap = e->cols_last_cap;
+	e->cols_last_key = key;
+	e->cols_last_cap = cap;
+	e->cols_last_len = len;
 }
 
 /*
@@ -2653,9 +2677,16 @@ static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
  * (P.masks cannot change within a state) and kept in a table of the state's
  * own, dropped whole when it holds too many columns (a template column takes
  * 300-400 bytes of the state's memory: the cache stays under 1/20 of it).
+ * The last one is also kept by its key in C: a repeat interns no string.
  */
 static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c, int masks_idx)
 {
+	size_t len = columns_key(e, c);
+	if (e->cols_last_ref != LUA_NOREF && len == e->cols_last_len &&
+	    memcmp(e->cols_key, e->cols_last_key, len) == 0) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, e->cols_last_ref);
+		return;
+	}
 	if (e->cols_cache_ref == LUA_NOREF) {
 		lua_newtable(L);
 		e->cols_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -2663,12 +2694,13 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
 	int cache_idx = lua_gettop(L);
-	columns_key(L, e, c);
+	lua_pushlstring(L, e->cols_key, len);
 	lua_pushvalue(L, -1);
 	lua_rawget(L, cache_idx);
 	if (lua_istable(L, -1)) {
 		lua_replace(L, cache_idx);
 		lua_settop(L, cache_idx);
+		columns_remember_last(L, e, len);
 		return;
 	}
 	lua_pop(L, 1);
@@ -2688,6 +2720,7 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	lua_rawset(L, cache_idx);
 	e->cols_cache_cols += c->plan->ncols;
 	lua_replace(L, cache_idx);
+	columns_remember_last(L, e, len);
 }
 
 /* The hooks' cols: fresh copies of the template's column tables (a hook may change them). */

@@ -1032,6 +1032,9 @@ Test(policy, on_columns_gets_fresh_tables_each_call)
 	for (int round = 0; round < 3; round++) {
 		columns_call(e, &s, 1, names, people, email, &k);
 		cr_assert_eq(k, MASK_EMAIL, "round %d", round);
+		/* the same set again: the last template (kept by key), fresh tables still */
+		columns_call(e, &s, 1, names, people, email, &k);
+		cr_assert_eq(k, MASK_EMAIL, "round %d, repeated", round);
 		/* same column name and type, another table: another template */
 		columns_call(e, &s, 1, names, other, email, &k);
 		cr_assert_eq(k, MASK_REDACT, "round %d", round);
