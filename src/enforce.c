@@ -357,14 +357,6 @@ static bool sql_only_transaction_control(const SqlInfo *info)
 	return true;
 }
 
-static bool enforce_may_change_lexing(Client *c, const char *sql)
-{
-	SqlInfo *info = policy_engine_classify(c->worker->policy, sql, strlen(sql));
-	bool may = sql_may_change_lexing(info);
-	policy_engine_release(c->worker->policy, info);
-	return may;
-}
-
 EnforceReady enforce_ready(Client *c, Server *s, uint8_t type)
 {
 	enforce_settled(s);
@@ -493,25 +485,55 @@ static bool enforce_may_change_schema(const SqlInfo *info)
 }
 
 /*
- * Masking, statement half: a protected column may leave only as a plain result
- * column (masked in flight); every other path is denied here. Applies in
- * dry_run too: masks are not a decision but a guarantee.
+ * What the rest of the judging needs of a parse, memoized on the shared result
+ * (a pure function of the fields statements of one shape share).
  */
-bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
-			PolicyDecision *d, StrList *hints)
+#define ENFORCE_FLAG_KNOWN 1
+#define ENFORCE_FLAG_LEXING 2	/* sql_may_change_lexing */
+#define ENFORCE_FLAG_SCHEMA 4	/* enforce_may_change_schema */
+
+static uint8_t enforce_flags_of(SqlInfo *info)
 {
-	const StrList *keys = policy_engine_mask_keys(e);
-	if (keys->count == 0)
-		return false;
-	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
+	SqlInfo *memo = info->shared ? info->shared : info;
+	if (!(memo->enforce_flags & ENFORCE_FLAG_KNOWN))
+		memo->enforce_flags = ENFORCE_FLAG_KNOWN |
+				      (sql_may_change_lexing(info) ? ENFORCE_FLAG_LEXING : 0) |
+				      (info->ok && enforce_may_change_schema(info) ? ENFORCE_FLAG_SCHEMA
+										  : 0);
+	return memo->enforce_flags;
+}
+
+/* The judged text's parse (the rewrite's, if any), classified once per judging. */
+typedef struct Judging {
+	PolicyEngine *e;
+	SqlInfo *info;
+} Judging;
+
+static SqlInfo *judging_info(Judging *j, const char *sql)
+{
+	if (!j->info)
+		j->info = policy_engine_classify(j->e, sql, strlen(sql));
+	return j->info;
+}
+
+static void judging_done(Judging *j)
+{
+	if (j->info)
+		policy_engine_release(j->e, j->info);
+	j->info = NULL;
+}
+
+static bool enforce_mask_guard_info(PolicyEngine *e, SqlInfo *info, const StrList *views,
+				    bool views_unknown, PolicyDecision *d, StrList *hints)
+{
 	MaskGuardResult g;
-	maskguard_check(keys, views, views_unknown, info, &g);
+	maskguard_check_memo(policy_engine_mask_keys(e), policy_engine_mask_keys_gen(e), views,
+			     views_unknown, info, &g);
 	if (!info->ok) {
 		g.deny = true;
 		g.reason = xstrdup("statement cannot be parsed, so protected columns cannot be "
 				   "traced (masking, fail closed)");
 	}
-	policy_engine_release(e, info);
 	if (g.deny) {
 		free(d->message);
 		free(d->rewritten_sql);
@@ -529,8 +551,24 @@ bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, 
 	return g.sensitive;
 }
 
+/*
+ * Masking, statement half: a protected column may leave only as a plain result
+ * column (masked in flight); every other path is denied here. Applies in
+ * dry_run too: masks are not a decision but a guarantee.
+ */
+bool enforce_mask_guard(PolicyEngine *e, const char *sql, const StrList *views, bool views_unknown,
+			PolicyDecision *d, StrList *hints)
+{
+	if (policy_engine_mask_keys(e)->count == 0)
+		return false;
+	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
+	bool sensitive = enforce_mask_guard_info(e, info, views, views_unknown, d, hints);
+	policy_engine_release(e, info);
+	return sensitive;
+}
+
 static void enforce_guard_masks(Client *c, Server *s, uint8_t type, const char *name,
-				const char *sql, PolicyDecision *d)
+				const char *sql, Judging *j, PolicyDecision *d)
 {
 	PolicyEngine *e = c->worker->policy;
 	if (policy_engine_mask_keys(e)->count == 0)
@@ -538,17 +576,16 @@ static void enforce_guard_masks(Client *c, Server *s, uint8_t type, const char *
 	bool views_unknown = true;
 	const StrList *views = c->pool ? maskwire_tainted_views(c, &views_unknown) : NULL;
 	StrList hints = { 0 };
-	if (enforce_mask_guard(e, sql, views, views_unknown, d, &hints))
+	SqlInfo *info = judging_info(j, sql);
+	if (enforce_mask_guard_info(e, info, views, views_unknown, d, &hints))
 		maskwire_note_sensitive(c);
 	if (type == 'P' && d->enforced != POLICY_DENY)
 		maskwire_set_parse_hints(c, name, &hints);
 	else if (hints.count > 0 && d->enforced != POLICY_DENY)
 		maskwire_set_query_hints(c, s, &hints);
 	strlist_free(&hints);
-	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
-	if (info->ok && enforce_may_change_schema(info))
+	if (enforce_flags_of(info) & ENFORCE_FLAG_SCHEMA)
 		maskwire_note_schema_change(c);
-	policy_engine_release(e, info);
 }
 
 void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judged *out)
@@ -560,6 +597,7 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 	const uint8_t *rest = NULL;
 	size_t rest_len = 0;
 	PolicyDecision d = { 0 };
+	Judging j = { c->worker->policy, NULL };	/* the parse of the text judged */
 	PktBuf pb;
 	pktbuf_init(&pb);
 	ApprovalRuling *ruling = approvals_take_ruling(c, msg, total);
@@ -585,17 +623,22 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 			sql = (const char *)body;
 		if (!enforce_refuse_disagreement(c, s, sql, &d)) {
 			uint64_t t0 = histogram_now_ns();
-			policy_on_query(c->worker->policy, &c->psession, sql, strlen(sql),
-					type == 'Q' ? "simple" : "extended", name, c->tx_status != 'I',
-					&d);
+			size_t len = strlen(sql);
+			policy_on_query_parsed(c->worker->policy, &c->psession,
+					       judging_info(&j, sql), sql, len,
+					       type == 'Q' ? "simple" : "extended", name,
+					       c->tx_status != 'I', &d);
 			enforce_time_on_query(c->worker, t0, &d);
 		}
 		if (ruling)
 			enforce_apply_ruling(c, ruling, &d);
 	}
+	/* the text that runs: the rewrite's parse is the one judged from here on */
+	const char *judged = d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql;
+	if (d.enforced == POLICY_REWRITE)
+		judging_done(&j);
 	if (sql && (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE))
-		enforce_guard_masks(c, s, type, name,
-				    d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql, &d);
+		enforce_guard_masks(c, s, type, name, judged, &j, &d);
 	enforce_log(c, &d, sql ? sql : "");
 	enforce_audit(c, s, type, name, sql, &d, ruling);
 	memset(out, 0, sizeof(*out));
@@ -603,19 +646,21 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 		/* Nothing is sent: the message waits in the approval queue. */
 		approvals_hold(c, s, msg, total, &d);
 		out->held = true;
+		judging_done(&j);
 		policy_decision_free(&d);
 		approvals_ruling_free(ruling);
 		return;
 	}
 	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE) {
-		out->may_change_lexing = enforce_may_change_lexing(
-			c, d.enforced == POLICY_REWRITE ? d.rewritten_sql : sql);
+		out->may_change_lexing = enforce_flags_of(judging_info(&j, judged)) &
+					 ENFORCE_FLAG_LEXING;
 		if (s && out->may_change_lexing)
 			s->lexing_may_change = true;
 	} else if (!s) {
 		out->answer = true;	/* a denial */
 		out->discard_until_sync = type == 'P';
 	}
+	judging_done(&j);
 	switch (d.enforced) {
 	case POLICY_ALLOW:
 		out->send = (uint8_t *)msg;

@@ -117,8 +117,10 @@ void mask_plan_free(MaskPlan *plan)
 	for (int i = 0; i < plan->ncols; i++)
 		free(plan->cols[i].name);
 	free(plan->cols);
-	EVP_MAC_CTX_free(plan->hmac);
-	OPENSSL_cleanse(plan->hash_key, sizeof(plan->hash_key));
+	if (plan->hmac)
+		EVP_MAC_CTX_free(plan->hmac);
+	if (plan->hash_key_len > 0)	/* (most plans never get the key) */
+		OPENSSL_cleanse(plan->hash_key, sizeof(plan->hash_key));
 	memset(plan, 0, sizeof(*plan));
 }
 

@@ -301,9 +301,9 @@ static char *guard_rename(const MaskKey *keys, int nkeys, const SqlStatement *st
 	return NULL;
 }
 
-static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *views,
-			     bool views_unknown, const SqlStatement *st, bool *sensitive,
-			     StrList *hints)
+/* The checks that depend on the catalog's views: never memoized. */
+static char *guard_views(const StrList *views, bool views_unknown, const SqlStatement *st,
+			 bool *sensitive)
 {
 	const char *view = statement_tainted_view(views, st);
 	if (view) {
@@ -316,6 +316,16 @@ static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *view
 		return xstrdup("the catalog needed to trace protected columns is unavailable "
 			       "(masking, fail closed)");
 	}
+	return NULL;
+}
+
+static char *guard_statement(const MaskKey *keys, int nkeys, const StrList *views,
+			     bool views_unknown, const SqlStatement *st, bool *sensitive,
+			     StrList *hints)
+{
+	char *viewed = guard_views(views, views_unknown, st, sensitive);
+	if (viewed)
+		return viewed;
 	for (int i = 0; i < st->functions.count; i++)
 		if (function_runs_sql_text(st->functions.items[i]))
 			return xasprintf("%s() runs SQL text that protected columns cannot be "
@@ -372,6 +382,32 @@ void maskguard_check(const StrList *keys, const StrList *views, bool views_unkno
 				      "statement of its Query to be masked");
 	out->deny = out->reason != NULL;
 	mask_keys_free(&mk);
+}
+
+/*
+ * A memo holds only a verdict that allowed every statement without hints, so
+ * on a hit the view checks alone can deny, statement by statement, as
+ * guard_statement's first checks would; the rest of every statement passed.
+ */
+void maskguard_check_memo(const StrList *keys, uint64_t keys_gen, const StrList *views,
+			  bool views_unknown, SqlInfo *info, MaskGuardResult *out)
+{
+	SqlInfo *memo = info->shared ? info->shared : info;
+	bool memoizable = keys_gen != 0 && keys && keys->count > 0 && info->ok;
+	if (!memoizable || memo->guard_keys_gen != keys_gen) {
+		maskguard_check(keys, views, views_unknown, info, out);
+		if (memoizable && !out->reason && out->hints.count == 0) {
+			memo->guard_keys_gen = keys_gen;
+			memo->guard_sensitive = out->sensitive;
+		}
+		return;
+	}
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < info->nstmts && !out->reason; i++)
+		out->reason = guard_views(views, views_unknown, &info->stmts[i], &out->sensitive);
+	if (!out->reason)
+		out->sensitive = memo->guard_sensitive;
+	out->deny = out->reason != NULL;
 }
 
 void maskguard_result_free(MaskGuardResult *r)

@@ -41,6 +41,14 @@ typedef struct MaskGuardResult {
  */
 void maskguard_check(const StrList *keys, const StrList *views, bool views_unknown,
 		     const SqlInfo *info, MaskGuardResult *out);
+/*
+ * The same, memoized on the parse (info->shared, else info): the verdict's part
+ * that depends on the parse and the keys alone is kept when it allowed every
+ * statement without hints, for keys_gen (policy_engine_mask_keys_gen: new
+ * whenever the keys may change; 0: no memo). The view checks run every time.
+ */
+void maskguard_check_memo(const StrList *keys, uint64_t keys_gen, const StrList *views,
+			  bool views_unknown, SqlInfo *info, MaskGuardResult *out);
 void maskguard_result_free(MaskGuardResult *r);
 
 /* Is schema.table.column protected by one of the keys? (Catalog names, exact.) */

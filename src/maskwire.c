@@ -29,6 +29,7 @@ typedef struct QEntry {
 struct MaskWire {
 	QEntry *queue;
 	int qlen;
+	int qcap;		/* (policy cost) entries allocated: kept across batches */
 	MaskPlan plan;
 	bool have_plan;		/* a RowDescription (or NoData) for the rows to come */
 	bool plan_parsed;	/* perf-mask: plan holds the RowDescription being planned */
@@ -177,7 +178,10 @@ bool maskwire_waiting(const Server *s)
 
 static void queue_push(struct MaskWire *mw, uint8_t what)
 {
-	mw->queue = xrealloc(mw->queue, sizeof(QEntry) * (size_t)(mw->qlen + 1));
+	if (mw->qlen == mw->qcap) {
+		mw->qcap = mw->qcap ? mw->qcap * 2 : 4;
+		mw->queue = xrealloc(mw->queue, sizeof(QEntry) * (size_t)mw->qcap);
+	}
 	memset(&mw->queue[mw->qlen], 0, sizeof(QEntry));
 	mw->queue[mw->qlen++].kind = what;
 }
@@ -565,6 +569,8 @@ static bool plan_parse(Server *s, const uint8_t *msg, size_t total)
 }
 
 /* The catalog knows every source: choose the masks, then forward the description. */
+#define PLAN_NAMES_ON_STACK 16
+
 static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, StrList *hints)
 {
 	struct MaskWire *mw = s->mask;
@@ -574,8 +580,13 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	if (!plan_parse(s, msg, total))
 		return false;
 	int n = mw->plan.ncols;
-	/* names: the catalog's (borrowed) or a hint's (owned) */
-	void **names = xcalloc(4 * ((size_t)n + 1), sizeof(void *));
+	/* names: the catalog's (borrowed) or a hint's (owned); on the stack for most results */
+	void *names_on_stack[4 * (PLAN_NAMES_ON_STACK + 1)];
+	void **names = names_on_stack;
+	if (n <= PLAN_NAMES_ON_STACK)
+		memset(names_on_stack, 0, sizeof(names_on_stack));
+	else
+		names = xcalloc(4 * ((size_t)n + 1), sizeof(void *));
 	const char **tables = (const char **)names;
 	const char **cols = (const char **)names + (n + 1);
 	char **owned_tables = (char **)names + 2 * (n + 1);
@@ -586,7 +597,8 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 		/* a relation or column newer than the cache: look again, once */
 		mw->retried = true;
 		catalog_invalidate(cat);
-		free(names);
+		if (names != names_on_stack)
+			free(names);
 		plan_clear(mw);
 		return plan_start(s, msg, total, ours, hints);
 	}
@@ -608,7 +620,8 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 		free(owned_tables[i]);
 		free(owned[i]);
 	}
-	free(names);
+	if (names != names_on_stack)
+		free(names);
 	mw->retried = false;
 	if (!ok) {
 		maskwire_fail(s, why);

@@ -9,7 +9,7 @@
  *   past it, raises on every later tick. pcall/xpcall are wrapped so they
  *   re-raise budget and memory errors instead of swallowing them.
  * - The allocator given to lua_newstate (GC64 LuaJIT accepts one) refuses to
- *   grow past memory_limit.
+ *   grow past memory_limit (the small blocks it keeps for reuse are not counted).
  * - string.find/match/gmatch/gsub are replaced by a matcher (policy_pat.c
  *   semantics, Lua 5.1 patterns) that counts its steps and checks the same
  *   deadline, because C pattern matching never reaches the hook; string.rep
@@ -48,6 +48,23 @@
 #define WHERE_LEN 128
 #define COLS_CACHE_MAX_COLS 4096	/* columns in on_columns templates, over all kept */
 #define COLS_CACHE_COL_SHARE 8192	/* ... and at most one per this many bytes of memory_limit */
+/* The allocator's free lists (engine_alloc): blocks of up to POOL_CLASSES * POOL_GRAIN bytes. */
+#define POOL_GRAIN 16
+#define POOL_CLASSES 16
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_UNDER_ASAN 1		/* (clang's spelling) */
+#endif
+#endif
+#ifdef POOL_UNDER_ASAN
+#define POOL_KEEP_BYTES 0		/* let ASan see every free */
+#else
+#define POOL_KEEP_BYTES (1024 * 1024)	/* held in all: a collection frees in bursts */
+#endif
+#define GC_PAUSE_DEFAULT 200		/* Lua's: a cycle starts when the heap doubles */
+#define GC_PAUSE_SMALL 400		/* ... and ours while the heap is small (engine_tune_gc) */
 
 enum { HOOK_CONNECT, HOOK_QUERY, HOOK_COLUMNS, HOOK_ROW, HOOK_DISCONNECT, HOOK_COUNT };
 static const char *const hook_names[HOOK_COUNT] = {
@@ -96,7 +113,19 @@ struct PolicyEngine {
 	int cols_cache_cols;	/* columns held there (bounded by COLS_CACHE_MAX_COLS) */
 	char *cols_key;		/* columns_key's buffer, reused */
 	size_t cols_key_cap;
+	/* (policy cost) the last column set's key and template: most results repeat it */
+	char *cols_last_key;
+	size_t cols_last_cap, cols_last_len;
+	int cols_last_ref;	/* its template; LUA_NOREF: none in this state */
 	int cols_fn_ref;	/* columns_run as a Lua function, made once per state */
+
+	/* (policy cost) names this set of mask_keys for memos of the guard's verdict
+	 * (maskguard_check_memo): unique across engines and states; 0 while none */
+	uint64_t mask_keys_gen;
+	int gc_pause;		/* the state's LUA_GCSETPAUSE (engine_leave) */
+	/* (policy cost) small blocks the state freed, by size class (engine_alloc) */
+	struct PoolBlock *pool[POOL_CLASSES];
+	size_t pool_bytes;	/* held there, at most POOL_KEEP_BYTES */
 
 	/* C functions made once per state (registry refs), so that a call allocates
 	 * no closure (lua_cpcall makes one per call): on_query's, and the message handler. */
@@ -211,14 +240,95 @@ static PolicyEngine *engine_of(lua_State *L)
 	return ud;
 }
 
+/*
+ * Every call makes and drops a few small objects (q, the cols tables): a freed
+ * small block waits in its size class's list for the next, a pop instead of
+ * malloc and free. A small block is malloc'd at its class's full size, and
+ * keeps at least the size of the class of what it holds, so any block can
+ * still go to realloc or free. Held blocks are not counted in mem_used.
+ */
+typedef struct PoolBlock {
+	struct PoolBlock *next;
+} PoolBlock;
+
+static bool pool_small(size_t size)
+{
+	return size <= POOL_CLASSES * POOL_GRAIN;
+}
+
+static int pool_class(size_t size)
+{
+	return (int)((size - 1) / POOL_GRAIN);
+}
+
+static void *pool_get(PolicyEngine *e, size_t size)
+{
+	int k = pool_class(size);
+	PoolBlock *b = e->pool[k];
+	if (!b)
+		return malloc((size_t)(k + 1) * POOL_GRAIN);
+	e->pool[k] = b->next;
+	e->pool_bytes -= (size_t)(k + 1) * POOL_GRAIN;
+	return b;
+}
+
+static void pool_put(PolicyEngine *e, void *ptr, size_t size)
+{
+	int k = pool_class(size);
+	size_t bytes = (size_t)(k + 1) * POOL_GRAIN;
+	if (e->pool_bytes + bytes > POOL_KEEP_BYTES) {
+		free(ptr);
+		return;
+	}
+	PoolBlock *b = ptr;
+	b->next = e->pool[k];
+	e->pool[k] = b;
+	e->pool_bytes += bytes;
+}
+
+static void pool_drain(PolicyEngine *e)
+{
+	for (int k = 0; k < POOL_CLASSES; k++) {
+		while (e->pool[k]) {
+			PoolBlock *b = e->pool[k];
+			e->pool[k] = b->next;
+			free(b);
+		}
+	}
+	e->pool_bytes = 0;
+}
+
+/* ptr (old bytes; NULL: a new block) resized to nsize > 0 bytes. */
+static void *pool_realloc(PolicyEngine *e, void *ptr, size_t old, size_t nsize)
+{
+	if (!ptr)
+		return pool_small(nsize) ? pool_get(e, nsize) : malloc(nsize);
+	if (!pool_small(nsize))
+		return realloc(ptr, nsize);
+	if (!pool_small(old))
+		return realloc(ptr, (size_t)(pool_class(nsize) + 1) * POOL_GRAIN);
+	if (pool_class(nsize) <= pool_class(old))
+		return ptr;	/* it fits: shrinking never fails */
+	void *p = pool_get(e, nsize);
+	if (p) {
+		memcpy(p, ptr, old);
+		pool_put(e, ptr, old);
+	}
+	return p;
+}
+
 /* Growth past the limit fails; shrinking and freeing never do (Lua relies on it). */
 static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
 	PolicyEngine *e = ud;
 	if (nsize == 0) {
-		if (ptr)
+		if (ptr) {
 			e->mem_used -= osize;
-		free(ptr);
+			if (pool_small(osize))
+				pool_put(e, ptr, osize);
+			else
+				free(ptr);
+		}
 		return NULL;
 	}
 	size_t old = ptr ? osize : 0;
@@ -226,7 +336,7 @@ static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		e->mem_failed = true;
 		return NULL;
 	}
-	void *p = realloc(ptr, nsize);
+	void *p = pool_realloc(e, ptr, old, nsize);
 	if (!p) {
 		e->mem_failed = true;
 		return NULL;
@@ -1486,17 +1596,20 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->allow_unparsed = false;
 	e->masks_ref = LUA_NOREF;
 	e->cols_cache_ref = LUA_NOREF;
+	e->cols_last_ref = LUA_NOREF;
 	e->cols_cache_cols = 0;
 	e->cols_fn_ref = LUA_NOREF;
 	e->query_run_ref = LUA_NOREF;
 	e->msgh_ref = LUA_NOREF;
 	strlist_free(&e->mask_keys);
+	e->mask_keys_gen = 0;
 }
 
 static void engine_close_state(PolicyEngine *e)
 {
 	if (e->L)
 		lua_close(e->L);
+	pool_drain(e);
 	e->L = NULL;
 }
 
@@ -1516,6 +1629,7 @@ static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
 	}
 	/* JIT-compiled loops never reach the count hook: interpret everything. */
 	luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+	e->gc_pause = GC_PAUSE_DEFAULT;
 	e->L = L;
 	e->deadline = util_now_mono() + e->cfg.time_budget;
 	/* Installed once for the state's life; it acts only while in_call is set. */
@@ -1534,6 +1648,9 @@ static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
 	}
 	lua_settop(L, 0);
 	e->generation++;
+	/* a state reloads the scripts from disk: its keys may differ from the last state's */
+	static uint64_t mask_keys_gens;	/* (atomic: whichever thread builds an engine) */
+	e->mask_keys_gen = __atomic_add_fetch(&mask_keys_gens, 1, __ATOMIC_RELAXED);
 	return true;
 }
 
@@ -1604,6 +1721,7 @@ void policy_engine_free(PolicyEngine *e)
 	policy_config_free(&e->cfg);
 	strlist_free(&e->mask_keys);
 	free(e->cols_key);
+	free(e->cols_last_key);
 	free(e);
 }
 
@@ -1625,6 +1743,11 @@ bool policy_engine_has_masks(const PolicyEngine *e)
 const StrList *policy_engine_mask_keys(const PolicyEngine *e)
 {
 	return &e->mask_keys;
+}
+
+uint64_t policy_engine_mask_keys_gen(const PolicyEngine *e)
+{
+	return e->mask_keys_gen;
 }
 
 int policy_engine_script_count(const PolicyEngine *e)
@@ -1711,6 +1834,22 @@ static int engine_cpcall(PolicyEngine *e, int fn_ref, void *ud)
 	return lua_pcall(e->L, 1, 0, 0);
 }
 
+/*
+ * Every call leaves garbage (q, the cols tables), and each collection cycle
+ * marks the whole live heap: a cycle started at GC_PAUSE_SMALL% of the live
+ * heap rather than Lua's 200% marks half as often. Only while the heap is
+ * small next to memory_limit, so a cycle still starts well before the limit.
+ */
+static void engine_tune_gc(PolicyEngine *e, size_t used)
+{
+	int pause = used < e->cfg.memory_limit / (2 * GC_PAUSE_SMALL / 100) ? GC_PAUSE_SMALL
+									     : GC_PAUSE_DEFAULT;
+	if (pause == e->gc_pause)
+		return;
+	lua_gc(e->L, LUA_GCSETPAUSE, pause);
+	e->gc_pause = pause;
+}
+
 /* End a call; after an overrun the state is rebuilt so nothing half-done survives. */
 static void engine_leave(PolicyEngine *e)
 {
@@ -1718,8 +1857,10 @@ static void engine_leave(PolicyEngine *e)
 	e->in_call = false;
 	lua_settop(L, 0);
 	if (!engine_past_budget(e)) {
-		if ((size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > e->cfg.memory_limit / 2)
+		size_t used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024;
+		if (used > e->cfg.memory_limit / 2)
 			lua_gc(L, LUA_GCCOLLECT, 0);
+		engine_tune_gc(e, used);
 		return;
 	}
 	e->stats.overruns++;
@@ -2322,17 +2463,23 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 		     const char *protocol, const char *stmt_name, bool in_transaction,
 		     PolicyDecision *out)
 {
-	decision_init(out);
 	SqlInfo *info = sqlinfo_cache_get(e->cache, sql, len);
+	policy_on_query_parsed(e, s, info, sql, len, protocol, stmt_name, in_transaction, out);
+	sqlinfo_release(e->cache, info);
+}
+
+void policy_on_query_parsed(PolicyEngine *e, PolicySession *s, SqlInfo *info, const char *sql,
+			    size_t len, const char *protocol, const char *stmt_name,
+			    bool in_transaction, PolicyDecision *out)
+{
+	decision_init(out);
 	if (!info->ok && !e->allow_unparsed) {
 		query_deny_unparsed(out, info);
-		sqlinfo_release(e->cache, info);
 		decision_finish(e, out);
 		return;
 	}
 	int n = info->ok ? info->nstmts : 1;
 	if (!e->any_hook[HOOK_QUERY] || n == 0) {
-		sqlinfo_release(e->cache, info);
 		decision_finish(e, out);
 		return;
 	}
@@ -2369,7 +2516,6 @@ void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t 
 	if (c.extra != extra_inline)
 		free(c.extra);
 	free(raw);
-	sqlinfo_release(e->cache, info);
 	decision_finish(e, out);
 }
 
@@ -2384,6 +2530,9 @@ typedef struct ColumnsCall {
 	MaskKind *declared;	/* from P.masks: on_columns may change these, never clear them */
 	const char *fail_policy;
 } ColumnsCall;
+
+/* In columns_run (a closure made once per state): the string "mask", not interned per call. */
+#define COLS_MASK_KEY lua_upvalueindex(1)
 
 /* Push the P.masks entry for (table, column), or nil: "schema.table.column", "table.column", "*.column". */
 static void columns_lookup_mask(lua_State *L, int masks_idx, const char *table, const char *column)
@@ -2466,12 +2615,12 @@ static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks
 }
 
 /*
- * Everything a template is made of, as one string (at the top): per column its
- * name, then 's' table, column or 'n' (no source), then type OID and format.
- * Each part is NUL-terminated or of fixed width, so different inputs never
- * give the same key.
+ * Everything a template is made of, as one string (in e->cols_key; returns its
+ * length): per column its name, then 's' table, column or 'n' (no source),
+ * then type OID and format. Each part is NUL-terminated or of fixed width, so
+ * different inputs never give the same key.
  */
-static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
+static size_t columns_key(PolicyEngine *e, const ColumnsCall *c)
 {
 	size_t cap = 1;
 	for (int i = 0; i < c->plan->ncols; i++) {
@@ -2502,7 +2651,25 @@ static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
 		p += sizeof(mc->type_oid);
 		*p++ = mc->format == 1 ? 'b' : 't';
 	}
-	lua_pushlstring(L, buf, (size_t)(p - buf));
+	return (size_t)(p - buf);
+}
+
+/* The template at the top is the one for e->cols_key (len bytes): remember it as the last. */
+static void columns_remember_last(lua_State *L, PolicyEngine *e, size_t len)
+{
+	lua_pushvalue(L, -1);
+	if (e->cols_last_ref == LUA_NOREF)
+		e->cols_last_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	else
+		lua_rawseti(L, LUA_REGISTRYINDEX, e->cols_last_ref);
+	/* the key buffers change places: the next key is built in the old one */
+	char *key = e->cols_key;
+	size_t cap = e->cols_key_cap;
+	e->cols_key = e->cols_last_key;
+	e->cols_key_cap = e->cols_last_cap;
+	e->cols_last_key = key;
+	e->cols_last_cap = cap;
+	e->cols_last_len = len;
 }
 
 /*
@@ -2510,9 +2677,16 @@ static void columns_key(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
  * (P.masks cannot change within a state) and kept in a table of the state's
  * own, dropped whole when it holds too many columns (a template column takes
  * 300-400 bytes of the state's memory: the cache stays under 1/20 of it).
+ * The last one is also kept by its key in C: a repeat interns no string.
  */
 static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c, int masks_idx)
 {
+	size_t len = columns_key(e, c);
+	if (e->cols_last_ref != LUA_NOREF && len == e->cols_last_len &&
+	    memcmp(e->cols_key, e->cols_last_key, len) == 0) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, e->cols_last_ref);
+		return;
+	}
 	if (e->cols_cache_ref == LUA_NOREF) {
 		lua_newtable(L);
 		e->cols_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -2520,12 +2694,13 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
 	int cache_idx = lua_gettop(L);
-	columns_key(L, e, c);
+	lua_pushlstring(L, e->cols_key, len);
 	lua_pushvalue(L, -1);
 	lua_rawget(L, cache_idx);
 	if (lua_istable(L, -1)) {
 		lua_replace(L, cache_idx);
 		lua_settop(L, cache_idx);
+		columns_remember_last(L, e, len);
 		return;
 	}
 	lua_pop(L, 1);
@@ -2545,6 +2720,7 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	lua_rawset(L, cache_idx);
 	e->cols_cache_cols += c->plan->ncols;
 	lua_replace(L, cache_idx);
+	columns_remember_last(L, e, len);
 }
 
 /* The hooks' cols: fresh copies of the template's column tables (a hook may change them). */
@@ -2553,7 +2729,7 @@ static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int mask
 	MaskPlan *plan = c->plan;
 	columns_template(L, e, c, masks_idx);
 	int tmpl = lua_gettop(L);
-	lua_pushliteral(L, "mask");			/* tmpl + 1 */
+	lua_pushvalue(L, COLS_MASK_KEY);		/* tmpl + 1 */
 	lua_createtable(L, plan->ncols, 0);
 	int cols = tmpl + 2;
 	for (int i = 0; i < plan->ncols; i++) {
@@ -2580,7 +2756,7 @@ static void columns_read_back(lua_State *L, ColumnsCall *c, int cols_idx)
 {
 	MaskPlan *plan = c->plan;
 	plan->any = false;
-	lua_pushliteral(L, "mask");	/* interned once for every column */
+	lua_pushvalue(L, COLS_MASK_KEY);	/* the same string for every column */
 	int key = lua_gettop(L);
 	for (int i = 0; i < plan->ncols; i++) {
 		lua_rawgeti(L, cols_idx, i + 1);
@@ -2671,7 +2847,8 @@ static int columns_run(lua_State *L)
 static int columns_fns_make(lua_State *L)
 {
 	PolicyEngine *e = lua_touserdata(L, 1);
-	lua_pushcfunction(L, columns_run);
+	lua_pushliteral(L, "mask");
+	lua_pushcclosure(L, columns_run, 1);	/* COLS_MASK_KEY */
 	e->cols_fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 0;
 }

@@ -87,6 +87,8 @@ bool policy_engine_has_masks(const PolicyEngine *e);	/* P.masks, on_columns or o
 int policy_engine_script_count(const PolicyEngine *e);
 /* Masking on the wire: the P.masks keys ("table.column", "schema.table.column", "*.column"). */
 const StrList *policy_engine_mask_keys(const PolicyEngine *e);
+/* Names the current set of mask keys (new whenever they may change); 0: no keys loaded. */
+uint64_t policy_engine_mask_keys_gen(const PolicyEngine *e);
 /* Record a PolicyTrace per policy call in every decision (pgmoat try). */
 void policy_engine_set_trace(PolicyEngine *e, bool on);
 /* Record the time each on_query call spends in Lua into h (caller-owned, outlives e); NULL: stop. */
@@ -149,6 +151,10 @@ void policy_session_close(PolicyEngine *e, PolicySession *s);
 void policy_on_query(PolicyEngine *e, PolicySession *s, const char *sql, size_t len,
 		     const char *protocol, const char *stmt_name, bool in_transaction,
 		     PolicyDecision *out);
+/* The same for sql already classified: info from policy_engine_classify(e, sql, len). */
+void policy_on_query_parsed(PolicyEngine *e, PolicySession *s, struct SqlInfo *info,
+			    const char *sql, size_t len, const char *protocol,
+			    const char *stmt_name, bool in_transaction, PolicyDecision *out);
 
 /*
  * Choose the masks of a result: P.masks by each column's source

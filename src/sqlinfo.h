@@ -104,6 +104,13 @@ typedef struct SqlInfo {
 	 * each statement's sql, fingerprint and normalized text; everything else
 	 * points into this one, which it holds a reference to. */
 	struct SqlInfo *shared;
+	/* (policy cost) Memos of what the policy path derives from the parse alone,
+	 * kept on the shared result (shared, else this one) by the code that reads
+	 * them; zero: nothing memoized. */
+	uint64_t guard_keys_gen;	/* maskguard_check_memo: its verdict holds for the
+					 * P.masks keys of this generation ... */
+	bool guard_sensitive;		/* ... which allowed every statement without hints */
+	uint8_t enforce_flags;		/* enforce.c: ENFORCE_FLAG_* */
 } SqlInfo;
 
 /* Parse and classify; never returns NULL (ok=false with error on failure). */

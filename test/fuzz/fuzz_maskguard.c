@@ -3,7 +3,8 @@
  * Classification and the column-flow walk must never crash; the guard must
  * decide every parsed input, give a reason for every denial, and never allow
  * a statement that names a protected table and exposes its column by name
- * (checked on the flow the walk reported).
+ * (checked on the flow the walk reported). The memoized guard
+ * (maskguard_check_memo), asked twice, must agree with it both times.
  */
 #include "maskguard.h"
 #include "sqlinfo.h"
@@ -34,6 +35,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			     strlist_contains(&st->tables, "public.people")))
 				abort();
 		}
+	}
+	for (int round = 0; round < 2; round++) {
+		MaskGuardResult m;
+		maskguard_check_memo(&keys, 1, NULL, false, info, &m);
+		if (m.deny != r.deny || m.sensitive != r.sensitive || m.hints.count != r.hints.count)
+			abort();
+		maskguard_result_free(&m);
 	}
 	maskguard_result_free(&r);
 	sqlinfo_free(info);

@@ -204,3 +204,103 @@ Test(maskguard, set_operation_masked_by_position)
 	cr_expect(!r.deny && r.hints.count == 0);
 	maskguard_result_free(&r);
 }
+
+/* ---- the memo (maskguard_check_memo) ---------------------------------- */
+
+/* One judging through the memo, on a cached parse (shared by statements of one shape). */
+static MaskGuardResult judge_memo(SqlInfoCache *cache, const StrList *k, uint64_t gen,
+				  const StrList *v, bool views_unknown, const char *sql)
+{
+	SqlInfo *info = sqlinfo_cache_get(cache, sql, strlen(sql));
+	cr_assert(info->ok, "%s: %s", sql, info->error ? info->error : "");
+	MaskGuardResult r;
+	maskguard_check_memo(k, gen, v, views_unknown, info, &r);
+	sqlinfo_release(cache, info);
+	return r;
+}
+
+/* Every statement, judged twice through the memo, gets the verdict of the plain check. */
+Test(maskguard, memo_agrees_with_the_check)
+{
+	static const char *const sqls[] = {
+		"SELECT email FROM people WHERE id = 1",
+		"SELECT email FROM people WHERE id = 2",	/* same shape: the memo's hit */
+		"SELECT lower(email) FROM people",
+		"SELECT name FROM orders",
+		"SELECT lower(name) FROM orders",
+		"SELECT p FROM people p",
+		"SELECT email FROM people_v",
+		"SELECT id, email FROM people UNION SELECT id, name FROM orders",
+		"SELECT 1; SELECT ssn FROM t",
+		"SELECT ssn || '' FROM t",
+		NULL,
+	};
+	SqlInfoCache *cache = sqlinfo_cache_new(64);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; sqls[i]; i++) {
+			for (int unknown = 0; unknown < 2; unknown++) {
+				MaskGuardResult plain = judge_with(sqls[i], unknown);
+				MaskGuardResult memo = judge_memo(cache, &keys, 1, &views, unknown,
+								  sqls[i]);
+				cr_expect_eq(memo.deny, plain.deny, "%s (round %d, unknown %d)",
+					     sqls[i], round, unknown);
+				cr_expect_eq(memo.sensitive, plain.sensitive, "%s", sqls[i]);
+				cr_expect_eq(memo.hints.count, plain.hints.count, "%s", sqls[i]);
+				cr_expect_str_eq(memo.reason ? memo.reason : "",
+						 plain.reason ? plain.reason : "", "%s", sqls[i]);
+				maskguard_result_free(&plain);
+				maskguard_result_free(&memo);
+			}
+		}
+	}
+	sqlinfo_cache_free(cache);
+}
+
+/* A verdict memoized under one set of keys never answers for another. */
+Test(maskguard, memo_follows_the_keys)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(16);
+	StrList email = { 0 };
+	strlist_add(&email, "people.email");
+	const char *sql = "SELECT lower(ssn) FROM people";
+	MaskGuardResult r = judge_memo(cache, &email, 7, NULL, false, sql);
+	cr_assert(!r.deny, "ssn is not protected yet");
+	maskguard_result_free(&r);
+	SqlInfo *info = sqlinfo_cache_get(cache, sql, strlen(sql));
+	cr_assert_eq(info->guard_keys_gen, 7, "the allowed verdict was memoized");
+	sqlinfo_release(cache, info);
+	/* new keys protect ssn: a new generation must not reuse the verdict */
+	r = judge_memo(cache, &keys, 8, NULL, false, sql);
+	cr_expect(r.deny, "a stale memo let a protected value through");
+	maskguard_result_free(&r);
+	r = judge_memo(cache, &keys, 8, NULL, false, sql);
+	cr_expect(r.deny, "a denial is never memoized as an allow");
+	maskguard_result_free(&r);
+	strlist_free(&email);
+	sqlinfo_cache_free(cache);
+}
+
+/* The views are checked on every call: a view that becomes tainted denies at once. */
+Test(maskguard, memo_checks_the_views_every_time)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(16);
+	StrList none = { 0 };
+	const char *sql = "SELECT lower(mail) FROM late_v";
+	MaskGuardResult r = judge_memo(cache, &keys, 3, &none, false, sql);
+	cr_assert(!r.deny, "%s", r.reason ? r.reason : "");
+	maskguard_result_free(&r);
+	r = judge_memo(cache, &keys, 3, &none, true, sql);
+	cr_expect(r.deny, "catalog unavailable: fail closed despite the memo");
+	maskguard_result_free(&r);
+	StrList tainted = { 0 };
+	strlist_add(&tainted, "late_v");
+	r = judge_memo(cache, &keys, 3, &tainted, false, sql);
+	cr_expect(r.deny && r.sensitive, "a newly tainted view is denied despite the memo");
+	cr_expect(r.reason && strstr(r.reason, "late_v"));
+	maskguard_result_free(&r);
+	r = judge_memo(cache, &keys, 3, &none, false, "SELECT lower(mail) FROM late_v");
+	cr_expect(!r.deny);
+	maskguard_result_free(&r);
+	strlist_free(&tainted);
+	sqlinfo_cache_free(cache);
+}

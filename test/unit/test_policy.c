@@ -14,6 +14,7 @@
 
 #include "src/config.h"
 #include "src/mask.h"
+#include "src/maskguard.h"
 #include "src/policy.h"
 #include "src/util.h"
 
@@ -725,6 +726,44 @@ static void assert_recovers(PolicyEngine *e)
 
 #define LOOP_POLICY(body) HEADER "function P.on_query(s, q)\n  if q.sql == 'select 42' then return end\n  " body "\nend\nreturn P\n"
 
+/*
+ * A state recreated after an overrun reads its scripts again, so its P.masks
+ * may differ: the guard's memo on a cached parse must not answer for the new
+ * keys (policy_engine_mask_keys_gen).
+ */
+#define MEMO_POLICY(masks) HEADER "P.masks = { " masks " }\n" \
+	"function P.on_query(s, q)\n  if q.sql == 'select 1' then while true do end end\nend\n" \
+	"return P\n"
+
+static bool guard_denies(PolicyEngine *e, const char *sql)
+{
+	SqlInfo *info = policy_engine_classify(e, sql, strlen(sql));
+	MaskGuardResult r;
+	maskguard_check_memo(policy_engine_mask_keys(e), policy_engine_mask_keys_gen(e), NULL,
+			     false, info, &r);
+	policy_engine_release(e, info);
+	bool deny = r.deny;
+	maskguard_result_free(&r);
+	return deny;
+}
+
+Test(policy, mask_guard_memo_follows_a_recreated_state)
+{
+	PolicyEngine *e = engine_cfg(20000, 0, POLICY_ENFORCE, "memo.lua",
+				     MEMO_POLICY("['people.email'] = 'redact'"), NULL);
+	uint64_t gen = policy_engine_mask_keys_gen(e);
+	cr_assert_neq(gen, 0);
+	const char *sql = "SELECT lower(ssn) FROM people";
+	cr_assert(!guard_denies(e, sql), "ssn is not protected yet");
+	cr_assert(!guard_denies(e, sql), "(memoized)");
+	free(write_script("memo.lua", MEMO_POLICY("['*.ssn'] = 'redact'")));
+	timed_deny(e, "the spin");	/* the overrun recreates the state from the new file */
+	cr_assert(strlist_contains(policy_engine_mask_keys(e), "*.ssn"), "the new keys loaded");
+	cr_assert_neq(policy_engine_mask_keys_gen(e), gen);
+	cr_expect(guard_denies(e, sql), "a memo from the old keys let a protected value through");
+	policy_engine_free(e);
+}
+
 Test(policy, budget_stops_while_true)
 {
 	PolicyEngine *e = engine_cfg(20000, 0, POLICY_ENFORCE, "spin.lua", LOOP_POLICY("while true do end"), NULL);
@@ -993,6 +1032,9 @@ Test(policy, on_columns_gets_fresh_tables_each_call)
 	for (int round = 0; round < 3; round++) {
 		columns_call(e, &s, 1, names, people, email, &k);
 		cr_assert_eq(k, MASK_EMAIL, "round %d", round);
+		/* the same set again: the last template (kept by key), fresh tables still */
+		columns_call(e, &s, 1, names, people, email, &k);
+		cr_assert_eq(k, MASK_EMAIL, "round %d, repeated", round);
 		/* same column name and type, another table: another template */
 		columns_call(e, &s, 1, names, other, email, &k);
 		cr_assert_eq(k, MASK_REDACT, "round %d", round);
