@@ -322,13 +322,13 @@ typedef struct SockView {
 	struct ssl_st *ssl;	/* TLS: for the tls column */
 } SockView;
 
-static void sock_from_client(SockView *v, const Client *c, usec_t now)
+static void sock_from_client(SockView *v, Client *c, usec_t now)
 {
 	v->type = "C";
 	v->user = c->user_name ? c->user_name : "(nouser)";
 	v->db = c->pool ? c->pool->db->name : "(nodb)";
 	v->remote = &c->remote;
-	v->local = &c->local;
+	v->local = client_local_addr(c);
 	v->connect_wall = c->connect_time;
 	v->request_mono = c->request_time;
 	/* pgbouncer: time since the client's current (or last) query started */

@@ -115,12 +115,18 @@ static void peer_from_sockaddr(PeerAddr *p, const struct sockaddr *sa)
 	}
 }
 
-static void client_fill_local_addr(Client *c, int fd)
+/* Only the admin console shows it: a system call per connection saved until then. */
+const PeerAddr *client_local_addr(Client *c)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
-		peer_from_sockaddr(&c->local, (struct sockaddr *)&ss);
+	int fd = c->bev ? bufferevent_getfd(c->bev) : -1;
+	if (!c->local_known && fd >= 0) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+			peer_from_sockaddr(&c->local, (struct sockaddr *)&ss);
+		c->local_known = true;
+	}
+	return &c->local;
 }
 
 bool client_send_pktbuf(Client *c, PktBuf *pb)
@@ -1042,6 +1048,7 @@ static bool client_read_proxy_header(Client *c)
 	c->remote.is_unix = h.family == AF_UNIX;
 	snprintf(c->local.host, sizeof(c->local.host), "%s", h.dst_host);
 	c->local.port = h.dst_port;
+	c->local_known = true;
 	return true;
 }
 
@@ -1722,7 +1729,6 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	c->remote.is_unix = is_unix;
 	if (is_unix)
 		snprintf(c->remote.host, sizeof(c->remote.host), "unix");
-	client_fill_local_addr(c, fd);
 	client_tune_socket(fd, is_unix);
 	c->connect_time = util_now_wall();
 	c->request_time = util_now_mono();

@@ -22,6 +22,8 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...) PR
 
 /* Queue bytes for the client. False when the builder failed (nothing queued). */
 bool client_send_pktbuf(Client *c, PktBuf *pb) MUST_CHECK;
+/* The address the client connected to (or the PROXY header says it did). */
+const PeerAddr *client_local_addr(Client *c);
 /* Send a non-fatal ErrorResponse followed by ReadyForQuery. */
 void client_send_error_ready(Client *c, const char *sqlstate, const char *fmt, ...) PRINTF_LIKE(3, 4);
 

@@ -162,7 +162,8 @@ struct Client {
 	InReader in;		/* direct reading into bev's input */
 	uint64_t id;		/* for logs: C-<id> */
 	PeerAddr remote;
-	PeerAddr local;
+	PeerAddr local;		/* read with client_local_addr(): filled on first use */
+	bool local_known;
 
 	char *user_name;	/* from StartupMessage */
 	char *db_name;

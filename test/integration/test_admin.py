@@ -59,6 +59,13 @@ def test_show_clients_and_servers_name_database_and_user(busy_proxy_tx):
     assert any(r["database"] == "app" and r["user"] == "app" for r in servers)
 
 
+def test_show_clients_gives_the_address_clients_connected_to(busy_proxy_tx):
+    app = [r for r in busy_proxy_tx.show_dicts("CLIENTS") if r["database"] == "app"]
+    assert app
+    for r in app:
+        assert (r["local_addr"], int(r["local_port"])) == ("127.0.0.1", busy_proxy_tx.port), r
+
+
 def test_show_databases_lists_configured_databases(busy_proxy_tx, pg):
     rows = {r["name"]: r for r in busy_proxy_tx.show_dicts("DATABASES")}
     assert {"app", "bench", "postgres", "pgbouncer"} <= set(rows)
