@@ -58,7 +58,7 @@ bool enforce_refuse(Server *s, uint8_t type, const char *sqlstate, const char *m
 	return pktbuf_ok(pb);
 }
 
-PoolMode pool_effective_mode(const Pool *pool)
+PoolMode pool_effective_mode(Pool *pool)
 {
 	return POOL_TRANSACTION;
 }
