@@ -230,6 +230,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	maskwire_client_free(c);
 	free(c->stash);
 	c->stash = NULL;
+	c->stash_in_input = false;
 	if (c->session_pinned && c->link)
 		c->link->close_needed = true;	/* its session state must not reach another client */
 	client_unlink_server(c);
@@ -1281,19 +1282,14 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 }
 
 /*
- * A message read whole for the checks above, with no policies to judge it.
- * Checked where it lies in the input and moved on, not copied out first: this
- * runs for every Query and Parse in transaction pooling. False: wait for bytes.
+ * The whole message of total bytes at the head of the input (msg, where it
+ * lies), after policies: the session-state check may refuse it, prepared
+ * statements may rewrite it; otherwise it moves on, not copied out first.
+ * False when c is gone.
  */
-static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
+static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	size_t total = proto_msg_total(h);
-	const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
-	client_read_whole(c, total, msg == NULL);
-	if (!msg)
-		return false;
-	client_account_message(c, s, h->type, total);
 	if (prepared_on(c)) {
 		/* (what it sends is copied: the input is drained after, unless c is gone) */
 		client_send_whole(c, s, msg, total);
@@ -1305,7 +1301,7 @@ static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	PktBuf pb;
 	pktbuf_init(&pb);
-	if ((h->type == 'Q' || h->type == 'P') && !sessionstate_check(c, s, msg, total, &pb)) {
+	if ((msg[0] == 'Q' || msg[0] == 'P') && !sessionstate_check(c, s, msg, total, &pb)) {
 		evbuffer_drain(in, total);
 		evbuffer_add(out, pb.data, pb.len);
 	} else {
@@ -1313,6 +1309,23 @@ static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
 	}
 	pktbuf_free(&pb);
 	return true;
+}
+
+/*
+ * A message read whole for the checks above, with no policies to judge it:
+ * this runs for every Query and Parse in transaction pooling. False: wait for
+ * bytes.
+ */
+static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t total = proto_msg_total(h);
+	const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
+	client_read_whole(c, total, msg == NULL);
+	if (!msg)
+		return false;
+	client_account_message(c, s, h->type, total);
+	return client_send_head(c, s, msg, total);
 }
 
 /*
@@ -1362,37 +1375,49 @@ static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
 /*
  * A client with no server, outside a transaction: judge first. A denial is
  * answered here (it never waits for a pooled connection); an allowed message
- * is kept and sent first once a server is assigned. False: wait for bytes.
+ * is kept and sent first once a server is assigned: where it lies, at the
+ * head of the input (nothing reads a client's input until it has a server),
+ * or, rewritten, as a copy of its own. False: wait for bytes, or c is gone.
  */
 static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 {
+	struct evbuffer *in = bufferevent_get_input(c->bev);
 	size_t total = proto_msg_total(h);
-	uint8_t *msg = client_take_whole(c, h);
+	const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
+	client_read_whole(c, total, msg == NULL);
 	if (!msg)
 		return false;
 	c->request_time = util_now_mono();
 	Judged j;
 	enforce_judge(c, NULL, msg, total, &j);
-	if (j.held) {
-		free(msg);	/* waits without a server; c->held stops the loop */
-		return true;
+	if (c->state == CL_FREE || !c->bev) {
+		if (j.owned)
+			free(j.send);
+		return false;
 	}
-	if (j.answer) {
+	c->stash_type = h->type;
+	c->stash_may_change_lexing = j.may_change_lexing;
+	if (j.held) {
+		evbuffer_drain(in, total);	/* approvals.c kept a copy; c->held stops the loop */
+	} else if (j.answer) {
 		evbuffer_add(bufferevent_get_output(c->bev), j.send, j.len);
 		c->discard_until_sync = j.discard_until_sync;
 		free(j.send);
-		free(msg);
-		return true;
+		evbuffer_drain(in, total);
+	} else if (j.owned) {
+		evbuffer_drain(in, total);
+		c->stash = j.send;
+		c->stash_len = j.len;
+	} else {
+		c->stash_in_input = true;
+		c->stash_len = total;
 	}
-	if (j.owned) {
-		free(msg);
-		msg = j.send;
-	}
-	c->stash = msg;
-	c->stash_len = j.len;
-	c->stash_type = h->type;
-	c->stash_may_change_lexing = j.may_change_lexing;
 	return true;
+}
+
+static bool client_has_stash(const Client *c)
+{
+	return c->stash || c->stash_in_input;
 }
 
 /* The server for a stashed message has come: it goes before anything else. */
@@ -1401,6 +1426,17 @@ static void client_send_stash(Client *c, Server *s)
 	client_account_message(c, s, c->stash_type, c->stash_len);
 	if (c->stash_may_change_lexing)
 		s->lexing_may_change = true;
+	if (c->stash_in_input) {
+		c->stash_in_input = false;
+		const uint8_t *msg = evbuffer_pullup(bufferevent_get_input(c->bev),
+						     (ev_ssize_t)c->stash_len);
+		if (!msg || msg[0] != c->stash_type) {
+			client_disconnect(c, "08P01", "the message judged is no longer in the input");
+			return;
+		}
+		(void)client_send_head(c, s, msg, c->stash_len);
+		return;
+	}
 	client_send_whole(c, s, c->stash, c->stash_len);
 	free(c->stash);
 	c->stash = NULL;
@@ -1483,7 +1519,7 @@ static void client_move_run(Client *c, Server *s, size_t total)
 static void client_forward(Client *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (c->stash && c->link)
+	if (client_has_stash(c) && c->link)
 		client_send_stash(c, c->link);
 	/* A held client reads nothing more until the reviewer's ruling (approvals.c). */
 	while (c->state == CL_ACTIVE && !c->held && evbuffer_get_length(in) > 0) {
@@ -1526,11 +1562,11 @@ static void client_forward(Client *c)
 			return;
 		}
 		/* (An oversized message is denied through a server, unread.) */
-		if (!s && !c->stash && c->tx_status == 'I' && enforce_active(c->worker) &&
+		if (!s && !client_has_stash(c) && c->tx_status == 'I' && enforce_active(c->worker) &&
 		    enforce_judges(h.type) && proto_msg_total(&h) <= JUDGE_MSG_MAX) {
 			if (!client_judge_unlinked(c, &h))
 				return;
-			if (!c->stash)
+			if (!client_has_stash(c))
 				continue;	/* answered here, or held */
 		}
 		if (!s) {
@@ -1547,7 +1583,7 @@ static void client_forward(Client *c)
 			c->requesting_server = false;
 			if (c->state != CL_ACTIVE || !c->link)
 				return;
-			if (c->stash)
+			if (client_has_stash(c))
 				client_send_stash(c, c->link);	/* it was judged first: it goes first */
 			continue;
 		}

@@ -190,6 +190,7 @@ struct Client {
 	bool judge_waiting;	/* a Query waits for in-flight statements to settle */
 	bool requesting_server;	/* in client_forward's own pool_request_server(): it carries on */
 	uint8_t *stash;		/* judged before a server was assigned: sent first once one is */
+	bool stash_in_input;	/* ... or, not rewritten, still at the head of the input */
 	size_t stash_len;
 	uint8_t stash_type;
 	bool stash_may_change_lexing;

@@ -580,6 +580,27 @@ def test_denial_outside_transaction_needs_no_server_connection(pg, policy_proxy)
     assert table_exists(pg, "pw_scratch22")
 
 
+@pytest.mark.timeout(60)
+def test_allowed_statement_waits_for_a_server_and_goes_first(policy_proxy):
+    # an allowed statement judged while every server is busy waits in the
+    # client's input; what the client pipelines behind it, and a rewrite judged
+    # the same way, follow in order once a server is free
+    p = policy_proxy(policies={"wire.lua": WIRE_POLICY},
+                     settings={"default_pool_size": "1", "query_wait_timeout": "20"})
+    with raw(p) as holder, raw(p) as c:
+        assert rfq_status(simple(holder, "BEGIN")) == b"T"
+        simple(holder, "select 1")
+        c.send(query_msg("select 'first'") + parse_msg("select 'second'") + bind_msg() +
+               execute_msg() + sync_msg() + query_msg("select * from pw_answer_src"))
+        time.sleep(0.5)
+        simple(holder, "COMMIT")
+        first = c.read_until({b"Z"}, 10)
+        second = c.read_until({b"Z"}, 10)
+        third = c.read_until({b"Z"}, 10)
+        rows = [data_row_values(m[1]) for out in (first, second, third) for m in out if m[0] == b"D"]
+        assert rows == [["first"], ["second"], ["42"]], (first, second, third)
+
+
 def test_denial_after_large_result_in_same_batch(pg, wire):
     fresh_table(pg, "pw_scratch23")
     with raw(wire) as c:
