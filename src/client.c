@@ -1208,6 +1208,15 @@ static uint8_t *client_take_whole(Client *c, const MsgHeader *h)
 	return msg;
 }
 
+/* The same, left where it lies at the head of the input (valid until the input changes). */
+static const uint8_t *client_peek_whole(Client *c, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	const uint8_t *msg = evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)total);
+	client_read_whole(c, total, msg == NULL);
+	return msg;
+}
+
 /*
  * One whole message on its way to s, after policies: the session-state check
  * (Query, Parse) may refuse it, and prepared statements may rewrite it.
@@ -1318,14 +1327,11 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
  */
 static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	size_t total = proto_msg_total(h);
-	const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
-	client_read_whole(c, total, msg == NULL);
+	const uint8_t *msg = client_peek_whole(c, h);
 	if (!msg)
 		return false;
-	client_account_message(c, s, h->type, total);
-	return client_send_head(c, s, msg, total);
+	client_account_message(c, s, h->type, proto_msg_total(h));
+	return client_send_head(c, s, msg, proto_msg_total(h));
 }
 
 /*
@@ -1383,8 +1389,7 @@ static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	size_t total = proto_msg_total(h);
-	const uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
-	client_read_whole(c, total, msg == NULL);
+	const uint8_t *msg = client_peek_whole(c, h);
 	if (!msg)
 		return false;
 	c->request_time = util_now_mono();
