@@ -219,6 +219,16 @@ static MaskGuardResult judge_memo(SqlInfoCache *cache, const StrList *k, uint64_
 	return r;
 }
 
+/* Does judging sql through the memo deny it? (The result is freed.) */
+static bool memo_denies(SqlInfoCache *cache, const StrList *k, uint64_t gen, const StrList *v,
+			bool views_unknown, const char *sql)
+{
+	MaskGuardResult r = judge_memo(cache, k, gen, v, views_unknown, sql);
+	bool deny = r.deny;
+	maskguard_result_free(&r);
+	return deny;
+}
+
 /* Every statement, judged twice through the memo, gets the verdict of the plain check. */
 Test(maskguard, memo_agrees_with_the_check)
 {
@@ -263,19 +273,15 @@ Test(maskguard, memo_follows_the_keys)
 	StrList email = { 0 };
 	strlist_add(&email, "people.email");
 	const char *sql = "SELECT lower(ssn) FROM people";
-	MaskGuardResult r = judge_memo(cache, &email, 7, NULL, false, sql);
-	cr_assert(!r.deny, "ssn is not protected yet");
-	maskguard_result_free(&r);
+	cr_assert(!memo_denies(cache, &email, 7, NULL, false, sql), "ssn is not protected yet");
 	SqlInfo *info = sqlinfo_cache_get(cache, sql, strlen(sql));
 	cr_assert_eq(info->guard_keys_gen, 7, "the allowed verdict was memoized");
 	sqlinfo_release(cache, info);
 	/* new keys protect ssn: a new generation must not reuse the verdict */
-	r = judge_memo(cache, &keys, 8, NULL, false, sql);
-	cr_expect(r.deny, "a stale memo let a protected value through");
-	maskguard_result_free(&r);
-	r = judge_memo(cache, &keys, 8, NULL, false, sql);
-	cr_expect(r.deny, "a denial is never memoized as an allow");
-	maskguard_result_free(&r);
+	cr_expect(memo_denies(cache, &keys, 8, NULL, false, sql),
+		  "a stale memo let a protected value through");
+	cr_expect(memo_denies(cache, &keys, 8, NULL, false, sql),
+		  "a denial is never memoized as an allow");
 	strlist_free(&email);
 	sqlinfo_cache_free(cache);
 }
@@ -286,21 +292,16 @@ Test(maskguard, memo_checks_the_views_every_time)
 	SqlInfoCache *cache = sqlinfo_cache_new(16);
 	StrList none = { 0 };
 	const char *sql = "SELECT lower(mail) FROM late_v";
-	MaskGuardResult r = judge_memo(cache, &keys, 3, &none, false, sql);
-	cr_assert(!r.deny, "%s", r.reason ? r.reason : "");
-	maskguard_result_free(&r);
-	r = judge_memo(cache, &keys, 3, &none, true, sql);
-	cr_expect(r.deny, "catalog unavailable: fail closed despite the memo");
-	maskguard_result_free(&r);
+	cr_assert(!memo_denies(cache, &keys, 3, &none, false, sql));
+	cr_expect(memo_denies(cache, &keys, 3, &none, true, sql),
+		  "catalog unavailable: fail closed despite the memo");
 	StrList tainted = { 0 };
 	strlist_add(&tainted, "late_v");
-	r = judge_memo(cache, &keys, 3, &tainted, false, sql);
+	MaskGuardResult r = judge_memo(cache, &keys, 3, &tainted, false, sql);
 	cr_expect(r.deny && r.sensitive, "a newly tainted view is denied despite the memo");
 	cr_expect(r.reason && strstr(r.reason, "late_v"));
 	maskguard_result_free(&r);
-	r = judge_memo(cache, &keys, 3, &none, false, "SELECT lower(mail) FROM late_v");
-	cr_expect(!r.deny);
-	maskguard_result_free(&r);
+	cr_expect(!memo_denies(cache, &keys, 3, &none, false, sql));
 	strlist_free(&tainted);
 	sqlinfo_cache_free(cache);
 }
