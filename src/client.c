@@ -682,45 +682,7 @@ static void client_handle_auth_message(Client *c, const uint8_t *body, size_t le
 	}
 }
 
-/* The part of the welcome that is the same for every client of the pool. */
-static void welcome_build_fixed(Pool *pool)
-{
-	PktBuf fixed;
-	pktbuf_init(&fixed);
-	pool->welcome_var = xmalloc(sizeof(int) * (size_t)(pool->welcome.count + 1));
-	for (int i = 0; i < pool->welcome.count; i++) {
-		pool->welcome_var[i] = varcache_lookup(pool->welcome.names[i]);
-		if (pool->welcome_var[i] < 0)
-			pktbuf_param_status(&fixed, pool->welcome.names[i], pool->welcome.values[i]);
-	}
-	pool->welcome_fixed_len = pktbuf_ok(&fixed) ? fixed.len : 0;
-	pool->welcome_fixed = xmalloc(pool->welcome_fixed_len + 1);
-	if (pool->welcome_fixed_len)
-		memcpy(pool->welcome_fixed, fixed.data, pool->welcome_fixed_len);
-	pktbuf_free(&fixed);
-}
-
-/*
- * The welcome: the pool's ParameterStatus set, with what the client asked for
- * in its startup packet in place of the server's values, which fill in the
- * client's tracked variables it left unset.
- */
 #define WELCOME_ON_STACK 1024	/* PostgreSQL's welcome is 300-500 bytes: no heap on login */
-
-static void client_build_welcome(Client *c, Pool *pool, PktBuf *pb)
-{
-	if (!pool->welcome_fixed)
-		welcome_build_fixed(pool);
-	pktbuf_put_bytes(pb, pool->welcome_fixed, pool->welcome_fixed_len);
-	for (int i = 0; i < pool->welcome.count; i++) {
-		int id = pool->welcome_var[i];
-		if (id < 0)
-			continue;
-		if (!c->vars.values[id])
-			varcache_set_id(&c->vars, (VarId)id, pool->welcome.values[i]);
-		pktbuf_param_status(pb, pool->welcome.names[i], c->vars.values[id]);
-	}
-}
 
 void client_finish_login(Client *c)
 {
@@ -736,7 +698,7 @@ void client_finish_login(Client *c)
 	uint8_t welcome[WELCOME_ON_STACK];
 	PktBuf pb;
 	pktbuf_init_on(&pb, welcome, sizeof(welcome));
-	client_build_welcome(c, pool, &pb);
+	welcome_build(pool, &c->vars, &pb);
 	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
 	pktbuf_ready(&pb, 'I');
 	c->tx_status = 'I';

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "config.h"
 #include "varcache.h"
+#include "welcome.h"
 #include "auth_scram.h"
 #include "stats.h"
 #include "msgio.h"
@@ -120,12 +121,7 @@ struct Pool {
 	bool maintain_again;
 	ParamList welcome;	/* the server's ParameterStatus set, sent to new clients */
 	bool welcome_ready;
-	/* The welcome's ParameterStatus messages for parameters clients cannot set
-	 * (server_version ...), the same for every client: built at the first
-	 * login after welcome changes (client.c); NULL until then. */
-	uint8_t *welcome_fixed;
-	size_t welcome_fixed_len;
-	int *welcome_var;	/* per welcome entry: its VarId, or -1 (in welcome_fixed) */
+	WelcomeCache welcome_cache;	/* welcome's messages, as built for logins (welcome.c) */
 	ScramKeys scram_keys;	/* recovered from a client's SCRAM login, for servers */
 	usec_t last_connect_failed;	/* server_login_retry */
 	char *last_login_error;	/* shown to clients that wait for a failing server */

@@ -636,20 +636,11 @@ static bool pool_is_empty(const Pool *p)
 	       list_empty(&p->waiting_login_clients) && pool_count_servers(p) == 0;
 }
 
-static void pool_welcome_changed(Pool *pool)
-{
-	free(pool->welcome_fixed);
-	free(pool->welcome_var);
-	pool->welcome_fixed = NULL;
-	pool->welcome_fixed_len = 0;
-	pool->welcome_var = NULL;
-}
-
 static void pool_free(Pool *p)
 {
 	list_del(&p->head);
 	paramlist_free(&p->welcome);
-	pool_welcome_changed(p);
+	welcome_reset(&p->welcome_cache);
 	util_wipe(&p->scram_keys, sizeof(p->scram_keys));
 	free(p->server_user);
 	free(p->jwt_role);
@@ -691,7 +682,7 @@ void pool_collect_garbage(void)
 void pool_welcome_add(Pool *pool, const char *name, const char *value)
 {
 	ParamList *pl = &pool->welcome;
-	pool_welcome_changed(pool);
+	welcome_reset(&pool->welcome_cache);
 	for (int i = 0; i < pl->count; i++) {
 		if (strcmp(pl->names[i], name) == 0) {
 			free(pl->values[i]);

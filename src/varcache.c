@@ -107,6 +107,14 @@ static const char *var_intern(const char *s)
 	return v->str;
 }
 
+/* One more reference to an interned value. */
+static const char *var_share(const char *s)
+{
+	if (s)
+		container_of(s, VarValue, str)->refs++;
+	return s;
+}
+
 static void var_release(const char *s)
 {
 	if (!s)
@@ -150,8 +158,23 @@ void varcache_copy(VarCache *dst, const VarCache *src)
 {
 	if (dst == src)
 		return;
+	for (int i = 0; i < VAR_COUNT; i++) {
+		const char *v = var_share(src->values[i]);	/* (before the release: it may be the same) */
+		var_release(dst->values[i]);
+		dst->values[i] = v;
+	}
+}
+
+void varcache_fill_unset(VarCache *dst, const VarCache *src)
+{
 	for (int i = 0; i < VAR_COUNT; i++)
-		varcache_set_id(dst, (VarId)i, src->values[i]);
+		if (!dst->values[i])
+			dst->values[i] = var_share(src->values[i]);
+}
+
+bool varcache_same(const VarCache *a, const VarCache *b)
+{
+	return memcmp(a->values, b->values, sizeof(a->values)) == 0;
 }
 
 void varcache_free(VarCache *vc)

@@ -38,6 +38,10 @@ const char *varcache_name(VarId id);
 bool varcache_set(VarCache *vc, const char *name, const char *value);
 void varcache_set_id(VarCache *vc, VarId id, const char *value);
 void varcache_copy(VarCache *dst, const VarCache *src);
+/* Each value dst lacks, taken (shared) from src. */
+void varcache_fill_unset(VarCache *dst, const VarCache *src);
+/* Both hold the same value for every parameter. */
+bool varcache_same(const VarCache *a, const VarCache *b);
 void varcache_free(VarCache *vc);
 /*
  * SQL that makes `server` match `client`: "SET client_encoding='UTF8';..."

@@ -169,6 +169,29 @@ def test_parameter_status_resynced_per_client_on_shared_server(pg, proxy_factory
         b.close()
 
 
+def test_welcome_reports_each_clients_own_startup_values(proxy_tx):
+    # Logins of one pool share the welcome's bytes; a client that set a
+    # tracked parameter at startup must still see its value, and the next one
+    # that did not must see the server's again.
+    def welcome(**startup):
+        with contextlib.closing(proxy_tx.connect(**startup)) as c:
+            return (c.get_parameter_status("application_name"),
+                    c.get_parameter_status("client_encoding"),
+                    c.get_parameter_status("server_version"))
+
+    plain = welcome()
+    assert plain[1] == "UTF8" and plain[2]
+    for startup, want in [({"application_name": "app_a"}, ("app_a", "UTF8")),
+                          ({}, plain[:2]),
+                          ({"application_name": "app_a"}, ("app_a", "UTF8")),
+                          ({"application_name": "app_b", "client_encoding": "LATIN1"},
+                           ("app_b", "LATIN1")),
+                          ({"client_encoding": "LATIN1"}, (plain[0], "LATIN1")),
+                          ({}, plain[:2])]:
+        got = welcome(**startup)
+        assert got == want + (plain[2],), (startup, got)
+
+
 @xfail_pgbouncer("IntervalStyle is not tracked (track_extra_parameters arrived in 1.20)")
 def test_interval_style_resynced_per_client_on_shared_server(pg, proxy_factory):
     p = proxy_factory(settings={"pool_mode": "transaction", "default_pool_size": "1"})
