@@ -1451,20 +1451,56 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
  * it (the Bind/Describe/Execute/Sync behind a Parse): one definition of what
  * needs no step.
  */
+typedef struct TakeThrough {
+	Client *c;
+	size_t at;		/* where the message asked about starts in the input */
+	const uint8_t *chunk;	/* the input's first chunk, once peeked (unchanged meanwhile) */
+	size_t chunk_len;
+} TakeThrough;
+
+/*
+ * Prepared statements: the message asked about, read where it lies, passes
+ * unchanged (a Describe of a portal, a Bind of the unnamed statement)? The
+ * first chunk is peeked at most once per run; a message not all in it is not
+ * read here (the step that reads it whole decides).
+ */
+static bool client_prepared_passes(TakeThrough *t, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	if (!t->chunk) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(bufferevent_get_input(t->c->bev), 1, NULL, &v, 1) < 1)
+			return false;
+		t->chunk = v.iov_base;
+		t->chunk_len = v.iov_len;
+	}
+	if (t->at > t->chunk_len || total > t->chunk_len - t->at)
+		return false;
+	return prepared_passes(t->chunk + t->at, total);
+}
+
 static bool client_take_through_cb(void *arg, const MsgHeader *h)
 {
-	Client *c = arg;
+	TakeThrough *through = arg;
+	Client *c = through->c;
 	Server *s = c->link;
 	size_t total = proto_msg_total(h);
 	uint8_t t = h->type;
 	if (!client_msg_type_valid(t) || enforce_judges(t) ||
-	    audit_bytes_needed(c, t, total) > 0 || client_wants_whole(c, h) ||
-	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')) ||
-	    (prepared_on(c) && t == 'B'))
+	    audit_bytes_needed(c, t, total) > 0 ||
+	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')))
 		return false;
-	if (prepared_on(c))
+	if (prepared_on(c)) {
+		/* (whole for the session-state check: Query and Parse, refused above or below) */
+		bool reads = t == 'B' || client_wants_whole(c, h);
+		if (reads && !client_prepared_passes(through, h))
+			return false;
 		prepared_track(s, t);
+	} else if (client_wants_whole(c, h)) {
+		return false;
+	}
 	client_account_message(c, s, t, total);
+	through->at += total;
 	return true;
 }
 
@@ -1475,8 +1511,9 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 static void client_move_run(Client *c, Server *s, size_t total)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
+	TakeThrough through = { c, total, NULL, 0 };
 	total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-				 client_take_through_cb, c);
+				 client_take_through_cb, &through);
 	size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
 	c->fwd_remaining = total - moved;
 	c->fwd_discard = false;
@@ -1555,7 +1592,8 @@ static void client_forward(Client *c)
 			continue;
 		}
 		size_t total = proto_msg_total(&h);
-		if (client_take_through_cb(c, &h)) {
+		TakeThrough through = { c, 0, NULL, 0 };
+		if (client_take_through_cb(&through, &h)) {
 			client_move_run(c, s, total);	/* the common case: nothing to read */
 			continue;
 		}
@@ -1585,7 +1623,10 @@ static void client_forward(Client *c)
 			if (pbr == PREPARED_BIND_WAIT)
 				return;
 			if (pbr == PREPARED_BIND_DONE) {
+				/* the rest of the Bind, and what passes behind it, moves now */
 				client_account_message(c, s, h.type, total);
+				if (!c->fwd_discard)
+					client_move_run(c, s, c->fwd_remaining);
 				continue;
 			}
 		} else if (prepared_on(c)) {

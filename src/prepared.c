@@ -7,6 +7,7 @@
 #include "sessionstate.h"
 #include "sqlinfo.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -450,6 +451,34 @@ bool prepared_wants_whole(uint8_t type)
 	return type == 'P' || type == 'D' || type == 'C' || type == 'Q';
 }
 
+/* A statement name this layer tracks (others pass unchanged). */
+static bool name_trackable(const char *name)
+{
+	return *name && strlen(name) <= PREPARED_NAME_MAX;
+}
+
+bool prepared_passes(const uint8_t *msg, size_t len)
+{
+	PktReader r;
+	const char *portal, *name;
+	uint8_t what;
+	proto_reader_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
+	switch (msg[0]) {
+	case 'B':
+		return !(proto_read_cstring(&r, &portal) && proto_read_cstring(&r, &name) &&
+			 name_trackable(name));
+	case 'D':
+	case 'C':
+		return !(proto_read_uint8(&r, &what) && what == 'S' && proto_read_cstring(&r, &name) &&
+			 name_trackable(name));
+	case 'P':
+	case 'Q':
+		return false;
+	default:
+		return true;
+	}
+}
+
 static void send_bytes(Server *s, const void *p, size_t len)
 {
 	evbuffer_add(bufferevent_get_output(s->bev), p, len);
@@ -604,22 +633,30 @@ static void send_parse_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 	send_parse(s, st, false, xstrdup(name));
 }
 
-/* Bind head: 'B', length, portal, statement name; rest follows unchanged. */
-/* A rewritten Bind head or Describe: type, length, two short names (built on the stack). */
+/* A rewritten Describe: type, length, kind, a short name (built on the stack). */
 #define SMALL_REQUEST_MAX (PROTO_HEADER_LEN + 2 + 2 * 64)
 
+/*
+ * Bind head: 'B', length, portal, statement name; the rest follows unchanged.
+ * Built on the stack (copied, not appended piece by piece: this runs for
+ * every Bind); a longer portal name than the streaming path reads goes to the
+ * heap.
+ */
 static void send_bind_head(Server *s, uint32_t wire_len, const char *portal, const char *stmt_name,
 			   size_t old_name_len)
 {
-	uint8_t head[SMALL_REQUEST_MAX];	/* (a longer portal name goes to the heap) */
-	PktBuf pb;
-	pktbuf_init_on(&pb, head, sizeof(head));
-	pktbuf_put_uint8(&pb, 'B');
-	pktbuf_put_uint32(&pb, (uint32_t)(wire_len - old_name_len + strlen(stmt_name)));
-	pktbuf_put_cstring(&pb, portal);
-	pktbuf_put_cstring(&pb, stmt_name);
-	send_pktbuf(s, &pb);
-	pktbuf_free(&pb);
+	uint8_t buf[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1) + sizeof(((PsStmt *)0)->name)];
+	size_t portal_len = strlen(portal) + 1, name_len = strlen(stmt_name) + 1;
+	size_t len = PROTO_HEADER_LEN + portal_len + name_len;
+	uint8_t *head = len <= sizeof(buf) ? buf : xmalloc(len);
+	uint32_t new_len = htonl((uint32_t)(wire_len - old_name_len + name_len - 1));
+	head[0] = 'B';
+	memcpy(head + 1, &new_len, 4);
+	memcpy(head + PROTO_HEADER_LEN, portal, portal_len);
+	memcpy(head + PROTO_HEADER_LEN + portal_len, stmt_name, name_len);
+	send_bytes(s, head, len);
+	if (head != buf)
+		free(head);
 }
 
 static bool lexing_unchanged(const Client *c, const PsStmt *st)
@@ -689,10 +726,14 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h)
 	size_t peek = PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1);
 	if (peek > total)
 		peek = total;
-	if (evbuffer_get_length(in) < peek)
-		return PREPARED_BIND_WAIT;
-	uint8_t head[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1)];
-	if (evbuffer_copyout(in, head, peek) != (ev_ssize_t)peek)
+	/* in place when the first chunk holds the names (nearly always), else copied */
+	uint8_t copy[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1)];
+	const uint8_t *head = copy;
+	struct evbuffer_iovec v;
+	if (evbuffer_peek(in, 1, NULL, &v, 1) == 1 && v.iov_len >= peek)
+		head = v.iov_base;
+	else if (evbuffer_get_length(in) < peek ||
+		 evbuffer_copyout(in, copy, peek) != (ev_ssize_t)peek)
 		return PREPARED_BIND_WAIT;
 	PktReader r;
 	const char *portal, *name;
@@ -711,7 +752,7 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h)
 	}
 	size_t head_len = (size_t)(r.pos - head);
 	send_bind_head(s, h->len, portal, st->name, strlen(name));
-	evbuffer_drain(in, head_len);
+	evbuffer_drain(in, head_len);	/* (portal and name are not read after this) */
 	track(s, 'B');
 	c->fwd_remaining = total - head_len;
 	c->fwd_discard = false;

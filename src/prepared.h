@@ -55,6 +55,14 @@ static inline bool prepared_on(const Client *c)
 /* Must the client message of this type be read whole before it is sent (Parse, Describe, Close, Query)? */
 bool prepared_wants_whole(uint8_t type);
 
+/*
+ * May this whole client message (read in place) go unchanged, noted with
+ * prepared_track: a Describe or Close of a portal or of the unnamed
+ * statement, a Bind of the unnamed statement, anything but Parse and Query?
+ * False: it takes its step (prepared_send, prepared_forward_bind).
+ */
+bool prepared_passes(const uint8_t *msg, size_t len);
+
 /* Send one whole client message to s, rewritten as needed, and note the reply it expects. */
 void prepared_send(Client *c, Server *s, const uint8_t *msg, size_t len);
 

@@ -81,10 +81,15 @@ static const char *const queries[] = { "DEALLOCATE a", "DEALLOCATE ALL", "DISCAR
 				       "select 'deallocate'", "DEALLOCATE b; select 1" };
 static const char replies[] = "123TnCIsZEGNtDSAV";
 
+/* As client.c: what passes unchanged is moved and noted, the rest takes its step. */
 static void send_msg(Client *c, Server *s, PktBuf *pb)
 {
-	if (pktbuf_ok(pb))
+	if (pktbuf_ok(pb) && prepared_passes(pb->data, pb->len)) {
+		evbuffer_add(bufferevent_get_output(s->bev), pb->data, pb->len);
+		prepared_track(s, pb->data[0]);
+	} else if (pktbuf_ok(pb)) {
 		prepared_send(c, s, pb->data, pb->len);
+	}
 	pktbuf_reset(pb);
 }
 
