@@ -1491,9 +1491,13 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')))
 		return false;
 	if (prepared_on(c)) {
-		/* (whole for the session-state check: Query and Parse, refused above or below) */
+		/*
+		 * (Query and Parse, read whole for the session-state check, are
+		 * refused above.) A Bind at the head of the input is left to
+		 * prepared_forward_bind, which reads its names once.
+		 */
 		bool reads = t == 'B' || client_wants_whole(c, h);
-		if (reads && !client_prepared_passes(through, h))
+		if (reads && ((t == 'B' && through->at == 0) || !client_prepared_passes(through, h)))
 			return false;
 		prepared_track(s, t);
 	} else if (client_wants_whole(c, h)) {

@@ -30,6 +30,7 @@ typedef struct PsMap {
 	size_t nbuckets;	/* power of two */
 	size_t count;
 	uint64_t k0, k1;	/* SipHash key: clients choose the keys */
+	MapEntry *last;		/* the entry found last: a client binds the same name over and over */
 } PsMap;
 
 static PsMap *map_new(void)
@@ -57,8 +58,15 @@ static MapEntry **map_slot(PsMap *m, const void *key, size_t len, uint64_t *hash
 
 static void *map_get(PsMap *m, const void *key, size_t len)
 {
-	uint64_t hash;
-	MapEntry *e = m ? *map_slot(m, key, len, &hash) : NULL;
+	if (!m)
+		return NULL;
+	MapEntry *e = m->last;
+	if (!e || e->key_len != len || memcmp(e->key, key, len) != 0) {
+		uint64_t hash;
+		e = *map_slot(m, key, len, &hash);
+		if (e)
+			m->last = e;
+	}
 	return e ? e->value : NULL;
 }
 
@@ -108,6 +116,8 @@ static void *map_remove(PsMap *m, const void *key, size_t len)
 	void *value = e->value;
 	*pp = e->next;
 	m->count--;
+	if (m->last == e)
+		m->last = NULL;
 	free(e->key);
 	free(e);
 	return value;
@@ -126,8 +136,10 @@ static void map_clear(PsMap *m, void (*drop)(void *value, void *arg), void *arg)
 		}
 		m->buckets[i] = NULL;
 	}
-	if (m)
+	if (m) {
 		m->count = 0;
+		m->last = NULL;
+	}
 }
 
 static void map_free(PsMap *m, void (*drop)(void *value, void *arg), void *arg)
@@ -250,7 +262,7 @@ struct PsServer {
 	int count, cap;
 	uint64_t clock;		/* LRU ticks */
 	Pending *q;		/* ring of replies owed, oldest at head */
-	size_t head, len, qcap;
+	size_t head, len, qcap;	/* qcap: 0 or a power of two */
 	bool skipping;		/* an error happened and no Sync is queued: the server skips */
 	bool desync_logged;
 };
@@ -308,7 +320,7 @@ static int set_limit(void)
 
 static Pending *q_at(PsServer *ps, size_t i)
 {
-	return &ps->q[(ps->head + i) % ps->qcap];
+	return &ps->q[(ps->head + i) & (ps->qcap - 1)];
 }
 
 static void q_push_raw(PsServer *ps, const Pending *p)
@@ -323,8 +335,8 @@ static void q_push_raw(PsServer *ps, const Pending *p)
 		ps->qcap = ncap;
 		ps->head = 0;
 	}
-	ps->q[(ps->head + ps->len) % ps->qcap] = *p;
 	ps->len++;
+	*q_at(ps, ps->len - 1) = *p;
 }
 
 static void pending_release(Worker *w, Pending *p)
@@ -354,7 +366,7 @@ static void q_pop(Server *s, bool failed)
 		pending_fail(s, p);
 	else
 		pending_release(s->worker, p);
-	ps->head = (ps->head + 1) % ps->qcap;
+	ps->head = (ps->head + 1) & (ps->qcap - 1);
 	ps->len--;
 }
 
@@ -379,8 +391,12 @@ static void pending_push(Server *s, Pending *p)
 /* Note the reply of one request sent as is. */
 static void track(Server *s, uint8_t kind)
 {
-	if (!strchr("PBDECSQF", kind) || kind == 0)
+	switch (kind) {
+	case 'P': case 'B': case 'D': case 'E': case 'C': case 'S': case 'Q': case 'F':
+		break;
+	default:
 		return;	/* Flush and copy data have no reply of their own */
+	}
 	Pending p = { .kind = kind, .action = PEND_FORWARD };
 	pending_push(s, &p);
 }
@@ -947,9 +963,13 @@ static bool completes(uint8_t kind, uint8_t type)
 bool prepared_response(Server *s, uint8_t type)
 {
 	PsServer *ps = s->ps;
-	prepared_emit(s);
 	if (!ps || ps->len == 0)
 		return false;
+	if (q_at(ps, 0)->action == PEND_FAKE) {
+		prepared_emit(s);
+		if (ps->len == 0)
+			return false;
+	}
 	Pending *head = q_at(ps, 0);
 	switch (type) {
 	case 'E':
