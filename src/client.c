@@ -1523,6 +1523,38 @@ static void client_move_run(Client *c, Server *s, size_t total)
 	c->fwd_discard = false;
 }
 
+/*
+ * A Bind of total bytes whose first bytes head stands for: the head, the rest
+ * and the plain messages behind it go to s as one piece when they lie in the
+ * input's first chunk (one write, and one chunk for the flusher to send);
+ * else the head goes, and the rest moves or streams.
+ */
+static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHead *head,
+				      size_t total)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	TakeThrough through = { c, total, NULL, 0 };
+	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+				      client_take_through_cb, &through);
+	uint8_t piece[2048];
+	struct evbuffer_iovec v;
+	size_t rest = end - head->replaces;
+	if (head->len + rest <= sizeof(piece) && evbuffer_peek(in, 1, NULL, &v, 1) == 1 &&
+	    v.iov_len >= end) {
+		memcpy(piece, head->data, head->len);
+		memcpy(piece + head->len, (const uint8_t *)v.iov_base + head->replaces, rest);
+		evbuffer_add(out, piece, head->len + rest);
+		evbuffer_drain(in, end);
+		c->fwd_remaining = 0;
+	} else {
+		evbuffer_add(out, head->data, head->len);
+		evbuffer_drain(in, head->replaces);
+		c->fwd_remaining = rest - msgio_move(in, out, rest);
+	}
+	c->fwd_discard = false;
+}
+
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
 static void client_forward(Client *c)
 {
@@ -1623,16 +1655,16 @@ static void client_forward(Client *c)
 			continue;
 		}
 		if (prepared_on(c) && h.type == 'B') {
-			PreparedBind pbr = prepared_forward_bind(c, s, &h);
+			PreparedBindHead head;
+			PreparedBind pbr = prepared_forward_bind(c, s, &h, &head);
 			if (pbr == PREPARED_BIND_WAIT)
 				return;
-			if (pbr == PREPARED_BIND_DONE) {
-				/* the rest of the Bind, and what passes behind it, moves now */
-				client_account_message(c, s, h.type, total);
-				if (!c->fwd_discard)
-					client_move_run(c, s, c->fwd_remaining);
-				continue;
-			}
+			client_account_message(c, s, h.type, total);
+			if (pbr == PREPARED_BIND_REWRITTEN)
+				client_move_rewritten_run(c, s, &head, total);
+			else if (pbr == PREPARED_BIND_PASS)
+				client_move_run(c, s, total);
+			continue;	/* (DONE: refused, dropped as it streams) */
 		} else if (prepared_on(c)) {
 			prepared_track(s, h.type);
 		}

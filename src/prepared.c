@@ -168,7 +168,7 @@ typedef struct PsStmt {
 	const uint8_t *def;
 	size_t def_len;
 	int refs;		/* client names, server entries, replies in flight */
-	char name[40];		/* on servers: pgmoat_ps_<n> */
+	char name[PREPARED_SERVER_NAME_MAX];	/* on servers: pgmoat_ps_<n> */
 } PsStmt;
 
 struct PsRegistry {
@@ -654,25 +654,19 @@ static void send_parse_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 
 /*
  * Bind head: 'B', length, portal, statement name; the rest follows unchanged.
- * Built on the stack (copied, not appended piece by piece: this runs for
- * every Bind); a longer portal name than the streaming path reads goes to the
- * heap.
+ * out has room for PROTO_HEADER_LEN + both names with their NULs; returns the
+ * bytes written.
  */
-static void send_bind_head(Server *s, uint32_t wire_len, const char *portal, const char *stmt_name,
-			   size_t old_name_len)
+static size_t bind_head_build(uint8_t *out, uint32_t wire_len, const char *portal,
+			      const char *stmt_name, size_t old_name_len)
 {
-	uint8_t buf[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1) + sizeof(((PsStmt *)0)->name)];
 	size_t portal_len = strlen(portal) + 1, name_len = strlen(stmt_name) + 1;
-	size_t len = PROTO_HEADER_LEN + portal_len + name_len;
-	uint8_t *head = len <= sizeof(buf) ? buf : xmalloc(len);
 	uint32_t new_len = htonl((uint32_t)(wire_len - old_name_len + name_len - 1));
-	head[0] = 'B';
-	memcpy(head + 1, &new_len, 4);
-	memcpy(head + PROTO_HEADER_LEN, portal, portal_len);
-	memcpy(head + PROTO_HEADER_LEN + portal_len, stmt_name, name_len);
-	send_bytes(s, head, len);
-	if (head != buf)
-		free(head);
+	out[0] = 'B';
+	memcpy(out + 1, &new_len, 4);
+	memcpy(out + PROTO_HEADER_LEN, portal, portal_len);
+	memcpy(out + PROTO_HEADER_LEN + portal_len, stmt_name, name_len);
+	return PROTO_HEADER_LEN + portal_len + name_len;
 }
 
 static bool lexing_unchanged(const Client *c, const PsStmt *st)
@@ -729,13 +723,15 @@ static void send_bind_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 		track(s, 'B');
 		return;
 	}
-	uint32_t wire_len = (uint32_t)(len - 1);
-	send_bind_head(s, wire_len, portal, st->name, strlen(name));
+	/* (a whole message's portal name may be longer than a streamed one's) */
+	uint8_t *head = xmalloc(PROTO_HEADER_LEN + strlen(portal) + 1 + sizeof(st->name));
+	send_bytes(s, head, bind_head_build(head, (uint32_t)(len - 1), portal, st->name, strlen(name)));
+	free(head);
 	send_bytes(s, r.pos, proto_reader_left(&r));
 	track(s, 'B');
 }
 
-PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h)
+PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, PreparedBindHead *head)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	size_t total = proto_msg_total(h);
@@ -744,17 +740,17 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h)
 		peek = total;
 	/* in place when the first chunk holds the names (nearly always), else copied */
 	uint8_t copy[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1)];
-	const uint8_t *head = copy;
+	const uint8_t *msg = copy;
 	struct evbuffer_iovec v;
 	if (evbuffer_peek(in, 1, NULL, &v, 1) == 1 && v.iov_len >= peek)
-		head = v.iov_base;
+		msg = v.iov_base;
 	else if (evbuffer_get_length(in) < peek ||
 		 evbuffer_copyout(in, copy, peek) != (ev_ssize_t)peek)
 		return PREPARED_BIND_WAIT;
 	PktReader r;
 	const char *portal, *name;
 	bool refused = false;
-	proto_reader_init(&r, head + PROTO_HEADER_LEN, peek - PROTO_HEADER_LEN);
+	proto_reader_init(&r, msg + PROTO_HEADER_LEN, peek - PROTO_HEADER_LEN);
 	PsStmt *st = proto_read_cstring(&r, &portal) && proto_read_cstring(&r, &name)
 		     ? resolve(c, s, name, &refused) : NULL;
 	if (!st && refused) {
@@ -762,17 +758,12 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h)
 		c->fwd_discard = true;
 		return PREPARED_BIND_DONE;
 	}
-	if (!st) {
-		track(s, 'B');
-		return PREPARED_BIND_PASS;
-	}
-	size_t head_len = (size_t)(r.pos - head);
-	send_bind_head(s, h->len, portal, st->name, strlen(name));
-	evbuffer_drain(in, head_len);	/* (portal and name are not read after this) */
 	track(s, 'B');
-	c->fwd_remaining = total - head_len;
-	c->fwd_discard = false;
-	return PREPARED_BIND_DONE;
+	if (!st)
+		return PREPARED_BIND_PASS;
+	head->replaces = (size_t)(r.pos - msg);
+	head->len = bind_head_build(head->data, h->len, portal, st->name, strlen(name));
+	return PREPARED_BIND_REWRITTEN;
 }
 
 static void send_describe_msg(Client *c, Server *s, const uint8_t *msg, size_t len)

@@ -32,6 +32,7 @@
 
 #define PREPARED_PREFIX "pgmoat_ps_"	/* server-side names; refused from clients */
 #define PREPARED_NAME_MAX 256	/* longer client names pass through untracked */
+#define PREPARED_SERVER_NAME_MAX 40	/* PREPARED_PREFIX and a 64-bit number, with NUL */
 
 /* Decide at login whether this client's statements are tracked (pool mode, config). */
 void prepared_client_init(Client *c);
@@ -69,14 +70,26 @@ void prepared_send(Client *c, Server *s, const uint8_t *msg, size_t len);
 /* A message streamed unchanged (any type but those above, or too large): note its reply. */
 void prepared_track(Server *s, uint8_t type);
 
-typedef enum { PREPARED_BIND_WAIT, PREPARED_BIND_PASS, PREPARED_BIND_DONE } PreparedBind;
+typedef enum {
+	PREPARED_BIND_WAIT,		/* more bytes are needed */
+	PREPARED_BIND_PASS,		/* stream it unchanged (noted here) */
+	PREPARED_BIND_REWRITTEN,	/* head replaces its first bytes (noted here) */
+	PREPARED_BIND_DONE,		/* refused: c->fwd_remaining/fwd_discard drop it */
+} PreparedBind;
+
+/* A Bind's rewritten head: portal and statement name (ours, short), which replace the first bytes. */
+typedef struct PreparedBindHead {
+	uint8_t data[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1) + PREPARED_SERVER_NAME_MAX];
+	size_t len;		/* bytes of data */
+	size_t replaces;	/* bytes of the client's Bind it stands for */
+} PreparedBindHead;
+
 /*
- * A Bind at the head of c's input: rewrite the statement name from the first
- * bytes without reading the parameters. DONE: the head was sent (the rest
- * streams: c->fwd_remaining is set); PASS: stream it unchanged (tracked
- * here); WAIT: more bytes are needed.
+ * A Bind at the head of c's input: its statement name, rewritten from the
+ * first bytes without reading the parameters (nothing is taken from the
+ * input). The statement is made ready on s first (an injected Parse).
  */
-PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h);
+PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, PreparedBindHead *head);
 
 /* A reply from s to its linked client: true when it is ours to swallow. */
 bool prepared_response(Server *s, uint8_t type);

@@ -96,20 +96,33 @@ static void send_msg(Client *c, Server *s, PktBuf *pb)
 static void bind_streaming(Client *c, Server *s, PktBuf *pb)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
 	evbuffer_add(in, pb->data, pb->len);
 	MsgHeader h;
 	if (proto_frame_header(pb->data, pb->len, UINT32_MAX, &h) != FRAME_OK)
 		abort();
-	PreparedBind r = prepared_forward_bind(c, s, &h);
-	if (r == PREPARED_BIND_WAIT)
+	PreparedBindHead head;
+	PreparedBind r = prepared_forward_bind(c, s, &h, &head);
+	size_t total = proto_msg_total(&h);
+	switch (r) {
+	case PREPARED_BIND_WAIT:
 		abort();	/* the whole message is there */
-	size_t rest = r == PREPARED_BIND_PASS ? proto_msg_total(&h) : c->fwd_remaining;
-	struct evbuffer *out = c->fwd_discard && r == PREPARED_BIND_DONE ? NULL
-			       : bufferevent_get_output(s->bev);
-	if (out)
-		evbuffer_remove_buffer(in, out, rest);
-	else
-		evbuffer_drain(in, rest);
+	case PREPARED_BIND_PASS:
+		evbuffer_remove_buffer(in, out, total);
+		break;
+	case PREPARED_BIND_REWRITTEN:
+		if (head.replaces > total || head.len > sizeof(head.data))
+			abort();
+		evbuffer_add(out, head.data, head.len);
+		evbuffer_drain(in, head.replaces);
+		evbuffer_remove_buffer(in, out, total - head.replaces);
+		break;
+	case PREPARED_BIND_DONE:
+		if (!c->fwd_discard || c->fwd_remaining != total)
+			abort();
+		evbuffer_drain(in, total);
+		break;
+	}
 	c->fwd_remaining = 0;
 	c->fwd_discard = false;
 	pktbuf_reset(pb);
