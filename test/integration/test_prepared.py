@@ -8,6 +8,7 @@ errors; pgbench -M prepared and node-postgres are the real drivers.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -224,6 +225,45 @@ def test_pipeline_of_many_statements_before_sync(small_pool):
     out = run(c, data + sync_msg(), timeout=20)
     assert types(out) == b"1" * n + b"2DC" * n + b"Z"
     assert rows(out) == [[str(i)] for i in range(n)]
+    c.close()
+
+
+def test_messages_behind_a_rewritten_bind_take_their_own_step(small_pool):
+    # A named Bind moves with the plain messages behind it as one piece; a Describe or
+    # Close of a named statement behind it must still be rewritten or answered here.
+    a = raw_login(small_pool)
+    b = raw_login(small_pool)
+    out = run(a, parse_typed("select $1::int + 1 as n", "inc", [23]) +
+              parse_msg("select 'other' as o", "oth") + sync_msg())
+    assert types(out) == b"11Z"
+    b.simple_query("begin")     # a's next statements run on the server b does not hold
+    data = (bind_msg(["1"], stmt="inc") + describe_msg(b"P") + describe_msg(b"S", "oth") +
+            execute_msg() + close_msg(b"S", "oth") + close_msg(b"P") + flush_msg() +
+            bind_msg(["41"], stmt="inc") + execute_msg() + sync_msg())
+    for _ in range(2):
+        out = run(a, data)
+        assert types(out) == b"2TtTDC332DCZ", out
+        assert rows(out) == [["2"], ["42"]]
+        assert b"o\0" in [p for t, p in out if t == b"T"][1]
+        assert types(run(a, parse_msg("select 'other' as o", "oth") + sync_msg())) == b"1Z"
+    b.simple_query("commit")
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("size", [1, 2000, 2100, 70000, 1 << 20])
+def test_named_bind_with_parameters_of_any_size(small_pool, size):
+    # small: the rewritten head and the rest go as one piece; past that piece's bound or
+    # the input's first chunk, the head goes and the rest streams behind it
+    c = raw_login(small_pool)
+    assert types(run(c, parse_typed("select length($1::text), md5($1::text)", "len",
+                                    [25]) + sync_msg())) == b"1Z"
+    value = ("x%07d" % size * (size // 8 + 1))[:size]
+    want = [str(size), hashlib.md5(value.encode()).hexdigest()]
+    out = run(c, bind_msg([value], stmt="len") + execute_msg() + bind_msg([value], stmt="len") +
+              execute_msg() + sync_msg(), timeout=30)
+    assert types(out) == b"2DC2DCZ", out
+    assert rows(out) == [want, want]
     c.close()
 
 
