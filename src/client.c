@@ -1258,12 +1258,28 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
  * statements may rewrite it; otherwise it moves on, not copied out first.
  * False when c is gone.
  */
+static void client_move_run(Client *c, Server *s, size_t total);
+
 static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	if (prepared_on(c)) {
+		PktBuf pb;
+		pktbuf_init(&pb);
+		bool checked = (msg[0] != 'Q' && msg[0] != 'P') || sessionstate_check(c, s, msg, total, &pb);
+		if (checked && prepared_passes(msg, total)) {
+			/* unchanged (unnamed, or a portal): it moves with the plain messages behind it */
+			pktbuf_free(&pb);
+			prepared_track(s, msg[0]);
+			client_move_run(c, s, total);
+			return true;
+		}
 		/* (what it sends is copied: the input is drained after, unless c is gone) */
-		client_send_whole(c, s, msg, total);
+		if (checked)
+			prepared_send(c, s, msg, total);
+		else
+			prepared_send(c, s, pb.data, pb.len);
+		pktbuf_free(&pb);
 		if (c->state == CL_FREE || !c->bev)
 			return false;
 		evbuffer_drain(in, total);
@@ -1538,12 +1554,17 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
 				      client_take_through_cb, &through);
 	uint8_t piece[2048];
-	struct evbuffer_iovec v;
 	size_t rest = end - head->replaces;
-	if (head->len + rest <= sizeof(piece) && evbuffer_peek(in, 1, NULL, &v, 1) == 1 &&
-	    v.iov_len >= end) {
+	if (!through.chunk && head->len + rest <= sizeof(piece)) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, 1, NULL, &v, 1) == 1) {
+			through.chunk = v.iov_base;
+			through.chunk_len = v.iov_len;
+		}
+	}
+	if (head->len + rest <= sizeof(piece) && through.chunk && through.chunk_len >= end) {
 		memcpy(piece, head->data, head->len);
-		memcpy(piece + head->len, (const uint8_t *)v.iov_base + head->replaces, rest);
+		memcpy(piece + head->len, through.chunk + head->replaces, rest);
 		evbuffer_add(out, piece, head->len + rest);
 		evbuffer_drain(in, end);
 		c->fwd_remaining = 0;

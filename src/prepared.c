@@ -341,8 +341,10 @@ static void q_push_raw(PsServer *ps, const Pending *p)
 
 static void pending_release(Worker *w, Pending *p)
 {
-	stmt_unref(w, p->stmt);
-	free(p->client_name);
+	if (p->stmt)	/* (most replies owed name nothing: no calls for them) */
+		stmt_unref(w, p->stmt);
+	if (p->client_name)
+		free(p->client_name);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -488,6 +490,7 @@ bool prepared_passes(const uint8_t *msg, size_t len)
 		return !(proto_read_uint8(&r, &what) && what == 'S' && proto_read_cstring(&r, &name) &&
 			 name_trackable(name));
 	case 'P':
+		return !(proto_read_cstring(&r, &name) && name_trackable(name));
 	case 'Q':
 		return false;
 	default:
@@ -1020,12 +1023,13 @@ bool prepared_response(Server *s, uint8_t type)
 bool prepared_pass(Server *s, uint8_t type, bool *last)
 {
 	PsServer *ps = s->ps;
-	if (ps && ps->len > 0) {
-		const Pending *head = q_at(ps, 0);
-		if (head->action == PEND_FAKE ||
-		    (head->action == PEND_SWALLOW && completes(head->kind, type)))
-			return false;
-	}
+	*last = false;
+	if (!ps || ps->len == 0)
+		return true;	/* nothing owed: nothing to note */
+	const Pending *head = q_at(ps, 0);
+	if (head->action == PEND_FAKE ||
+	    (head->action == PEND_SWALLOW && completes(head->kind, type)))
+		return false;
 	(void)prepared_response(s, type);	/* (not ours: it passes) */
 	*last = prepared_emit_due(s);
 	return true;

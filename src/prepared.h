@@ -58,8 +58,8 @@ bool prepared_wants_whole(uint8_t type);
 
 /*
  * May this whole client message (read in place) go unchanged, noted with
- * prepared_track: a Describe or Close of a portal or of the unnamed
- * statement, a Bind of the unnamed statement, anything but Parse and Query?
+ * prepared_track: a Parse, Bind, Describe or Close of the unnamed statement
+ * (or a portal), anything but a Query?
  * False: it takes its step (prepared_send, prepared_forward_bind).
  */
 bool prepared_passes(const uint8_t *msg, size_t len);

@@ -501,3 +501,30 @@ def test_client_vanishing_mid_pipeline_leaves_a_usable_pool(small_pool):
     assert types(run(c, parse_msg("select 'fine'", "after") + bind_msg(stmt="after") +
                      execute_msg() + sync_msg())) == b"12DCZ"
     c.close()
+
+
+@pytest.mark.parametrize("mode", ["error", "warn"])
+def test_session_state_check_with_prepared_statements(proxy_factory, mode):
+    # Both steps read a Parse whole: the check runs once, and what it lets through is
+    # tracked (named) or moves with the messages behind it (unnamed).
+    p = proxy_factory(settings={"pool_mode": "transaction", "default_pool_size": "2",
+                                "max_prepared_statements": "10",
+                                "transaction_session_state": mode})
+    c = raw_login(p)
+    for name in ("", "st"):
+        out = run(c, parse_msg("SET work_mem = '8MB'", name) + bind_msg(stmt=name) +
+                  execute_msg() + sync_msg())
+        if mode == "error":
+            assert types(out) == b"EZ", out
+            assert errors(out)[0]["C"] == "0A000"
+        else:
+            assert types(out) == b"N12CZ", out
+    # a refused named Parse is not registered; an allowed one is
+    out = run(c, bind_msg(stmt="st") + execute_msg() + sync_msg())
+    assert types(out) == (b"EZ" if mode == "error" else b"2CZ"), out
+    out = run(c, parse_msg("select 'plain'") + bind_msg() + describe_msg(b"P") + execute_msg() +
+              sync_msg())
+    assert types(out) == b"12TDCZ" and rows(out) == [["plain"]], out
+    if mode == "warn":
+        p.wait_log(r"leaves session state on a shared server")
+    c.close()
