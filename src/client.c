@@ -1576,6 +1576,26 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 	c->fwd_discard = false;
 }
 
+/*
+ * Prepared statements: a Bind, its statement name rewritten (or refused, or
+ * passed unchanged). False: wait for bytes. (Its buffers stay out of
+ * client_forward's frame.)
+ */
+static NOINLINE bool client_forward_bind(Client *c, Server *s, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	PreparedBindHead head;
+	PreparedBind pbr = prepared_forward_bind(c, s, h, &head);
+	if (pbr == PREPARED_BIND_WAIT)
+		return false;
+	client_account_message(c, s, h->type, total);
+	if (pbr == PREPARED_BIND_REWRITTEN)
+		client_move_rewritten_run(c, s, &head, total);
+	else if (pbr == PREPARED_BIND_PASS)
+		client_move_run(c, s, total);
+	return true;	/* (DONE: refused, dropped as it streams) */
+}
+
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
 static void client_forward(Client *c)
 {
@@ -1676,16 +1696,9 @@ static void client_forward(Client *c)
 			continue;
 		}
 		if (prepared_on(c) && h.type == 'B') {
-			PreparedBindHead head;
-			PreparedBind pbr = prepared_forward_bind(c, s, &h, &head);
-			if (pbr == PREPARED_BIND_WAIT)
+			if (!client_forward_bind(c, s, &h))
 				return;
-			client_account_message(c, s, h.type, total);
-			if (pbr == PREPARED_BIND_REWRITTEN)
-				client_move_rewritten_run(c, s, &head, total);
-			else if (pbr == PREPARED_BIND_PASS)
-				client_move_run(c, s, total);
-			continue;	/* (DONE: refused, dropped as it streams) */
+			continue;
 		} else if (prepared_on(c)) {
 			prepared_track(s, h.type);
 		}
