@@ -1512,7 +1512,7 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 		 * refused above.) A Bind at the head of the input is left to
 		 * prepared_forward_bind, which reads its names once.
 		 */
-		bool reads = t == 'B' || client_wants_whole(c, h);
+		bool reads = t == 'B' || t == 'D' || t == 'C';	/* (what prepared_wants_whole names but P, Q) */
 		if (reads && ((t == 'B' && through->at == 0) || !client_prepared_passes(through, h)))
 			return false;
 		prepared_track(s, t);

@@ -366,7 +366,7 @@ static void q_pop(Server *s, bool failed)
 	Pending *p = q_at(ps, 0);
 	if (failed)
 		pending_fail(s, p);
-	else
+	else if (p->stmt || p->client_name)	/* (the slot is overwritten when reused) */
 		pending_release(s->worker, p);
 	ps->head = (ps->head + 1) & (ps->qcap - 1);
 	ps->len--;
@@ -398,6 +398,15 @@ static void track(Server *s, uint8_t kind)
 		break;
 	default:
 		return;	/* Flush and copy data have no reply of their own */
+	}
+	PsServer *ps = s->ps;
+	if (ps && !ps->skipping && ps->len < ps->qcap) {
+		/* the common case, without a Pending built and copied */
+		Pending *p = q_at(ps, ps->len++);
+		memset(p, 0, sizeof(*p));
+		p->kind = kind;
+		p->action = PEND_FORWARD;
+		return;
 	}
 	Pending p = { .kind = kind, .action = PEND_FORWARD };
 	pending_push(s, &p);
@@ -1030,6 +1039,8 @@ bool prepared_pass(Server *s, uint8_t type, bool *last)
 	if (head->action == PEND_FAKE ||
 	    (head->action == PEND_SWALLOW && completes(head->kind, type)))
 		return false;
+	if (type == 'D' || type == 'N' || type == 'S' || type == 'A')
+		return true;	/* a row or an aside: no request ends, the head stays as it is */
 	(void)prepared_response(s, type);	/* (not ours: it passes) */
 	*last = prepared_emit_due(s);
 	return true;
