@@ -1550,7 +1550,7 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
-	TakeThrough through = { c, total, NULL, 0 };
+	TakeThrough through = { c, total, head->chunk, head->chunk_len };	/* (input unchanged since) */
 	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
 				      client_take_through_cb, &through);
 	uint8_t piece[2048];

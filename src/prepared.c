@@ -754,9 +754,12 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, Pre
 	uint8_t copy[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1)];
 	const uint8_t *msg = copy;
 	struct evbuffer_iovec v;
-	if (evbuffer_peek(in, 1, NULL, &v, 1) == 1 && v.iov_len >= peek)
-		msg = v.iov_base;
-	else if (evbuffer_get_length(in) < peek ||
+	head->chunk = NULL;
+	head->chunk_len = 0;
+	if (evbuffer_peek(in, 1, NULL, &v, 1) == 1 && v.iov_len >= peek) {
+		msg = head->chunk = v.iov_base;
+		head->chunk_len = v.iov_len;
+	} else if (evbuffer_get_length(in) < peek ||
 		 evbuffer_copyout(in, copy, peek) != (ev_ssize_t)peek)
 		return PREPARED_BIND_WAIT;
 	PktReader r;
@@ -1041,6 +1044,13 @@ bool prepared_pass(Server *s, uint8_t type, bool *last)
 		return false;
 	if (type == 'D' || type == 'N' || type == 'S' || type == 'A')
 		return true;	/* a row or an aside: no request ends, the head stays as it is */
+	if (head->action == PEND_FORWARD &&
+	    (completes(head->kind, type) || (type == 'Z' && head->kind == 'S'))) {
+		/* the usual reply to the usual request: as prepared_response, without its cases */
+		q_pop(s, false);
+		*last = prepared_emit_due(s);
+		return true;
+	}
 	(void)prepared_response(s, type);	/* (not ours: it passes) */
 	*last = prepared_emit_due(s);
 	return true;

@@ -82,6 +82,8 @@ typedef struct PreparedBindHead {
 	uint8_t data[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1) + PREPARED_SERVER_NAME_MAX];
 	size_t len;		/* bytes of data */
 	size_t replaces;	/* bytes of the client's Bind it stands for */
+	const uint8_t *chunk;	/* the input's first chunk, read in place (NULL: copied) */
+	size_t chunk_len;
 } PreparedBindHead;
 
 /*
