@@ -1268,7 +1268,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		pktbuf_init(&pb);
 		bool checked = (msg[0] != 'Q' && msg[0] != 'P') || sessionstate_check(c, s, msg, total, &pb);
 		if (checked && prepared_passes(msg, total)) {
-			/* unchanged (unnamed, or a portal): it moves with the plain messages behind it */
+			/* unchanged (unnamed, a portal, a plain Query): it moves with what is behind it */
 			pktbuf_free(&pb);
 			prepared_track(s, msg[0]);
 			client_move_run(c, s, total);

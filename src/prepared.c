@@ -478,6 +478,32 @@ bool prepared_wants_whole(uint8_t type)
 	return type == 'P' || type == 'D' || type == 'C' || type == 'Q';
 }
 
+/* DEALLOCATE or DISCARD at p, any case? (p is a 'd' or 'D') */
+static bool forgets_at(const char *p)
+{
+	char second = (char)(p[1] | 0x20);
+	return (second == 'e' && strncasecmp(p, "deallocate", 10) == 0) ||
+	       (second == 'i' && strncasecmp(p, "discard", 7) == 0);
+}
+
+/*
+ * May this Query's text hold a DEALLOCATE or DISCARD (parsed then)? A cheap
+ * look before the parse, as strcasestr would answer it: every simple Query of
+ * a tracked client passes here (strcasestr cost more than the rest of the
+ * Query's way through).
+ */
+static bool query_may_forget(const uint8_t *msg, size_t len)
+{
+	const char *sql = (const char *)msg + PROTO_HEADER_LEN;
+	size_t sql_len = len - PROTO_HEADER_LEN;
+	if (sql_len == 0 || sql[sql_len - 1] != '\0')
+		return false;	/* malformed: the server's business */
+	for (const char *p = strpbrk(sql, "dD"); p; p = strpbrk(p + 1, "dD"))
+		if (forgets_at(p))
+			return true;
+	return false;
+}
+
 /* A statement name this layer tracks (others pass unchanged). */
 static bool name_trackable(const char *name)
 {
@@ -501,7 +527,7 @@ bool prepared_passes(const uint8_t *msg, size_t len)
 	case 'P':
 		return !(proto_read_cstring(&r, &name) && name_trackable(name));
 	case 'Q':
-		return false;
+		return !query_may_forget(msg, len);
 	default:
 		return true;
 	}
@@ -833,8 +859,7 @@ static void send_query_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 {
 	const char *sql = (const char *)msg + PROTO_HEADER_LEN;
 	size_t sql_len = len - PROTO_HEADER_LEN;
-	if (sql_len == 0 || sql[sql_len - 1] != '\0' ||
-	    (!strcasestr(sql, "deallocate") && !strcasestr(sql, "discard"))) {
+	if (!query_may_forget(msg, len)) {
 		send_bytes(s, msg, len);
 		track(s, 'Q');
 		return;

@@ -59,7 +59,7 @@ bool prepared_wants_whole(uint8_t type);
 /*
  * May this whole client message (read in place) go unchanged, noted with
  * prepared_track: a Parse, Bind, Describe or Close of the unnamed statement
- * (or a portal), anything but a Query?
+ * (or a portal), a Query without DEALLOCATE or DISCARD, anything else?
  * False: it takes its step (prepared_send, prepared_forward_bind).
  */
 bool prepared_passes(const uint8_t *msg, size_t len);

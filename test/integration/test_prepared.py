@@ -305,6 +305,23 @@ def test_deallocate_and_discard_by_simple_query(small_pool):
     other.close()
 
 
+def test_deallocate_in_any_case_and_among_other_words(small_pool):
+    # the cheap look for DEALLOCATE/DISCARD before the parse must miss none of them
+    c = raw_login(small_pool)
+    for sql in ("dEaLlOcAtE mixed", "/* d, dd */ Deallocate mixed", "DEALLOCATE PREPARE mixed",
+                "-- discard\n\tdiScArD ALL", "select 'dd'; deallocate all"):
+        assert types(run(c, parse_msg("select 'm'", "mixed") + sync_msg())) == b"1Z"
+        out = c.simple_query(sql)
+        assert not errors(out), (sql, out)
+        out = run(c, bind_msg(stmt="mixed") + execute_msg() + sync_msg())
+        assert errors(out)[0]["C"] == "26000", (sql, out)
+    # words that only look alike leave the statement alone
+    assert types(run(c, parse_msg("select 'm'", "mixed") + sync_msg())) == b"1Z"
+    c.simple_query("select 'discarded deallocated' as d")
+    assert rows(run(c, bind_msg(stmt="mixed") + execute_msg() + sync_msg())) == [["m"]]
+    c.close()
+
+
 def test_unnamed_statements_pass_unchanged(small_pool):
     c = raw_login(small_pool)
     out = run(c, parse_msg("select $1::text || '!'", "")[:-2] + struct.pack("!H", 0) +
