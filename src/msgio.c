@@ -314,6 +314,50 @@ static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bo
 	return done > 0 ? (ssize_t)done : rc;
 }
 
+/*
+ * recv() straight into the input's own free space: for bulk transfers, where
+ * a read fills what it was given. Reserving space in an empty evbuffer
+ * allocates a READ_CHUNK chain, freed again once the message has moved on.
+ */
+static ssize_t reader_recv_in_place(int fd, struct evbuffer *in, size_t room)
+{
+	struct evbuffer_iovec vec[2];
+	int nvec = evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 2);
+	if (nvec <= 0)
+		return -1;
+	struct iovec iov[2];
+	for (int i = 0; i < nvec; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len;
+	}
+	/* recv() takes the socket path directly; readv() goes through the VFS layer. */
+	ssize_t n = nvec == 1 ? recv(fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(fd, iov, nvec);
+	size_t left = n > 0 ? (size_t)n : 0;
+	for (int i = 0; i < nvec; i++) {
+		size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
+		vec[i].iov_len = take;
+		left -= take;
+	}
+	int saved = errno;
+	evbuffer_commit_space(in, vec, nvec);
+	errno = saved;
+	return n;
+}
+
+/*
+ * recv() into a scratch buffer, then add what came: a query or a reply of a
+ * few hundred bytes then takes a small chain, which the allocator recycles
+ * (evmem.c), instead of a READ_CHUNK one.
+ */
+static ssize_t reader_recv_copy(int fd, struct evbuffer *in, size_t room)
+{
+	static __thread uint8_t scratch[READ_CHUNK];
+	ssize_t n = recv(fd, scratch, room < sizeof(scratch) ? room : sizeof(scratch), 0);
+	if (n > 0 && evbuffer_add(in, scratch, (size_t)n) != 0)
+		return -1;
+	return n;
+}
+
 /* Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN). */
 static ssize_t reader_fill(InReader *r, bool *got_data)
 {
@@ -327,31 +371,16 @@ static ssize_t reader_fill(InReader *r, bool *got_data)
 		room = r->high - have;
 	if (r->ssl)
 		return reader_fill_tls(r, in, room, got_data);
-	struct evbuffer_iovec vec[2];
 	/* A bufferevent freezes the end of its input; unfreeze just for this read, as
 	 * libevent's own read callback does. */
 	evbuffer_unfreeze(in, 0);
-	int nvec = evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 2);
-	if (nvec <= 0) {
-		evbuffer_freeze(in, 0);
-		return -1;
-	}
-	struct iovec iov[2];
-	for (int i = 0; i < nvec; i++) {
-		iov[i].iov_base = vec[i].iov_base;
-		iov[i].iov_len = vec[i].iov_len;
-	}
-	/* recv() takes the socket path directly; readv() goes through the VFS layer. */
 	int fd = event_get_fd(r->ev);
-	ssize_t n = nvec == 1 ? recv(fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(fd, iov, nvec);
-	size_t left = n > 0 ? (size_t)n : 0;
-	for (int i = 0; i < nvec; i++) {
-		size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
-		vec[i].iov_len = take;
-		left -= take;
-	}
-	evbuffer_commit_space(in, vec, nvec);
+	ssize_t n = r->bulk ? reader_recv_in_place(fd, in, room) : reader_recv_copy(fd, in, room);
+	int saved = errno;
 	evbuffer_freeze(in, 0);
+	errno = saved;
+	/* a read that filled its room announces a stream: read in place until it ebbs */
+	r->bulk = n >= (ssize_t)(READ_CHUNK / 2);
 	*got_data = n > 0;
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return 1;

@@ -123,6 +123,7 @@ typedef struct InReader {
 	void *arg;
 	struct ssl_st *ssl;	/* TLS: SSL_read instead of recv() */
 	bool tls_more;		/* the last SSL_read stopped at the room, not the socket: read on */
+	bool bulk;		/* the last read was large: read into the input's own space */
 } InReader;
 
 bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
