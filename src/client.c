@@ -923,6 +923,8 @@ static void client_answer_encryption_request(Client *c, bool ssl_request)
 		client_disconnect(c, NULL, "could not answer the encryption request");
 }
 
+#define STARTUP_ON_STACK 512	/* drivers send 50-200 bytes; up to 10000 are allowed */
+
 /* The first packet(s) of a connection. True when more input may be processed. */
 static bool client_read_first_packet(Client *c)
 {
@@ -937,7 +939,8 @@ static bool client_read_first_packet(Client *c)
 	}
 	if (evbuffer_get_length(in) < len)
 		return false;
-	uint8_t *pkt = xmalloc(len);
+	uint8_t on_stack[STARTUP_ON_STACK];
+	uint8_t *pkt = len <= sizeof(on_stack) ? on_stack : xmalloc(len);
 	evbuffer_remove(in, pkt, len);
 	StartupPacket sp;
 	char err[256] = "";
@@ -951,7 +954,8 @@ static bool client_read_first_packet(Client *c)
 	} else {
 		client_handle_startup(c, &sp);
 	}
-	free(pkt);
+	if (pkt != on_stack)
+		free(pkt);
 	return c->state == CL_LOGIN;
 }
 
