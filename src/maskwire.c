@@ -476,7 +476,7 @@ static void maskwire_fail(Server *s, const char *reason)
 	pktbuf_error(&pb, "ERROR", MASKWIRE_SQLSTATE, msg);
 	free(msg);
 	if (pktbuf_ok(&pb))
-		evbuffer_add(bufferevent_get_output(c->bev), pb.data, pb.len);
+		evbuffer_add(msgio_out(&c->out), pb.data, pb.len);
 	pktbuf_free(&pb);
 }
 
@@ -630,7 +630,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	mw->have_plan = true;
 	mw->rows_hook = policy_engine_has_on_row(s->worker->policy);
 	if (!ours && c && c->bev)
-		evbuffer_add(bufferevent_get_output(c->bev), msg, total);
+		evbuffer_add(msgio_out(&c->out), msg, total);
 	return true;
 }
 

@@ -251,9 +251,10 @@ Test(msgio, reader_keeps_every_byte_small_and_bulk)
 	int sv[2];
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	struct bufferevent *bev = bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
-	InReader r;
-	ReadSide rs = { .in = bufferevent_get_input(bev), .r = &r };
+	InReader r = { 0 };
+	ReadSide rs = { .r = &r };
 	cr_assert(msgio_reader_init(&r, bev, 0, read_side_cb, read_side_event_cb, &rs));
+	rs.in = r.buf;
 	msgio_reader_enable(&r, true);
 
 	const uint64_t total = 4 << 20;
