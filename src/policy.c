@@ -66,6 +66,10 @@
 #define GC_PAUSE_DEFAULT 200		/* Lua's: a cycle starts when the heap doubles */
 #define GC_PAUSE_SMALL 400		/* ... and ours while the heap is small (engine_tune_gc) */
 
+/* q's fields (see QField below) and the kinds kept interned (q_push_kind) */
+#define QF_COUNT 14
+#define Q_KINDS_KEPT 8
+
 enum { HOOK_CONNECT, HOOK_QUERY, HOOK_COLUMNS, HOOK_ROW, HOOK_DISCONNECT, HOOK_COUNT };
 static const char *const hook_names[HOOK_COUNT] = {
 	"on_connect", "on_query", "on_columns", "on_row", "on_disconnect",
@@ -131,6 +135,18 @@ struct PolicyEngine {
 	 * no closure (lua_cpcall makes one per call): on_query's, and the message handler. */
 	int query_run_ref;
 	int msgh_ref;
+
+	/* (policy cost 2) q's field names as the state interned them: a key is one of
+	 * them exactly when it is the same string object (every Lua string is
+	 * interned), so q's __index compares pointers, not bytes. Anchored by
+	 * q_names_ref; q's metatable by q_mt_ref (no hashed registry read per q). */
+	const char *q_names[QF_COUNT];
+	int q_names_ref;
+	int q_mt_ref;
+	/* ... and the last few kinds pushed (sqlinfo's static strings), as Lua strings */
+	const char *kind_ptr[Q_KINDS_KEPT];
+	int kind_ref[Q_KINDS_KEPT];
+	int kind_next;		/* the slot the next new kind replaces */
 };
 
 /* ------------------------------------------------------------- config */
@@ -1568,6 +1584,7 @@ static void script_load(lua_State *L, PolicyEngine *e, Script *sc, int masks_idx
 }
 
 static int query_run(lua_State *L);
+static void q_intern_names(lua_State *L, PolicyEngine *e);
 
 static int state_load_scripts(lua_State *L)
 {
@@ -1575,6 +1592,7 @@ static int state_load_scripts(lua_State *L)
 	lua_settop(L, 0);
 	lua_pushcfunction(L, state_open_libs);
 	lua_call(L, 0, 0);
+	q_intern_names(L, e);
 	lua_pushcfunction(L, query_run);
 	e->query_run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pushcfunction(L, engine_msgh);
@@ -1601,6 +1619,13 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->cols_fn_ref = LUA_NOREF;
 	e->query_run_ref = LUA_NOREF;
 	e->msgh_ref = LUA_NOREF;
+	memset(e->q_names, 0, sizeof(e->q_names));
+	e->q_names_ref = LUA_NOREF;
+	e->q_mt_ref = LUA_NOREF;
+	memset(e->kind_ptr, 0, sizeof(e->kind_ptr));
+	for (int i = 0; i < Q_KINDS_KEPT; i++)
+		e->kind_ref[i] = LUA_NOREF;
+	e->kind_next = 0;
 	strlist_free(&e->mask_keys);
 	e->mask_keys_gen = 0;
 }
@@ -2086,6 +2111,8 @@ typedef enum QField {
 	QF_NONE,
 } QField;
 
+_Static_assert(QF_NONE == QF_COUNT, "QF_COUNT counts q's fields");
+
 static const struct {
 	const char *name;
 	size_t len;
@@ -2114,16 +2141,51 @@ typedef struct QView {
 	char text[];		/* sql, protocol, name: each NUL-terminated */
 } QView;
 
-static QField q_field_of(lua_State *L, int idx)
+static QField q_field_of(lua_State *L, const PolicyEngine *e, int idx)
 {
 	if (lua_type(L, idx) != LUA_TSTRING)
 		return QF_NONE;
-	size_t len;
-	const char *k = lua_tolstring(L, idx, &len);
+	const char *k = lua_tostring(L, idx);
 	for (int f = 0; f < QF_NONE; f++)
-		if (q_fields[f].len == len && memcmp(q_fields[f].name, k, len) == 0)
+		if (e->q_names[f] == k)
 			return (QField)f;
 	return QF_NONE;
+}
+
+static void *q_mt_key(void);
+
+/* With the state (protected): intern q's field names and keep them, and q's metatable. */
+static void q_intern_names(lua_State *L, PolicyEngine *e)
+{
+	lua_createtable(L, QF_NONE, 0);
+	for (int f = 0; f < QF_NONE; f++) {
+		lua_pushlstring(L, q_fields[f].name, q_fields[f].len);
+		e->q_names[f] = lua_tostring(L, -1);	/* (GC objects never move) */
+		lua_rawseti(L, -2, f + 1);
+	}
+	e->q_names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, q_mt_key());
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	e->q_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Push a kind (one of sqlinfo's static strings): interned once per state for the last few. */
+static void q_push_kind(lua_State *L, PolicyEngine *e, const char *kind)
+{
+	for (int i = 0; i < Q_KINDS_KEPT; i++) {
+		if (e->kind_ptr[i] == kind) {
+			lua_rawgeti(L, LUA_REGISTRYINDEX, e->kind_ref[i]);
+			return;
+		}
+	}
+	int slot = e->kind_next;
+	e->kind_next = (slot + 1) % Q_KINDS_KEPT;
+	luaL_unref(L, LUA_REGISTRYINDEX, e->kind_ref[slot]);
+	e->kind_ptr[slot] = NULL;
+	lua_pushstring(L, kind);
+	lua_pushvalue(L, -1);
+	e->kind_ref[slot] = luaL_ref(L, LUA_REGISTRYINDEX);	/* (in a protected call) */
+	e->kind_ptr[slot] = kind;
 }
 
 static void q_push_strlist(lua_State *L, const StrList *l)
@@ -2163,7 +2225,7 @@ static void q_convert_kept(lua_State *L, QView *q, QField f)
 }
 
 /* Push a parse field; false when it has no value (nil). */
-static bool q_push_parse_field(lua_State *L, QView *q, QField f)
+static bool q_push_parse_field(lua_State *L, PolicyEngine *e, QView *q, QField f)
 {
 	bool kept = f == QF_TABLES || f == QF_FUNCTIONS || f == QF_FINGERPRINT ||
 		    f == QF_NORMALIZED;
@@ -2180,7 +2242,7 @@ static bool q_push_parse_field(lua_State *L, QView *q, QField f)
 		if (q->unparsed && f != QF_KIND && f != QF_TABLES && f != QF_HAS_WHERE)
 			return false;
 		q->read |= 1u << f;
-		engine_of(L)->stats.lazy_fields++;
+		e->stats.lazy_fields++;
 		if (kept) {
 			q_convert_kept(L, q, f);
 			return true;
@@ -2188,7 +2250,7 @@ static bool q_push_parse_field(lua_State *L, QView *q, QField f)
 	}
 	switch (f) {
 	case QF_KIND:
-		lua_pushstring(L, q->kind);
+		q_push_kind(L, e, q->kind);
 		break;
 	case QF_HAS_WHERE:
 		lua_pushboolean(L, q->has_where);
@@ -2213,7 +2275,8 @@ static bool q_push_parse_field(lua_State *L, QView *q, QField f)
 static int q_index(lua_State *L)
 {
 	QView *q = lua_touserdata(L, 1);
-	QField f = q ? q_field_of(L, 2) : QF_NONE;
+	PolicyEngine *e = engine_of(L);
+	QField f = q ? q_field_of(L, e, 2) : QF_NONE;
 	switch (f) {
 	case QF_NONE:
 		return 0;
@@ -2232,7 +2295,7 @@ static int q_index(lua_State *L)
 		lua_pushboolean(L, q->in_transaction);
 		return 1;
 	default:
-		return q_push_parse_field(L, q, f) ? 1 : 0;
+		return q_push_parse_field(L, e, q, f) ? 1 : 0;
 	}
 }
 
@@ -2301,8 +2364,7 @@ static QView *q_push(lua_State *L, const QueryCall *c, const char *sql, const Sq
 	memcpy(q->text + sql_len + 1, protocol, protocol_len + 1);
 	if (has_name)
 		memcpy(q->text + sql_len + 1 + protocol_len + 1, c->stmt_name, name_len + 1);
-	lua_pushlightuserdata(L, q_mt_key());
-	lua_rawget(L, LUA_REGISTRYINDEX);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->q_mt_ref);
 	lua_setmetatable(L, -2);
 	return q;
 }
