@@ -2625,55 +2625,105 @@ static MaskKind columns_kind_of(lua_State *L, int idx)
 	return mask_kind_from_name(lua_tostring(L, idx));
 }
 
-/* Append field k = the value at the top (popped) to a template column at idx, if not nil. */
-static void template_put(lua_State *L, int idx, const char *k)
+/* Append s to b as a Lua string literal: every byte outside [A-Za-z0-9_ .] as \ddd. */
+static void template_add_literal(luaL_Buffer *b, const char *s, size_t len)
 {
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return;
+	luaL_addchar(b, '"');
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    ch == '_' || ch == ' ' || ch == '.') {
+			luaL_addchar(b, (char)ch);
+		} else {
+			char esc[5];
+			snprintf(esc, sizeof(esc), "\\%03u", ch);
+			luaL_addlstring(b, esc, 4);
+		}
 	}
-	int n = (int)lua_objlen(L, idx);
-	lua_pushstring(L, k);
-	lua_rawseti(L, idx, n + 1);
-	lua_rawseti(L, idx, n + 2);
+	luaL_addchar(b, '"');
 }
 
-static void template_put_str(lua_State *L, int idx, const char *k, const char *v)
+static void template_add_field(luaL_Buffer *b, const char *k, const char *v)
 {
-	if (v)
-		lua_pushstring(L, v);
-	else
-		lua_pushnil(L);
-	template_put(L, idx, k);
+	if (!v)
+		return;
+	luaL_addstring(b, k);
+	luaL_addchar(b, '=');
+	template_add_literal(b, v, strlen(v));
+	luaL_addchar(b, ',');
 }
 
 /*
- * The columns' tables as a template (at the top): per column an array of
- * field names and values, k1, v1, k2, v2, ... (name, table, column, type_oid,
- * format and the P.masks mask; absent fields left out), cheap to copy.
+ * The columns' template (at the top): a Lua function that returns a fresh cols
+ * table and the P.masks mask kinds (one byte per column). It is compiled from
+ * source where each column is a table constructor of constants (name, table,
+ * column, type_oid, format and the P.masks mask; absent fields left out), so
+ * a call copies each column's prebuilt table in one step (LuaJIT's TDUP)
+ * instead of setting its fields one by one. A mask that is a function is
+ * read from F, the table the chunk is given. Strings go in as escaped literals.
  */
 static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks_idx)
 {
 	MaskPlan *plan = c->plan;
-	lua_createtable(L, plan->ncols, 0);
-	for (int i = 0; i < plan->ncols; i++) {
+	int n = plan->ncols;
+	/* first the masks: F (functions, by column) and each column's kind */
+	lua_createtable(L, 0, 0);
+	int fns = lua_gettop(L);
+	char *kinds = lua_newuserdata(L, (size_t)n + 1);
+	const char **named = lua_newuserdata(L, sizeof(char *) * ((size_t)n + 1));
+	for (int i = 0; i < n; i++) {
+		const char *table = c->table_names ? c->table_names[i] : NULL;
+		const char *column = c->column_names ? c->column_names[i] : NULL;
+		kinds[i] = MASK_NONE;
+		named[i] = NULL;
+		if (!table || !column)
+			continue;
+		columns_lookup_mask(L, masks_idx, table, column);
+		kinds[i] = (char)columns_kind_of(L, -1);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			named[i] = lua_tostring(L, -1);	/* (held by P.masks) */
+			lua_pop(L, 1);
+		} else if (!lua_isnil(L, -1)) {
+			lua_rawseti(L, fns, i + 1);
+		} else {
+			lua_pop(L, 1);
+		}
+	}
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	luaL_addstring(&b, "local F = ...\nreturn function() return {\n");
+	for (int i = 0; i < n; i++) {
 		const MaskColumn *mc = &plan->cols[i];
 		const char *table = c->table_names ? c->table_names[i] : NULL;
 		const char *column = c->column_names ? c->column_names[i] : NULL;
-		lua_createtable(L, 12, 0);
-		int col = lua_gettop(L);
-		template_put_str(L, col, "name", mc->name);
-		template_put_str(L, col, "table", table);
-		template_put_str(L, col, "column", column);
-		lua_pushnumber(L, mc->type_oid);
-		template_put(L, col, "type_oid");
-		template_put_str(L, col, "format", mc->format == 1 ? "binary" : "text");
-		if (table && column) {
-			columns_lookup_mask(L, masks_idx, table, column);
-			template_put(L, col, "mask");
+		char num[48];
+		luaL_addchar(&b, '{');
+		template_add_field(&b, "name", mc->name);
+		template_add_field(&b, "table", table);
+		template_add_field(&b, "column", column);
+		snprintf(num, sizeof(num), "type_oid=%u,", (unsigned)mc->type_oid);
+		luaL_addstring(&b, num);
+		template_add_field(&b, "format", mc->format == 1 ? "binary" : "text");
+		if (named[i]) {
+			template_add_field(&b, "mask", named[i]);
+		} else if (kinds[i] != MASK_NONE) {
+			snprintf(num, sizeof(num), "mask=F[%d],", i + 1);
+			luaL_addstring(&b, num);
 		}
-		lua_rawseti(L, -2, i + 1);
+		luaL_addstring(&b, "},\n");
 	}
+	luaL_addstring(&b, "}, ");
+	template_add_literal(&b, kinds, (size_t)n);
+	luaL_addstring(&b, " end\n");
+	luaL_pushresult(&b);
+	size_t len;
+	const char *src = lua_tolstring(L, -1, &len);
+	if (luaL_loadbuffer(L, src, len, "=on_columns template") != 0)
+		lua_error(L);
+	lua_pushvalue(L, fns);
+	lua_call(L, 1, 1);
+	lua_replace(L, fns);
+	lua_settop(L, fns);
 }
 
 /*
@@ -2759,7 +2809,7 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	lua_pushlstring(L, e->cols_key, len);
 	lua_pushvalue(L, -1);
 	lua_rawget(L, cache_idx);
-	if (lua_istable(L, -1)) {
+	if (lua_isfunction(L, -1)) {
 		lua_replace(L, cache_idx);
 		lua_settop(L, cache_idx);
 		columns_remember_last(L, e, len);
@@ -2785,31 +2835,18 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	columns_remember_last(L, e, len);
 }
 
-/* The hooks' cols: fresh copies of the template's column tables (a hook may change them). */
+/* The hooks' cols: a fresh table of fresh column tables, from the template (a hook may change them). */
 static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int masks_idx)
 {
 	MaskPlan *plan = c->plan;
 	columns_template(L, e, c, masks_idx);
-	int tmpl = lua_gettop(L);
-	lua_pushvalue(L, COLS_MASK_KEY);		/* tmpl + 1 */
-	lua_createtable(L, plan->ncols, 0);
-	int cols = tmpl + 2;
-	for (int i = 0; i < plan->ncols; i++) {
-		lua_rawgeti(L, tmpl, i + 1);		/* cols + 1: k1, v1, k2, v2, ... */
-		int n = (int)lua_objlen(L, cols + 1);
-		lua_createtable(L, 0, n / 2);		/* cols + 2 */
-		c->declared[i] = MASK_NONE;
-		for (int f = 1; f < n; f += 2) {
-			lua_rawgeti(L, cols + 1, f);
-			lua_rawgeti(L, cols + 1, f + 1);
-			if (f == n - 1 && lua_rawequal(L, -2, tmpl + 1))	/* mask: last */
-				c->declared[i] = columns_kind_of(L, -1);
-			lua_rawset(L, cols + 2);
-		}
-		lua_rawseti(L, cols, i + 1);
-		lua_pop(L, 1);
-	}
-	lua_replace(L, tmpl);
+	lua_call(L, 0, 2);	/* cols, kinds */
+	size_t n;
+	const char *kinds = lua_tolstring(L, -1, &n);
+	if (!kinds || n != (size_t)plan->ncols)
+		luaL_error(L, "on_columns template does not match its columns");
+	for (int i = 0; i < plan->ncols; i++)
+		c->declared[i] = (MaskKind)kinds[i];
 	lua_pop(L, 1);
 }
 
