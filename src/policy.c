@@ -1882,7 +1882,7 @@ static void engine_leave(PolicyEngine *e)
 	e->in_call = false;
 	lua_settop(L, 0);
 	if (!engine_past_budget(e)) {
-		size_t used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024;
+		size_t used = e->mem_used;	/* (engine_alloc's count: what LUA_GCCOUNT reports) */
 		if (used > e->cfg.memory_limit / 2)
 			lua_gc(L, LUA_GCCOLLECT, 0);
 		engine_tune_gc(e, used);
