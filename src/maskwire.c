@@ -601,7 +601,8 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	struct MaskWire *mw = s->mask;
 	Client *c = s->link;
 	Catalog *cat = maskwire_catalog(s->pool);
-	char why[256] = "";
+	char why[256];
+	why[0] = '\0';
 	if (!plan_parse(s, msg, total))
 		return false;
 	int n = mw->plan.ncols;
@@ -609,7 +610,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	void *names_on_stack[4 * (PLAN_NAMES_ON_STACK + 1)];
 	void **names = names_on_stack;
 	if (n <= PLAN_NAMES_ON_STACK)
-		memset(names_on_stack, 0, sizeof(names_on_stack));
+		memset(names_on_stack, 0, 4 * ((size_t)n + 1) * sizeof(void *));
 	else
 		names = xcalloc(4 * ((size_t)n + 1), sizeof(void *));
 	const char **tables = (const char **)names;
