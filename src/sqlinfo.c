@@ -1075,6 +1075,13 @@ uint64_t sqlinfo_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len)
 	return siphash24(k0, k1, in, len);
 }
 
+/* The shape memo's hasher: shape keys hash as texts do, with the cache's key. */
+static uint64_t cache_shape_hash(const void *arg, const char *key, size_t len)
+{
+	const SqlInfoCache *c = arg;
+	return siphash24(c->k0, c->k1, (const uint8_t *)key, len);
+}
+
 SqlInfoCache *sqlinfo_cache_new(int capacity)
 {
 	SqlInfoCache *c = xcalloc(1, sizeof(*c));
@@ -1093,6 +1100,7 @@ SqlInfoCache *sqlinfo_cache_new(int capacity)
 	}
 	c->k0 = key[0];
 	c->k1 = key[1];
+	sqlshape_memo_set_hasher(c->shapes, cache_shape_hash, c);
 	return c;
 }
 
@@ -1271,7 +1279,9 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 	bool shaped = sqlshape_of_memo(cache->shapes, sql, len, &shape);
 	uint64_t shape_hash = 0;
 	if (shaped) {
-		shape_hash = siphash24(cache->k0, cache->k1, (const uint8_t *)shape.key, shape.key_len);
+		shape_hash = shape.has_hash ? shape.key_hash
+					    : siphash24(cache->k0, cache->k1, (const uint8_t *)shape.key,
+							shape.key_len);
 		e = cache_lookup(cache, shape_hash, shape.key, shape.key_len);
 		if (e && e->info->ok && e->info->nstmts == 1) {
 			SqlInfo *clone = sqlinfo_clone_for_text(cache_touch(cache, e)->info, sql,

@@ -297,12 +297,27 @@ typedef struct ShapeTemplate {
 	char *key;
 	size_t key_len;
 	size_t stmt_end;
+	uint64_t key_hash;	/* (policy cost 2) by the memo's hasher, if any */
 } ShapeTemplate;
+
+static void template_free(ShapeTemplate *t);
 
 struct ShapeMemo {
 	ShapeTemplate *slot[MEMO_SLOTS];
 	unsigned victim;
+	ShapeKeyHash hash;	/* NULL: shapes come without key_hash */
+	const void *hash_arg;
 };
+
+void sqlshape_memo_set_hasher(ShapeMemo *m, ShapeKeyHash hash, const void *arg)
+{
+	m->hash = hash;
+	m->hash_arg = arg;
+	for (int i = 0; i < MEMO_SLOTS; i++) {
+		template_free(m->slot[i]);	/* (hashed by no one, or by another) */
+		m->slot[i] = NULL;
+	}
+}
 
 ShapeMemo *sqlshape_memo_new(void)
 {
@@ -379,6 +394,8 @@ static bool memo_lookup(ShapeMemo *m, uint64_t h, const char *sql, size_t len, S
 		memcpy(out->key, t->key, t->key_len + 1);
 		out->key_len = t->key_len;
 		out->stmt_end = stmt_end;
+		out->has_hash = m->hash != NULL;
+		out->key_hash = t->key_hash;
 		return true;
 	}
 	return false;
@@ -403,6 +420,7 @@ static void memo_store(ShapeMemo *m, uint64_t h, const char *sql, size_t len, co
 	memcpy(t->key, shape->key, shape->key_len + 1);
 	t->key_len = shape->key_len;
 	t->stmt_end = shape->stmt_end;
+	t->key_hash = shape->key_hash;
 	template_free(m->slot[at]);
 	m->slot[at] = t;
 }
@@ -418,6 +436,10 @@ bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
 	ShapeLits lits = { .n = 0 };
 	if (!shape_scan(sql, len, out, &lits))
 		return false;
+	if (m->hash) {
+		out->key_hash = m->hash(m->hash_arg, out->key, out->key_len);
+		out->has_hash = true;
+	}
 	if (len <= MEMO_MAX_TEXT && lits.n >= 0)
 		memo_store(m, h, sql, len, out, &lits);
 	return true;

@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct SqlShape {
 	char *key;		/* owned; starts with a NUL byte, so it never equals SQL text
@@ -27,6 +28,9 @@ typedef struct SqlShape {
 	size_t key_len;
 	size_t stmt_end;	/* the statement's text is sql[0, stmt_end): without the
 				 * final ';', as the parser's stmt_len reports it */
+	/* (policy cost 2) the key's hash by the memo's hasher; has_hash false without one */
+	bool has_hash;
+	uint64_t key_hash;
 } SqlShape;
 
 /* True with *out filled (free with sqlshape_free) when sql has a shape. */
@@ -43,5 +47,12 @@ typedef struct ShapeMemo ShapeMemo;
 ShapeMemo *sqlshape_memo_new(void);
 void sqlshape_memo_free(ShapeMemo *m);
 bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out);
+/*
+ * The memo's owner hashes keys (sqlinfo.c's cache, with its secret key): each
+ * shape the memo gives out then carries key_hash, computed once per template,
+ * not once per statement.
+ */
+typedef uint64_t (*ShapeKeyHash)(const void *arg, const char *key, size_t len);
+void sqlshape_memo_set_hasher(ShapeMemo *m, ShapeKeyHash hash, const void *arg);
 
 #endif

@@ -966,3 +966,35 @@ Test(sqlshape, memo_answers_a_digit_variant_with_the_first_ones_key)
 	sqlshape_free(&b);
 	sqlshape_memo_free(memo);
 }
+
+/* policy cost 2: a memo with a hasher gives each shape its key's hash, scanned or remembered. */
+static uint64_t test_key_hash(const void *arg, const char *key, size_t len)
+{
+	uint64_t h = (uint64_t)(uintptr_t)arg;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)key[i]) * 1099511628211ULL;
+	return h;
+}
+
+Test(sqlshape, memo_hashes_each_key_with_its_owners_hasher)
+{
+	ShapeMemo *memo = sqlshape_memo_new();
+	SqlShape a, b, c;
+	const char *x = "SELECT abalance FROM pgbench_accounts WHERE aid = 1;";
+	const char *y = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;";
+	cr_assert(sqlshape_of_memo(memo, x, strlen(x), &a));
+	cr_assert_not(a.has_hash, "no hasher: no hash");
+	sqlshape_free(&a);
+	sqlshape_memo_set_hasher(memo, test_key_hash, (const void *)(uintptr_t)7);
+	cr_assert(sqlshape_of_memo(memo, x, strlen(x), &a));	/* scanned again */
+	cr_assert(sqlshape_of_memo(memo, y, strlen(y), &b));	/* from the memo */
+	cr_assert(sqlshape_of_memo(memo, y, strlen(y), &c));
+	cr_assert(a.has_hash && b.has_hash && c.has_hash);
+	cr_assert_eq(a.key_hash, test_key_hash((const void *)(uintptr_t)7, a.key, a.key_len));
+	cr_assert_eq(b.key_hash, a.key_hash);
+	cr_assert_eq(c.key_hash, a.key_hash);
+	sqlshape_free(&a);
+	sqlshape_free(&b);
+	sqlshape_free(&c);
+	sqlshape_memo_free(memo);
+}
