@@ -425,14 +425,21 @@ static void memo_store(ShapeMemo *m, uint64_t h, const char *sql, size_t len, co
 	m->slot[at] = t;
 }
 
-bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
+bool sqlshape_memo_get(ShapeMemo *m, const char *sql, size_t len, ShapeProbe *probe,
+		       SqlShape *out)
+{
+	memset(out, 0, sizeof(*out));
+	probe->memo = len > 0 && len <= MEMO_MAX_TEXT && len <= SQLSHAPE_MAX_SQL;
+	probe->prefix_hash = probe->memo ? prefix_hash(sql, len) : 0;
+	return probe->memo && memo_lookup(m, probe->prefix_hash, sql, len, out);
+}
+
+bool sqlshape_memo_scan(ShapeMemo *m, const char *sql, size_t len, const ShapeProbe *probe,
+			SqlShape *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (len == 0 || len > SQLSHAPE_MAX_SQL)
 		return false;
-	uint64_t h = prefix_hash(sql, len);
-	if (len <= MEMO_MAX_TEXT && memo_lookup(m, h, sql, len, out))
-		return true;
 	ShapeLits lits = { .n = 0 };
 	if (!shape_scan(sql, len, out, &lits))
 		return false;
@@ -440,9 +447,16 @@ bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
 		out->key_hash = m->hash(m->hash_arg, out->key, out->key_len);
 		out->has_hash = true;
 	}
-	if (len <= MEMO_MAX_TEXT && lits.n >= 0)
-		memo_store(m, h, sql, len, out, &lits);
+	if (probe->memo && lits.n >= 0)
+		memo_store(m, probe->prefix_hash, sql, len, out, &lits);
 	return true;
+}
+
+bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
+{
+	ShapeProbe probe;
+	return sqlshape_memo_get(m, sql, len, &probe, out) ||
+	       sqlshape_memo_scan(m, sql, len, &probe, out);
 }
 
 void sqlshape_free(SqlShape *shape)

@@ -48,6 +48,19 @@ ShapeMemo *sqlshape_memo_new(void);
 void sqlshape_memo_free(ShapeMemo *m);
 bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out);
 /*
+ * sqlshape_of_memo in two steps, for a caller that tries the memo's answer
+ * before anything else: _get answers from the memo only (never scans), and
+ * after its miss _scan does the rest, with what _get left in *probe.
+ */
+typedef struct ShapeProbe {
+	bool memo;		/* the text may be in the memo (not too long) */
+	uint64_t prefix_hash;
+} ShapeProbe;
+bool sqlshape_memo_get(ShapeMemo *m, const char *sql, size_t len, ShapeProbe *probe,
+		       SqlShape *out);
+bool sqlshape_memo_scan(ShapeMemo *m, const char *sql, size_t len, const ShapeProbe *probe,
+			SqlShape *out);
+/*
  * The memo's owner hashes keys (sqlinfo.c's cache, with its secret key): each
  * shape the memo gives out then carries key_hash, computed once per template,
  * not once per statement.
