@@ -342,11 +342,32 @@ void sqlshape_memo_free(ShapeMemo *m)
 	free(m);
 }
 
-/* FNV-1a of the text up to its first digit or quote: where literals usually start. */
+/* Where prefix_hash stops: a digit or a quote. */
+static const bool prefix_stop[256] = {
+	['0'] = true, ['1'] = true, ['2'] = true, ['3'] = true, ['4'] = true,
+	['5'] = true, ['6'] = true, ['7'] = true, ['8'] = true, ['9'] = true, ['\''] = true,
+};
+
+/*
+ * A hash of the text up to its first digit or quote (where literals usually
+ * start), so that digit variants land in the same slots. Eight bytes a step:
+ * it only picks memo slots (template_matches decides), so it need not resist
+ * anything; a collision costs a probe.
+ */
 static uint64_t prefix_hash(const char *sql, size_t len)
 {
-	uint64_t h = 14695981039346656037ULL;
-	for (size_t i = 0; i < len && !(sql[i] >= '0' && sql[i] <= '9') && sql[i] != '\''; i++)
+	size_t n = 0;
+	while (n < len && !prefix_stop[(uint8_t)sql[n]])
+		n++;
+	uint64_t h = 14695981039346656037ULL ^ n;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, sql + i, sizeof(w));
+		h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+		h ^= h >> 29;
+	}
+	for (; i < n; i++)
 		h = (h ^ (uint8_t)sql[i]) * 1099511628211ULL;
 	return h;
 }
