@@ -840,9 +840,6 @@ bool maskwire_inspects(const Server *s, uint8_t type)
 	switch (type) {
 	case 'T':
 	case 'n':
-	case 'C':
-	case 's':
-	case 'I':
 	case 'E':
 		return true;
 	case 'N':
@@ -852,6 +849,12 @@ bool maskwire_inspects(const Server *s, uint8_t type)
 	default:
 		return false;
 	}
+}
+
+void maskwire_passed(Server *s, uint8_t type)
+{
+	if (s->mask && (type == 'C' || type == 's' || type == 'I'))
+		plan_clear(s->mask);
 }
 
 bool maskwire_handle(Server *s, const MsgHeader *h, const uint8_t *msg, struct evbuffer *out)

@@ -759,6 +759,7 @@ static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 		return false;
 	if (prepared_on(s->link) && !prepared_pass(s, h->type, &run->ended))
 		return false;
+	maskwire_passed(s, h->type);
 	run->ready = ready;
 	run->ended |= ready;
 	return true;
@@ -826,6 +827,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
+	maskwire_passed(s, h.type);
 	if (h.type == 'G')
 		server_enter_copy_in(s);
 	else if (server_passes_through(s, h.type))
