@@ -317,7 +317,8 @@ typedef struct SockView {
 	const void *link;
 	uint32_t remote_pid;
 	const char *app_name;
-	struct bufferevent *bev;
+	size_t recv_len;	/* read, not yet processed */
+	size_t send_len;	/* not yet written */
 	size_t pkt_remain;
 	struct ssl_st *ssl;	/* TLS: for the tls column */
 } SockView;
@@ -338,7 +339,8 @@ static void sock_from_client(SockView *v, Client *c, usec_t now)
 	v->link = c->link;
 	v->remote_pid = 0;
 	v->app_name = c->vars.values[VAR_APPLICATION_NAME];
-	v->bev = c->bev;
+	v->recv_len = c->in.buf ? evbuffer_get_length(c->in.buf) : 0;
+	v->send_len = msgio_output_pending(&c->out);
 	v->pkt_remain = c->fwd_remaining;
 	v->ssl = c->ssl;
 }
@@ -359,24 +361,15 @@ static void sock_from_server(SockView *v, const Server *s, usec_t now)
 	v->link = s->link;
 	v->remote_pid = s->backend_pid;
 	v->app_name = s->vars.values[VAR_APPLICATION_NAME];
-	v->bev = s->bev;
+	v->recv_len = s->in.buf ? evbuffer_get_length(s->in.buf) : 0;
+	v->send_len = msgio_output_pending(&s->out);
 	v->pkt_remain = s->fwd_remaining;
 	v->ssl = s->ssl;
 }
 
-static size_t sock_input_len(const SockView *v)
-{
-	return v->bev ? evbuffer_get_length(bufferevent_get_input(v->bev)) : 0;
-}
-
-static size_t sock_output_len(const SockView *v)
-{
-	return v->bev ? evbuffer_get_length(bufferevent_get_output(v->bev)) : 0;
-}
-
 static void sock_debug_cells(Row *r, const SockView *v)
 {
-	size_t in = sock_input_len(v);
+	size_t in = v->recv_len;
 
 	row_u64(r, in);			/* recv_pos: bytes read, not yet processed */
 	row_int(r, 0);			/* pkt_pos */
@@ -384,7 +377,7 @@ static void sock_debug_cells(Row *r, const SockView *v)
 	row_int(r, 0);			/* send_pos */
 	row_int(r, 0);			/* send_remain */
 	row_u64(r, in);			/* pkt_avail */
-	row_u64(r, sock_output_len(v));	/* send_avail */
+	row_u64(r, v->send_len);	/* send_avail */
 }
 
 static void sock_row(ResultSet *rs, const SockView *v, const char *state, SockMode mode)
@@ -393,7 +386,7 @@ static void sock_row(ResultSet *rs, const SockView *v, const char *state, SockMo
 	usec_t req = v->request_mono > 0 ? admin_mono_to_wall(v->request_mono) : v->connect_wall;
 	Row r;
 
-	if (mode == SOCK_DEBUG_ACTIVE && sock_input_len(v) == 0 && sock_output_len(v) == 0)
+	if (mode == SOCK_DEBUG_ACTIVE && v->recv_len == 0 && v->send_len == 0)
 		return;
 	admin_format_time(connect_time, sizeof(connect_time), v->connect_wall);
 	admin_format_time(request_time, sizeof(request_time), req);

@@ -118,7 +118,7 @@ static void approval_settle(Approval *a, bool approved, const char *sqlstate, co
 	approval_free(a);
 	approvals_ruling_free(c->ruling);
 	c->ruling = r;
-	if (evbuffer_prepend(bufferevent_get_input(c->bev), r->msg, r->len) != 0) {
+	if (evbuffer_prepend(c->in.buf, r->msg, r->len) != 0) {
 		client_disconnect(c, "53200", "could not resume the held statement");
 		return;
 	}

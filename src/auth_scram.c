@@ -299,6 +299,7 @@ static bool scram_server_from_password(ScramServer *ss, const char *password)
 bool scram_server_init(ScramServer *ss, const char *secret)
 {
 	memset(ss, 0, sizeof(*ss));
+	ss->in_use = true;
 	if (!secret)
 		return scram_server_init_mock(ss, "");
 	if (strncmp(secret, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) == 0) {
@@ -316,6 +317,7 @@ bool scram_server_init_mock(ScramServer *ss, const char *user)
 	uint8_t mac[SCRAM_KEY_LEN];
 
 	memset(ss, 0, sizeof(*ss));
+	ss->in_use = true;
 	ss->doomed = true;
 	if (pthread_once(&mock_key_once, mock_key_init) != 0 || !mock_key_ok)
 		return false;
@@ -505,6 +507,8 @@ out:
 
 void scram_server_free(ScramServer *ss)
 {
+	if (!ss->in_use)
+		return;
 	free(ss->client_first_bare);
 	free(ss->server_first);
 	free(ss->nonce);
@@ -702,7 +706,7 @@ char *scram_make_verifier(const char *password, const uint8_t *salt, size_t salt
 
 bool scram_verify_plain(const char *verifier, const char *password)
 {
-	ScramServer ss = { 0 };
+	ScramServer ss = { .in_use = true };	/* filled by scram_parse_verifier: wiped at the end */
 	uint8_t salt[SCRAM_MAX_MESSAGE], client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
 	uint8_t stored[SCRAM_KEY_LEN];
 	size_t salt_len = 0;

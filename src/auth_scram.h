@@ -41,6 +41,7 @@ typedef struct ScramServer {
 	ScramKeys recovered;	/* ClientKey recovered from the proof on success */
 	bool doomed;		/* unknown user: run the exchange, then fail */
 	char gs2_flag;		/* 'n' or 'y' from client-first: c= must echo the same header */
+	bool in_use;		/* initialised: holds secrets to wipe (a trust login never does) */
 } ScramServer;
 
 /*

@@ -131,9 +131,9 @@ const PeerAddr *client_local_addr(Client *c)
 
 bool client_send_pktbuf(Client *c, PktBuf *pb)
 {
-	if (!pktbuf_ok(pb) || !c->bev)
+	if (!pktbuf_ok(pb) || !c->bev || !c->out.buf)
 		return false;
-	if (bufferevent_write(c->bev, pb->data, pb->len) != 0)
+	if (evbuffer_add(msgio_out(&c->out), pb->data, pb->len) != 0)
 		return false;
 	if (c->pool && !c->is_admin)	/* pgbouncer counts no console traffic */
 		c->pool->stats.total.bytes_sent += pb->len;
@@ -147,9 +147,9 @@ static void client_free_later(Client *c)
 
 static void client_close_socket(Client *c)
 {
+	msgio_output_free(&c->out);
+	msgio_reader_free(&c->in);
 	if (c->bev) {
-		msgio_output_detach(&c->out);
-		msgio_reader_free(&c->in);
 		tls_close_notify(c->ssl);
 		bufferevent_free(c->bev);
 		c->bev = NULL;
@@ -205,6 +205,7 @@ static void client_close_after_flush(Client *c)
 	bufferevent_setcb(c->bev, NULL, client_flush_write_cb, client_flush_event_cb, c);
 	struct timeval tv = { FLUSH_TIMEOUT_SEC, 0 };
 	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	msgio_output_hand_over(&c->out, c->bev);	/* the bufferevent writes what is left */
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		client_close_socket(c);
 	else
@@ -848,10 +849,8 @@ static bool client_attach_io(Client *c)
 	Worker *w = c->worker;
 	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
-	msgio_output_attach(&c->out, &w->flusher, c->bev);
-	if (c->ssl)
-		msgio_output_use_tls(&c->out, c->ssl);
-	if (!msgio_reader_init(&c->in, c->bev, MSGIO_READ_HIGH, client_read_cb, client_event_cb, c))
+	if (!msgio_output_attach(&c->out, &w->flusher, c->bev, c->ssl) ||
+	    !msgio_reader_init(&c->in, c->bev, MSGIO_READ_HIGH, client_read_cb, client_event_cb, c))
 		return false;
 	if (c->ssl)
 		msgio_reader_use_tls(&c->in, c->ssl);
@@ -883,7 +882,7 @@ static void client_tls_event_cb(struct bufferevent *bev, short what, void *arg)
 static void client_start_tls(Client *c)
 {
 	SSL *ssl = tls_client_ssl_new();
-	bool ok = ssl && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+	bool ok = ssl && msgio_output_pending(&c->out) == 0 &&
 		  send(bufferevent_getfd(c->bev), "S", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
 	if (!ok) {
 		SSL_free(ssl);
@@ -891,7 +890,7 @@ static void client_start_tls(Client *c)
 		return;
 	}
 	msgio_output_detach(&c->out);
-	msgio_reader_free(&c->in);
+	msgio_reader_stop(&c->in);
 	c->bev = tls_wrap_socket(c->bev, ssl, true);
 	if (!c->bev) {
 		client_disconnect(c, NULL, "could not start TLS");
@@ -907,7 +906,7 @@ static void client_start_tls(Client *c)
  */
 static void client_answer_encryption_request(Client *c, bool ssl_request)
 {
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+	if (evbuffer_get_length(c->in.buf) > 0) {
 		client_disconnect(c, "08P01", "protocol error: data sent behind an encryption request");
 		return;
 	}
@@ -919,14 +918,16 @@ static void client_answer_encryption_request(Client *c, bool ssl_request)
 		client_start_tls(c);
 		return;
 	}
-	if (bufferevent_write(c->bev, "N", 1) != 0)
+	if (evbuffer_add(msgio_out(&c->out), "N", 1) != 0)
 		client_disconnect(c, NULL, "could not answer the encryption request");
 }
+
+#define STARTUP_ON_STACK 512	/* drivers send 50-200 bytes; up to 10000 are allowed */
 
 /* The first packet(s) of a connection. True when more input may be processed. */
 static bool client_read_first_packet(Client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	uint8_t lenbuf[4];
 	uint32_t len;
 	if (evbuffer_copyout(in, lenbuf, 4) < 4)
@@ -937,7 +938,8 @@ static bool client_read_first_packet(Client *c)
 	}
 	if (evbuffer_get_length(in) < len)
 		return false;
-	uint8_t *pkt = xmalloc(len);
+	uint8_t on_stack[STARTUP_ON_STACK];
+	uint8_t *pkt = len <= sizeof(on_stack) ? on_stack : xmalloc(len);
 	evbuffer_remove(in, pkt, len);
 	StartupPacket sp;
 	char err[256] = "";
@@ -951,14 +953,15 @@ static bool client_read_first_packet(Client *c)
 	} else {
 		client_handle_startup(c, &sp);
 	}
-	free(pkt);
+	if (pkt != on_stack)
+		free(pkt);
 	return c->state == CL_LOGIN;
 }
 
 /* Typed messages during authentication. */
 static bool client_read_auth_message(Client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	MsgHeader h;
 	FrameResult fr = msgio_peek_header(in, AUTH_MSG_MAX, &h);
 	if (fr == FRAME_NEED_MORE)
@@ -984,7 +987,7 @@ static bool client_read_auth_message(Client *c)
  */
 static bool client_read_proxy_header(Client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	size_t want = evbuffer_get_length(in);
 	if (want > PROXYPROTO_V2_HDR + PROXYPROTO_V2_MAX_LEN)
 		want = PROXYPROTO_V2_HDR + PROXYPROTO_V2_MAX_LEN;
@@ -1061,7 +1064,7 @@ void client_resume_reading(Client *c)
 
 static void client_read_admin(Client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	for (;;) {
 		MsgHeader h;
 		FrameResult fr = msgio_peek_header(in, ADMIN_QUERY_MAX, &h);
@@ -1165,7 +1168,7 @@ static void client_read_whole(Client *c, size_t total, bool on)
 static uint8_t *client_take_whole(Client *c, const MsgHeader *h)
 {
 	size_t total = proto_msg_total(h);
-	uint8_t *msg = msgio_take(bufferevent_get_input(c->bev), h);
+	uint8_t *msg = msgio_take(c->in.buf, h);
 	client_read_whole(c, total, msg == NULL);
 	return msg;
 }
@@ -1174,7 +1177,7 @@ static uint8_t *client_take_whole(Client *c, const MsgHeader *h)
 static const uint8_t *client_peek_whole(Client *c, const MsgHeader *h)
 {
 	size_t total = proto_msg_total(h);
-	const uint8_t *msg = evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)total);
+	const uint8_t *msg = evbuffer_pullup(c->in.buf, (ev_ssize_t)total);
 	client_read_whole(c, total, msg == NULL);
 	return msg;
 }
@@ -1194,7 +1197,7 @@ static void client_send_whole(Client *c, Server *s, const uint8_t *msg, size_t l
 	if (prepared_on(c))
 		prepared_send(c, s, msg, len);
 	else
-		evbuffer_add(bufferevent_get_output(s->bev), msg, len);
+		evbuffer_add(msgio_out(&s->out), msg, len);
 	pktbuf_free(&pb);
 }
 
@@ -1215,7 +1218,7 @@ static bool client_wants_whole(const Client *c, const MsgHeader *h)
  */
 static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = msgio_out(&s->out);
 	size_t total = proto_msg_total(h);
 	if (total > JUDGE_MSG_MAX) {
 		PktBuf pb;
@@ -1262,7 +1265,7 @@ static void client_move_run(Client *c, Server *s, size_t total);
 
 static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	if (prepared_on(c)) {
 		PktBuf pb;
 		pktbuf_init(&pb);
@@ -1285,7 +1288,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		evbuffer_drain(in, total);
 		return true;
 	}
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = msgio_out(&s->out);
 	PktBuf pb;
 	pktbuf_init(&pb);
 	if ((msg[0] == 'Q' || msg[0] == 'P') && !sessionstate_check(c, s, msg, total, &pb)) {
@@ -1319,7 +1322,7 @@ static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
  */
 static bool client_note_portal_names(Client *c, const MsgHeader *h)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	size_t total = proto_msg_total(h);
 	size_t peek = total < MASKWIRE_NAMES_PEEK ? total : MASKWIRE_NAMES_PEEK;
 	if (evbuffer_get_length(in) < peek) {
@@ -1344,7 +1347,7 @@ static bool client_note_portal_names(Client *c, const MsgHeader *h)
 /* Masking: an Execute goes whole, after pgmoat's own Describe of its portal. */
 static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = msgio_out(&s->out);
 	size_t total = proto_msg_total(h);
 	uint8_t *msg = client_take_whole(c, h);
 	if (!msg)
@@ -1365,7 +1368,7 @@ static bool client_forward_execute(Client *c, Server *s, const MsgHeader *h)
  */
 static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	size_t total = proto_msg_total(h);
 	const uint8_t *msg = client_peek_whole(c, h);
 	if (!msg)
@@ -1383,7 +1386,7 @@ static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 	if (j.held) {
 		evbuffer_drain(in, total);	/* approvals.c kept a copy; c->held stops the loop */
 	} else if (j.answer) {
-		evbuffer_add(bufferevent_get_output(c->bev), j.send, j.len);
+		evbuffer_add(msgio_out(&c->out), j.send, j.len);
 		c->discard_until_sync = j.discard_until_sync;
 		free(j.send);
 		evbuffer_drain(in, total);
@@ -1411,7 +1414,7 @@ static void client_send_stash(Client *c, Server *s)
 		s->lexing_may_change = true;
 	if (c->stash_in_input) {
 		c->stash_in_input = false;
-		const uint8_t *msg = evbuffer_pullup(bufferevent_get_input(c->bev),
+		const uint8_t *msg = evbuffer_pullup(c->in.buf,
 						     (ev_ssize_t)c->stash_len);
 		if (!msg || msg[0] != c->stash_type) {
 			client_disconnect(c, "08P01", "the message judged is no longer in the input");
@@ -1448,7 +1451,7 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 	size_t need = audit_bytes_needed(c, h->type, total);
 	if (need == 0)
 		return true;
-	uint8_t *head = evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)need);
+	uint8_t *head = evbuffer_pullup(c->in.buf, (ev_ssize_t)need);
 	if (!head) {
 		client_read_whole(c, need, true);
 		return false;
@@ -1485,7 +1488,7 @@ static bool client_prepared_passes(TakeThrough *t, const MsgHeader *h)
 	size_t total = proto_msg_total(h);
 	if (!t->chunk) {
 		struct evbuffer_iovec v;
-		if (evbuffer_peek(bufferevent_get_input(t->c->bev), 1, NULL, &v, 1) < 1)
+		if (evbuffer_peek(t->c->in.buf, 1, NULL, &v, 1) < 1)
 			return false;
 		t->chunk = v.iov_base;
 		t->chunk_len = v.iov_len;
@@ -1530,11 +1533,11 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
  */
 static void client_move_run(Client *c, Server *s, size_t total)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	TakeThrough through = { c, total, NULL, 0 };
 	total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
 				 client_take_through_cb, &through);
-	size_t moved = msgio_move(in, bufferevent_get_output(s->bev), total);
+	size_t moved = msgio_move(in, msgio_out(&s->out), total);
 	c->fwd_remaining = total - moved;
 	c->fwd_discard = false;
 }
@@ -1548,8 +1551,8 @@ static void client_move_run(Client *c, Server *s, size_t total)
 static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHead *head,
 				      size_t total)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *in = c->in.buf;
+	struct evbuffer *out = msgio_out(&s->out);
 	TakeThrough through = { c, total, head->chunk, head->chunk_len };	/* (input unchanged since) */
 	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
 				      client_take_through_cb, &through);
@@ -1599,18 +1602,18 @@ static NOINLINE bool client_forward_bind(Client *c, Server *s, const MsgHeader *
 /* Forward as many whole (or streaming) messages as the server's buffer takes. */
 static void client_forward(Client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	if (client_has_stash(c) && c->link)
 		client_send_stash(c, c->link);
 	/* A held client reads nothing more until the reviewer's ruling (approvals.c). */
 	while (c->state == CL_ACTIVE && !c->held && evbuffer_get_length(in) > 0) {
 		Server *s = c->link;
-		if (s && evbuffer_get_length(bufferevent_get_output(s->bev)) > MSGIO_OUT_HIGH) {
+		if (s && msgio_output_pending(&s->out) > MSGIO_OUT_HIGH) {
 			client_pause_reading(c);
 			return;
 		}
 		if (c->fwd_remaining > 0) {
-			struct evbuffer *out = c->fwd_discard ? NULL : bufferevent_get_output(s->bev);
+			struct evbuffer *out = c->fwd_discard ? NULL : msgio_out(&s->out);
 			c->fwd_remaining -= msgio_move(in, out, c->fwd_remaining);
 			if (c->fwd_remaining == 0 && s)
 				server_release_if_done(s);	/* its ReadyForQuery came first */

@@ -206,9 +206,9 @@ static void worker_destroy(Worker *w)
 		Client *c = container_of(item, Client, all_head);
 		if (c->state != CL_FREE)
 			client_disconnect(c, NULL, "shutdown");
+		msgio_output_free(&c->out);
+		msgio_reader_free(&c->in);
 		if (c->bev) {
-			msgio_output_detach(&c->out);
-			msgio_reader_free(&c->in);
 			bufferevent_free(c->bev);
 			c->bev = NULL;
 		}

@@ -64,8 +64,8 @@ const char *mask_kind_name(MaskKind k)
 
 /* --- plan --- */
 
-/* One RowDescription field; the name is copied last so a failure leaks nothing. */
-static bool mask_read_column(PktReader *r, MaskColumn *col)
+/* One RowDescription field; its name is copied to *names (advanced past it). */
+static bool mask_read_column(PktReader *r, MaskColumn *col, char **names)
 {
 	const char *name;
 	int32_t type_mod;
@@ -80,7 +80,9 @@ static bool mask_read_column(PktReader *r, MaskColumn *col)
 		return false;
 	col->format = format;
 	col->mask = MASK_NONE;
-	col->name = xstrdup(name);
+	size_t len = strlen(name) + 1;
+	col->name = memcpy(*names, name, len);
+	*names += len;
 	return true;
 }
 
@@ -96,9 +98,16 @@ bool mask_plan_from_row_description(MaskPlan *plan, const uint8_t *body, size_t 
 	/* Refuse counts the body cannot hold before allocating for them. */
 	if ((size_t)n > proto_reader_left(&r) / MASK_MIN_FIELD_LEN)
 		goto fail;
-	plan->cols = n ? xcalloc((size_t)n, sizeof(*plan->cols)) : NULL;
+	/* the names (each shorter than the body left) follow the columns in one block */
+	size_t cols_size = (size_t)n * sizeof(*plan->cols);
+	char *names = NULL;
+	plan->names_in_cols = true;
+	if (n > 0) {
+		plan->cols = xmalloc(cols_size + proto_reader_left(&r));
+		names = (char *)plan->cols + cols_size;
+	}
 	for (int i = 0; i < n; i++) {
-		if (!mask_read_column(&r, &plan->cols[i]))
+		if (!mask_read_column(&r, &plan->cols[i], &names))
 			goto fail;
 		plan->ncols = i + 1;
 	}
@@ -114,7 +123,7 @@ void mask_plan_free(MaskPlan *plan)
 {
 	if (!plan)
 		return;
-	for (int i = 0; i < plan->ncols; i++)
+	for (int i = 0; i < plan->ncols && !plan->names_in_cols; i++)
 		free(plan->cols[i].name);
 	free(plan->cols);
 	if (plan->hmac)

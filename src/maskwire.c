@@ -42,7 +42,9 @@ struct MaskWire {
 	bool pending_ours;	/* ... answering pgmoat's own Describe: never forwarded */
 	StrList pending_hints;	/* ... and the set-operation hints that came with it */
 	/* perf-mask: the portal the last message sent to this server described */
-	char *described;	/* NULL: the last message was not a Describe of a portal */
+	bool has_described;	/* false: the last message was not a Describe of a portal */
+	char *described;	/* (policy cost 2) a buffer kept across messages */
+	size_t described_cap;
 };
 
 /* Set-operation hints (maskguard.h) by statement or portal name. */
@@ -60,7 +62,9 @@ typedef struct NameMap {
 struct MaskClient {
 	StrList query_hints;	/* a stashed Query's, until it is sent */
 	StrList desc_hints;	/* the Describe going out now */
-	char *desc_portal;	/* perf-mask: ... the portal it names; NULL for a statement */
+	bool desc_is_portal;	/* perf-mask: ... names a portal (not a statement): */
+	char *desc_portal;	/* ... this one (a buffer kept across messages) */
+	size_t desc_portal_cap;
 	NameMap stmts;
 	NameMap portals;
 };
@@ -145,7 +149,11 @@ static struct MaskWire *maskwire_get(Server *s)
 
 static void plan_clear(struct MaskWire *mw)
 {
-	mask_plan_free(&mw->plan);
+	/* (cleared up to three times per result: only the first has anything to free) */
+	if (mw->plan.cols || mw->plan.hmac || mw->plan.hash_key_len > 0)
+		mask_plan_free(&mw->plan);
+	else
+		memset(&mw->plan, 0, sizeof(mw->plan));
 	mw->have_plan = false;
 	mw->plan_parsed = false;
 	mw->rows_hook = false;
@@ -243,14 +251,26 @@ static void queue_drop_ignored_syncs(struct MaskWire *mw, int due)
 	}
 }
 
+/* The Describe going out names a portal: the server's name buffer takes it, the client's the old one. */
+static void name_buffers_swap(struct MaskWire *mw, struct MaskClient *mc)
+{
+	char *buf = mw->described;
+	size_t cap = mw->described_cap;
+	mw->described = mc->desc_portal;
+	mw->described_cap = mc->desc_portal_cap;
+	mc->desc_portal = buf;
+	mc->desc_portal_cap = cap;
+	mc->desc_is_portal = false;
+	mw->has_described = true;
+}
+
 void maskwire_track(Server *s, uint8_t type)
 {
 	if (!maskwire_active(s->worker))
 		return;
 	struct MaskWire *mw = maskwire_get(s);
 	struct MaskClient *mc = s->link ? s->link->mask : NULL;
-	free(mw->described);
-	mw->described = NULL;
+	mw->has_described = false;
 	switch (type) {
 	case 'Q':
 	case 'F':	/* denied: it travels as a Query */
@@ -266,8 +286,8 @@ void maskwire_track(Server *s, uint8_t type)
 		if (mc) {
 			mw->queue[mw->qlen - 1].hints = mc->desc_hints;
 			memset(&mc->desc_hints, 0, sizeof(StrList));
-			mw->described = mc->desc_portal;
-			mc->desc_portal = NULL;
+			if (mc->desc_is_portal)
+				name_buffers_swap(mw, mc);
 		}
 		break;
 	case 'S':
@@ -385,12 +405,18 @@ bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t ha
 		return true;
 	}
 	strlist_free(&mc->desc_hints);
-	free(mc->desc_portal);
-	mc->desc_portal = NULL;
+	mc->desc_is_portal = false;
 	if (!proto_read_uint8(&r, &kind) || !proto_read_cstring(&r, &a))
 		return have == len;
-	if (kind == 'P')
-		mc->desc_portal = xstrdup(a);
+	if (kind == 'P') {
+		size_t n = strlen(a) + 1;
+		if (n > mc->desc_portal_cap) {
+			mc->desc_portal = xrealloc(mc->desc_portal, n);
+			mc->desc_portal_cap = n;
+		}
+		memcpy(mc->desc_portal, a, n);
+		mc->desc_is_portal = true;
+	}
 	const StrList *h = hints_of(kind == 'S' ? &mc->stmts : &mc->portals, a);
 	if (h)
 		strlist_replace(&mc->desc_hints, h);
@@ -404,7 +430,7 @@ bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t ha
  */
 static bool portal_just_described(const struct MaskWire *mw, const char *portal)
 {
-	return mw && mw->described && strcmp(mw->described, portal) == 0;
+	return mw && mw->has_described && strcmp(mw->described, portal) == 0;
 }
 
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out)
@@ -445,8 +471,7 @@ void maskwire_on_ready(Server *s)
 	if (queue_head(mw) == Q_SYNC || queue_head(mw) == Q_QUERY)
 		queue_pop(mw);
 	queue_drop_ignored_syncs(mw, s->pending_requests - 1);
-	free(mw->described);
-	mw->described = NULL;
+	mw->has_described = false;
 	mw->swallow = false;
 	plan_clear(mw);
 	Client *c = s->link;
@@ -476,7 +501,7 @@ static void maskwire_fail(Server *s, const char *reason)
 	pktbuf_error(&pb, "ERROR", MASKWIRE_SQLSTATE, msg);
 	free(msg);
 	if (pktbuf_ok(&pb))
-		evbuffer_add(bufferevent_get_output(c->bev), pb.data, pb.len);
+		evbuffer_add(msgio_out(&c->out), pb.data, pb.len);
 	pktbuf_free(&pb);
 }
 
@@ -576,7 +601,8 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	struct MaskWire *mw = s->mask;
 	Client *c = s->link;
 	Catalog *cat = maskwire_catalog(s->pool);
-	char why[256] = "";
+	char why[256];
+	why[0] = '\0';
 	if (!plan_parse(s, msg, total))
 		return false;
 	int n = mw->plan.ncols;
@@ -584,7 +610,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	void *names_on_stack[4 * (PLAN_NAMES_ON_STACK + 1)];
 	void **names = names_on_stack;
 	if (n <= PLAN_NAMES_ON_STACK)
-		memset(names_on_stack, 0, sizeof(names_on_stack));
+		memset(names_on_stack, 0, 4 * ((size_t)n + 1) * sizeof(void *));
 	else
 		names = xcalloc(4 * ((size_t)n + 1), sizeof(void *));
 	const char **tables = (const char **)names;
@@ -630,7 +656,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	mw->have_plan = true;
 	mw->rows_hook = policy_engine_has_on_row(s->worker->policy);
 	if (!ours && c && c->bev)
-		evbuffer_add(bufferevent_get_output(c->bev), msg, total);
+		evbuffer_add(msgio_out(&c->out), msg, total);
 	return true;
 }
 
@@ -814,9 +840,6 @@ bool maskwire_inspects(const Server *s, uint8_t type)
 	switch (type) {
 	case 'T':
 	case 'n':
-	case 'C':
-	case 's':
-	case 'I':
 	case 'E':
 		return true;
 	case 'N':
@@ -826,6 +849,12 @@ bool maskwire_inspects(const Server *s, uint8_t type)
 	default:
 		return false;
 	}
+}
+
+void maskwire_passed(Server *s, uint8_t type)
+{
+	if (s->mask && (type == 'C' || type == 's' || type == 'I'))
+		plan_clear(s->mask);
 }
 
 bool maskwire_handle(Server *s, const MsgHeader *h, const uint8_t *msg, struct evbuffer *out)

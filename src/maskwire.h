@@ -81,6 +81,12 @@ void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct
 /* Server -> client: must this message be parsed whole? */
 bool maskwire_inspects(const Server *s, uint8_t type);
 /* Handle one whole inspected message (not Z or S); false when the server is gone. */
+/*
+ * A message that was not inspected goes to the client as it is; the end of a
+ * result (CommandComplete, PortalSuspended, EmptyQueryResponse) clears its
+ * plan, so the end can ride in a pass-through run with the rows before it.
+ */
+void maskwire_passed(Server *s, uint8_t type);
 bool maskwire_handle(Server *s, const MsgHeader *h, const uint8_t *msg, struct evbuffer *out);
 /* A ReadyForQuery is about to be forwarded. */
 void maskwire_on_ready(Server *s);

@@ -1,4 +1,6 @@
 #include "msgio.h"
+#include "build_config.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -130,24 +132,31 @@ static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
 	return (int)sent;
 }
 
+/* What the bufferevent must finish: behind what it already holds, if anything. */
+static void flusher_hand_over(OutFlush *of)
+{
+	if (of->own)
+		evbuffer_add_buffer(bufferevent_get_output(of->bev), of->own);
+	bufferevent_enable(of->bev, EV_WRITE);
+}
+
 static void flusher_write_one(OutFlush *of)
 {
 	struct bufferevent *bev = of->bev;
-	if (of->ssl) {
-		if (bufferevent_get_enabled(bev) & EV_WRITE)
-			return;	/* a blocked write is pending: the bufferevent finishes it */
-		int n = flusher_send_tls(bufferevent_get_output(bev), of->ssl);
-		flusher_after_write(of, n);
+	if (bufferevent_get_enabled(bev) & EV_WRITE) {
+		/* a blocked write is pending: the bufferevent finishes it, and what came since */
+		if (of->own)
+			evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
 		return;
 	}
-	struct evbuffer *out = bufferevent_get_output(bev);
-	if (evbuffer_get_length(out) == 0)
-		return;
-	/* bufferevents freeze the front of their output; unfreeze just for this write, as
-	 * libevent's own write callback does. */
-	evbuffer_unfreeze(out, 1);
-	int n = flusher_send(out, bufferevent_getfd(bev));
-	evbuffer_freeze(out, 1);
+	int n;
+	if (of->ssl) {
+		n = flusher_send_tls(of->buf, of->ssl);
+	} else {
+		if (evbuffer_get_length(of->buf) == 0)
+			return;
+		n = flusher_send(of->buf, bufferevent_getfd(bev));
+	}
 	flusher_after_write(of, n);
 }
 
@@ -155,13 +164,12 @@ static void flusher_write_one(OutFlush *of)
 static void flusher_after_write(OutFlush *of, int n)
 {
 	struct bufferevent *bev = of->bev;
-	struct evbuffer *out = bufferevent_get_output(bev);
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-		bufferevent_enable(bev, EV_WRITE);	/* the bufferevent reports the error */
+		flusher_hand_over(of);	/* the bufferevent reports the error */
 		return;
 	}
-	if (evbuffer_get_length(out) > 0) {
-		bufferevent_enable(bev, EV_WRITE);
+	if (evbuffer_get_length(of->buf) > 0) {
+		flusher_hand_over(of);
 		return;
 	}
 	bufferevent_data_cb write_cb = NULL;
@@ -176,6 +184,28 @@ static void flusher_run(evutil_socket_t fd, short what, void *arg)
 	msgio_flusher_run(arg);
 }
 
+/*
+ * Tests run with assertions: a writer that did not take its buffer through
+ * msgio_out() left bytes that no flush will send. Abort where it shows.
+ */
+static void flusher_check_nothing_left(Flusher *f)
+{
+#ifdef PGMOAT_CASSERT
+	List *item;
+	list_for_each(item, &f->all) {
+		OutFlush *of = container_of(item, OutFlush, member);
+		if (evbuffer_get_length(of->buf) > 0 && !of->queued &&
+		    !(bufferevent_get_enabled(of->bev) & EV_WRITE)) {
+			log_fatal("output of %zu bytes left unflushed: its writer skipped msgio_out()",
+				  evbuffer_get_length(of->buf));
+			abort();
+		}
+	}
+#else
+	(void)f;
+#endif
+}
+
 void msgio_flusher_run(Flusher *f)
 {
 	List *item;
@@ -185,6 +215,7 @@ void msgio_flusher_run(Flusher *f)
 		of->queued = false;
 		flusher_write_one(of);
 	}
+	flusher_check_nothing_left(f);
 }
 
 void msgio_flusher_begin(Flusher *f)
@@ -202,6 +233,7 @@ bool msgio_flusher_init(Flusher *f, struct event_base *base)
 {
 	f->batch_depth = 0;
 	list_init(&f->dirty);
+	list_init(&f->all);
 	f->ev = event_new(base, -1, 0, flusher_run, f);
 	return f->ev != NULL;
 }
@@ -213,10 +245,9 @@ void msgio_flusher_free(Flusher *f)
 	f->ev = NULL;
 }
 
-static void output_changed_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+static void output_mark_dirty(OutFlush *of)
 {
-	OutFlush *of = arg;
-	if (info->n_added == 0 || of->queued)
+	if (of->queued)
 		return;
 	of->queued = true;
 	list_append(&of->owner->dirty, &of->link);
@@ -224,21 +255,43 @@ static void output_changed_cb(struct evbuffer *buf, const struct evbuffer_cb_inf
 		event_active(of->owner->ev, EV_WRITE, 0);
 }
 
-void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev)
+struct evbuffer *msgio_out(OutFlush *of)
 {
+	if (of->bev)
+		output_mark_dirty(of);	/* detached (a handshake runs): attaching marks it */
+	return of->buf;
+}
+
+bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL *ssl)
+{
+	if (!of->bev)
+		list_init(&of->member);	/* (a zeroed OutFlush has no list pointers yet) */
 	of->bev = bev;
 	of->owner = f;
 	of->queued = false;
+	of->ssl = ssl;
 	list_init(&of->link);
 	bufferevent_disable(bev, EV_WRITE);
-	struct evbuffer *out = bufferevent_get_output(bev);
-	evbuffer_remove_cb(out, output_changed_cb, of);	/* attached again (a server once connected) */
-	evbuffer_add_cb(out, output_changed_cb, of);
-}
-
-void msgio_output_use_tls(OutFlush *of, SSL *ssl)
-{
-	of->ssl = ssl;
+	if (ssl) {
+		/* what was queued while the handshake ran goes out first, encrypted */
+		if (of->own) {
+			evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
+			evbuffer_free(of->own);
+			of->own = NULL;
+		}
+		of->buf = bufferevent_get_output(bev);
+	} else {
+		if (!of->own)
+			of->own = evbuffer_new();
+		of->buf = of->own;
+	}
+	if (!of->buf)
+		return false;
+	if (list_empty(&of->member))
+		list_append(&f->all, &of->member);
+	if (evbuffer_get_length(of->buf) > 0)
+		output_mark_dirty(of);	/* queued before the attach */
+	return true;
 }
 
 void msgio_output_detach(OutFlush *of)
@@ -246,8 +299,34 @@ void msgio_output_detach(OutFlush *of)
 	if (of->queued)
 		list_del(&of->link);
 	of->queued = false;
+	if (of->bev)
+		list_del(&of->member);
+	of->buf = of->own;	/* a bufferevent's output goes with it */
 	of->bev = NULL;
 	of->ssl = NULL;
+}
+
+void msgio_output_free(OutFlush *of)
+{
+	msgio_output_detach(of);
+	if (of->own)
+		evbuffer_free(of->own);
+	of->own = NULL;
+	of->buf = NULL;
+}
+
+size_t msgio_output_pending(const OutFlush *of)
+{
+	size_t n = of->buf ? evbuffer_get_length(of->buf) : 0;
+	if (of->own && of->bev)
+		n += evbuffer_get_length(bufferevent_get_output(of->bev));
+	return n;
+}
+
+void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev)
+{
+	if (of->own)
+		evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
 }
 
 void msgio_output_drained(struct bufferevent *bev)
@@ -264,7 +343,7 @@ void msgio_output_drained(struct bufferevent *bev)
 static void reader_update(InReader *r)
 {
 	bool want = r->enabled && !r->suspended &&
-		    (r->high == 0 || evbuffer_get_length(bufferevent_get_input(r->bev)) < r->high);
+		    (r->high == 0 || evbuffer_get_length(r->buf) < r->high);
 	if (want && !r->added) {
 		event_add(r->ev, NULL);
 		r->added = true;
@@ -314,10 +393,54 @@ static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bo
 	return done > 0 ? (ssize_t)done : rc;
 }
 
+/*
+ * recv() straight into the input's own free space: for bulk transfers, where
+ * a read fills what it was given. Reserving space in an empty evbuffer
+ * allocates a READ_CHUNK chain, freed again once the message has moved on.
+ */
+static ssize_t reader_recv_in_place(int fd, struct evbuffer *in, size_t room)
+{
+	struct evbuffer_iovec vec[2];
+	int nvec = evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 2);
+	if (nvec <= 0)
+		return -1;
+	struct iovec iov[2];
+	for (int i = 0; i < nvec; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len;
+	}
+	/* recv() takes the socket path directly; readv() goes through the VFS layer. */
+	ssize_t n = nvec == 1 ? recv(fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(fd, iov, nvec);
+	size_t left = n > 0 ? (size_t)n : 0;
+	for (int i = 0; i < nvec; i++) {
+		size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
+		vec[i].iov_len = take;
+		left -= take;
+	}
+	int saved = errno;
+	evbuffer_commit_space(in, vec, nvec);
+	errno = saved;
+	return n;
+}
+
+/*
+ * recv() into a scratch buffer, then add what came: a query or a reply of a
+ * few hundred bytes then takes a small chain, which the allocator recycles
+ * (evmem.c), instead of a READ_CHUNK one.
+ */
+static ssize_t reader_recv_copy(int fd, struct evbuffer *in, size_t room)
+{
+	static __thread uint8_t scratch[READ_CHUNK];
+	ssize_t n = recv(fd, scratch, room < sizeof(scratch) ? room : sizeof(scratch), 0);
+	if (n > 0 && evbuffer_add(in, scratch, (size_t)n) != 0)
+		return -1;
+	return n;
+}
+
 /* Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN). */
 static ssize_t reader_fill(InReader *r, bool *got_data)
 {
-	struct evbuffer *in = bufferevent_get_input(r->bev);
+	struct evbuffer *in = r->buf;
 	size_t room = READ_CHUNK;
 	size_t have = evbuffer_get_length(in);
 	*got_data = false;
@@ -327,31 +450,10 @@ static ssize_t reader_fill(InReader *r, bool *got_data)
 		room = r->high - have;
 	if (r->ssl)
 		return reader_fill_tls(r, in, room, got_data);
-	struct evbuffer_iovec vec[2];
-	/* A bufferevent freezes the end of its input; unfreeze just for this read, as
-	 * libevent's own read callback does. */
-	evbuffer_unfreeze(in, 0);
-	int nvec = evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 2);
-	if (nvec <= 0) {
-		evbuffer_freeze(in, 0);
-		return -1;
-	}
-	struct iovec iov[2];
-	for (int i = 0; i < nvec; i++) {
-		iov[i].iov_base = vec[i].iov_base;
-		iov[i].iov_len = vec[i].iov_len;
-	}
-	/* recv() takes the socket path directly; readv() goes through the VFS layer. */
 	int fd = event_get_fd(r->ev);
-	ssize_t n = nvec == 1 ? recv(fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(fd, iov, nvec);
-	size_t left = n > 0 ? (size_t)n : 0;
-	for (int i = 0; i < nvec; i++) {
-		size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
-		vec[i].iov_len = take;
-		left -= take;
-	}
-	evbuffer_commit_space(in, vec, nvec);
-	evbuffer_freeze(in, 0);
+	ssize_t n = r->bulk ? reader_recv_in_place(fd, in, room) : reader_recv_copy(fd, in, room);
+	/* a read that filled its room announces a stream: read in place until it ebbs */
+	r->bulk = n >= (ssize_t)(READ_CHUNK / 2);
 	*got_data = n > 0;
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return 1;
@@ -377,7 +479,13 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
 bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
 		       bufferevent_event_cb event_cb, void *arg)
 {
+	struct evbuffer *buf = r->buf ? r->buf : evbuffer_new();	/* kept across a TLS switch */
 	memset(r, 0, sizeof(*r));
+	r->buf = buf;
+	if (!buf)
+		return false;
+	/* a TLS bufferevent may have read application data behind its handshake */
+	evbuffer_add_buffer(buf, bufferevent_get_input(bev));
 	r->bev = bev;
 	r->high = high;
 	r->read_cb = read_cb;
@@ -389,12 +497,20 @@ bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, buffer
 	return r->ev != NULL;
 }
 
-void msgio_reader_free(InReader *r)
+void msgio_reader_stop(InReader *r)
 {
 	if (r->ev)
 		event_free(r->ev);
 	r->ev = NULL;
 	r->added = false;
+}
+
+void msgio_reader_free(InReader *r)
+{
+	msgio_reader_stop(r);
+	if (r->buf)
+		evbuffer_free(r->buf);
+	r->buf = NULL;
 }
 
 void msgio_reader_use_tls(InReader *r, SSL *ssl)

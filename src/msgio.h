@@ -47,7 +47,7 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
 /*
  * Direct output flushing. bufferevents arm EPOLLOUT for every write and
  * disarm it once drained: two epoll_ctl calls per message. Instead, outputs
- * keep EV_WRITE disabled; any data added marks the connection dirty, and one
+ * keep EV_WRITE disabled; a writer marks the connection dirty (msgio_out), and one
  * deferred event per loop pass writes every dirty output straight to its
  * socket. Only a socket that would block gets EV_WRITE (the bufferevent then
  * finishes the job and reports errors as usual). After a direct write that
@@ -60,6 +60,7 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
 
 typedef struct Flusher {
 	List dirty;		/* OutFlush entries with unsent output */
+	List all;		/* every attached OutFlush (checked in assertion builds) */
 	struct event *ev;	/* deferred: runs once per loop pass */
 	int batch_depth;	/* inside msgio_flusher_begin/end: the end writes, not ev */
 } Flusher;
@@ -67,7 +68,19 @@ typedef struct Flusher {
 struct ssl_st;
 
 typedef struct OutFlush {
+	/*
+	 * Where the connection's output goes: writers take it with msgio_out(),
+	 * which marks the connection for the flusher (an evbuffer callback would
+	 * cost more than the write). A plain socket has a buffer of its own; only
+	 * what would block is handed over to the bufferevent's output, which
+	 * writes it when the socket can take it. TLS writes through the
+	 * bufferevent_openssl's output, which must see a blocked SSL_write's
+	 * bytes again unchanged. Read it directly only to look.
+	 */
+	struct evbuffer *buf;
+	struct evbuffer *own;	/* plain: the buffer we own (buf); NULL with TLS */
 	List link;		/* in flusher->dirty while queued */
+	List member;		/* in flusher->all while attached */
 	struct bufferevent *bev;
 	Flusher *owner;
 	bool queued;
@@ -89,28 +102,39 @@ void msgio_flusher_run(Flusher *f);
 void msgio_flusher_begin(Flusher *f);
 void msgio_flusher_end(Flusher *f);
 void msgio_flusher_free(Flusher *f);
-/* Take over the output side of bev; call msgio_output_detach before freeing bev. */
-void msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev);
-void msgio_output_detach(OutFlush *of);
 /*
- * A TLS connection (tls.c): one SSL_write per record's worth of output; a
- * write that would block is finished by the bufferevent_openssl, as for
- * plaintext. Call right after msgio_output_attach.
+ * Take over the output side of bev; call msgio_output_detach before freeing
+ * bev. With ssl (tls.c): one SSL_write per record's worth of output; a write
+ * that would block is finished by the bufferevent_openssl, as for plaintext.
+ * Output queued before (while a handshake ran) goes first. False: no memory.
  */
-void msgio_output_use_tls(OutFlush *of, struct ssl_st *ssl);
+bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, struct ssl_st *ssl) MUST_CHECK;
+/* The buffer to write to: the connection is flushed at the end of this callback. */
+struct evbuffer *msgio_out(OutFlush *of);
+/* Stop flushing; what was queued on a plain socket stays in of->buf. */
+void msgio_output_detach(OutFlush *of);
+/* Detach and free the buffer: the connection is closing. */
+void msgio_output_free(OutFlush *of);
+/* Bytes not yet written, wherever they wait. */
+size_t msgio_output_pending(const OutFlush *of);
+/* Give what waits in our own buffer to bev, to write as the bufferevent does (closing). */
+void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev);
 /* From a bufferevent write callback: stop EV_WRITE once everything is out. */
 void msgio_output_drained(struct bufferevent *bev);
 
 /*
  * Direct input. libevent's bufferevent reads ask the kernel how much is
  * readable (ioctl FIONREAD) before every read: one more system call per
- * message. A connection instead reads with its own persistent event straight
- * into the bufferevent's input buffer (which the bufferevent itself never
- * reads), stops above a high watermark, and reports data, EOF and errors
- * through the connection's usual bufferevent callbacks.
+ * message. A connection instead reads with its own persistent event into its
+ * own input buffer (the bufferevent never reads), stops above a high
+ * watermark, and reports data, EOF and errors through the connection's usual
+ * bufferevent callbacks.
  * Callbacks may free the connection: nothing touches the reader after them.
  */
 typedef struct InReader {
+	/* What was read and not yet consumed: ours, not the bufferevent's input,
+	 * whose end libevent keeps frozen (two calls around every read). */
+	struct evbuffer *buf;
 	struct event *ev;	/* EV_READ|EV_PERSIST on the socket */
 	struct bufferevent *bev;	/* whose input buffer is filled */
 	size_t high;		/* stop reading at this much unprocessed input; 0: no limit */
@@ -123,10 +147,15 @@ typedef struct InReader {
 	void *arg;
 	struct ssl_st *ssl;	/* TLS: SSL_read instead of recv() */
 	bool tls_more;		/* the last SSL_read stopped at the room, not the socket: read on */
+	bool bulk;		/* the last read was large: read into the input's own space */
 } InReader;
 
+/* Read bev's socket into r->buf (made at the first init, kept across a TLS switch). */
 bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
 		       bufferevent_event_cb event_cb, void *arg) MUST_CHECK;
+/* Stop reading (a TLS switch: the buffer stays). */
+void msgio_reader_stop(InReader *r);
+/* Stop reading and free the buffer: the connection is closing. */
 void msgio_reader_free(InReader *r);
 /*
  * Read through ssl (tls.c). Bytes OpenSSL already holds (a record read

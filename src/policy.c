@@ -66,6 +66,10 @@
 #define GC_PAUSE_DEFAULT 200		/* Lua's: a cycle starts when the heap doubles */
 #define GC_PAUSE_SMALL 400		/* ... and ours while the heap is small (engine_tune_gc) */
 
+/* q's fields (see QField below) and the kinds kept interned (q_push_kind) */
+#define QF_COUNT 14
+#define Q_KINDS_KEPT 8
+
 enum { HOOK_CONNECT, HOOK_QUERY, HOOK_COLUMNS, HOOK_ROW, HOOK_DISCONNECT, HOOK_COUNT };
 static const char *const hook_names[HOOK_COUNT] = {
 	"on_connect", "on_query", "on_columns", "on_row", "on_disconnect",
@@ -131,6 +135,18 @@ struct PolicyEngine {
 	 * no closure (lua_cpcall makes one per call): on_query's, and the message handler. */
 	int query_run_ref;
 	int msgh_ref;
+
+	/* (policy cost 2) q's field names as the state interned them: a key is one of
+	 * them exactly when it is the same string object (every Lua string is
+	 * interned), so q's __index compares pointers, not bytes. Anchored by
+	 * q_names_ref; q's metatable by q_mt_ref (no hashed registry read per q). */
+	const char *q_names[QF_COUNT];
+	int q_names_ref;
+	int q_mt_ref;
+	/* ... and the last few kinds pushed (sqlinfo's static strings), as Lua strings */
+	const char *kind_ptr[Q_KINDS_KEPT];
+	int kind_ref[Q_KINDS_KEPT];
+	int kind_next;		/* the slot the next new kind replaces */
 };
 
 /* ------------------------------------------------------------- config */
@@ -1568,6 +1584,7 @@ static void script_load(lua_State *L, PolicyEngine *e, Script *sc, int masks_idx
 }
 
 static int query_run(lua_State *L);
+static void q_intern_names(lua_State *L, PolicyEngine *e);
 
 static int state_load_scripts(lua_State *L)
 {
@@ -1575,6 +1592,7 @@ static int state_load_scripts(lua_State *L)
 	lua_settop(L, 0);
 	lua_pushcfunction(L, state_open_libs);
 	lua_call(L, 0, 0);
+	q_intern_names(L, e);
 	lua_pushcfunction(L, query_run);
 	e->query_run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pushcfunction(L, engine_msgh);
@@ -1601,6 +1619,13 @@ static void engine_reset_scripts(PolicyEngine *e)
 	e->cols_fn_ref = LUA_NOREF;
 	e->query_run_ref = LUA_NOREF;
 	e->msgh_ref = LUA_NOREF;
+	memset(e->q_names, 0, sizeof(e->q_names));
+	e->q_names_ref = LUA_NOREF;
+	e->q_mt_ref = LUA_NOREF;
+	memset(e->kind_ptr, 0, sizeof(e->kind_ptr));
+	for (int i = 0; i < Q_KINDS_KEPT; i++)
+		e->kind_ref[i] = LUA_NOREF;
+	e->kind_next = 0;
 	strlist_free(&e->mask_keys);
 	e->mask_keys_gen = 0;
 }
@@ -1857,7 +1882,7 @@ static void engine_leave(PolicyEngine *e)
 	e->in_call = false;
 	lua_settop(L, 0);
 	if (!engine_past_budget(e)) {
-		size_t used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024;
+		size_t used = e->mem_used;	/* (engine_alloc's count: what LUA_GCCOUNT reports) */
 		if (used > e->cfg.memory_limit / 2)
 			lua_gc(L, LUA_GCCOLLECT, 0);
 		engine_tune_gc(e, used);
@@ -2086,6 +2111,8 @@ typedef enum QField {
 	QF_NONE,
 } QField;
 
+_Static_assert(QF_NONE == QF_COUNT, "QF_COUNT counts q's fields");
+
 static const struct {
 	const char *name;
 	size_t len;
@@ -2114,16 +2141,51 @@ typedef struct QView {
 	char text[];		/* sql, protocol, name: each NUL-terminated */
 } QView;
 
-static QField q_field_of(lua_State *L, int idx)
+static QField q_field_of(lua_State *L, const PolicyEngine *e, int idx)
 {
 	if (lua_type(L, idx) != LUA_TSTRING)
 		return QF_NONE;
-	size_t len;
-	const char *k = lua_tolstring(L, idx, &len);
+	const char *k = lua_tostring(L, idx);
 	for (int f = 0; f < QF_NONE; f++)
-		if (q_fields[f].len == len && memcmp(q_fields[f].name, k, len) == 0)
+		if (e->q_names[f] == k)
 			return (QField)f;
 	return QF_NONE;
+}
+
+static void *q_mt_key(void);
+
+/* With the state (protected): intern q's field names and keep them, and q's metatable. */
+static void q_intern_names(lua_State *L, PolicyEngine *e)
+{
+	lua_createtable(L, QF_NONE, 0);
+	for (int f = 0; f < QF_NONE; f++) {
+		lua_pushlstring(L, q_fields[f].name, q_fields[f].len);
+		e->q_names[f] = lua_tostring(L, -1);	/* (GC objects never move) */
+		lua_rawseti(L, -2, f + 1);
+	}
+	e->q_names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(L, q_mt_key());
+	lua_rawget(L, LUA_REGISTRYINDEX);
+	e->q_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Push a kind (one of sqlinfo's static strings): interned once per state for the last few. */
+static void q_push_kind(lua_State *L, PolicyEngine *e, const char *kind)
+{
+	for (int i = 0; i < Q_KINDS_KEPT; i++) {
+		if (e->kind_ptr[i] == kind) {
+			lua_rawgeti(L, LUA_REGISTRYINDEX, e->kind_ref[i]);
+			return;
+		}
+	}
+	int slot = e->kind_next;
+	e->kind_next = (slot + 1) % Q_KINDS_KEPT;
+	luaL_unref(L, LUA_REGISTRYINDEX, e->kind_ref[slot]);
+	e->kind_ptr[slot] = NULL;
+	lua_pushstring(L, kind);
+	lua_pushvalue(L, -1);
+	e->kind_ref[slot] = luaL_ref(L, LUA_REGISTRYINDEX);	/* (in a protected call) */
+	e->kind_ptr[slot] = kind;
 }
 
 static void q_push_strlist(lua_State *L, const StrList *l)
@@ -2163,7 +2225,7 @@ static void q_convert_kept(lua_State *L, QView *q, QField f)
 }
 
 /* Push a parse field; false when it has no value (nil). */
-static bool q_push_parse_field(lua_State *L, QView *q, QField f)
+static bool q_push_parse_field(lua_State *L, PolicyEngine *e, QView *q, QField f)
 {
 	bool kept = f == QF_TABLES || f == QF_FUNCTIONS || f == QF_FINGERPRINT ||
 		    f == QF_NORMALIZED;
@@ -2180,7 +2242,7 @@ static bool q_push_parse_field(lua_State *L, QView *q, QField f)
 		if (q->unparsed && f != QF_KIND && f != QF_TABLES && f != QF_HAS_WHERE)
 			return false;
 		q->read |= 1u << f;
-		engine_of(L)->stats.lazy_fields++;
+		e->stats.lazy_fields++;
 		if (kept) {
 			q_convert_kept(L, q, f);
 			return true;
@@ -2188,7 +2250,7 @@ static bool q_push_parse_field(lua_State *L, QView *q, QField f)
 	}
 	switch (f) {
 	case QF_KIND:
-		lua_pushstring(L, q->kind);
+		q_push_kind(L, e, q->kind);
 		break;
 	case QF_HAS_WHERE:
 		lua_pushboolean(L, q->has_where);
@@ -2213,7 +2275,8 @@ static bool q_push_parse_field(lua_State *L, QView *q, QField f)
 static int q_index(lua_State *L)
 {
 	QView *q = lua_touserdata(L, 1);
-	QField f = q ? q_field_of(L, 2) : QF_NONE;
+	PolicyEngine *e = engine_of(L);
+	QField f = q ? q_field_of(L, e, 2) : QF_NONE;
 	switch (f) {
 	case QF_NONE:
 		return 0;
@@ -2232,7 +2295,7 @@ static int q_index(lua_State *L)
 		lua_pushboolean(L, q->in_transaction);
 		return 1;
 	default:
-		return q_push_parse_field(L, q, f) ? 1 : 0;
+		return q_push_parse_field(L, e, q, f) ? 1 : 0;
 	}
 }
 
@@ -2301,8 +2364,7 @@ static QView *q_push(lua_State *L, const QueryCall *c, const char *sql, const Sq
 	memcpy(q->text + sql_len + 1, protocol, protocol_len + 1);
 	if (has_name)
 		memcpy(q->text + sql_len + 1 + protocol_len + 1, c->stmt_name, name_len + 1);
-	lua_pushlightuserdata(L, q_mt_key());
-	lua_rawget(L, LUA_REGISTRYINDEX);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->q_mt_ref);
 	lua_setmetatable(L, -2);
 	return q;
 }
@@ -2563,55 +2625,105 @@ static MaskKind columns_kind_of(lua_State *L, int idx)
 	return mask_kind_from_name(lua_tostring(L, idx));
 }
 
-/* Append field k = the value at the top (popped) to a template column at idx, if not nil. */
-static void template_put(lua_State *L, int idx, const char *k)
+/* Append s to b as a Lua string literal: every byte outside [A-Za-z0-9_ .] as \ddd. */
+static void template_add_literal(luaL_Buffer *b, const char *s, size_t len)
 {
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return;
+	luaL_addchar(b, '"');
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    ch == '_' || ch == ' ' || ch == '.') {
+			luaL_addchar(b, (char)ch);
+		} else {
+			char esc[5];
+			snprintf(esc, sizeof(esc), "\\%03u", ch);
+			luaL_addlstring(b, esc, 4);
+		}
 	}
-	int n = (int)lua_objlen(L, idx);
-	lua_pushstring(L, k);
-	lua_rawseti(L, idx, n + 1);
-	lua_rawseti(L, idx, n + 2);
+	luaL_addchar(b, '"');
 }
 
-static void template_put_str(lua_State *L, int idx, const char *k, const char *v)
+static void template_add_field(luaL_Buffer *b, const char *k, const char *v)
 {
-	if (v)
-		lua_pushstring(L, v);
-	else
-		lua_pushnil(L);
-	template_put(L, idx, k);
+	if (!v)
+		return;
+	luaL_addstring(b, k);
+	luaL_addchar(b, '=');
+	template_add_literal(b, v, strlen(v));
+	luaL_addchar(b, ',');
 }
 
 /*
- * The columns' tables as a template (at the top): per column an array of
- * field names and values, k1, v1, k2, v2, ... (name, table, column, type_oid,
- * format and the P.masks mask; absent fields left out), cheap to copy.
+ * The columns' template (at the top): a Lua function that returns a fresh cols
+ * table and the P.masks mask kinds (one byte per column). It is compiled from
+ * source where each column is a table constructor of constants (name, table,
+ * column, type_oid, format and the P.masks mask; absent fields left out), so
+ * a call copies each column's prebuilt table in one step (LuaJIT's TDUP)
+ * instead of setting its fields one by one. A mask that is a function is
+ * read from F, the table the chunk is given. Strings go in as escaped literals.
  */
 static void columns_build_template(lua_State *L, const ColumnsCall *c, int masks_idx)
 {
 	MaskPlan *plan = c->plan;
-	lua_createtable(L, plan->ncols, 0);
-	for (int i = 0; i < plan->ncols; i++) {
+	int n = plan->ncols;
+	/* first the masks: F (functions, by column) and each column's kind */
+	lua_createtable(L, 0, 0);
+	int fns = lua_gettop(L);
+	char *kinds = lua_newuserdata(L, (size_t)n + 1);
+	const char **named = lua_newuserdata(L, sizeof(char *) * ((size_t)n + 1));
+	for (int i = 0; i < n; i++) {
+		const char *table = c->table_names ? c->table_names[i] : NULL;
+		const char *column = c->column_names ? c->column_names[i] : NULL;
+		kinds[i] = MASK_NONE;
+		named[i] = NULL;
+		if (!table || !column)
+			continue;
+		columns_lookup_mask(L, masks_idx, table, column);
+		kinds[i] = (char)columns_kind_of(L, -1);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			named[i] = lua_tostring(L, -1);	/* (held by P.masks) */
+			lua_pop(L, 1);
+		} else if (!lua_isnil(L, -1)) {
+			lua_rawseti(L, fns, i + 1);
+		} else {
+			lua_pop(L, 1);
+		}
+	}
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	luaL_addstring(&b, "local F = ...\nreturn function() return {\n");
+	for (int i = 0; i < n; i++) {
 		const MaskColumn *mc = &plan->cols[i];
 		const char *table = c->table_names ? c->table_names[i] : NULL;
 		const char *column = c->column_names ? c->column_names[i] : NULL;
-		lua_createtable(L, 12, 0);
-		int col = lua_gettop(L);
-		template_put_str(L, col, "name", mc->name);
-		template_put_str(L, col, "table", table);
-		template_put_str(L, col, "column", column);
-		lua_pushnumber(L, mc->type_oid);
-		template_put(L, col, "type_oid");
-		template_put_str(L, col, "format", mc->format == 1 ? "binary" : "text");
-		if (table && column) {
-			columns_lookup_mask(L, masks_idx, table, column);
-			template_put(L, col, "mask");
+		char num[48];
+		luaL_addchar(&b, '{');
+		template_add_field(&b, "name", mc->name);
+		template_add_field(&b, "table", table);
+		template_add_field(&b, "column", column);
+		snprintf(num, sizeof(num), "type_oid=%u,", (unsigned)mc->type_oid);
+		luaL_addstring(&b, num);
+		template_add_field(&b, "format", mc->format == 1 ? "binary" : "text");
+		if (named[i]) {
+			template_add_field(&b, "mask", named[i]);
+		} else if (kinds[i] != MASK_NONE) {
+			snprintf(num, sizeof(num), "mask=F[%d],", i + 1);
+			luaL_addstring(&b, num);
 		}
-		lua_rawseti(L, -2, i + 1);
+		luaL_addstring(&b, "},\n");
 	}
+	luaL_addstring(&b, "}, ");
+	template_add_literal(&b, kinds, (size_t)n);
+	luaL_addstring(&b, " end\n");
+	luaL_pushresult(&b);
+	size_t len;
+	const char *src = lua_tolstring(L, -1, &len);
+	if (luaL_loadbuffer(L, src, len, "=on_columns template") != 0)
+		lua_error(L);
+	lua_pushvalue(L, fns);
+	lua_call(L, 1, 1);
+	lua_replace(L, fns);
+	lua_settop(L, fns);
 }
 
 /*
@@ -2697,7 +2809,7 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	lua_pushlstring(L, e->cols_key, len);
 	lua_pushvalue(L, -1);
 	lua_rawget(L, cache_idx);
-	if (lua_istable(L, -1)) {
+	if (lua_isfunction(L, -1)) {
 		lua_replace(L, cache_idx);
 		lua_settop(L, cache_idx);
 		columns_remember_last(L, e, len);
@@ -2723,31 +2835,18 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 	columns_remember_last(L, e, len);
 }
 
-/* The hooks' cols: fresh copies of the template's column tables (a hook may change them). */
+/* The hooks' cols: a fresh table of fresh column tables, from the template (a hook may change them). */
 static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int masks_idx)
 {
 	MaskPlan *plan = c->plan;
 	columns_template(L, e, c, masks_idx);
-	int tmpl = lua_gettop(L);
-	lua_pushvalue(L, COLS_MASK_KEY);		/* tmpl + 1 */
-	lua_createtable(L, plan->ncols, 0);
-	int cols = tmpl + 2;
-	for (int i = 0; i < plan->ncols; i++) {
-		lua_rawgeti(L, tmpl, i + 1);		/* cols + 1: k1, v1, k2, v2, ... */
-		int n = (int)lua_objlen(L, cols + 1);
-		lua_createtable(L, 0, n / 2);		/* cols + 2 */
-		c->declared[i] = MASK_NONE;
-		for (int f = 1; f < n; f += 2) {
-			lua_rawgeti(L, cols + 1, f);
-			lua_rawgeti(L, cols + 1, f + 1);
-			if (f == n - 1 && lua_rawequal(L, -2, tmpl + 1))	/* mask: last */
-				c->declared[i] = columns_kind_of(L, -1);
-			lua_rawset(L, cols + 2);
-		}
-		lua_rawseti(L, cols, i + 1);
-		lua_pop(L, 1);
-	}
-	lua_replace(L, tmpl);
+	lua_call(L, 0, 2);	/* cols, kinds */
+	size_t n;
+	const char *kinds = lua_tolstring(L, -1, &n);
+	if (!kinds || n != (size_t)plan->ncols)
+		luaL_error(L, "on_columns template does not match its columns");
+	for (int i = 0; i < plan->ncols; i++)
+		c->declared[i] = (MaskKind)kinds[i];
 	lua_pop(L, 1);
 }
 

@@ -535,7 +535,7 @@ bool prepared_passes(const uint8_t *msg, size_t len)
 
 static void send_bytes(Server *s, const void *p, size_t len)
 {
-	evbuffer_add(bufferevent_get_output(s->bev), p, len);
+	evbuffer_add(msgio_out(&s->out), p, len);
 }
 
 static void send_pktbuf(Server *s, PktBuf *pb)
@@ -771,7 +771,7 @@ static void send_bind_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 
 PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, PreparedBindHead *head)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in.buf;
 	size_t total = proto_msg_total(h);
 	size_t peek = PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1);
 	if (peek > total)
@@ -932,7 +932,7 @@ void prepared_emit(Server *s)
 		return;
 	while (ps->len > 0 && q_at(ps, 0)->action == PEND_FAKE) {
 		uint8_t reply[5] = { q_at(ps, 0)->kind, 0, 0, 0, 4 };
-		evbuffer_add(bufferevent_get_output(c->bev), reply, sizeof(reply));
+		evbuffer_add(msgio_out(&c->out), reply, sizeof(reply));
 		s->pool->stats.total.bytes_sent += sizeof(reply);
 		q_pop(s, false);
 	}

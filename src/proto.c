@@ -193,7 +193,12 @@ bool proto_parse_startup(const uint8_t *buf, size_t len, StartupPacket *out, cha
 	PktReader r;
 	uint32_t wire_len, code;
 
-	memset(out, 0, sizeof(*out));
+	/* params[] is filled up to nparams: clearing all 64 would cost more than the parse */
+	out->kind = STARTUP_NORMAL;
+	out->protocol = out->cancel_pid = out->cancel_key = 0;
+	out->nparams = 0;
+	out->user = out->database = NULL;
+	out->has_replication = false;
 	if (len < PROTO_STARTUP_MIN || len > PROTO_STARTUP_MAX)
 		return startup_fail(err, errlen, "invalid length of startup packet");
 	proto_reader_init(&r, buf, len);

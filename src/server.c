@@ -85,9 +85,9 @@ void server_set_state(Server *s, ServerState st)
 
 bool server_send_pktbuf(Server *s, PktBuf *pb)
 {
-	if (!pktbuf_ok(pb) || !s->bev)
+	if (!pktbuf_ok(pb) || !s->bev || !s->out.buf)
 		return false;
-	return bufferevent_write(s->bev, pb->data, pb->len) == 0;
+	return evbuffer_add(msgio_out(&s->out), pb->data, pb->len) == 0;
 }
 
 bool server_send_internal_query(Server *s, const char *sql)
@@ -114,7 +114,7 @@ static void server_send_terminate(Server *s)
 {
 	static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
 	int fd = bufferevent_getfd(s->bev);
-	if (fd >= 0 && s->state != SV_LOGIN && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+	if (fd >= 0 && s->state != SV_LOGIN && msgio_output_pending(&s->out) == 0) {
 		ssize_t n = s->ssl ? SSL_write(s->ssl, terminate, sizeof(terminate))
 				   : send(fd, terminate, sizeof(terminate), MSG_DONTWAIT | MSG_NOSIGNAL);
 		(void)n;
@@ -160,10 +160,11 @@ void server_disconnect(Server *s, const char *fmt, ...)
 		c->link = NULL;
 		client_disconnect(c, "08006", "server conn crashed?");
 	}
-	if (s->bev) {
+	if (s->bev)
 		server_send_terminate(s);
-		msgio_output_detach(&s->out);
-		msgio_reader_free(&s->in);
+	msgio_output_free(&s->out);
+	msgio_reader_free(&s->in);
+	if (s->bev) {
 		tls_close_notify(s->ssl);
 		bufferevent_free(s->bev);
 		s->bev = NULL;
@@ -593,7 +594,7 @@ void server_release_if_done(Server *s)
 		return;
 	pool_release_server(s);
 	if (c->state == CL_ACTIVE && c->bev &&
-	    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	    evbuffer_get_length(c->in.buf) > 0)
 		client_resume_reading(c);
 }
 
@@ -648,7 +649,7 @@ static bool server_handle_inspected(Server *s, const MsgHeader *h, uint8_t *msg)
 	Client *c = s->link;
 	if (prepared_on(c))
 		(void)prepared_response(s, h->type);	/* never one of ours: E, S and Z pass */
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = msgio_out(&c->out);
 	size_t total = proto_msg_total(h);
 	if (s->mask && h->type != 'Z' && h->type != 'S')
 		return maskwire_handle(s, h, msg, out);
@@ -758,6 +759,7 @@ static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 		return false;
 	if (prepared_on(s->link) && !prepared_pass(s, h->type, &run->ended))
 		return false;
+	maskwire_passed(s, h->type);
 	run->ready = ready;
 	run->ended |= ready;
 	return true;
@@ -825,6 +827,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
+	maskwire_passed(s, h.type);
 	if (h.type == 'G')
 		server_enter_copy_in(s);
 	else if (server_passes_through(s, h.type))
@@ -833,7 +836,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	uint8_t status = 0;
 	if (run.ready)
 		status = evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];	/* (in place: one chunk) */
-	size_t moved = msgio_move(in, bufferevent_get_output(c->bev), total);
+	size_t moved = msgio_move(in, msgio_out(&c->out), total);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
 	s->fwd_discard = false;
@@ -842,16 +845,16 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 
 static void server_forward(Server *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in = s->in.buf;
 	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0 &&
 	       !maskwire_waiting(s)) {
 		Client *c = s->link;
-		if (c && evbuffer_get_length(bufferevent_get_output(c->bev)) > MSGIO_OUT_HIGH) {
+		if (c && msgio_output_pending(&c->out) > MSGIO_OUT_HIGH) {
 			server_pause_reading(s);
 			return;
 		}
 		if (s->fwd_remaining > 0) {
-			struct evbuffer *out = s->fwd_discard || !c ? NULL : bufferevent_get_output(c->bev);
+			struct evbuffer *out = s->fwd_discard || !c ? NULL : msgio_out(&c->out);
 			size_t moved = msgio_move(in, out, s->fwd_remaining);
 			s->fwd_remaining -= moved;
 			if (out)
@@ -868,7 +871,7 @@ static void server_forward(Server *s)
 
 static void server_read_login(Server *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in = s->in.buf;
 	while (s->state == SV_LOGIN) {
 		MsgHeader h;
 		FrameResult fr = msgio_peek_header(in, SERVER_LOGIN_MSG_MAX, &h);
@@ -898,10 +901,8 @@ static bool server_attach_io(Server *s)
 {
 	bufferevent_setcb(s->bev, NULL, server_write_cb, server_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
-	msgio_output_attach(&s->out, &s->worker->flusher, s->bev);
-	if (s->ssl)
-		msgio_output_use_tls(&s->out, s->ssl);
-	if (!msgio_reader_init(&s->in, s->bev, MSGIO_READ_HIGH, server_read_cb, server_event_cb, s))
+	if (!msgio_output_attach(&s->out, &s->worker->flusher, s->bev, s->ssl) ||
+	    !msgio_reader_init(&s->in, s->bev, MSGIO_READ_HIGH, server_read_cb, server_event_cb, s))
 		return false;
 	if (s->ssl)
 		msgio_reader_use_tls(&s->in, s->ssl);
@@ -949,7 +950,7 @@ static void server_start_tls(Server *s)
 		return;
 	}
 	msgio_output_detach(&s->out);
-	msgio_reader_free(&s->in);
+	msgio_reader_stop(&s->in);
 	s->bev = tls_wrap_socket(s->bev, ssl, false);
 	if (!s->bev) {
 		server_login_failed(s, "08006", "could not start TLS to the server");
@@ -965,7 +966,7 @@ static void server_start_tls(Server *s)
  */
 static void server_read_tls_answer(Server *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in = s->in.buf;
 	uint8_t answer;
 	if (evbuffer_copyout(in, &answer, 1) < 1)
 		return;
@@ -1127,7 +1128,8 @@ static bool server_start_connect(Server *s)
 				      (suseconds_t)(moat->cfg->server_connect_timeout % USEC_PER_SEC) };
 		bufferevent_set_timeouts(s->bev, &tv, &tv);
 	}
-	msgio_output_attach(&s->out, &s->worker->flusher, s->bev);
+	if (!msgio_output_attach(&s->out, &s->worker->flusher, s->bev, NULL))
+		return false;
 	return bufferevent_socket_connect(s->bev, (struct sockaddr *)&s->addr, (int)s->addrlen) == 0;
 }
 

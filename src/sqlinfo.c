@@ -1075,6 +1075,13 @@ uint64_t sqlinfo_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len)
 	return siphash24(k0, k1, in, len);
 }
 
+/* The shape memo's hasher: shape keys hash as texts do, with the cache's key. */
+static uint64_t cache_shape_hash(const void *arg, const char *key, size_t len)
+{
+	const SqlInfoCache *c = arg;
+	return siphash24(c->k0, c->k1, (const uint8_t *)key, len);
+}
+
 SqlInfoCache *sqlinfo_cache_new(int capacity)
 {
 	SqlInfoCache *c = xcalloc(1, sizeof(*c));
@@ -1093,6 +1100,7 @@ SqlInfoCache *sqlinfo_cache_new(int capacity)
 	}
 	c->k0 = key[0];
 	c->k1 = key[1];
+	sqlshape_memo_set_hasher(c->shapes, cache_shape_hash, c);
 	return c;
 }
 
@@ -1246,6 +1254,22 @@ static void cache_remember(SqlInfoCache *cache, const char *sql, size_t len, Sql
 	cache->last_info = info;
 }
 
+static uint64_t shape_hash(const SqlInfoCache *cache, const SqlShape *shape)
+{
+	return shape->has_hash ? shape->key_hash
+			       : siphash24(cache->k0, cache->k1, (const uint8_t *)shape->key,
+					   shape->key_len);
+}
+
+/* The classification of sql by its shape's parse (a clone for its text), or NULL. */
+static SqlInfo *cache_get_by_shape(SqlInfoCache *cache, const char *sql, const SqlShape *shape)
+{
+	CacheEntry *e = cache_lookup(cache, shape_hash(cache, shape), shape->key, shape->key_len);
+	if (!e || !e->info->ok || e->info->nstmts != 1)
+		return NULL;
+	return sqlinfo_clone_for_text(cache_touch(cache, e)->info, sql, shape->stmt_end);
+}
+
 SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 {
 	if (!sql) {
@@ -1259,32 +1283,38 @@ SqlInfo *sqlinfo_cache_get(SqlInfoCache *cache, const char *sql, size_t len)
 		cache->last_info->refcount++;
 		return cache->last_info;
 	}
-	uint64_t hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
-	CacheEntry *e = cache_lookup(cache, hash, sql, len);
-	if (e) {
-		cache_remember(cache, sql, len, cache_touch(cache, e)->info);
-		e->info->refcount++;
-		return e->info;
-	}
-	/* Same statement, other values: classified by its shape's first parse. */
+	/*
+	 * The same text but for its integer literals' digits as one the shape memo
+	 * knows: classified by its shape's parse without hashing its own text.
+	 * Else the text itself, then its shape (the scanner's), then a parse.
+	 */
 	SqlShape shape;
-	bool shaped = sqlshape_of_memo(cache->shapes, sql, len, &shape);
-	uint64_t shape_hash = 0;
-	if (shaped) {
-		shape_hash = siphash24(cache->k0, cache->k1, (const uint8_t *)shape.key, shape.key_len);
-		e = cache_lookup(cache, shape_hash, shape.key, shape.key_len);
-		if (e && e->info->ok && e->info->nstmts == 1) {
-			SqlInfo *clone = sqlinfo_clone_for_text(cache_touch(cache, e)->info, sql,
-								shape.stmt_end);
-			sqlshape_free(&shape);
-			cache_remember(cache, sql, len, clone);
-			return clone;
+	ShapeProbe probe;
+	bool shaped = sqlshape_memo_get(cache->shapes, sql, len, &probe, &shape);
+	SqlInfo *found = shaped ? cache_get_by_shape(cache, sql, &shape) : NULL;
+	uint64_t hash = 0;
+	if (!found) {
+		hash = siphash24(cache->k0, cache->k1, (const uint8_t *)sql, len);
+		CacheEntry *e = cache_lookup(cache, hash, sql, len);
+		if (e) {
+			found = cache_touch(cache, e)->info;
+			found->refcount++;
 		}
+	}
+	if (!found && !shaped) {
+		shaped = sqlshape_memo_scan(cache->shapes, sql, len, &probe, &shape);
+		found = shaped ? cache_get_by_shape(cache, sql, &shape) : NULL;
+	}
+	if (found) {
+		if (shaped)
+			sqlshape_free(&shape);
+		cache_remember(cache, sql, len, found);
+		return found;
 	}
 	SqlInfo *info = sqlinfo_parse(sql, len);
 	cache_insert(cache, hash, sql, len, info);
 	if (shaped && info->ok && info->nstmts == 1)
-		cache_insert(cache, shape_hash, shape.key, shape.key_len, info);
+		cache_insert(cache, shape_hash(cache, &shape), shape.key, shape.key_len, info);
 	if (shaped)
 		sqlshape_free(&shape);
 	cache_remember(cache, sql, len, info);

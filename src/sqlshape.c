@@ -297,12 +297,27 @@ typedef struct ShapeTemplate {
 	char *key;
 	size_t key_len;
 	size_t stmt_end;
+	uint64_t key_hash;	/* (policy cost 2) by the memo's hasher, if any */
 } ShapeTemplate;
+
+static void template_free(ShapeTemplate *t);
 
 struct ShapeMemo {
 	ShapeTemplate *slot[MEMO_SLOTS];
 	unsigned victim;
+	ShapeKeyHash hash;	/* NULL: shapes come without key_hash */
+	const void *hash_arg;
 };
+
+void sqlshape_memo_set_hasher(ShapeMemo *m, ShapeKeyHash hash, const void *arg)
+{
+	m->hash = hash;
+	m->hash_arg = arg;
+	for (int i = 0; i < MEMO_SLOTS; i++) {
+		template_free(m->slot[i]);	/* (hashed by no one, or by another) */
+		m->slot[i] = NULL;
+	}
+}
 
 ShapeMemo *sqlshape_memo_new(void)
 {
@@ -327,11 +342,32 @@ void sqlshape_memo_free(ShapeMemo *m)
 	free(m);
 }
 
-/* FNV-1a of the text up to its first digit or quote: where literals usually start. */
+/* Where prefix_hash stops: a digit or a quote. */
+static const bool prefix_stop[256] = {
+	['0'] = true, ['1'] = true, ['2'] = true, ['3'] = true, ['4'] = true,
+	['5'] = true, ['6'] = true, ['7'] = true, ['8'] = true, ['9'] = true, ['\''] = true,
+};
+
+/*
+ * A hash of the text up to its first digit or quote (where literals usually
+ * start), so that digit variants land in the same slots. Eight bytes a step:
+ * it only picks memo slots (template_matches decides), so it need not resist
+ * anything; a collision costs a probe.
+ */
 static uint64_t prefix_hash(const char *sql, size_t len)
 {
-	uint64_t h = 14695981039346656037ULL;
-	for (size_t i = 0; i < len && !(sql[i] >= '0' && sql[i] <= '9') && sql[i] != '\''; i++)
+	size_t n = 0;
+	while (n < len && !prefix_stop[(uint8_t)sql[n]])
+		n++;
+	uint64_t h = 14695981039346656037ULL ^ n;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, sql + i, sizeof(w));
+		h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+		h ^= h >> 29;
+	}
+	for (; i < n; i++)
 		h = (h ^ (uint8_t)sql[i]) * 1099511628211ULL;
 	return h;
 }
@@ -379,6 +415,8 @@ static bool memo_lookup(ShapeMemo *m, uint64_t h, const char *sql, size_t len, S
 		memcpy(out->key, t->key, t->key_len + 1);
 		out->key_len = t->key_len;
 		out->stmt_end = stmt_end;
+		out->has_hash = m->hash != NULL;
+		out->key_hash = t->key_hash;
 		return true;
 	}
 	return false;
@@ -403,24 +441,43 @@ static void memo_store(ShapeMemo *m, uint64_t h, const char *sql, size_t len, co
 	memcpy(t->key, shape->key, shape->key_len + 1);
 	t->key_len = shape->key_len;
 	t->stmt_end = shape->stmt_end;
+	t->key_hash = shape->key_hash;
 	template_free(m->slot[at]);
 	m->slot[at] = t;
 }
 
-bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
+bool sqlshape_memo_get(ShapeMemo *m, const char *sql, size_t len, ShapeProbe *probe,
+		       SqlShape *out)
+{
+	memset(out, 0, sizeof(*out));
+	probe->memo = len > 0 && len <= MEMO_MAX_TEXT && len <= SQLSHAPE_MAX_SQL;
+	probe->prefix_hash = probe->memo ? prefix_hash(sql, len) : 0;
+	return probe->memo && memo_lookup(m, probe->prefix_hash, sql, len, out);
+}
+
+bool sqlshape_memo_scan(ShapeMemo *m, const char *sql, size_t len, const ShapeProbe *probe,
+			SqlShape *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (len == 0 || len > SQLSHAPE_MAX_SQL)
 		return false;
-	uint64_t h = prefix_hash(sql, len);
-	if (len <= MEMO_MAX_TEXT && memo_lookup(m, h, sql, len, out))
-		return true;
 	ShapeLits lits = { .n = 0 };
 	if (!shape_scan(sql, len, out, &lits))
 		return false;
-	if (len <= MEMO_MAX_TEXT && lits.n >= 0)
-		memo_store(m, h, sql, len, out, &lits);
+	if (m->hash) {
+		out->key_hash = m->hash(m->hash_arg, out->key, out->key_len);
+		out->has_hash = true;
+	}
+	if (probe->memo && lits.n >= 0)
+		memo_store(m, probe->prefix_hash, sql, len, out, &lits);
 	return true;
+}
+
+bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
+{
+	ShapeProbe probe;
+	return sqlshape_memo_get(m, sql, len, &probe, out) ||
+	       sqlshape_memo_scan(m, sql, len, &probe, out);
 }
 
 void sqlshape_free(SqlShape *shape)

@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct SqlShape {
 	char *key;		/* owned; starts with a NUL byte, so it never equals SQL text
@@ -27,6 +28,9 @@ typedef struct SqlShape {
 	size_t key_len;
 	size_t stmt_end;	/* the statement's text is sql[0, stmt_end): without the
 				 * final ';', as the parser's stmt_len reports it */
+	/* (policy cost 2) the key's hash by the memo's hasher; has_hash false without one */
+	bool has_hash;
+	uint64_t key_hash;
 } SqlShape;
 
 /* True with *out filled (free with sqlshape_free) when sql has a shape. */
@@ -43,5 +47,25 @@ typedef struct ShapeMemo ShapeMemo;
 ShapeMemo *sqlshape_memo_new(void);
 void sqlshape_memo_free(ShapeMemo *m);
 bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out);
+/*
+ * sqlshape_of_memo in two steps, for a caller that tries the memo's answer
+ * before anything else: _get answers from the memo only (never scans), and
+ * after its miss _scan does the rest, with what _get left in *probe.
+ */
+typedef struct ShapeProbe {
+	bool memo;		/* the text may be in the memo (not too long) */
+	uint64_t prefix_hash;
+} ShapeProbe;
+bool sqlshape_memo_get(ShapeMemo *m, const char *sql, size_t len, ShapeProbe *probe,
+		       SqlShape *out);
+bool sqlshape_memo_scan(ShapeMemo *m, const char *sql, size_t len, const ShapeProbe *probe,
+			SqlShape *out);
+/*
+ * The memo's owner hashes keys (sqlinfo.c's cache, with its secret key): each
+ * shape the memo gives out then carries key_hash, computed once per template,
+ * not once per statement.
+ */
+typedef uint64_t (*ShapeKeyHash)(const void *arg, const char *key, size_t len);
+void sqlshape_memo_set_hasher(ShapeMemo *m, ShapeKeyHash hash, const void *arg);
 
 #endif

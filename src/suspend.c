@@ -41,10 +41,6 @@ void suspend_set(bool on)
 		pool_maintain_all();
 }
 
-static bool output_empty(struct bufferevent *bev)
-{
-	return evbuffer_get_length(bufferevent_get_output(bev)) == 0;
-}
 
 bool suspend_buffers_flushed(void)
 {
@@ -53,12 +49,12 @@ bool suspend_buffers_flushed(void)
 
 	list_for_each(item, &w->all_clients) {
 		Client *c = container_of(item, Client, all_head);
-		if (client_suspendable(c) && !output_empty(c->bev))
+		if (client_suspendable(c) && msgio_output_pending(&c->out) > 0)
 			return false;
 	}
 	list_for_each(item, &w->all_servers) {
 		Server *s = container_of(item, Server, all_head);
-		if (server_suspendable(s) && !output_empty(s->bev))
+		if (server_suspendable(s) && msgio_output_pending(&s->out) > 0)
 			return false;
 	}
 	return true;
@@ -71,12 +67,12 @@ void suspend_drop_unflushed(void)
 
 	list_for_each_safe(item, &w->all_clients, tmp) {
 		Client *c = container_of(item, Client, all_head);
-		if (client_suspendable(c) && !output_empty(c->bev))
+		if (client_suspendable(c) && msgio_output_pending(&c->out) > 0)
 			client_disconnect(c, NULL, "SUSPEND: buffer not flushed within suspend_timeout");
 	}
 	list_for_each_safe(item, &w->all_servers, tmp) {
 		Server *s = container_of(item, Server, all_head);
-		if (server_suspendable(s) && !output_empty(s->bev))
+		if (server_suspendable(s) && msgio_output_pending(&s->out) > 0)
 			server_disconnect(s, "SUSPEND: buffer not flushed within suspend_timeout");
 	}
 }

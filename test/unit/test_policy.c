@@ -1043,6 +1043,93 @@ Test(policy, on_columns_gets_fresh_tables_each_call)
 	policy_engine_free(e);
 }
 
+/* policy cost 2: templates are compiled from source; names of any bytes come through exactly. */
+Test(policy, on_columns_template_keeps_any_name_exactly)
+{
+	PolicyEngine *e = engine("odd.lua", HEADER
+		"local fn = function(v) return v end\n"
+		"P.masks = { ['people.email'] = 'email', ['people.x'] = fn }\n"
+		"function P.on_columns(s, cols)\n"
+		"  local want = s.vars.want\n"
+		"  for i, c in ipairs(cols) do\n"
+		"    if c.name ~= want[i] then error('name ' .. i .. ' is ' .. tostring(c.name)) end\n"
+		"    if c.column ~= want[i] or c.table ~= 'public.people' then error('source ' .. i) end\n"
+		"    if c.type_oid ~= 25 or c.format ~= 'text' then error('type ' .. i) end\n"
+		"    if want[i] == 'email' and c.mask ~= 'email' then error('email mask') end\n"
+		"    if want[i] == 'x' and c.mask ~= fn then error('function mask') end\n"
+		"    if want[i] ~= 'x' and want[i] ~= 'email' and c.mask ~= nil then error('mask ' .. i) end\n"
+		"  end\n"
+		"end\n"
+		"function P.on_connect(s)\n"
+		"  local all = {}\n"
+		"  for b = 1, 255 do all[#all + 1] = string.char(b) end\n"
+		"  s.vars.want = { 'a\"b', 'back\\\\slash', 'new\\nline', ']]--[[', table.concat(all),\n"
+		"                  'email', 'x', '\\0010', 'end' }\n"
+		"end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	cr_assert_eq(d.verdict, POLICY_ALLOW);
+	policy_decision_free(&d);
+	char all[256];
+	for (int b = 1; b < 256; b++)
+		all[b - 1] = (char)b;
+	all[255] = '\0';
+	enum { N = 9 };
+	const char *names[N] = { "a\"b", "back\\slash", "new\nline", "]]--[[", all, "email", "x",
+				 "\0010", "end" };
+	const char *tables[N], *columns[N];
+	for (int i = 0; i < N; i++) {
+		tables[i] = "public.people";
+		columns[i] = names[i];
+	}
+	MaskKind k[N];
+	for (int round = 0; round < 2; round++) {
+		columns_call(e, &s, N, names, tables, columns, k);
+		for (int i = 0; i < N; i++)
+			cr_assert_eq(k[i], i == 5 ? MASK_EMAIL : i == 6 ? MASK_CUSTOM : MASK_NONE,
+				     "round %d column %d", round, i);
+	}
+	PolicyStats st;
+	policy_engine_stats(e, &st);
+	cr_assert_eq(st.errors, 0);
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
+/* policy cost 2: as many columns as a PostgreSQL result can have, with many function masks. */
+Test(policy, on_columns_template_of_the_widest_result)
+{
+	PolicyEngine *e = engine("wide.lua", HEADER
+		"P.masks = { ['*.ssn'] = 'redact' }\n"
+		"for i = 1, 300 do P.masks['t.f' .. i] = function(v) return v end end\n"
+		"function P.on_columns(s, cols)\n"
+		"  if #cols ~= 1664 or cols[1664].name ~= 'c1664' then error('cols') end\n"
+		"end\nreturn P\n");
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	enum { N = 1664 };
+	static char nbuf[N][16], cbuf[N][16];
+	static const char *names[N], *tables[N], *columns[N];
+	static MaskKind k[N];
+	for (int i = 0; i < N; i++) {
+		snprintf(nbuf[i], sizeof(nbuf[i]), "c%d", i + 1);
+		snprintf(cbuf[i], sizeof(cbuf[i]), i % 100 == 0 ? "ssn" : "f%d", i / 5 + 1);
+		names[i] = nbuf[i];
+		tables[i] = "public.t";
+		columns[i] = cbuf[i];
+	}
+	columns_call(e, &s, N, names, tables, columns, k);
+	for (int i = 0; i < N; i++) {
+		MaskKind want = i % 100 == 0 ? MASK_REDACT : i / 5 + 1 <= 300 ? MASK_CUSTOM : MASK_NONE;
+		cr_assert_eq(k[i], want, "column %d", i);
+	}
+	policy_session_close(e, &s);
+	policy_engine_free(e);
+}
+
 /* perf-mask: more column sets than the template cache keeps: masks stay right after it is dropped. */
 Test(policy, on_columns_template_cache_overflow)
 {

@@ -966,3 +966,73 @@ Test(sqlshape, memo_answers_a_digit_variant_with_the_first_ones_key)
 	sqlshape_free(&b);
 	sqlshape_memo_free(memo);
 }
+
+/* policy cost 2: a memo with a hasher gives each shape its key's hash, scanned or remembered. */
+static uint64_t test_key_hash(const void *arg, const char *key, size_t len)
+{
+	uint64_t h = (uint64_t)(uintptr_t)arg;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)key[i]) * 1099511628211ULL;
+	return h;
+}
+
+Test(sqlshape, memo_hashes_each_key_with_its_owners_hasher)
+{
+	ShapeMemo *memo = sqlshape_memo_new();
+	SqlShape a, b, c;
+	const char *x = "SELECT abalance FROM pgbench_accounts WHERE aid = 1;";
+	const char *y = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;";
+	cr_assert(sqlshape_of_memo(memo, x, strlen(x), &a));
+	cr_assert_not(a.has_hash, "no hasher: no hash");
+	sqlshape_free(&a);
+	sqlshape_memo_set_hasher(memo, test_key_hash, (const void *)(uintptr_t)7);
+	cr_assert(sqlshape_of_memo(memo, x, strlen(x), &a));	/* scanned again */
+	cr_assert(sqlshape_of_memo(memo, y, strlen(y), &b));	/* from the memo */
+	cr_assert(sqlshape_of_memo(memo, y, strlen(y), &c));
+	cr_assert(a.has_hash && b.has_hash && c.has_hash);
+	cr_assert_eq(a.key_hash, test_key_hash((const void *)(uintptr_t)7, a.key, a.key_len));
+	cr_assert_eq(b.key_hash, a.key_hash);
+	cr_assert_eq(c.key_hash, a.key_hash);
+	sqlshape_free(&a);
+	sqlshape_free(&b);
+	sqlshape_free(&c);
+	sqlshape_memo_free(memo);
+}
+
+/* policy cost 2: the memo's shape is tried before the text; an evicted shape falls back to a parse. */
+Test(sqlinfo, shape_from_the_memo_first_and_after_its_eviction)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(2);
+	const char *t1 = "SELECT abalance FROM pgbench_accounts WHERE aid = 17;";
+	const char *t2 = "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;";
+	SqlInfo *a = sqlinfo_cache_get(cache, t1, strlen(t1));	/* parsed: text and shape entries */
+	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));	/* the shape's, a clone */
+	SqlInfo *a2 = sqlinfo_cache_get(cache, t1, strlen(t1));	/* the shape's again, for t1 */
+	cr_assert(a->ok && b->ok && a2->ok);
+	cr_assert_neq(a2, a);
+	cr_assert_eq(a2->stmts[0].tables.count, 1);
+	cr_assert_str_eq(a2->stmts[0].sql, "SELECT abalance FROM pgbench_accounts WHERE aid = 17");
+	cr_assert_str_eq(sqlinfo_stmt_fingerprint(&a2->stmts[0]), sqlinfo_stmt_fingerprint(&a->stmts[0]));
+	sqlinfo_release(cache, a2);
+	/* two other texts push both entries out; the memo still knows the shape */
+	SqlInfo *x = sqlinfo_cache_get(cache, "SHOW aa1", 8);
+	SqlInfo *y = sqlinfo_cache_get(cache, "SHOW aa2", 8);
+	sqlinfo_release(cache, x);
+	sqlinfo_release(cache, y);
+	const char *t3 = "SELECT abalance FROM pgbench_accounts WHERE aid = 99;";
+	SqlInfo *c = sqlinfo_cache_get(cache, t3, strlen(t3));
+	cr_assert(c->ok);
+	cr_assert_str_eq(c->stmts[0].kind, "select");
+	cr_assert_str_eq(c->stmts[0].sql, "SELECT abalance FROM pgbench_accounts WHERE aid = 99");
+	cr_assert_not_null(c->stmts[0].fingerprint, "parsed as itself: the shape was evicted");
+	SqlInfo *d = sqlinfo_cache_get(cache, t2, strlen(t2));	/* the new shape entry serves */
+	cr_assert(d->ok);
+	cr_assert_neq(d, c);
+	cr_assert_null(d->stmts[0].fingerprint, "a clone makes its fingerprint on demand");
+	cr_assert_str_eq(d->stmts[0].sql, "SELECT abalance FROM pgbench_accounts WHERE aid = 4242");
+	sqlinfo_release(cache, d);
+	sqlinfo_release(cache, c);
+	sqlinfo_release(cache, a);
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+}
