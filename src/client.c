@@ -1461,15 +1461,7 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 	return true;
 }
 
-/*
- * A message that goes to the server as it is, with nothing to read first:
- * not a statement (policies, audit.required), and no audit, masking,
- * session-state or prepared-statement step but noting the reply it expects.
- * True: it is accounted, and joins the run that moves now. client_forward
- * asks this first of every message, and msgio_extend_run of the ones behind
- * it (the Bind/Describe/Execute/Sync behind a Parse): one definition of what
- * needs no step.
- */
+/* Where client_take_through_cb is in the input: the messages of one run, in order. */
 typedef struct TakeThrough {
 	Client *c;
 	size_t at;		/* where the message asked about starts in the input */
@@ -1498,6 +1490,16 @@ static bool client_prepared_passes(TakeThrough *t, const MsgHeader *h)
 	return prepared_passes(t->chunk + t->at, total);
 }
 
+/*
+ * A message that goes to the server as it is, with nothing to read first:
+ * not a statement (policies, audit.required), and no audit, masking,
+ * session-state or prepared-statement step but noting the reply it expects.
+ * True: it is accounted, and joins the run that moves now. client_forward
+ * asks this first of every message, and msgio_extend_run of the ones behind
+ * it (the Bind/Describe/Execute/Sync behind a Parse): one definition of what
+ * needs no step. (A message the prepared-statement layer reads where it lies
+ * and lets pass unchanged needs none: a Describe of a portal, say.)
+ */
 static bool client_take_through_cb(void *arg, const MsgHeader *h)
 {
 	TakeThrough *through = arg;

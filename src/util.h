@@ -8,7 +8,7 @@
 
 #define MUST_CHECK __attribute__((warn_unused_result))
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
-#define NOINLINE __attribute__((noinline))	/* keep a rare path's frame out of a hot loop */
+#define NOINLINE __attribute__((noinline))	/* keep one path's large frame out of a hot loop */
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 typedef int64_t usec_t;
