@@ -1255,14 +1255,14 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	return true;
 }
 
+static void client_move_run(Client *c, Server *s, size_t total);
+
 /*
  * The whole message of total bytes at the head of the input (msg, where it
  * lies), after policies: the session-state check may refuse it, prepared
  * statements may rewrite it; otherwise it moves on, not copied out first.
  * False when c is gone.
  */
-static void client_move_run(Client *c, Server *s, size_t total);
-
 static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total)
 {
 	struct evbuffer *in = c->in.buf;
