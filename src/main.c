@@ -399,6 +399,7 @@ int main(int argc, char **argv)
 		rc = 0;
 	}
 	moat_stop(moat);
+	msgio_release_thread_cache();
 	evmem_release_thread_cache();
 	return rc;
 }

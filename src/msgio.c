@@ -64,6 +64,38 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 }
 
 
+/*
+ * Empty evbuffers of closed connections, per thread, for the next ones: a
+ * connection-per-transaction client would otherwise build and tear down two
+ * for its one query (evmem.c recycles their memory, not libevent's set-up).
+ * Only our own buffers come here: no callbacks, never frozen.
+ */
+#define SPARE_BUFFERS_MAX 256
+
+static __thread struct {
+	struct evbuffer *b[SPARE_BUFFERS_MAX];
+	int n;
+} spare_buffers;
+
+static struct evbuffer *buffer_take(void)
+{
+	return spare_buffers.n > 0 ? spare_buffers.b[--spare_buffers.n] : evbuffer_new();
+}
+
+static void buffer_give(struct evbuffer *b)
+{
+	if (spare_buffers.n < SPARE_BUFFERS_MAX && evbuffer_drain(b, evbuffer_get_length(b)) == 0)
+		spare_buffers.b[spare_buffers.n++] = b;
+	else
+		evbuffer_free(b);
+}
+
+void msgio_release_thread_cache(void)
+{
+	while (spare_buffers.n > 0)
+		evbuffer_free(spare_buffers.b[--spare_buffers.n]);
+}
+
 #define SEND_IOV_MAX 16
 #define SEND_GATHER_MAX 4096
 
@@ -276,13 +308,13 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 		/* what was queued while the handshake ran goes out first, encrypted */
 		if (of->own) {
 			evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
-			evbuffer_free(of->own);
+			buffer_give(of->own);
 			of->own = NULL;
 		}
 		of->buf = bufferevent_get_output(bev);
 	} else {
 		if (!of->own)
-			of->own = evbuffer_new();
+			of->own = buffer_take();
 		of->buf = of->own;
 	}
 	if (!of->buf)
@@ -310,7 +342,7 @@ void msgio_output_free(OutFlush *of)
 {
 	msgio_output_detach(of);
 	if (of->own)
-		evbuffer_free(of->own);
+		buffer_give(of->own);
 	of->own = NULL;
 	of->buf = NULL;
 }
@@ -479,7 +511,7 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
 bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
 		       bufferevent_event_cb event_cb, void *arg)
 {
-	struct evbuffer *buf = r->buf ? r->buf : evbuffer_new();	/* kept across a TLS switch */
+	struct evbuffer *buf = r->buf ? r->buf : buffer_take();	/* kept across a TLS switch */
 	memset(r, 0, sizeof(*r));
 	r->buf = buf;
 	if (!buf)
@@ -509,7 +541,7 @@ void msgio_reader_free(InReader *r)
 {
 	msgio_reader_stop(r);
 	if (r->buf)
-		evbuffer_free(r->buf);
+		buffer_give(r->buf);
 	r->buf = NULL;
 }
 

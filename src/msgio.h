@@ -157,6 +157,8 @@ bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, buffer
 void msgio_reader_stop(InReader *r);
 /* Stop reading and free the buffer: the connection is closing. */
 void msgio_reader_free(InReader *r);
+/* Free the thread's spare buffers (kept from closed connections for new ones). */
+void msgio_release_thread_cache(void);
 /*
  * Read through ssl (tls.c). Bytes OpenSSL already holds (a record read
  * ahead, or the rest of one larger than the room left below the watermark)
