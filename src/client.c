@@ -1446,29 +1446,111 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 }
 
 /*
+ * Does this message need a step before it goes (policies, audit.required,
+ * audit, the session-state check, prepared statements)? Masking is asked
+ * apart (client_take_through_cb, client_take_masked_cb).
+ */
+static inline bool client_needs_step(Client *c, const MsgHeader *h)
+{
+	uint8_t t = h->type;
+	return !client_msg_type_valid(t) || enforce_judges(t) ||
+	       audit_bytes_needed(c, t, proto_msg_total(h)) > 0 || client_wants_whole(c, h) ||
+	       (prepared_on(c) && t == 'B');
+}
+
+/* A message taken through: noted for the reply it expects, accounted. */
+static inline void client_take(Client *c, const MsgHeader *h)
+{
+	if (prepared_on(c))
+		prepared_track(c->link, h->type);
+	client_account_message(c, c->link, h->type, proto_msg_total(h));
+}
+
+/*
  * A message that goes to the server as it is, with nothing to read first:
  * not a statement (policies, audit.required), and no audit, masking,
  * session-state or prepared-statement step but noting the reply it expects.
  * True: it is accounted, and joins the run that moves now. client_forward
- * asks this first of every message, and msgio_extend_run of the ones behind
- * it (the Bind/Describe/Execute/Sync behind a Parse): one definition of what
- * needs no step.
+ * asks this first of every message (client_take_head), and msgio_extend_run
+ * of the ones behind it (the Bind/Describe/Execute/Sync behind a Parse): one
+ * definition of what needs no step.
  */
 static bool client_take_through_cb(void *arg, const MsgHeader *h)
 {
 	Client *c = arg;
-	Server *s = c->link;
-	size_t total = proto_msg_total(h);
 	uint8_t t = h->type;
-	if (!client_msg_type_valid(t) || enforce_judges(t) ||
-	    audit_bytes_needed(c, t, total) > 0 || client_wants_whole(c, h) ||
-	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')) ||
-	    (prepared_on(c) && t == 'B'))
+	if (client_needs_step(c, h) || (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')))
 		return false;
-	if (prepared_on(c))
-		prepared_track(s, t);
-	client_account_message(c, s, t, total);
+	client_take(c, h);
 	return true;
+}
+
+/*
+ * Masking: a run of messages being taken through to the server. The names of
+ * a Bind or Describe, and an Execute's portal, are read in place: in the
+ * input's first contiguous chunk, where msgio_extend_run finds the messages
+ * it offers.
+ */
+typedef struct ClientRun {
+	Client *c;
+	const uint8_t *chunk;	/* NULL: no input */
+	size_t chunk_len;
+	size_t at;		/* where the message being asked about starts in chunk */
+} ClientRun;
+
+static void client_run_start(ClientRun *run, Client *c, size_t at)
+{
+	struct evbuffer_iovec v;
+	run->c = c;
+	run->chunk = NULL;
+	run->chunk_len = 0;
+	run->at = at;
+	if (evbuffer_peek(c->in.buf, 1, NULL, &v, 1) >= 1) {
+		run->chunk = v.iov_base;
+		run->chunk_len = v.iov_len;
+	}
+}
+
+/*
+ * May this Bind, Describe or Execute join the run? Yes when it lies whole in
+ * the chunk and maskwire has noted its names (Bind, Describe: the same peek
+ * as client_note_portal_names, which refuses what this refuses), or, for an
+ * Execute, when it needs no Describe of pgmoat's before it.
+ */
+static bool client_mask_passes(const ClientRun *run, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	if (!run->chunk || run->at > run->chunk_len || total > run->chunk_len - run->at)
+		return false;
+	const uint8_t *body = run->chunk + run->at + PROTO_HEADER_LEN;
+	size_t len = total - PROTO_HEADER_LEN;
+	if (h->type == 'E')
+		return maskwire_execute_passes(run->c->link, body, len);
+	size_t have = total < MASKWIRE_NAMES_PEEK ? len : MASKWIRE_NAMES_PEEK - PROTO_HEADER_LEN;
+	return maskwire_note_names(run->c, h->type, body, have, len);
+}
+
+/* client_take_through_cb under masking, where a Bind, Describe or Execute may pass too. */
+static bool client_take_masked_cb(void *arg, const MsgHeader *h)
+{
+	ClientRun *run = arg;
+	uint8_t t = h->type;
+	if (client_needs_step(run->c, h) ||
+	    ((t == 'B' || t == 'D' || t == 'E') && !client_mask_passes(run, h)))
+		return false;	/* (the last check: it noted the names) */
+	client_take(run->c, h);
+	run->at += proto_msg_total(h);
+	return true;
+}
+
+/* The message at the head of the input, taken through (see client_take_through_cb). */
+static bool client_take_head(Client *c, const MsgHeader *h)
+{
+	if (!maskwire_active(c->worker))
+		return client_take_through_cb(c, h);
+	ClientRun run;
+	client_run_start(&run, c, 0);
+	return client_take_masked_cb(&run, h);
 }
 
 /*
@@ -1478,8 +1560,14 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 static void client_move_run(Client *c, Server *s, size_t total)
 {
 	struct evbuffer *in = c->in.buf;
-	total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-				 client_take_through_cb, c);
+	uint32_t max = (uint32_t)moat->cfg->max_packet_size;
+	if (maskwire_active(c->worker)) {
+		ClientRun run;
+		client_run_start(&run, c, total);
+		total = msgio_extend_run(in, total, max, client_take_masked_cb, &run);
+	} else {
+		total = msgio_extend_run(in, total, max, client_take_through_cb, c);
+	}
 	size_t moved = msgio_move(in, msgio_out(&s->out), total);
 	c->fwd_remaining = total - moved;
 	c->fwd_discard = false;
@@ -1558,7 +1646,7 @@ static void client_forward(Client *c)
 			continue;
 		}
 		size_t total = proto_msg_total(&h);
-		if (client_take_through_cb(c, &h)) {
+		if (client_take_head(c, &h)) {
 			client_move_run(c, s, total);	/* the common case: nothing to read */
 			continue;
 		}
