@@ -47,6 +47,7 @@
 #define JUDGE_MSG_MAX (SQLINFO_MAX_SQL + 65536)	/* larger statements are denied unread */
 
 static void client_process_input(Client *c);
+static void client_move_run(Client *c, Server *s, size_t total);
 
 const char *client_state_name(ClientState s)
 {
@@ -1258,7 +1259,9 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 /*
  * The whole message of total bytes at the head of the input (msg, where it
  * lies), after policies: the session-state check may refuse it, prepared
- * statements may rewrite it; otherwise it moves on, not copied out first.
+ * statements may rewrite it; otherwise it moves on, not copied out first,
+ * and the messages behind it that need no step go with it (the Bind,
+ * Describe, Execute and Sync behind a Parse).
  * False when c is gone.
  */
 static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total)
@@ -1279,7 +1282,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		evbuffer_drain(in, total);
 		evbuffer_add(out, pb.data, pb.len);
 	} else {
-		msgio_move(in, out, total);
+		client_move_run(c, s, total);	/* with the plain messages behind it */
 	}
 	pktbuf_free(&pb);
 	return true;
@@ -1561,7 +1564,9 @@ static void client_move_run(Client *c, Server *s, size_t total)
 {
 	struct evbuffer *in = c->in.buf;
 	uint32_t max = (uint32_t)moat->cfg->max_packet_size;
-	if (maskwire_active(c->worker)) {
+	if (evbuffer_get_length(in) <= total) {
+		/* nothing behind it (a simple Query) */
+	} else if (maskwire_active(c->worker)) {
 		ClientRun run;
 		client_run_start(&run, c, total);
 		total = msgio_extend_run(in, total, max, client_take_masked_cb, &run);
