@@ -394,6 +394,8 @@ bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t ha
 	struct MaskClient *mc = mask_client(c);
 	proto_reader_init(&r, body, have);
 	if (type == 'B') {
+		if (have == len && mc->stmts.n == 0 && mc->portals.n == 0)
+			return true;	/* no hints to give or forget (and no names cut short) */
 		if (!proto_read_cstring(&r, &a) || !proto_read_cstring(&r, &b))
 			return have == len;	/* malformed: the server refuses it */
 		namemap_set(&mc->portals, a, hints_of(&mc->stmts, b));
