@@ -47,6 +47,7 @@
 #define JUDGE_MSG_MAX (SQLINFO_MAX_SQL + 65536)	/* larger statements are denied unread */
 
 static void client_process_input(Client *c);
+static void client_move_run(Client *c, Server *s, size_t total);
 
 const char *client_state_name(ClientState s)
 {
@@ -1255,12 +1256,12 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 	return true;
 }
 
-static void client_move_run(Client *c, Server *s, size_t total);
-
 /*
  * The whole message of total bytes at the head of the input (msg, where it
  * lies), after policies: the session-state check may refuse it, prepared
- * statements may rewrite it; otherwise it moves on, not copied out first.
+ * statements may rewrite it; otherwise it moves on, not copied out first,
+ * and the messages behind it that need no step go with it (the Bind,
+ * Describe, Execute and Sync behind a Parse).
  * False when c is gone.
  */
 static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total)
@@ -1295,7 +1296,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		evbuffer_drain(in, total);
 		evbuffer_add(out, pb.data, pb.len);
 	} else {
-		msgio_move(in, out, total);
+		client_move_run(c, s, total);	/* with the plain messages behind it */
 	}
 	pktbuf_free(&pb);
 	return true;
@@ -1461,7 +1462,12 @@ static bool client_audit_message(Client *c, const MsgHeader *h)
 	return true;
 }
 
-/* Where client_take_through_cb is in the input: the messages of one run, in order. */
+/*
+ * A run of messages being taken through to the server, and where the one
+ * asked about starts in the input. Messages read where they lie (prepared
+ * statements, masking) are read in the input's first contiguous chunk, where
+ * msgio_extend_run finds the messages it offers; it is peeked once per run.
+ */
 typedef struct TakeThrough {
 	Client *c;
 	size_t at;		/* where the message asked about starts in the input */
@@ -1469,36 +1475,62 @@ typedef struct TakeThrough {
 	size_t chunk_len;
 } TakeThrough;
 
-/*
- * Prepared statements: the message asked about, read where it lies, passes
- * unchanged (a Describe of a portal, a Bind of the unnamed statement)? The
- * first chunk is peeked at most once per run; a message not all in it is not
- * read here (the step that reads it whole decides).
- */
-static bool client_prepared_passes(TakeThrough *t, const MsgHeader *h)
+/* The message asked about, whole in the first chunk; NULL when it is not. */
+static const uint8_t *take_through_peek(TakeThrough *t, size_t total)
 {
-	size_t total = proto_msg_total(h);
 	if (!t->chunk) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(t->c->in.buf, 1, NULL, &v, 1) < 1)
-			return false;
+			return NULL;
 		t->chunk = v.iov_base;
 		t->chunk_len = v.iov_len;
 	}
 	if (t->at > t->chunk_len || total > t->chunk_len - t->at)
+		return NULL;
+	return t->chunk + t->at;
+}
+
+/*
+ * Prepared statements: does the message asked about pass unchanged (a
+ * Describe of a portal, a Bind of the unnamed statement)? A message not all
+ * in the first chunk is not read here (the step that reads it whole decides).
+ */
+static bool client_prepared_passes(TakeThrough *t, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	const uint8_t *msg = take_through_peek(t, total);
+	return msg && prepared_passes(msg, total);
+}
+
+/*
+ * Masking: may this Bind, Describe or Execute join the run? Yes when it lies
+ * whole in the chunk and maskwire has noted its names (Bind, Describe: the
+ * same peek as client_note_portal_names, which refuses what this refuses),
+ * or, for an Execute, when it needs no Describe of pgmoat's before it.
+ */
+static bool client_mask_passes(TakeThrough *t, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	const uint8_t *msg = take_through_peek(t, total);
+	if (!msg)
 		return false;
-	return prepared_passes(t->chunk + t->at, total);
+	const uint8_t *body = msg + PROTO_HEADER_LEN;
+	size_t len = total - PROTO_HEADER_LEN;
+	if (h->type == 'E')
+		return maskwire_execute_passes(t->c->link, body, len);
+	size_t have = total < MASKWIRE_NAMES_PEEK ? len : MASKWIRE_NAMES_PEEK - PROTO_HEADER_LEN;
+	return maskwire_note_names(t->c, h->type, body, have, len);
 }
 
 /*
  * A message that goes to the server as it is, with nothing to read first:
- * not a statement (policies, audit.required), and no audit, masking,
- * session-state or prepared-statement step but noting the reply it expects.
- * True: it is accounted, and joins the run that moves now. client_forward
- * asks this first of every message, and msgio_extend_run of the ones behind
- * it (the Bind/Describe/Execute/Sync behind a Parse): one definition of what
- * needs no step. (A message the prepared-statement layer reads where it lies
- * and lets pass unchanged needs none: a Describe of a portal, say.)
+ * not a statement (policies, audit.required), and no audit, session-state or
+ * prepared-statement step but noting the reply it expects. True: it is
+ * accounted, and joins the run that moves now. client_forward asks this
+ * first of every message, and msgio_extend_run of the ones behind it (the
+ * Bind/Describe/Execute/Sync behind a Parse): one definition of what needs no
+ * step. A message the prepared-statement layer or masking reads where it lies
+ * and lets pass needs none: a Describe of a portal, say.
  */
 static bool client_take_through_cb(void *arg, const MsgHeader *h)
 {
@@ -1507,22 +1539,22 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 	Server *s = c->link;
 	size_t total = proto_msg_total(h);
 	uint8_t t = h->type;
-	if (!client_msg_type_valid(t) || enforce_judges(t) ||
-	    audit_bytes_needed(c, t, total) > 0 ||
-	    (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E')))
+	if (!client_msg_type_valid(t) || enforce_judges(t) || audit_bytes_needed(c, t, total) > 0)
 		return false;
 	if (prepared_on(c)) {
 		/*
-		 * (Query and Parse, read whole for the session-state check, are
-		 * refused above.) A Bind at the head of the input is left to
-		 * prepared_forward_bind, which reads its names once.
+		 * (Query and Parse are judged or checked whole: refused above.) A
+		 * Bind at the head of the input is left to prepared_forward_bind,
+		 * which reads its names once.
 		 */
 		bool reads = t == 'B' || t == 'D' || t == 'C';	/* (what prepared_wants_whole names but P, Q) */
 		if (reads && ((t == 'B' && through->at == 0) || !client_prepared_passes(through, h)))
 			return false;
 		prepared_track(s, t);
-	} else if (client_wants_whole(c, h)) {
-		return false;
+	} else if (client_wants_whole(c, h) ||
+		   (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E') &&
+		    !client_mask_passes(through, h))) {
+		return false;	/* (masking last: passing, it noted the names) */
 	}
 	client_account_message(c, s, t, total);
 	through->at += total;
@@ -1536,9 +1568,11 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 static void client_move_run(Client *c, Server *s, size_t total)
 {
 	struct evbuffer *in = c->in.buf;
-	TakeThrough through = { c, total, NULL, 0 };
-	total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-				 client_take_through_cb, &through);
+	if (evbuffer_get_length(in) > total) {	/* (nothing behind a simple Query) */
+		TakeThrough through = { c, total, NULL, 0 };
+		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+					 client_take_through_cb, &through);
+	}
 	size_t moved = msgio_move(in, msgio_out(&s->out), total);
 	c->fwd_remaining = total - moved;
 	c->fwd_discard = false;

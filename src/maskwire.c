@@ -72,11 +72,6 @@ struct MaskClient {
 static void maskwire_catalog_done(Server *s, bool ok);
 static void maskwire_views_done(Pool *pool);
 
-bool maskwire_active(const Worker *w)
-{
-	return w->masks_active;
-}
-
 void maskwire_note_sensitive(Client *c)
 {
 	c->mask_scrub = true;
@@ -399,6 +394,8 @@ bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t ha
 	struct MaskClient *mc = mask_client(c);
 	proto_reader_init(&r, body, have);
 	if (type == 'B') {
+		if (have == len && mc->stmts.n == 0 && mc->portals.n == 0)
+			return true;	/* no hints to give or forget (and no names cut short) */
 		if (!proto_read_cstring(&r, &a) || !proto_read_cstring(&r, &b))
 			return have == len;	/* malformed: the server refuses it */
 		namemap_set(&mc->portals, a, hints_of(&mc->stmts, b));
@@ -431,6 +428,14 @@ bool maskwire_note_names(Client *c, uint8_t type, const uint8_t *body, size_t ha
 static bool portal_just_described(const struct MaskWire *mw, const char *portal)
 {
 	return mw && mw->has_described && strcmp(mw->described, portal) == 0;
+}
+
+bool maskwire_execute_passes(const Server *s, const uint8_t *body, size_t len)
+{
+	PktReader r;
+	const char *portal;
+	proto_reader_init(&r, body, len);
+	return proto_read_cstring(&r, &portal) && portal_just_described(s->mask, portal);
 }
 
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out)

@@ -30,8 +30,8 @@
 #include "pgmoat.h"
 #include "msgio.h"
 
-/* Do this worker's policies mask anything? */
-bool maskwire_active(const Worker *w);
+/* Do this worker's policies mask anything? (inline: asked of every message) */
+static inline bool maskwire_active(const Worker *w) { return w->masks_active; }
 
 /*
  * Login: true while the pool's catalog has never loaded the names of views over
@@ -77,6 +77,14 @@ void maskwire_track(Server *s, uint8_t type);
  * client's Describe of that portal was the last message sent to s.
  */
 void maskwire_before_execute(Server *s, const uint8_t *msg, size_t total, struct evbuffer *out);
+
+/*
+ * An Execute (body: len bytes after the header) that needs no Describe of
+ * pgmoat's: the client's own Describe of its portal was the last message sent
+ * to s (maskwire_before_execute would add nothing), so it may move with the
+ * messages around it.
+ */
+bool maskwire_execute_passes(const Server *s, const uint8_t *body, size_t len);
 
 /* Server -> client: must this message be parsed whole? */
 bool maskwire_inspects(const Server *s, uint8_t type);

@@ -9,7 +9,9 @@ back masked; any other path must be refused with 42501 and show no secret.
 """
 
 import contextlib
+import socket
 import struct
+import time
 
 import psycopg2
 import psycopg2.errors
@@ -312,6 +314,66 @@ def test_extended_statement_describe_then_rebind(proxy):
             out = c.read_until({b"Z"})
             no_secret(b"".join(t + p for t, p in out))
             assert rows_of(out) == [["***@secret.example"]]
+    finally:
+        c.close()
+
+
+def pipelined_portals(stmt):
+    """
+    One batch in one send, so that Bind, Describe and Execute can move to the
+    server together: the unnamed and a named portal, each executed right after
+    the client's own Describe of it, with none, and after a Describe of another
+    portal. Then a batch whose described portal is binary (refused).
+    """
+    first = [
+        parse_msg("SELECT id, email FROM mk_people WHERE id = 1"), bind_msg(),
+        describe_msg(b"P"), execute_msg(),
+        parse_msg("SELECT ssn, nickname FROM mk_people WHERE id = 1", name=stmt),
+        bind_msg(stmt=stmt, portal="na"), execute_msg("na"),
+        bind_msg(stmt=stmt, portal="nb"), describe_msg(b"P", "nb"), execute_msg("nb"),
+        bind_msg(stmt=stmt, portal="nc"), describe_msg(b"P", "na"), execute_msg("nc"),
+        bind_msg(), execute_msg(),
+        sync_msg(),
+    ]
+    second = [parse_msg("SELECT email FROM mk_people WHERE id = 1"),
+              bind_formats(result_formats=(1,)), describe_msg(b"P"), execute_msg(), sync_msg()]
+    return b"".join(first), b"".join(second)
+
+
+def check_pipelined_portals(c):
+    out = c.read_until({b"Z"})
+    no_secret(b"".join(t + p for t, p in out))
+    assert not errors_of(out)
+    assert [t for t, _ in out] == [
+        b"1", b"2", b"T", b"D", b"C",
+        b"1", b"2", b"D", b"C",
+        b"2", b"T", b"D", b"C",
+        b"2", b"T", b"D", b"C",
+        b"2", b"D", b"C", b"Z"]
+    masked = ["[REDACTED]", "nick#%d" % len(NICK)]
+    assert rows_of(out) == [["1", "***@secret.example"], masked, masked, masked,
+                            ["1", "***@secret.example"]]
+    out = c.read_until({b"Z"})
+    no_secret(b"".join(t + p for t, p in out))
+    errs = errors_of(out)
+    assert errs and errs[0]["C"] == "42501"
+    assert not rows_of(out)
+
+
+@pytest.mark.parametrize("piece", [0, 1, 7])
+def test_extended_pipelined_portals_masked(proxy, piece):
+    """Whole (piece 0), or trickled in pieces so that messages arrive split."""
+    c = raw_login(proxy)
+    try:
+        data = b"".join(pipelined_portals("pp_%d" % piece))  # (named statements outlive the client)
+        if piece == 0:
+            c.send(data)
+        else:
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(0, len(data), piece):
+                c.send(data[i:i + piece])
+                time.sleep(0.002)
+        check_pipelined_portals(c)
     finally:
         c.close()
 
