@@ -68,7 +68,10 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
  * Empty evbuffers of closed connections, per thread, for the next ones: a
  * connection-per-transaction client would otherwise build and tear down two
  * for its one query (evmem.c recycles their memory, not libevent's set-up).
- * Only our own buffers come here: no callbacks, never frozen.
+ * Only our own buffers come here: no callbacks, never frozen, and no large
+ * chunk kept (a read that reserved space and got nothing leaves one: such a
+ * buffer is freed, not kept). Under ASan none are kept, so that a write
+ * through a stale pointer stays a use-after-free it reports.
  */
 #define SPARE_BUFFERS_MAX 256
 
@@ -79,12 +82,26 @@ static __thread struct {
 
 static struct evbuffer *buffer_take(void)
 {
-	return spare_buffers.n > 0 ? spare_buffers.b[--spare_buffers.n] : evbuffer_new();
+	if (spare_buffers.n == 0)
+		return evbuffer_new();
+	struct evbuffer *b = spare_buffers.b[--spare_buffers.n];
+#ifdef PGMOAT_CASSERT
+	if (evbuffer_get_length(b) != 0) {
+		log_fatal("a spare buffer holds %zu bytes: written after its connection closed",
+			  evbuffer_get_length(b));
+		abort();
+	}
+#endif
+	return b;
 }
 
-static void buffer_give(struct evbuffer *b)
+/* keep: the buffer holds no reserved chunk (see above) */
+static void buffer_give(struct evbuffer *b, bool keep)
 {
-	if (spare_buffers.n < SPARE_BUFFERS_MAX && evbuffer_drain(b, evbuffer_get_length(b)) == 0)
+#if defined(__SANITIZE_ADDRESS__)
+	keep = false;
+#endif
+	if (keep && spare_buffers.n < SPARE_BUFFERS_MAX && evbuffer_drain(b, evbuffer_get_length(b)) == 0)
 		spare_buffers.b[spare_buffers.n++] = b;
 	else
 		evbuffer_free(b);
@@ -308,7 +325,7 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 		/* what was queued while the handshake ran goes out first, encrypted */
 		if (of->own) {
 			evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
-			buffer_give(of->own);
+			buffer_give(of->own, true);
 			of->own = NULL;
 		}
 		of->buf = bufferevent_get_output(bev);
@@ -342,7 +359,7 @@ void msgio_output_free(OutFlush *of)
 {
 	msgio_output_detach(of);
 	if (of->own)
-		buffer_give(of->own);
+		buffer_give(of->own, true);
 	of->own = NULL;
 	of->buf = NULL;
 }
@@ -483,6 +500,7 @@ static ssize_t reader_fill(InReader *r, bool *got_data)
 	if (r->ssl)
 		return reader_fill_tls(r, in, room, got_data);
 	int fd = event_get_fd(r->ev);
+	r->reserved |= r->bulk;
 	ssize_t n = r->bulk ? reader_recv_in_place(fd, in, room) : reader_recv_copy(fd, in, room);
 	/* a read that filled its room announces a stream: read in place until it ebbs */
 	r->bulk = n >= (ssize_t)(READ_CHUNK / 2);
@@ -541,7 +559,7 @@ void msgio_reader_free(InReader *r)
 {
 	msgio_reader_stop(r);
 	if (r->buf)
-		buffer_give(r->buf);
+		buffer_give(r->buf, !r->reserved && !r->ssl);	/* (a reserved chunk may be left) */
 	r->buf = NULL;
 }
 

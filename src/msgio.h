@@ -148,6 +148,7 @@ typedef struct InReader {
 	struct ssl_st *ssl;	/* TLS: SSL_read instead of recv() */
 	bool tls_more;		/* the last SSL_read stopped at the room, not the socket: read on */
 	bool bulk;		/* the last read was large: read into the input's own space */
+	bool reserved;		/* some read did: an empty chunk may be left in buf */
 } InReader;
 
 /* Read bev's socket into r->buf (made at the first init, kept across a TLS switch). */

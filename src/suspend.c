@@ -41,7 +41,6 @@ void suspend_set(bool on)
 		pool_maintain_all();
 }
 
-
 bool suspend_buffers_flushed(void)
 {
 	Worker *w = moat->worker;
