@@ -29,6 +29,7 @@
 #include "auth_query.h"
 #include "auth_jwt.h"
 #include "tls.h"
+#include "sockopt.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -1851,12 +1852,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void client_tune_socket(int fd, bool is_unix)
 {
-	if (is_unix)
-		return;
-	int on = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	if (moat->cfg->tcp_keepalive)
-		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	if (!is_unix && !sockopt_connection(fd, moat->cfg))
+		log_warning("could not set the TCP options of client socket %d: %s", fd, strerror(errno));
 }
 
 /* A trusted balancer must send its PROXY header first, within proxy_protocol_timeout. */

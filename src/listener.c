@@ -4,6 +4,7 @@
  */
 #include "listener.h"
 #include "client.h"
+#include "sockopt.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -65,7 +66,7 @@ static void listener_add(Worker *w, int fd, bool is_unix, const char *addr, int 
 		 is_unix ? 0 : port);
 }
 
-static int listener_bind_tcp(const char *host, int port, int backlog)
+static int listener_bind_tcp(const char *host, int port, const Config *cfg)
 {
 	struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 					 .ai_flags = EVUTIL_AI_PASSIVE };
@@ -81,7 +82,8 @@ static int listener_bind_tcp(const char *host, int port, int backlog)
 	int on = 1;
 	if (fd >= 0) {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-		if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
+		if (!sockopt_listener(fd, cfg) || bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+		    listen(fd, cfg->listen_backlog) != 0) {
 			log_error("could not listen on %s:%d: %s", host, port, strerror(errno));
 			close(fd);
 			fd = -1;
@@ -118,7 +120,7 @@ bool listener_start(Worker *w, const Config *cfg)
 	if (cfg->listen_addr)
 		strlist_parse_csv(&addrs, cfg->listen_addr);
 	for (int i = 0; i < addrs.count; i++) {
-		int fd = listener_bind_tcp(addrs.items[i], cfg->listen_port, cfg->listen_backlog);
+		int fd = listener_bind_tcp(addrs.items[i], cfg->listen_port, cfg);
 		if (fd >= 0)
 			listener_add(w, fd, false, addrs.items[i], cfg->listen_port, NULL);
 	}

@@ -21,6 +21,7 @@
 #include "auth_md5.h"
 #include "auth_scram.h"
 #include "tls.h"
+#include "sockopt.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -1031,10 +1032,8 @@ static void server_tune_socket(Server *s)
 	int fd = bufferevent_getfd(s->bev);
 	if (s->remote.is_unix || fd < 0)
 		return;
-	int on = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	if (moat->cfg->tcp_keepalive)
-		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	if (!sockopt_connection(fd, moat->cfg))
+		svlog_warning(s, "could not set the TCP options of its socket: %s", strerror(errno));
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET) {

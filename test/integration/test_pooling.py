@@ -1,6 +1,8 @@
 """Pool modes, limits and timeouts, observed from PostgreSQL's side."""
 
 import contextlib
+import re
+import subprocess
 import threading
 import time
 
@@ -8,7 +10,7 @@ import psycopg2
 import pytest
 
 from conftest import (Bg, RawConn, assert_still_serving, parse_error_fields, parse_messages,
-                      query_msg, raw_login, startup_msg, wait_until)
+                      query_msg, raw_login, startup_msg, tcp_local_ports, wait_until)
 
 
 class PeakBackends:
@@ -293,7 +295,8 @@ def test_server_idle_timeout_closes_idle_servers(pg, proxy_factory):
 
 
 def test_client_login_timeout_drops_silent_and_half_logged_in_clients(proxy_factory):
-    p = proxy_factory(settings={"client_login_timeout": "1"})
+    # (tcp_defer_accept off: with it, the kernel keeps a silent client from pgmoat)
+    p = proxy_factory(settings={"client_login_timeout": "1", "tcp_defer_accept": "0"})
     silent = RawConn(p.port)
     half = RawConn(p.port)
     try:
@@ -305,6 +308,79 @@ def test_client_login_timeout_drops_silent_and_half_logged_in_clients(proxy_fact
         silent.close()
         half.close()
     assert_still_serving(p)
+
+
+def _accepted(p, raw):
+    """Does pgmoat hold a socket of raw's connection (has it accepted it)?"""
+    return bool(tcp_local_ports(p.pid, raw.sock.getsockname()[1]))
+
+
+def test_tcp_defer_accept_hands_over_a_connection_with_its_first_packet(proxy_factory):
+    # pgbouncer's default on Linux: a client that connects and sends nothing
+    # costs pgmoat nothing, not even the login timeout.
+    p = proxy_factory(settings={"client_login_timeout": "1"})
+    raw = RawConn(p.port)
+    try:
+        time.sleep(1.5)
+        assert not _accepted(p, raw)
+        raw.send(startup_msg("app", "app"))
+        wait_until(lambda: _accepted(p, raw), 5, 0.05, "the connection to be accepted")
+    finally:
+        raw.close()
+    assert_still_serving(p)
+
+
+def test_tcp_defer_accept_off_accepts_at_once(proxy_factory):
+    p = proxy_factory(settings={"tcp_defer_accept": "0"})
+    raw = RawConn(p.port)
+    try:
+        wait_until(lambda: _accepted(p, raw), 5, 0.05, "the connection to be accepted")
+    finally:
+        raw.close()
+
+
+def _socket_lines(local_port, remote_port=None):
+    """ss's line (timers, memory) for each established TCP socket on local_port."""
+    flt = "( sport = :%d )" % local_port if remote_port is None else \
+        "( sport = :%d and dport = :%d )" % (local_port, remote_port)
+    out = subprocess.run(["ss", "-tnmoH", "state", "established", flt], capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    lines = []
+    for l in out.split("\n"):
+        if l[:1].isspace() and lines:
+            lines[-1] += " " + l.strip()  # a socket's memory line follows its line
+        elif l.strip():
+            lines.append(l)
+    return lines
+
+
+def _keepalive_seconds(line):
+    """The keepalive timer's seconds left in an ss line (None without one)."""
+    m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+)(?:\.\d+)?sec)?", line)
+    if not m:
+        return None
+    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+
+
+def test_tcp_keepalive_timers_and_buffers_apply_to_both_sides(pg, proxy_factory):
+    p = proxy_factory(settings={"tcp_keepidle": "50", "tcp_keepintvl": "5", "tcp_keepcnt": "3",
+                                "tcp_user_timeout": "9000", "tcp_socket_buffer": "65536"})
+    with contextlib.closing(p.connect(autocommit=True)) as c, c.cursor() as cur:
+        cur.execute("select 1")
+        server_ports = tcp_local_ports(p.pid, pg.port)
+        assert server_ports
+
+        def lines():
+            return _socket_lines(p.port) + [l for port in server_ports
+                                            for l in _socket_lines(port, pg.port)]
+
+        # an idle socket shows its keepalive timer (one still sending shows another)
+        wait_until(lambda: lines() and all(_keepalive_seconds(l) is not None for l in lines()),
+                   10, 0.1, "the sockets to be idle")
+        for line in lines():
+            assert _keepalive_seconds(line) <= 50, line   # the system's default: 2 hours
+            # the kernel doubles what it is given, for its own bookkeeping
+            assert "rb131072" in line and "tb131072" in line, line
 
 
 def test_server_check_query_runs_before_reusing_an_idle_server(pg, proxy_factory):
