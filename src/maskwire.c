@@ -249,12 +249,7 @@ static void queue_drop_ignored_syncs(struct MaskWire *mw, int due)
 /* The Describe going out names a portal: the server's name buffer takes it, the client's the old one. */
 static void name_buffers_swap(struct MaskWire *mw, struct MaskClient *mc)
 {
-	char *buf = mw->described;
-	size_t cap = mw->described_cap;
-	mw->described = mc->desc_portal;
-	mw->described_cap = mc->desc_portal_cap;
-	mc->desc_portal = buf;
-	mc->desc_portal_cap = cap;
+	util_swap_buffers(&mw->described, &mw->described_cap, &mc->desc_portal, &mc->desc_portal_cap);
 	mc->desc_is_portal = false;
 	mw->has_described = true;
 }

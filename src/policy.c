@@ -2775,12 +2775,7 @@ static void columns_remember_last(lua_State *L, PolicyEngine *e, size_t len)
 	else
 		lua_rawseti(L, LUA_REGISTRYINDEX, e->cols_last_ref);
 	/* the key buffers change places: the next key is built in the old one */
-	char *key = e->cols_key;
-	size_t cap = e->cols_key_cap;
-	e->cols_key = e->cols_last_key;
-	e->cols_key_cap = e->cols_last_cap;
-	e->cols_last_key = key;
-	e->cols_last_cap = cap;
+	util_swap_buffers(&e->cols_key, &e->cols_key_cap, &e->cols_last_key, &e->cols_last_cap);
 	e->cols_last_len = len;
 }
 

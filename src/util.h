@@ -39,6 +39,17 @@ usec_t util_now_wall(void);
 /* Fill buf with cryptographically random bytes (OpenSSL RAND_bytes). */
 bool util_random_bytes(void *buf, size_t len) MUST_CHECK;
 
+/* Two growable buffers change places (one is refilled while the other is kept). */
+static inline void util_swap_buffers(char **a, size_t *a_cap, char **b, size_t *b_cap)
+{
+	char *p = *a;
+	size_t cap = *a_cap;
+	*a = *b;
+	*a_cap = *b_cap;
+	*b = p;
+	*b_cap = cap;
+}
+
 /* Constant-time comparison for secrets. */
 bool util_secure_equal(const void *a, const void *b, size_t len);
 

@@ -1043,6 +1043,16 @@ Test(policy, on_columns_gets_fresh_tables_each_call)
 	policy_engine_free(e);
 }
 
+/* The calls ran without a Lua error; then the session and the engine go. */
+static void close_without_errors(PolicyEngine *e, PolicySession *s)
+{
+	PolicyStats st;
+	policy_engine_stats(e, &st);
+	cr_assert_eq(st.errors, 0);
+	policy_session_close(e, s);
+	policy_engine_free(e);
+}
+
 /* policy cost 2: templates are compiled from source; names of any bytes come through exactly. */
 Test(policy, on_columns_template_keeps_any_name_exactly)
 {
@@ -1090,11 +1100,7 @@ Test(policy, on_columns_template_keeps_any_name_exactly)
 			cr_assert_eq(k[i], i == 5 ? MASK_EMAIL : i == 6 ? MASK_CUSTOM : MASK_NONE,
 				     "round %d column %d", round, i);
 	}
-	PolicyStats st;
-	policy_engine_stats(e, &st);
-	cr_assert_eq(st.errors, 0);
-	policy_session_close(e, &s);
-	policy_engine_free(e);
+	close_without_errors(e, &s);
 }
 
 /* policy cost 2: as many columns as a PostgreSQL result can have, with many function masks. */
@@ -1243,11 +1249,7 @@ Test(policy, on_columns_template_cache_fits_a_small_state)
 		columns_call(e, &s, NCOLS, names, tables, columns, kinds);
 		cr_assert_eq(kinds[7], MASK_REDACT, "set %d", set);
 	}
-	PolicyStats st;
-	policy_engine_stats(e, &st);
-	cr_assert_eq(st.errors, 0);
-	policy_session_close(e, &s);
-	policy_engine_free(e);
+	close_without_errors(e, &s);
 }
 
 Test(policy, on_columns_cannot_remove_a_declared_mask)
