@@ -13,65 +13,56 @@
 
 static void welcome_build_fixed(WelcomeCache *wc, const ParamList *welcome)
 {
-	PktBuf fixed;
-	pktbuf_init(&fixed);
+	pktbuf_init(&wc->fixed);
 	wc->var = xmalloc(sizeof(int) * (size_t)(welcome->count + 1));
 	for (int i = 0; i < welcome->count; i++) {
 		wc->var[i] = varcache_lookup(welcome->names[i]);
 		if (wc->var[i] < 0)
-			pktbuf_param_status(&fixed, welcome->names[i], welcome->values[i]);
+			pktbuf_param_status(&wc->fixed, welcome->names[i], welcome->values[i]);
 		else
 			varcache_set_id(&wc->server, (VarId)wc->var[i], welcome->values[i]);
 	}
-	wc->fixed_len = pktbuf_ok(&fixed) ? fixed.len : 0;
-	wc->fixed = xmalloc(wc->fixed_len + 1);
-	if (wc->fixed_len)
-		memcpy(wc->fixed, fixed.data, wc->fixed_len);
-	pktbuf_free(&fixed);
 }
 
-/* The tracked parameters' messages for a client holding vars; false when out of memory. */
-static bool welcome_build_tracked(WelcomeCache *wc, const ParamList *welcome, const VarCache *vars)
+/* The tracked parameters' messages for a client holding vars. */
+static void welcome_build_tracked(WelcomeCache *wc, const ParamList *welcome, const VarCache *vars)
 {
-	PktBuf tracked;
-	pktbuf_init(&tracked);
+	if (wc->have_tracked)
+		pktbuf_reset(&wc->tracked);
+	else
+		pktbuf_init(&wc->tracked);
 	for (int i = 0; i < welcome->count; i++) {
 		int id = wc->var[i];
 		if (id >= 0)
-			pktbuf_param_status(&tracked, welcome->names[i], vars->values[id]);
+			pktbuf_param_status(&wc->tracked, welcome->names[i], vars->values[id]);
 	}
-	bool ok = pktbuf_ok(&tracked);
-	if (ok) {
-		free(wc->tracked);
-		wc->tracked = xmalloc(tracked.len + 1);
-		memcpy(wc->tracked, tracked.data, tracked.len);
-		wc->tracked_len = tracked.len;
-		varcache_copy(&wc->tracked_for, vars);
-	}
-	pktbuf_free(&tracked);
-	return ok;
+	varcache_copy(&wc->tracked_for, vars);
+	wc->have_tracked = true;
 }
 
 void welcome_build(Pool *pool, VarCache *client_vars, PktBuf *pb)
 {
 	WelcomeCache *wc = &pool->welcome_cache;
-	if (!wc->fixed)
+	if (!wc->var)
 		welcome_build_fixed(wc, &pool->welcome);
 	varcache_fill_unset(client_vars, &wc->server);
-	pktbuf_put_bytes(pb, wc->fixed, wc->fixed_len);
-	if ((!wc->tracked || !varcache_same(&wc->tracked_for, client_vars)) &&
-	    !welcome_build_tracked(wc, &pool->welcome, client_vars)) {
+	if (!wc->have_tracked || !varcache_same(&wc->tracked_for, client_vars))
+		welcome_build_tracked(wc, &pool->welcome, client_vars);
+	if (!pktbuf_ok(&wc->fixed) || !pktbuf_ok(&wc->tracked)) {
 		pb->failed = true;	/* the login is refused */
 		return;
 	}
-	pktbuf_put_bytes(pb, wc->tracked, wc->tracked_len);
+	pktbuf_put_bytes(pb, wc->fixed.data, wc->fixed.len);
+	pktbuf_put_bytes(pb, wc->tracked.data, wc->tracked.len);
 }
 
 void welcome_reset(WelcomeCache *wc)
 {
-	free(wc->fixed);
+	if (wc->var)
+		pktbuf_free(&wc->fixed);
+	if (wc->have_tracked)
+		pktbuf_free(&wc->tracked);
 	free(wc->var);
-	free(wc->tracked);
 	varcache_free(&wc->server);
 	varcache_free(&wc->tracked_for);
 	memset(wc, 0, sizeof(*wc));

@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "varcache.h"
+#include "pktbuf.h"
 
 struct Pool;
-struct PktBuf;
 
 /*
  * What a pool keeps so that a login does not rebuild the same bytes: the
@@ -19,20 +19,19 @@ struct PktBuf;
  * built for. Rebuilt at the first login after the pool's welcome changed.
  */
 typedef struct WelcomeCache {
-	uint8_t *fixed;		/* ParameterStatus for untracked parameters (server_version ...) */
-	size_t fixed_len;
-	int *var;		/* per welcome entry: its VarId, or -1 (in fixed) */
+	int *var;		/* per welcome entry: its VarId, or -1; NULL until built */
+	PktBuf fixed;		/* ParameterStatus for untracked parameters (server_version ...) */
 	VarCache server;	/* the tracked parameters as the server reported them */
-	uint8_t *tracked;	/* ParameterStatus for the tracked ones, as last built... */
-	size_t tracked_len;
+	PktBuf tracked;		/* ParameterStatus for the tracked ones, as last built... */
 	VarCache tracked_for;	/* ...for a client holding these values */
+	bool have_tracked;
 } WelcomeCache;
 
 /*
  * Fill the client's unset tracked parameters from the pool's and append the
  * welcome's ParameterStatus messages to pb.
  */
-void welcome_build(struct Pool *pool, VarCache *client_vars, struct PktBuf *pb);
+void welcome_build(struct Pool *pool, VarCache *client_vars, PktBuf *pb);
 /* The pool's welcome changed (a server reported a new value): drop what was built. */
 void welcome_reset(WelcomeCache *wc);
 
