@@ -184,8 +184,7 @@ static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
 /* What the bufferevent must finish: behind what it already holds, if anything. */
 static void flusher_hand_over(OutFlush *of)
 {
-	if (of->own)
-		evbuffer_add_buffer(bufferevent_get_output(of->bev), of->own);
+	msgio_output_hand_over(of, of->bev);
 	bufferevent_enable(of->bev, EV_WRITE);
 }
 
@@ -194,8 +193,7 @@ static void flusher_write_one(OutFlush *of)
 	struct bufferevent *bev = of->bev;
 	if (bufferevent_get_enabled(bev) & EV_WRITE) {
 		/* a blocked write is pending: the bufferevent finishes it, and what came since */
-		if (of->own)
-			evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
+		msgio_output_hand_over(of, bev);
 		return;
 	}
 	int n;
