@@ -108,6 +108,16 @@ static PolicySession session_new(void)
 	return s;
 }
 
+/* A session whose on_connect ran (its decision is not the test's subject). */
+static PolicySession session_opened(PolicyEngine *e)
+{
+	PolicySession s = session_new();
+	PolicyDecision d;
+	policy_session_open(e, &s, &d);
+	policy_decision_free(&d);
+	return s;
+}
+
 static PolicyVerdict run_query(PolicyEngine *e, PolicySession *s, const char *sql,
 			       PolicyDecision *d)
 {
@@ -123,10 +133,8 @@ static PolicyVerdict run_query(PolicyEngine *e, PolicySession *s, const char *sq
 static void query2_then_free(PolicyEngine *e, const char *first, PolicyVerdict want1, bool error1,
 			     const char *second, PolicyVerdict want2)
 {
-	PolicySession s = session_new();
+	PolicySession s = session_opened(e);
 	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
 	cr_assert_eq(run_query(e, &s, first, &d), want1, "%s: %s", first, d.where ? d.where : "");
 	cr_assert_eq(d.error, error1, "%s: decided by a failure?", first);
 	policy_decision_free(&d);
@@ -414,10 +422,8 @@ Test(policy, q_carries_statement_fields)
 		"  assert(type(q.fingerprint) == 'string')\n"
 		"  assert(not pcall(function() q.kind = 'select' end), 'q is read-only')\n"
 		"end\nreturn P\n");
-	PolicySession s = session_new();
+	PolicySession s = session_opened(e);
 	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
 	const char *sql = "delete from people where id = 1";
 	policy_on_query(e, &s, sql, strlen(sql), "extended", "st1", true, &d);
 	cr_assert_eq(d.verdict, POLICY_ALLOW, "%s", d.where ? d.where : "");
@@ -960,10 +966,7 @@ Test(policy, masks_follow_p_masks_and_on_columns)
 	const char *columns[] = { "id", "email", "ssn", "number", NULL };
 	MaskPlan plan;
 	plan_init(&plan, 5, names);
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
+	PolicySession s = session_opened(e);
 	char err[256] = "";
 	cr_assert(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)), "%s", err);
 	cr_assert_eq(plan.cols[0].mask, MASK_NONE);
@@ -1021,10 +1024,7 @@ Test(policy, on_columns_gets_fresh_tables_each_call)
 		"  end\n"
 		"  s.vars.last = cols\n"
 		"end\nreturn P\n");
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
+	PolicySession s = session_opened(e);
 	static const char *const names[] = { "e" };
 	const char *people[] = { "public.people" }, *other[] = { "public.other" };
 	const char *email[] = { "email" };
@@ -1112,10 +1112,7 @@ Test(policy, on_columns_template_of_the_widest_result)
 		"function P.on_columns(s, cols)\n"
 		"  if #cols ~= 1664 or cols[1664].name ~= 'c1664' then error('cols') end\n"
 		"end\nreturn P\n");
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
+	PolicySession s = session_opened(e);
 	enum { N = 1664 };
 	static char nbuf[N][16], cbuf[N][16];
 	static const char *names[N], *tables[N], *columns[N];
@@ -1142,10 +1139,7 @@ Test(policy, on_columns_template_cache_overflow)
 	PolicyEngine *e = engine("many.lua", HEADER
 		"P.masks = { ['*.ssn'] = 'redact' }\n"
 		"function P.on_columns(s, cols) end\nreturn P\n");
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
+	PolicySession s = session_opened(e);
 	enum { NCOLS = 40, SETS = 150 };	/* 6000 columns in all */
 	const char *names[NCOLS], *tables[NCOLS], *columns[NCOLS];
 	char tbuf[NCOLS][32];
@@ -1182,10 +1176,8 @@ Test(policy, on_columns_keys_the_hash_mask_when_used)
 	char err[256] = "";
 	PolicyEngine *e = policy_engine_new(&pc, err, sizeof(err));
 	cr_assert_not_null(e, "%s", err);
-	PolicySession s = session_new();
+	PolicySession s = session_opened(e);
 	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
 	static const char *const names[] = { "h", "r" };
 	const char *tables[] = { "public.t", "public.t" };
 	const char *columns[] = { "h", "r" };
@@ -1231,10 +1223,7 @@ Test(policy, on_columns_template_cache_fits_a_small_state)
 	PolicyEngine *e = engine_cfg(0, 1024 * 1024, POLICY_ENFORCE, "small.lua", HEADER
 		"P.masks = { ['*.ssn'] = 'redact' }\n"
 		"function P.on_columns(s, cols) end\nreturn P\n", NULL);
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
+	PolicySession s = session_opened(e);
 	enum { NCOLS = 60 };
 	const char *names[NCOLS], *tables[NCOLS], *columns[NCOLS];
 	char tbuf[64], cbuf[NCOLS][64];
@@ -1263,10 +1252,7 @@ Test(policy, on_columns_cannot_remove_a_declared_mask)
 	const char *columns[] = { "email" };
 	MaskPlan plan;
 	plan_init(&plan, 1, names);
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
+	PolicySession s = session_opened(e);
 	char err[256] = "";
 	cr_assert_not(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)));
 	cr_assert(strstr(err, "cannot be removed") != NULL, "%s", err);
@@ -1284,10 +1270,7 @@ Test(policy, mask_function_overrun_fails_closed)
 	const char *columns[] = { "c" };
 	MaskPlan plan;
 	plan_init(&plan, 1, names);
-	PolicySession s = session_new();
-	PolicyDecision d;
-	policy_session_open(e, &s, &d);
-	policy_decision_free(&d);
+	PolicySession s = session_opened(e);
 	char err[256] = "";
 	cr_assert(policy_on_columns(e, &s, &plan, tables, columns, err, sizeof(err)), "%s", err);
 	cr_assert_eq(plan.cols[0].mask, MASK_CUSTOM);
