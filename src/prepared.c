@@ -658,7 +658,7 @@ static void send_parse_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 	PktReader r;
 	const char *name;
 	proto_reader_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
-	if (!proto_read_cstring(&r, &name) || !*name || strlen(name) > PREPARED_NAME_MAX) {
+	if (!proto_read_cstring(&r, &name) || !name_trackable(name)) {
 		send_bytes(s, msg, len);	/* unnamed, overlong or malformed: the server's business */
 		track(s, 'P');
 		return;
@@ -722,7 +722,7 @@ static bool lexing_unchanged(const Client *c, const PsStmt *st)
 static PsStmt *resolve(Client *c, Server *s, const char *name, bool *refused)
 {
 	*refused = false;
-	if (!*name || strlen(name) > PREPARED_NAME_MAX)
+	if (!name_trackable(name))
 		return NULL;
 	PsStmt *st = client_lookup(c, name);
 	if (!st && name_is_ours(name)) {
@@ -843,7 +843,7 @@ static void send_close_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 	const char *name;
 	proto_reader_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
 	bool stmt = proto_read_uint8(&r, &what) && what == 'S' && proto_read_cstring(&r, &name) &&
-		    *name && strlen(name) <= PREPARED_NAME_MAX;
+		    name_trackable(name);
 	if (stmt && (client_lookup(c, name) || name_is_ours(name))) {
 		if (client_lookup(c, name))
 			client_forget(c, name);
