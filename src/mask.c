@@ -101,7 +101,6 @@ bool mask_plan_from_row_description(MaskPlan *plan, const uint8_t *body, size_t 
 	/* the names (each shorter than the body left) follow the columns in one block */
 	size_t cols_size = (size_t)n * sizeof(*plan->cols);
 	char *names = NULL;
-	plan->names_in_cols = true;
 	if (n > 0) {
 		plan->cols = xmalloc(cols_size + proto_reader_left(&r));
 		names = (char *)plan->cols + cols_size;
@@ -123,9 +122,7 @@ void mask_plan_free(MaskPlan *plan)
 {
 	if (!plan)
 		return;
-	for (int i = 0; i < plan->ncols && !plan->names_in_cols; i++)
-		free(plan->cols[i].name);
-	free(plan->cols);
+	free(plan->cols);	/* (the names live in the same block) */
 	if (plan->hmac)
 		EVP_MAC_CTX_free(plan->hmac);
 	if (plan->hash_key_len > 0)	/* (most plans never get the key) */

@@ -32,7 +32,7 @@ const char *mask_kind_name(MaskKind k);
 
 /* One column of a RowDescription, as parsed from the wire. */
 typedef struct MaskColumn {
-	char *name;
+	char *name;		/* in the plan's cols block, after the columns: freed with it */
 	uint32_t table_oid;
 	int16_t attnum;
 	uint32_t type_oid;
@@ -50,10 +50,6 @@ typedef struct MaskPlan {
 				 * mask_plan_set_hash_key so "hash" does not re-key per
 				 * value; owned by the plan, so never shallow-copy a plan.
 				 * NULL: one-shot HMAC per value (same result, slower). */
-	/* (policy cost 2) the names live in cols' own block, after the columns
-	 * (mask_plan_from_row_description): one allocation per plan, not one per
-	 * column. False for a plan built by hand: each name is its own. */
-	bool names_in_cols;
 } MaskPlan;
 
 /* What "redact" writes, and how many hex digits of the HMAC "hash" keeps (128 bits). */

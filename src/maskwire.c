@@ -144,11 +144,7 @@ static struct MaskWire *maskwire_get(Server *s)
 
 static void plan_clear(struct MaskWire *mw)
 {
-	/* (cleared up to three times per result: only the first has anything to free) */
-	if (mw->plan.cols || mw->plan.hmac || mw->plan.hash_key_len > 0)
-		mask_plan_free(&mw->plan);
-	else
-		memset(&mw->plan, 0, sizeof(mw->plan));
+	mask_plan_free(&mw->plan);
 	mw->have_plan = false;
 	mw->plan_parsed = false;
 	mw->rows_hook = false;
