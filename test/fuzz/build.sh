@@ -11,11 +11,11 @@ out="$here/out"
 CC=${CC:-clang}
 
 command -v "$CC" >/dev/null 2>&1 || { echo "build.sh: $CC not found (libFuzzer needs clang)" >&2; exit 2; }
-ssl_cflags=$(pkg-config --cflags openssl)
+dep_cflags="$(pkg-config --cflags openssl) $(pkg-config --cflags luajit)"
 ssl_libs=$(pkg-config --libs openssl)
 
 CFLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Wno-unused-parameter
-	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$src $ssl_cflags"
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$src $dep_cflags"
 
 # target: the src/*.c files it links, nothing more.
 sources() {
@@ -35,6 +35,7 @@ sources() {
 	fuzz_prepared) echo "prepared.c sqlinfo.c sqlshape.c colflow.c pktbuf.c proto.c log.c util.c" ;;
 	fuzz_approvals_api) echo "approvals_api.c http_token.c audit_record.c util.c" ;;
 	fuzz_jwt) echo "auth_jwt.c util.c" ;;
+	fuzz_luastr) echo "luastr.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -49,11 +50,12 @@ extra_libs() {
 	fuzz_prepared) echo "-lpg_query -ljansson $(pkg-config --libs libevent)" ;;
 	fuzz_approvals_api) echo "-ljansson" ;;
 	fuzz_jwt) echo "-ljwt -ljansson" ;;
+	fuzz_luastr) echo "$(pkg-config --libs luajit)" ;;
 	*) echo "" ;;
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api fuzz_jwt"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api fuzz_jwt fuzz_luastr"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""
