@@ -60,6 +60,7 @@ bool daemon_go_background(void)
 		return false;
 	if (pid > 0)
 		_exit(0);
+	log_forget_pid();
 	int fd = open("/dev/null", O_RDWR);
 	if (fd < 0)
 		return false;

@@ -10,11 +10,24 @@
 #include <jansson.h>
 
 int log_verbosity = LOG_INFO;
+static pid_t log_pid;	/* getpid() is a system call per line; see log_forget_pid */
 static FILE *log_file;
 
 static const char *level_names[] = { "FATAL", "ERROR", "WARNING", "LOG", "DEBUG", "NOISE" };
 static const char *json_level_names[] = { "fatal", "error", "warning", "info", "debug", "noise" };
 static bool log_json;	/* log_format = json: one JSON object per line */
+
+void log_forget_pid(void)
+{
+	log_pid = 0;
+}
+
+static int log_own_pid(void)
+{
+	if (!log_pid)
+		log_pid = getpid();
+	return (int)log_pid;
+}
 
 void log_set_json(bool json)
 {
@@ -109,7 +122,7 @@ static void log_emit_json(FILE *out, LogLevel lvl, const struct timeval *tv, con
 		return;
 	json_object_set_new(obj, "ts", json_string(full));
 	json_object_set_new(obj, "level", json_string(json_level_names[lvl]));
-	json_object_set_new(obj, "pid", json_integer(getpid()));
+	json_object_set_new(obj, "pid", json_integer(log_own_pid()));
 	json_set_str(obj, "msg", msg);
 	if (who->kind) {
 		char id[32];
@@ -150,7 +163,7 @@ static void log_emit(LogLevel lvl, const LogSubject *who, const char *fmt, va_li
 			snprintf(prefix, sizeof(prefix), "%c-%llu: %s/%s@%s:%d ", who->kind, who->id,
 				 who->db ? who->db : "(nodb)", who->user ? who->user : "(nouser)",
 				 who->host, who->port);
-		fprintf(out, "%s.%03d UTC [%d] %s %s%s\n", ts, (int)(tv.tv_usec / 1000), (int)getpid(),
+		fprintf(out, "%s.%03d UTC [%d] %s %s%s\n", ts, (int)(tv.tv_usec / 1000), log_own_pid(),
 			level_names[lvl], prefix, msg);
 	}
 	if (!log_file)

@@ -17,6 +17,8 @@ extern int log_verbosity;	/* LOG_INFO by default; -v raises, -q lowers */
 
 /* log_format: plain lines (default) or one JSON object per line. */
 void log_set_json(bool json);
+/* After a fork: the child's lines must carry its own pid. */
+void log_forget_pid(void);
 
 /* Redirect to a file (NULL: stderr). Reopened on SIGHUP for logrotate. */
 bool log_open_file(const char *path) MUST_CHECK;

@@ -152,7 +152,8 @@ def test_version_prints_name_and_version_and_exits_zero():
 
 
 def test_daemon_mode_writes_pidfile_and_serves_until_sigterm(pg, proxy_factory):
-    p = proxy_factory(start=False)
+    # the unknown key makes the parent log a warning before it forks
+    p = proxy_factory(start=False, settings={"no_such_key_for_the_test": "1"})
     p.start(wait=False, args=("-d",))
     p.expect_exit = True
     assert p.proc.wait(10) == 0, p.log_tail()
@@ -162,6 +163,11 @@ def test_daemon_mode_writes_pidfile_and_serves_until_sigterm(pg, proxy_factory):
         assert pid != p.proc.pid and pid_alive(pid)
         p.wait_accepting(watch_proc=False)
         assert p.query("select 1") == [(1,)]
+        if not IS_PGBOUNCER:
+            # lines logged after the forks carry the daemon's pid, not the parent's
+            lines = wait_until(lambda: [l for l in p.logfile.read_text().splitlines()
+                                        if "login attempt" in l], 10, what="a login line")
+            assert "[%d]" % pid in lines[-1], lines[-1]
     finally:
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
