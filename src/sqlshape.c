@@ -169,6 +169,7 @@ static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *
 		goto no_shape;	/* nothing but comments */
 	key_append(key, &klen, sql + copied, len - copied);
 	out->key = key;
+	out->owned = key;
 	out->key_len = klen;
 	out->stmt_end = stmt_end;
 	return true;
@@ -411,8 +412,8 @@ static bool memo_lookup(ShapeMemo *m, uint64_t h, const char *sql, size_t len, S
 		size_t stmt_end;
 		if (!t || t->prefix_hash != h || !template_matches(t, sql, len, &stmt_end))
 			continue;
-		out->key = xmalloc(t->key_len + 1);
-		memcpy(out->key, t->key, t->key_len + 1);
+		out->key = t->key;	/* lent: no copy per statement */
+		out->owned = NULL;
 		out->key_len = t->key_len;
 		out->stmt_end = stmt_end;
 		out->has_hash = m->hash != NULL;
@@ -482,7 +483,8 @@ bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
 
 void sqlshape_free(SqlShape *shape)
 {
-	free(shape->key);
+	free(shape->owned);
+	shape->owned = NULL;
 	shape->key = NULL;
 	shape->key_len = 0;
 }

@@ -1036,3 +1036,23 @@ Test(sqlinfo, shape_from_the_memo_first_and_after_its_eviction)
 	sqlinfo_release(cache, b);
 	sqlinfo_cache_free(cache);
 }
+
+/* policy cost 4: a remembered shape lends the memo's key; a scanned one owns its own. */
+Test(sqlshape, memo_lends_its_key_and_a_scan_owns_its_own)
+{
+	ShapeMemo *memo = sqlshape_memo_new();
+	SqlShape a, b;
+	const char *x = "SELECT abalance FROM pgbench_accounts WHERE aid = 1;";
+	const char *y = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;";
+	cr_assert(sqlshape_of_memo(memo, x, strlen(x), &a));
+	cr_assert(a.owned && a.owned == a.key, "scanned: the key is its own");
+	cr_assert(sqlshape_of_memo(memo, y, strlen(y), &b));
+	cr_assert_null(b.owned, "remembered: the key is the memo's");
+	cr_assert(b.key != a.key, "the memo keeps a copy, not the scan's own key");
+	cr_assert(memcmp(a.key, b.key, a.key_len) == 0);
+	sqlshape_free(&a);	/* the memo's key outlives the scan's */
+	cr_assert(memcmp(b.key, "\0SELECT abalance", 16) == 0);
+	sqlshape_free(&b);
+	cr_assert_null(b.key);
+	sqlshape_memo_free(memo);
+}
