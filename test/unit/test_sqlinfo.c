@@ -1056,3 +1056,28 @@ Test(sqlshape, memo_lends_its_key_and_a_scan_owns_its_own)
 	cr_assert_null(b.key);
 	sqlshape_memo_free(memo);
 }
+
+/* policy cost 4: a clone is one block (result, statement, text) and outlives the cache's entries. */
+Test(sqlinfo, a_clone_is_one_block_and_outlives_its_template_entry)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(1);
+	const char *t1 = "  SELECT abalance FROM pgbench_accounts WHERE aid = 17 ; ";
+	const char *t2 = "  SELECT abalance FROM pgbench_accounts WHERE aid = 4242 ; ";
+	SqlInfo *a = sqlinfo_cache_get(cache, t1, strlen(t1));
+	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));
+	cr_assert(b->one_block && b->shared && !a->one_block);
+	const char *end_of_info = (const char *)(b + 1);
+	cr_assert((const char *)b->stmts >= end_of_info &&
+		  (const char *)b->stmts < end_of_info + 16, "the statement follows the result");
+	cr_assert(b->stmts[0].sql >= (const char *)(b->stmts + 1) &&
+		  b->stmts[0].sql < (const char *)(b->stmts + 1) + 16, "the text follows the statement");
+	cr_assert_str_eq(b->stmts[0].sql, "SELECT abalance FROM pgbench_accounts WHERE aid = 4242");
+	sqlinfo_release(cache, a);
+	SqlInfo *other = sqlinfo_cache_get(cache, "SHOW aa1", 8);	/* evicts the template's entry */
+	sqlinfo_release(cache, other);
+	cr_assert_str_eq(b->stmts[0].tables.items[0], "pgbench_accounts");
+	cr_assert_str_eq(sqlinfo_stmt_normalized(&b->stmts[0]),
+			 "SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+}
