@@ -1081,3 +1081,19 @@ Test(sqlinfo, a_clone_is_one_block_and_outlives_its_template_entry)
 	sqlinfo_release(cache, b);
 	sqlinfo_cache_free(cache);
 }
+
+/* policy cost 4: the last hit is tried first, and a text it does not fit still finds its own. */
+Test(sqlshape, memo_tries_the_last_hit_first_and_still_tells_shapes_apart)
+{
+	ShapeMemo *memo = sqlshape_memo_new();
+	static const char *const texts[] = {
+		"SELECT a FROM t WHERE id = 1", "SELECT b FROM t WHERE id = 1",
+		"SELECT a FROM t WHERE id = 22", "SELECT b FROM t WHERE id = 333",
+		"SELECT a FROM t WHERE id = 4444", "SELECT a FROM t WHERE id = 'x'",
+		"SELECT a FROM t WHERE id = 5", "SELECT a FROM t WHERE id = 5 ", "SELECT b FROM t WHERE id = 6",
+	};
+	for (int round = 0; round < 2; round++)
+		for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+			shape_agrees(memo, texts[i]);
+	sqlshape_memo_free(memo);
+}
