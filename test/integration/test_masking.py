@@ -714,6 +714,24 @@ def test_pii_policy_masks_on_the_wire(pg, tables, proxy_factory):
         pgx(pg, "DROP TABLE IF EXISTS people")
 
 
+def test_pii_policy_masks_card_like_columns_of_any_table(pg, tables, proxy_factory):
+    """on_columns' rule: a column named like ^card_?n[ou]m is "partial" in any table;
+    other names, even close ones, are not."""
+    names = ["cardnum", "card_nom", "card_number", "cardnumero", "cardinal", "card", "card_no", "mycardnum"]
+    masked = {"cardnum", "card_nom", "card_number", "cardnumero"}
+    pgx(pg, "DROP TABLE IF EXISTS wallet; CREATE TABLE wallet (%s);"
+            "INSERT INTO wallet VALUES (%s); GRANT ALL ON wallet TO PUBLIC"
+        % (", ".join(n + " text" for n in names), ", ".join(["'4111111111111111'"] * len(names))))
+    try:
+        p = start_yaml_proxy(proxy_factory, policy_scripts=[str(REPO / "policies" / "pii.lua")])
+        for _ in range(2):  # the same column set again: the same masks
+            rows = rows_of(raw_query(p, "SELECT %s FROM wallet" % ", ".join(names)))
+            assert rows == [["************1111" if n in masked else "4111111111111111"
+                             for n in names]], rows
+    finally:
+        pgx(pg, "DROP TABLE IF EXISTS wallet")
+
+
 # ---------------------------------------------------------------- on_row
 
 ROW_POLICY = """\
