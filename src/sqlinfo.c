@@ -1180,6 +1180,13 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
 		cache_unlink(c, container_of(list_first(&c->lru), CacheEntry, lru));
 }
 
+/* (policy cost 4) a clone's one allocation (sqlinfo_clone_for_text) */
+typedef struct CloneBlock {
+	SqlInfo info;		/* first: freeing the info frees the block */
+	SqlStatement stmt;
+	char text[];
+} CloneBlock;
+
 /*
  * The classification of a statement of the same shape as tmpl (sqlshape.h),
  * for the text sql[0, stmt_end). Everything but the text is tmpl's, shared
@@ -1188,12 +1195,6 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
  * libpg_query keeps some literals in them, and one statement's values must
  * never show up as another's.
  */
-typedef struct CloneBlock {
-	SqlInfo info;		/* first: freeing the info frees the block */
-	SqlStatement stmt;
-	char text[];
-} CloneBlock;
-
 static SqlInfo *sqlinfo_clone_for_text(SqlInfo *tmpl, const char *sql, size_t stmt_end)
 {
 	if (tmpl->shared)
