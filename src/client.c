@@ -1250,6 +1250,7 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 		return true;
 	}
 	client_account_message(c, s, h->type, total);
+	c->judged_stateless = j.stateless;
 	client_send_whole(c, s, j.send, j.len);
 	if (j.owned)
 		free(j.send);
@@ -1385,6 +1386,7 @@ static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 	}
 	c->stash_type = h->type;
 	c->stash_may_change_lexing = j.may_change_lexing;
+	c->stash_stateless = j.stateless;
 	if (j.held) {
 		evbuffer_drain(in, total);	/* approvals.c kept a copy; c->held stops the loop */
 	} else if (j.answer) {
@@ -1414,6 +1416,7 @@ static void client_send_stash(Client *c, Server *s)
 	client_account_message(c, s, c->stash_type, c->stash_len);
 	if (c->stash_may_change_lexing)
 		s->lexing_may_change = true;
+	c->judged_stateless = c->stash_stateless;
 	if (c->stash_in_input) {
 		c->stash_in_input = false;
 		const uint8_t *msg = evbuffer_pullup(c->in.buf,

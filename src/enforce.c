@@ -491,6 +491,18 @@ static bool enforce_may_change_schema(const SqlInfo *info)
 #define ENFORCE_FLAG_KNOWN 1
 #define ENFORCE_FLAG_LEXING 2	/* sql_may_change_lexing */
 #define ENFORCE_FLAG_SCHEMA 4	/* enforce_may_change_schema */
+#define ENFORCE_FLAG_STATELESS 8	/* classified, and no statement leaves session state */
+
+/* What sessionstate.c's check looks for (st->session_state), by the same classification. */
+static bool info_stateless(const SqlInfo *info)
+{
+	if (!info->ok)
+		return false;
+	for (int i = 0; i < info->nstmts; i++)
+		if (info->stmts[i].session_state)
+			return false;
+	return true;
+}
 
 static uint8_t enforce_flags_of(SqlInfo *info)
 {
@@ -499,7 +511,8 @@ static uint8_t enforce_flags_of(SqlInfo *info)
 		memo->enforce_flags = ENFORCE_FLAG_KNOWN |
 				      (sql_may_change_lexing(info) ? ENFORCE_FLAG_LEXING : 0) |
 				      (info->ok && enforce_may_change_schema(info) ? ENFORCE_FLAG_SCHEMA
-										  : 0);
+										  : 0) |
+				      (info_stateless(info) ? ENFORCE_FLAG_STATELESS : 0);
 	return memo->enforce_flags;
 }
 
@@ -652,8 +665,9 @@ void enforce_judge(Client *c, Server *s, const uint8_t *msg, size_t total, Judge
 		return;
 	}
 	if (d.enforced == POLICY_ALLOW || d.enforced == POLICY_REWRITE) {
-		out->may_change_lexing = enforce_flags_of(judging_info(&j, judged)) &
-					 ENFORCE_FLAG_LEXING;
+		uint8_t flags = enforce_flags_of(judging_info(&j, judged));
+		out->may_change_lexing = flags & ENFORCE_FLAG_LEXING;
+		out->stateless = (type == 'Q' || type == 'P') && (flags & ENFORCE_FLAG_STATELESS);
 		if (s && out->may_change_lexing)
 			s->lexing_may_change = true;
 	} else if (!s) {

@@ -54,6 +54,10 @@ typedef struct Judged {
 	bool discard_until_sync;	/* ... and a Parse was denied: drop up to Sync, then answer */
 	bool may_change_lexing;	/* allowed text that may change how the server lexes SQL */
 	bool held;		/* held for approval (approvals.c keeps it): send nothing */
+	/* (policy cost 4) an allowed Query or Parse whose text (send's) the judge
+	 * classified: no statement leaves session state. The session-state check
+	 * would parse it again to learn the same (Client.judged_stateless). */
+	bool stateless;
 } Judged;
 
 /*

@@ -86,7 +86,7 @@ static bool mask_read_column(PktReader *r, MaskColumn *col, char **names)
 	return true;
 }
 
-bool mask_plan_from_row_description(MaskPlan *plan, const uint8_t *body, size_t len)
+static bool plan_parse_body(MaskPlan *plan, const uint8_t *body, size_t len, bool keep_body)
 {
 	PktReader r;
 	int16_t n;
@@ -98,12 +98,20 @@ bool mask_plan_from_row_description(MaskPlan *plan, const uint8_t *body, size_t 
 	/* Refuse counts the body cannot hold before allocating for them. */
 	if ((size_t)n > proto_reader_left(&r) / MASK_MIN_FIELD_LEN)
 		goto fail;
-	/* the names (each shorter than the body left) follow the columns in one block */
+	/* the names (each shorter than the body left) follow the columns in one block,
+	 * then, to be kept, a copy of the body */
 	size_t cols_size = (size_t)n * sizeof(*plan->cols);
+	size_t names_size = proto_reader_left(&r);
 	char *names = NULL;
 	if (n > 0) {
-		plan->cols = xmalloc(cols_size + proto_reader_left(&r));
+		plan->cols = xmalloc(cols_size + names_size + (keep_body ? len : 0));
 		names = (char *)plan->cols + cols_size;
+		if (keep_body) {
+			uint8_t *copy = (uint8_t *)names + names_size;
+			memcpy(copy, body, len);
+			plan->body = copy;
+			plan->body_len = len;
+		}
 	}
 	for (int i = 0; i < n; i++) {
 		if (!mask_read_column(&r, &plan->cols[i], &names))
@@ -116,6 +124,47 @@ bool mask_plan_from_row_description(MaskPlan *plan, const uint8_t *body, size_t 
 fail:
 	mask_plan_free(plan);
 	return false;
+}
+
+bool mask_plan_from_row_description(MaskPlan *plan, const uint8_t *body, size_t len)
+{
+	return plan_parse_body(plan, body, len, false);
+}
+
+void mask_plan_kept_free(MaskPlanKept *kept)
+{
+	free(kept->cols);
+	memset(kept, 0, sizeof(*kept));
+}
+
+bool mask_plan_from_row_description_kept(MaskPlan *plan, MaskPlanKept *kept, const uint8_t *body,
+					 size_t len)
+{
+	if (!kept->cols || kept->body_len != len || memcmp(kept->body, body, len) != 0)
+		return plan_parse_body(plan, body, len, len <= MASK_PLAN_KEEP_MAX);
+	memset(plan, 0, sizeof(*plan));
+	plan->cols = kept->cols;
+	plan->ncols = kept->ncols;
+	plan->body = kept->body;
+	plan->body_len = kept->body_len;
+	memset(kept, 0, sizeof(*kept));
+	/* the one field a plan's user changes (policy_on_columns): as parsed again */
+	for (int i = 0; i < plan->ncols; i++)
+		plan->cols[i].mask = MASK_NONE;
+	return true;
+}
+
+void mask_plan_free_keep(MaskPlan *plan, MaskPlanKept *kept)
+{
+	if (plan->cols && plan->body) {
+		mask_plan_kept_free(kept);
+		kept->cols = plan->cols;
+		kept->ncols = plan->ncols;
+		kept->body = plan->body;
+		kept->body_len = plan->body_len;
+		plan->cols = NULL;	/* (now kept's) */
+	}
+	mask_plan_free(plan);
 }
 
 void mask_plan_free(MaskPlan *plan)

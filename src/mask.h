@@ -50,7 +50,27 @@ typedef struct MaskPlan {
 				 * mask_plan_set_hash_key so "hash" does not re-key per
 				 * value; owned by the plan, so never shallow-copy a plan.
 				 * NULL: one-shot HMAC per value (same result, slower). */
+	/* (policy cost 4) the body parsed, copied into the cols block (NULL: not
+	 * kept), for mask_plan_free_keep */
+	const uint8_t *body;
+	size_t body_len;
 } MaskPlan;
+
+/*
+ * (policy cost 4) The parse of a finished plan, set aside for the next
+ * RowDescription: a statement run again describes its result in the same
+ * bytes, and then its plan reuses the columns instead of parsing and
+ * allocating them again. Zeroed: holds nothing.
+ */
+typedef struct MaskPlanKept {
+	MaskColumn *cols;	/* a plan's cols block (names and the body inside) */
+	int ncols;
+	const uint8_t *body;
+	size_t body_len;
+} MaskPlanKept;
+
+/* Bodies up to this many bytes are kept (a description of a few dozen columns). */
+#define MASK_PLAN_KEEP_MAX 4096
 
 /* What "redact" writes, and how many hex digits of the HMAC "hash" keeps (128 bits). */
 #define MASK_REDACTED_TEXT "[REDACTED]"
@@ -65,6 +85,16 @@ typedef struct MaskPlan {
  */
 bool mask_plan_from_row_description(MaskPlan *plan, const uint8_t *body, size_t len) MUST_CHECK;
 void mask_plan_free(MaskPlan *plan);
+/*
+ * The same, from kept's parse when body is the one it was made from (kept then
+ * holds nothing); else parsed (kept is left as it is). Either way the plan is
+ * as mask_plan_from_row_description makes it: no masks, no key.
+ */
+bool mask_plan_from_row_description_kept(MaskPlan *plan, MaskPlanKept *kept, const uint8_t *body,
+					 size_t len) MUST_CHECK;
+/* mask_plan_free, setting the plan's parse aside in kept (dropping what kept held). */
+void mask_plan_free_keep(MaskPlan *plan, MaskPlanKept *kept);
+void mask_plan_kept_free(MaskPlanKept *kept);
 
 /*
  * Key the "hash" mask: the key is copied into the plan (a key longer than 32 bytes

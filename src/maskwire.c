@@ -31,6 +31,7 @@ struct MaskWire {
 	int qlen;
 	int qcap;		/* (policy cost) entries allocated: kept across batches */
 	MaskPlan plan;
+	MaskPlanKept kept;	/* (policy cost 4) the last plan's parse, for the same description */
 	bool have_plan;		/* a RowDescription (or NoData) for the rows to come */
 	bool plan_parsed;	/* perf-mask: plan holds the RowDescription being planned */
 	bool rows_hook;		/* some policy defines on_row: every row goes through Lua */
@@ -144,7 +145,7 @@ static struct MaskWire *maskwire_get(Server *s)
 
 static void plan_clear(struct MaskWire *mw)
 {
-	mask_plan_free(&mw->plan);
+	mask_plan_free_keep(&mw->plan, &mw->kept);
 	mw->have_plan = false;
 	mw->plan_parsed = false;
 	mw->rows_hook = false;
@@ -158,6 +159,7 @@ void maskwire_forget(Server *s)
 	if (mw->waiting && s->pool->mask_catalog)
 		catalog_forget_waiter(s->pool->mask_catalog, s);
 	plan_clear(mw);
+	mask_plan_kept_free(&mw->kept);
 	free(mw->pending);
 	strlist_free(&mw->pending_hints);
 	free(mw->described);
@@ -580,8 +582,8 @@ static bool plan_parse(Server *s, const uint8_t *msg, size_t total)
 	if (mw->plan_parsed)
 		return true;
 	plan_clear(mw);
-	if (!mask_plan_from_row_description(&mw->plan, msg + PROTO_HEADER_LEN,
-					    total - PROTO_HEADER_LEN)) {
+	if (!mask_plan_from_row_description_kept(&mw->plan, &mw->kept, msg + PROTO_HEADER_LEN,
+						 total - PROTO_HEADER_LEN)) {
 		server_disconnect(s, "invalid RowDescription from server");
 		return false;
 	}

@@ -190,6 +190,10 @@ struct Client {
 	size_t stash_len;
 	uint8_t stash_type;
 	bool stash_may_change_lexing;
+	/* (policy cost 4) Judged.stateless of the stash; and of the judged message
+	 * being sent, for sessionstate_check to take (it clears it) */
+	bool stash_stateless;
+	bool judged_stateless;
 	bool discard_until_sync;	/* a Parse was denied with no server: drop up to Sync */
 	PolicySession psession;	/* the policies' view of this client */
 	bool psession_open;

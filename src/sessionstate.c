@@ -168,7 +168,9 @@ bool sessionstate_active(const Client *c)
 
 bool sessionstate_check(Client *c, Server *s, const uint8_t *msg, size_t len, PktBuf *pb)
 {
-	if (!sessionstate_active(c))
+	bool judged_stateless = c->judged_stateless;
+	c->judged_stateless = false;	/* it was about this message only */
+	if (!sessionstate_active(c) || judged_stateless)
 		return true;
 	SessionStateMode mode = session_state_mode();
 	const char *sql = message_sql(msg, len);

@@ -49,7 +49,10 @@ bool sessionstate_active(const struct Client *c);
 /*
  * Check one whole Query or Parse message about to go to s. True: send it (a
  * warning may have been given, or the client pinned). False: refused; pb
- * holds what goes to the server instead (the denial marker).
+ * holds what goes to the server instead (the denial marker). With
+ * c->judged_stateless set (the policies' judge classified this very text and
+ * found no session state) it trusts that instead of a parse of its own; it
+ * clears the flag either way.
  */
 bool sessionstate_check(struct Client *c, struct Server *s, const uint8_t *msg, size_t len,
 			struct PktBuf *pb);

@@ -50,7 +50,8 @@ static void sqlinfo_free_stmts(SqlInfo *info)
 {
 	for (int i = 0; i < info->nstmts; i++) {
 		SqlStatement *st = &info->stmts[i];
-		free(st->sql);
+		if (!info->one_block)
+			free(st->sql);
 		free(st->fingerprint);
 		free(st->normalized);
 		if (info->shared)
@@ -61,7 +62,8 @@ static void sqlinfo_free_stmts(SqlInfo *info)
 		free(st->setting);
 		free(st->deallocate_name);
 	}
-	free(info->stmts);
+	if (!info->one_block)
+		free(info->stmts);
 	info->stmts = NULL;
 	info->nstmts = 0;
 	if (info->shared && --info->shared->refcount <= 0)
@@ -1178,6 +1180,13 @@ static void cache_insert(SqlInfoCache *c, uint64_t hash, const char *sql, size_t
 		cache_unlink(c, container_of(list_first(&c->lru), CacheEntry, lru));
 }
 
+/* (policy cost 4) a clone's one allocation (sqlinfo_clone_for_text) */
+typedef struct CloneBlock {
+	SqlInfo info;		/* first: freeing the info frees the block */
+	SqlStatement stmt;
+	char text[];
+} CloneBlock;
+
 /*
  * The classification of a statement of the same shape as tmpl (sqlshape.h),
  * for the text sql[0, stmt_end). Everything but the text is tmpl's, shared
@@ -1191,20 +1200,28 @@ static SqlInfo *sqlinfo_clone_for_text(SqlInfo *tmpl, const char *sql, size_t st
 	if (tmpl->shared)
 		tmpl = tmpl->shared;	/* never a chain */
 	const SqlStatement *from = &tmpl->stmts[0];
-	SqlInfo *info = sqlinfo_new();
-	info->ok = true;
-	info->nstmts = 1;
-	info->stmts = xmalloc(sizeof(SqlStatement));
-	info->shared = tmpl;
-	tmpl->refcount++;
-	SqlStatement *st = &info->stmts[0];
-	*st = *from;
 	const char *p = sql, *end = sql + stmt_end;
 	while (p < end && strchr(" \t\n\r\f\v", *p))
 		p++;
 	while (end > p && strchr(" \t\n\r\f\v", end[-1]))
 		end--;
-	st->sql = xstrndup(p, (size_t)(end - p));
+	size_t text_len = (size_t)(end - p);
+	/* (policy cost 4) one allocation: the result, its statement, then its text */
+	CloneBlock *b = xmalloc(sizeof(*b) + text_len + 1);
+	SqlInfo *info = &b->info;
+	memset(info, 0, sizeof(*info));
+	info->refcount = 1;
+	info->one_block = true;
+	info->ok = true;
+	info->nstmts = 1;
+	info->stmts = &b->stmt;
+	info->shared = tmpl;
+	tmpl->refcount++;
+	SqlStatement *st = &info->stmts[0];
+	*st = *from;
+	memcpy(b->text, p, text_len);
+	b->text[text_len] = '\0';
+	st->sql = b->text;
 	st->fingerprint = NULL;
 	st->normalized = NULL;
 	return info;

@@ -111,6 +111,9 @@ typedef struct SqlInfo {
 					 * P.masks keys of this generation ... */
 	bool guard_sensitive;		/* ... which allowed every statement without hints */
 	uint8_t enforce_flags;		/* enforce.c: ENFORCE_FLAG_* */
+	/* (policy cost 4) a shape's clone: its one statement and that statement's sql
+	 * live in the result's own allocation (freed with it, never on their own) */
+	bool one_block;
 } SqlInfo;
 
 /* Parse and classify; never returns NULL (ok=false with error on failure). */

@@ -169,6 +169,7 @@ static bool shape_build(const char *sql, size_t len, const PgQuery__ScanResult *
 		goto no_shape;	/* nothing but comments */
 	key_append(key, &klen, sql + copied, len - copied);
 	out->key = key;
+	out->owned = key;
 	out->key_len = klen;
 	out->stmt_end = stmt_end;
 	return true;
@@ -305,6 +306,10 @@ static void template_free(ShapeTemplate *t);
 struct ShapeMemo {
 	ShapeTemplate *slot[MEMO_SLOTS];
 	unsigned victim;
+	/* (policy cost 4) the slot of the last hit, tried before any hashing: a
+	 * client repeats one statement with other ids (whatever template the slot
+	 * holds by then, a match is a right answer) */
+	unsigned last;
 	ShapeKeyHash hash;	/* NULL: shapes come without key_hash */
 	const void *hash_arg;
 };
@@ -404,22 +409,39 @@ static bool template_matches(const ShapeTemplate *t, const char *sql, size_t len
 	return true;
 }
 
+static void memo_answer(const ShapeMemo *m, const ShapeTemplate *t, size_t stmt_end, SqlShape *out)
+{
+	out->key = t->key;	/* lent: no copy per statement */
+	out->owned = NULL;
+	out->key_len = t->key_len;
+	out->stmt_end = stmt_end;
+	out->has_hash = m->hash != NULL;
+	out->key_hash = t->key_hash;
+}
+
 static bool memo_lookup(ShapeMemo *m, uint64_t h, const char *sql, size_t len, SqlShape *out)
 {
 	for (unsigned i = 0; i < MEMO_PROBE; i++) {
-		const ShapeTemplate *t = m->slot[(h + i) & (MEMO_SLOTS - 1)];
+		unsigned at = (h + i) & (MEMO_SLOTS - 1);
+		const ShapeTemplate *t = m->slot[at];
 		size_t stmt_end;
 		if (!t || t->prefix_hash != h || !template_matches(t, sql, len, &stmt_end))
 			continue;
-		out->key = xmalloc(t->key_len + 1);
-		memcpy(out->key, t->key, t->key_len + 1);
-		out->key_len = t->key_len;
-		out->stmt_end = stmt_end;
-		out->has_hash = m->hash != NULL;
-		out->key_hash = t->key_hash;
+		memo_answer(m, t, stmt_end, out);
+		m->last = at;
 		return true;
 	}
 	return false;
+}
+
+static bool memo_lookup_last(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
+{
+	const ShapeTemplate *t = m->slot[m->last];
+	size_t stmt_end;
+	if (!t || !template_matches(t, sql, len, &stmt_end))
+		return false;
+	memo_answer(m, t, stmt_end, out);
+	return true;
 }
 
 static void memo_store(ShapeMemo *m, uint64_t h, const char *sql, size_t len, const SqlShape *shape,
@@ -451,8 +473,13 @@ bool sqlshape_memo_get(ShapeMemo *m, const char *sql, size_t len, ShapeProbe *pr
 {
 	memset(out, 0, sizeof(*out));
 	probe->memo = len > 0 && len <= MEMO_MAX_TEXT && len <= SQLSHAPE_MAX_SQL;
-	probe->prefix_hash = probe->memo ? prefix_hash(sql, len) : 0;
-	return probe->memo && memo_lookup(m, probe->prefix_hash, sql, len, out);
+	probe->prefix_hash = 0;
+	if (!probe->memo)
+		return false;
+	if (memo_lookup_last(m, sql, len, out))
+		return true;	/* (probe's hash is for a scan: none follows a hit) */
+	probe->prefix_hash = prefix_hash(sql, len);
+	return memo_lookup(m, probe->prefix_hash, sql, len, out);
 }
 
 bool sqlshape_memo_scan(ShapeMemo *m, const char *sql, size_t len, const ShapeProbe *probe,
@@ -482,7 +509,8 @@ bool sqlshape_of_memo(ShapeMemo *m, const char *sql, size_t len, SqlShape *out)
 
 void sqlshape_free(SqlShape *shape)
 {
-	free(shape->key);
+	free(shape->owned);
+	shape->owned = NULL;
 	shape->key = NULL;
 	shape->key_len = 0;
 }

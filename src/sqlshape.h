@@ -23,9 +23,12 @@
 #include <stdint.h>
 
 typedef struct SqlShape {
-	char *key;		/* owned; starts with a NUL byte, so it never equals SQL text
-				 * (which cannot contain one) in a cache shared with texts */
+	const char *key;	/* starts with a NUL byte, so it never equals SQL text (which
+				 * cannot contain one) in a cache shared with texts */
 	size_t key_len;
+	/* (policy cost 4) key when it is the shape's own (sqlshape_free frees it); NULL
+	 * when key is the memo's, valid until the memo's next scan, hasher or free */
+	char *owned;
 	size_t stmt_end;	/* the statement's text is sql[0, stmt_end): without the
 				 * final ';', as the parser's stmt_len reports it */
 	/* (policy cost 2) the key's hash by the memo's hasher; has_hash false without one */
@@ -42,6 +45,8 @@ void sqlshape_free(SqlShape *shape);
  * from one the memo has seen only in the digits of its integer literals
  * (pgbench's, an ORM's ids): the common case, and the scan is most of a
  * shape's cost. A memo belongs to one thread (a worker's statement cache).
+ * A shape the memo remembered lends its key (SqlShape.owned NULL): use it
+ * before the memo's next scan; sqlshape_free is still right for it.
  */
 typedef struct ShapeMemo ShapeMemo;
 ShapeMemo *sqlshape_memo_new(void);

@@ -2,7 +2,9 @@
  * libFuzzer target for the column-mask plan and the DataRow rewriter.
  *
  * Input layout (every part optional; a short input just ends early):
- *   u8 flags            bit 0: key the hash mask, bit 1: pass a custom callback
+ *   u8 flags            bit 0: key the hash mask, bit 1: pass a custom callback,
+ *                       bit 2: plan through a kept parse (mask_plan_*_kept), masked
+ *                       and set aside first, then reused
  *   u16 rd_len, rd      a RowDescription body for mask_plan_from_row_description
  *   u16 nmasks, masks   column i gets masks[i % nmasks] % 8 (7 is an invalid kind)
  *   (u16 row_len, row)* DataRow bodies for mask_rewrite_data_row
@@ -11,7 +13,8 @@
  * buffer as it was; an accepted row is one well-formed 'D' message with the
  * plan's column count, unmasked columns byte-identical to the input, masked
  * columns equal to mask_apply_value of the input; a masked binary column or
- * an invalid mask kind is never accepted.
+ * an invalid mask kind is never accepted; a plan from a kept parse is the
+ * fresh parse's, with no masks.
  */
 #include "mask.h"
 #include "pktbuf.h"
@@ -137,8 +140,41 @@ static void fuzz_rows(const MaskPlan *plan, PktReader *r, bool custom)
 	pktbuf_free(&pb);
 }
 
+/* A plan from a kept parse (same bytes) equals a fresh parse of body, masks none. */
+static void check_kept(const MaskPlan *plan, const uint8_t *body, size_t len)
+{
+	MaskPlan fresh;
+	if (!mask_plan_from_row_description(&fresh, body, len) || fresh.ncols != plan->ncols ||
+	    plan->any || plan->hmac || plan->hash_key_len != 0)
+		abort();
+	for (int i = 0; i < plan->ncols; i++) {
+		const MaskColumn *a = &plan->cols[i], *b = &fresh.cols[i];
+		if (strcmp(a->name, b->name) != 0 || a->table_oid != b->table_oid ||
+		    a->attnum != b->attnum || a->type_oid != b->type_oid || a->format != b->format ||
+		    a->mask != MASK_NONE)
+			abort();
+	}
+	mask_plan_free(&fresh);
+}
+
+/* Plan body through kept: parsed, every column masked, set aside, then planned again. */
+static bool plan_kept(MaskPlan *plan, MaskPlanKept *kept, const uint8_t *body, size_t len)
+{
+	if (!mask_plan_from_row_description_kept(plan, kept, body, len))
+		return false;
+	for (int i = 0; i < plan->ncols; i++)
+		plan->cols[i].mask = MASK_REDACT;
+	(void)mask_plan_finish(plan);
+	mask_plan_free_keep(plan, kept);
+	if (!mask_plan_from_row_description_kept(plan, kept, body, len))
+		abort();	/* the same bytes parsed once already */
+	check_kept(plan, body, len);
+	return true;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static MaskPlanKept kept;	/* across inputs, as a server keeps it across results */
 	static const uint8_t key[] = "fuzz-key-fuzz-key-fuzz-key-32byt";
 	PktReader r;
 	uint8_t flags;
@@ -151,7 +187,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	uint8_t *copy = malloc(rd_len ? rd_len : 1);
 	memcpy(copy, rd, rd_len);
-	bool parsed = mask_plan_from_row_description(&plan, copy, rd_len);
+	bool use_kept = (flags & 4) != 0;
+	bool parsed = use_kept ? plan_kept(&plan, &kept, copy, rd_len)
+			       : mask_plan_from_row_description(&plan, copy, rd_len);
 	free(copy);	/* the plan must not point into the message */
 	if (!parsed) {
 		if (plan.ncols != 0 || plan.cols)
@@ -169,6 +207,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 	(void)sane;	/* rows are rewritten even for a refused plan: the rewriter must still fail closed */
 	fuzz_rows(&plan, &r, (flags & 2) != 0);
-	mask_plan_free(&plan);
+	if (use_kept)
+		mask_plan_free_keep(&plan, &kept);
+	else
+		mask_plan_free(&plan);
 	return 0;
 }

@@ -714,6 +714,24 @@ def test_pii_policy_masks_on_the_wire(pg, tables, proxy_factory):
         pgx(pg, "DROP TABLE IF EXISTS people")
 
 
+def test_pii_policy_masks_card_like_columns_of_any_table(pg, tables, proxy_factory):
+    """on_columns' rule: a column named like ^card_?n[ou]m is "partial" in any table;
+    other names, even close ones, are not."""
+    names = ["cardnum", "card_nom", "card_number", "cardnumero", "cardinal", "card", "card_no", "mycardnum"]
+    masked = {"cardnum", "card_nom", "card_number", "cardnumero"}
+    pgx(pg, "DROP TABLE IF EXISTS wallet; CREATE TABLE wallet (%s);"
+            "INSERT INTO wallet VALUES (%s); GRANT ALL ON wallet TO PUBLIC"
+        % (", ".join(n + " text" for n in names), ", ".join(["'4111111111111111'"] * len(names))))
+    try:
+        p = start_yaml_proxy(proxy_factory, policy_scripts=[str(REPO / "policies" / "pii.lua")])
+        for _ in range(2):  # the same column set again: the same masks
+            rows = rows_of(raw_query(p, "SELECT %s FROM wallet" % ", ".join(names)))
+            assert rows == [["************1111" if n in masked else "4111111111111111"
+                             for n in names]], rows
+    finally:
+        pgx(pg, "DROP TABLE IF EXISTS wallet")
+
+
 # ---------------------------------------------------------------- on_row
 
 ROW_POLICY = """\
@@ -805,3 +823,45 @@ def test_catalog_lookup_timeout_fails_closed(pg, proxy):
         locker.close()
     # and once the catalog answers again, the same statement is masked
     assert rows_of(raw_query(proxy, "SELECT card FROM mk_pay")) == [["************4444"]]
+
+
+# ---------------------------------------------------------------- policy cost 4
+
+ALTERNATING_POLICY = """\
+local P = {}
+local calls = 0
+local kept
+function P.on_columns(s, cols)
+	calls = calls + 1
+	if kept then
+		kept[1].mask = "redact"	-- a table of an earlier call: changes nothing now
+	end
+	kept = cols
+	if calls % 2 == 0 then
+		for _, c in ipairs(cols) do
+			if c.column == "note" then
+				c.mask = "redact"
+			end
+		end
+	end
+end
+return P
+"""
+
+
+def test_the_same_description_gets_the_masks_of_its_own_on_columns_call(pg, proxy_factory):
+    """pgmoat reuses the parse of a RowDescription it saw last and the cols
+    tables' template; on_columns still runs for each result, and only what it
+    decides this time applies."""
+    pgx(pg, "DROP TABLE IF EXISTS alt_notes; CREATE TABLE alt_notes (id int, note text);"
+            "INSERT INTO alt_notes VALUES (1, 'secret'); GRANT ALL ON alt_notes TO PUBLIC")
+    try:
+        p = start_yaml_proxy(proxy_factory, policies={"alt.lua": ALTERNATING_POLICY})
+        c = raw_login(p)
+        seen = []
+        for _ in range(6):
+            seen.append(rows_of(c.simple_query("SELECT id, note FROM alt_notes")))
+        assert seen == [[["1", "secret"]], [["1", "[REDACTED]"]]] * 3, seen
+        c.close()
+    finally:
+        pgx(pg, "DROP TABLE IF EXISTS alt_notes")

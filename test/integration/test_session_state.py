@@ -185,3 +185,83 @@ def test_yaml_key_and_bad_value(proxy_factory):
                         text=True, timeout=30)
     assert cp.returncode != 0
     assert "transaction_session_state" in cp.stdout + cp.stderr
+
+
+# (policy cost 4) Under policies the judge's classification of the text stands in
+# for the check's own parse when it found no session state; these make sure a
+# statement with state is still caught on every path a judged message takes.
+POLICY_REWRITES = """
+local moat = require "moat"
+local P = {}
+function P.on_query(s, q)
+    if q.sql == "SELECT 'rewrite me'" then
+        return moat.rewrite("SELECT set_config('work_mem', '6MB', false)")
+    end
+end
+return P
+"""
+
+
+def make_policy_proxy(policy_proxy, mode):
+    return policy_proxy(policies={"rw.lua": POLICY_REWRITES},
+                        settings={"pool_mode": "transaction", "default_pool_size": "1",
+                                  "transaction_session_state": mode})
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_judged_statements_are_still_checked(policy_proxy, case):
+    stmt, check = CASES[case]
+    p = make_policy_proxy(policy_proxy, "error")
+    c = raw_login(p)
+    # clean statements first (judged stateless), then the one with state: outside
+    # a transaction (judged before a server is assigned) and inside one
+    for sql in ("select 12345 as x1", "select 54321 as x1"):
+        assert not first(c.simple_query(sql), b"E")
+    errs = first(c.simple_query(stmt), b"E")
+    assert len(errs) == 1 and errs[0]["C"] == "0A000", errs
+    assert c.simple_query("begin")[-1] == (b"Z", b"T")
+    assert not first(c.simple_query("select 1"), b"E")
+    out = c.simple_query(stmt)
+    assert first(out, b"E")[0]["C"] == "0A000", out
+    assert out[-1] == (b"Z", b"E")
+    assert c.simple_query("rollback")[-1] == (b"Z", b"I")
+    assert not probe(c, check), "a refused statement ran"
+    c.close()
+
+
+def test_judged_parse_with_state_is_refused(policy_proxy):
+    p = make_policy_proxy(policy_proxy, "error")
+    c = raw_login(p)
+    c.send(parse_msg("SELECT 1", "ok") + bind_msg(stmt="ok") + execute_msg() + sync_msg())
+    assert b"E" not in [t for t, _ in c.read_until({b"Z"})]
+    c.send(parse_msg("SET work_mem = '7MB'", "s") + bind_msg(stmt="s") + execute_msg() + sync_msg())
+    out = c.read_until({b"Z"})
+    assert [t for t, _ in out] == [b"E", b"Z"], out
+    assert first(out, b"E")[0]["C"] == "0A000"
+    assert not probe(c, "select current_setting('work_mem') = '7MB'")
+    c.close()
+
+
+def test_a_rewrite_with_state_is_checked(policy_proxy):
+    """The text checked is the rewrite the server would run, not the client's."""
+    p = make_policy_proxy(policy_proxy, "error")
+    c = raw_login(p)
+    for in_tx in (False, True):
+        if in_tx:
+            assert c.simple_query("begin")[-1] == (b"Z", b"T")
+        out = c.simple_query("SELECT 'rewrite me'")
+        assert first(out, b"E")[0]["C"] == "0A000", out
+        if in_tx:
+            assert c.simple_query("rollback")[-1] == (b"Z", b"I")
+    assert not probe(c, "select current_setting('work_mem') = '6MB'")
+    c.close()
+
+
+def test_judged_statements_warn_in_warn_mode(policy_proxy):
+    p = make_policy_proxy(policy_proxy, "warn")
+    c = raw_login(p)
+    assert not first(c.simple_query("select 1"), b"N")
+    out = c.simple_query("SELECT pg_advisory_lock(4545)")
+    assert any("stays on a pooled server connection" in n.get("M", "")
+               for n in first(out, b"N")), out
+    c.close()

@@ -931,3 +931,56 @@ Test(mask_custom, missing_callback_redacts)
 	pktbuf_free(&want);
 	mask_plan_free(&plan);
 }
+
+/* policy cost 4: a kept parse serves the same description only, and never with old masks. */
+Test(mask_plan, a_kept_parse_serves_the_same_description_without_its_masks)
+{
+	PktBuf rd, other;
+	MaskPlan plan;
+	MaskPlanKept kept = { 0 };
+	build_row_description(&rd, people_fields, 4);
+	build_row_description(&other, people_fields, 3);
+	cr_assert(mask_plan_from_row_description_kept(&plan, &kept, rd.data, rd.len));
+	cr_assert_null(kept.cols, "nothing kept yet: parsed");
+	plan.cols[1].mask = MASK_EMAIL;
+	plan.cols[2].mask = MASK_PARTIAL;
+	cr_assert(mask_plan_finish(&plan) && plan.any);
+	MaskColumn *block = plan.cols;
+	mask_plan_free_keep(&plan, &kept);
+	cr_assert_null(plan.cols);
+	cr_assert_eq(kept.cols, block);
+
+	/* another description: parsed, and the kept one stays */
+	cr_assert(mask_plan_from_row_description_kept(&plan, &kept, other.data, other.len));
+	cr_assert_eq(plan.ncols, 3);
+	cr_assert_neq(plan.cols, block);
+	cr_assert_eq(kept.cols, block);
+	mask_plan_free(&plan);
+
+	/* the same bytes: the kept columns, every mask back to none */
+	cr_assert(mask_plan_from_row_description_kept(&plan, &kept, rd.data, rd.len));
+	cr_assert_eq(plan.cols, block);
+	cr_assert_null(kept.cols);
+	cr_assert_eq(plan.ncols, 4);
+	cr_assert_not(plan.any);
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(plan.cols[i].mask, MASK_NONE);
+		cr_assert_str_eq(plan.cols[i].name, people_fields[i].name);
+		cr_assert_eq(plan.cols[i].type_oid, people_fields[i].type_oid);
+	}
+	cr_assert(mask_plan_finish(&plan));
+	cr_assert_not(plan.any);
+
+	/* a body that differs in one byte is parsed on its own */
+	mask_plan_free_keep(&plan, &kept);
+	rd.data[rd.len - 1] = 1;	/* the last column's format: binary */
+	cr_assert(mask_plan_from_row_description_kept(&plan, &kept, rd.data, rd.len));
+	cr_assert_neq(plan.cols, block);
+	cr_assert_eq(plan.cols[3].format, 1);
+	mask_plan_free_keep(&plan, &kept);
+	cr_assert_neq(kept.cols, block, "the newer parse replaces the kept one");
+	mask_plan_kept_free(&kept);
+	cr_assert_null(kept.cols);
+	pktbuf_free(&rd);
+	pktbuf_free(&other);
+}

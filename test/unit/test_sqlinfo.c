@@ -1036,3 +1036,64 @@ Test(sqlinfo, shape_from_the_memo_first_and_after_its_eviction)
 	sqlinfo_release(cache, b);
 	sqlinfo_cache_free(cache);
 }
+
+/* policy cost 4: a remembered shape lends the memo's key; a scanned one owns its own. */
+Test(sqlshape, memo_lends_its_key_and_a_scan_owns_its_own)
+{
+	ShapeMemo *memo = sqlshape_memo_new();
+	SqlShape a, b;
+	const char *x = "SELECT abalance FROM pgbench_accounts WHERE aid = 1;";
+	const char *y = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;";
+	cr_assert(sqlshape_of_memo(memo, x, strlen(x), &a));
+	cr_assert(a.owned && a.owned == a.key, "scanned: the key is its own");
+	cr_assert(sqlshape_of_memo(memo, y, strlen(y), &b));
+	cr_assert_null(b.owned, "remembered: the key is the memo's");
+	cr_assert(b.key != a.key, "the memo keeps a copy, not the scan's own key");
+	cr_assert(memcmp(a.key, b.key, a.key_len) == 0);
+	sqlshape_free(&a);	/* the memo's key outlives the scan's */
+	cr_assert(memcmp(b.key, "\0SELECT abalance", 16) == 0);
+	sqlshape_free(&b);
+	cr_assert_null(b.key);
+	sqlshape_memo_free(memo);
+}
+
+/* policy cost 4: a clone is one block (result, statement, text) and outlives the cache's entries. */
+Test(sqlinfo, a_clone_is_one_block_and_outlives_its_template_entry)
+{
+	SqlInfoCache *cache = sqlinfo_cache_new(1);
+	const char *t1 = "  SELECT abalance FROM pgbench_accounts WHERE aid = 17 ; ";
+	const char *t2 = "  SELECT abalance FROM pgbench_accounts WHERE aid = 4242 ; ";
+	SqlInfo *a = sqlinfo_cache_get(cache, t1, strlen(t1));
+	SqlInfo *b = sqlinfo_cache_get(cache, t2, strlen(t2));
+	cr_assert(b->one_block && b->shared && !a->one_block);
+	const char *end_of_info = (const char *)(b + 1);
+	cr_assert((const char *)b->stmts >= end_of_info &&
+		  (const char *)b->stmts < end_of_info + 16, "the statement follows the result");
+	cr_assert(b->stmts[0].sql >= (const char *)(b->stmts + 1) &&
+		  b->stmts[0].sql < (const char *)(b->stmts + 1) + 16, "the text follows the statement");
+	cr_assert_str_eq(b->stmts[0].sql, "SELECT abalance FROM pgbench_accounts WHERE aid = 4242");
+	sqlinfo_release(cache, a);
+	SqlInfo *other = sqlinfo_cache_get(cache, "SHOW aa1", 8);	/* evicts the template's entry */
+	sqlinfo_release(cache, other);
+	cr_assert_str_eq(b->stmts[0].tables.items[0], "pgbench_accounts");
+	cr_assert_str_eq(sqlinfo_stmt_normalized(&b->stmts[0]),
+			 "SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+	sqlinfo_release(cache, b);
+	sqlinfo_cache_free(cache);
+}
+
+/* policy cost 4: the last hit is tried first, and a text it does not fit still finds its own. */
+Test(sqlshape, memo_tries_the_last_hit_first_and_still_tells_shapes_apart)
+{
+	ShapeMemo *memo = sqlshape_memo_new();
+	static const char *const texts[] = {
+		"SELECT a FROM t WHERE id = 1", "SELECT b FROM t WHERE id = 1",
+		"SELECT a FROM t WHERE id = 22", "SELECT b FROM t WHERE id = 333",
+		"SELECT a FROM t WHERE id = 4444", "SELECT a FROM t WHERE id = 'x'",
+		"SELECT a FROM t WHERE id = 5", "SELECT a FROM t WHERE id = 5 ", "SELECT b FROM t WHERE id = 6",
+	};
+	for (int round = 0; round < 2; round++)
+		for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+			shape_agrees(memo, texts[i]);
+	sqlshape_memo_free(memo);
+}
