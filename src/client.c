@@ -120,7 +120,7 @@ static void peer_from_sockaddr(PeerAddr *p, const struct sockaddr *sa)
 /* Only the admin console shows it: a system call per connection saved until then. */
 const PeerAddr *client_local_addr(Client *c)
 {
-	int fd = c->bev ? bufferevent_getfd(c->bev) : -1;
+	int fd = c->fd;
 	if (!c->local_known && fd >= 0) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -133,7 +133,7 @@ const PeerAddr *client_local_addr(Client *c)
 
 bool client_send_pktbuf(Client *c, PktBuf *pb)
 {
-	if (!pktbuf_ok(pb) || !c->bev || !c->out.buf)
+	if (!pktbuf_ok(pb) || !client_has_socket(c) || !c->out.buf)
 		return false;
 	if (evbuffer_add(msgio_out(&c->out), pb->data, pb->len) != 0)
 		return false;
@@ -153,10 +153,13 @@ static void client_close_socket(Client *c)
 	msgio_reader_free(&c->in);
 	if (c->bev) {
 		tls_close_notify(c->ssl);
-		bufferevent_free(c->bev);
+		bufferevent_free(c->bev);	/* closes fd */
 		c->bev = NULL;
 		c->ssl = NULL;	/* freed with its bufferevent */
+	} else if (c->fd >= 0) {
+		evutil_closesocket(c->fd);
 	}
+	c->fd = -1;
 	client_free_later(c);
 }
 
@@ -194,7 +197,7 @@ static void client_flush_event_cb(struct bufferevent *bev, short what, void *arg
 static void client_flush_write_cb(struct bufferevent *bev, void *arg)
 {
 	Client *c = arg;
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (msgio_output_pending(&c->out) == 0)
 		client_close_socket(c);
 }
 
@@ -203,6 +206,12 @@ static void client_close_after_flush(Client *c)
 {
 	c->close_after_flush = true;
 	msgio_reader_enable(&c->in, false);
+	if (!c->bev) {
+		msgio_output_finish(&c->out, FLUSH_TIMEOUT_SEC, client_flush_write_cb, client_flush_event_cb);
+		if (msgio_output_pending(&c->out) == 0)
+			client_close_socket(c);
+		return;
+	}
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(c->bev, NULL, client_flush_write_cb, client_flush_event_cb, c);
 	struct timeval tv = { FLUSH_TIMEOUT_SEC, 0 };
@@ -248,7 +257,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	client_set_state(c, CL_FREE);
 	scram_server_free(&c->scram);
 	bool sent = false;
-	if (sqlstate && c->bev) {
+	if (sqlstate && client_has_socket(c)) {
 		PktBuf pb;
 		pktbuf_init(&pb);
 		pktbuf_error(&pb, "FATAL", sqlstate, msg);
@@ -845,10 +854,20 @@ static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 
-/* Point c->bev's callbacks and the direct reader and flusher at the connection. */
+/* Point the direct reader and flusher (and a TLS c->bev's callbacks) at the connection. */
 static bool client_attach_io(Client *c)
 {
 	Worker *w = c->worker;
+	if (!c->bev) {
+		if (!msgio_output_attach_fd(&c->out, &w->flusher, c->fd, MSGIO_OUT_LOW, client_write_cb,
+					    client_event_cb, c) ||
+		    !msgio_reader_init_fd(&c->in, w->base, c->fd, MSGIO_READ_HIGH, client_read_cb,
+					  client_event_cb, c))
+			return false;
+		msgio_reader_enable(&c->in, true);
+		msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);
+		return true;
+	}
 	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
 	if (!msgio_output_attach(&c->out, &w->flusher, c->bev, c->ssl) ||
@@ -885,7 +904,7 @@ static void client_start_tls(Client *c)
 {
 	SSL *ssl = tls_client_ssl_new();
 	bool ok = ssl && msgio_output_pending(&c->out) == 0 &&
-		  send(bufferevent_getfd(c->bev), "S", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
+		  send(c->fd, "S", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
 	if (!ok) {
 		SSL_free(ssl);
 		client_disconnect(c, NULL, "could not start TLS");
@@ -893,8 +912,9 @@ static void client_start_tls(Client *c)
 	}
 	msgio_output_detach(&c->out);
 	msgio_reader_stop(&c->in);
-	c->bev = tls_wrap_socket(c->bev, ssl, true);
+	c->bev = tls_wrap_fd(c->worker->base, c->fd, ssl, true);
 	if (!c->bev) {
+		c->fd = -1;	/* closed by tls_wrap_fd */
 		client_disconnect(c, NULL, "could not start TLS");
 		return;
 	}
@@ -1055,7 +1075,7 @@ static void client_pause_reading(Client *c)
 
 void client_resume_reading(Client *c)
 {
-	if (c->state == CL_FREE || !c->bev)
+	if (c->state == CL_FREE || !client_has_socket(c))
 		return;
 	if (c->reading_paused) {
 		c->reading_paused = false;
@@ -1285,7 +1305,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		else
 			prepared_send(c, s, pb.data, pb.len);
 		pktbuf_free(&pb);
-		if (c->state == CL_FREE || !c->bev)
+		if (c->state == CL_FREE || !client_has_socket(c))
 			return false;
 		evbuffer_drain(in, total);
 		return true;
@@ -1378,7 +1398,7 @@ static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 	c->request_time = util_now_mono();
 	Judged j;
 	enforce_judge(c, NULL, msg, total, &j);
-	if (c->state == CL_FREE || !c->bev) {
+	if (c->state == CL_FREE || !client_has_socket(c)) {
 		if (j.owned)
 			free(j.send);
 		return false;
@@ -1749,7 +1769,7 @@ static void client_forward(Client *c)
 
 static void client_process_input(Client *c)
 {
-	if (!c->bev || c->reading_paused)
+	if (!client_has_socket(c) || c->reading_paused)
 		return;
 	switch (c->state) {
 	case CL_LOGIN:
@@ -1765,7 +1785,7 @@ static void client_process_input(Client *c)
 	default:
 		break;
 	}
-	if (c->state != CL_FREE && c->bev)
+	if (c->state != CL_FREE && client_has_socket(c))
 		msgio_reader_consumed(&c->in);
 }
 
@@ -1873,6 +1893,7 @@ static void client_expect_proxy_header(Client *c, const struct sockaddr *sa)
 void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
 {
 	Client *c = xcalloc(1, sizeof(*c));
+	c->fd = fd;
 	c->worker = w;
 	c->id = ++w->next_id;
 	peer_from_sockaddr(&c->remote, sa);
@@ -1897,14 +1918,9 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	c->cancel_key = key[1];
 	if (!keyed) {
 		evutil_closesocket(fd);
+		c->fd = -1;
 		client_set_state(c, CL_FREE);
 		client_free_later(c);
-		return;
-	}
-	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!c->bev) {
-		evutil_closesocket(fd);
-		client_disconnect(c, NULL, "could not create the connection buffer");
 		return;
 	}
 	if (!client_attach_io(c)) {
