@@ -403,6 +403,7 @@ int main(int argc, char **argv)
 	}
 	moat_stop(moat);
 	msgio_release_thread_cache();
+	client_release_thread_cache();
 	evmem_release_thread_cache();
 	return rc;
 }
