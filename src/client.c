@@ -290,11 +290,10 @@ void client_send_error_ready(Client *c, const char *sqlstate, const char *fmt, .
 
 /* ---- login ---------------------------------------------------------- */
 
-static bool startup_param_allowed(const char *name)
+/* Allowed besides the tracked parameters (varcache). */
+static bool startup_param_identity(const char *name)
 {
-	if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0)
-		return true;
-	return varcache_lookup(name) >= 0;
+	return strcmp(name, "user") == 0 || strcmp(name, "database") == 0;
 }
 
 static bool startup_param_ignored(const char *name)
@@ -315,10 +314,10 @@ static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
 	}
 	for (int i = 0; i < sp->nparams; i++) {
 		const StartupParam *p = &sp->params[i];
-		if (startup_param_allowed(p->name)) {
-			if (varcache_lookup(p->name) >= 0)
-				varcache_set(&c->vars, p->name, p->value);
-		} else if (!startup_param_ignored(p->name)) {
+		int id = varcache_lookup(p->name);	/* once: every parameter of every login */
+		if (id >= 0) {
+			varcache_set_id(&c->vars, (VarId)id, p->value);	/* (names are unique: nothing to compare) */
+		} else if (!startup_param_identity(p->name) && !startup_param_ignored(p->name)) {
 			client_disconnect(c, "08P01", "unsupported startup parameter: %s", p->name);
 			return false;
 		}
