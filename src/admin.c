@@ -56,7 +56,8 @@ static Pool *console_pool;
 
 bool admin_is_console_db(const char *dbname)
 {
-	return dbname && (strcmp(dbname, "pgbouncer") == 0 || strcmp(dbname, "pgmoat") == 0);
+	/* every login asks twice: the first letter settles it for nearly every database */
+	return dbname && dbname[0] == 'p' && (strcmp(dbname, "pgbouncer") == 0 || strcmp(dbname, "pgmoat") == 0);
 }
 
 Database *admin_database(void)

@@ -712,7 +712,7 @@ void msgio_reader_consumed(InReader *r)
 void msgio_reader_try_now(InReader *r)
 {
 	if (r->ev && r->enabled && !r->suspended)
-		event_active(r->ev, EV_READ, 0);
+		reader_cb(event_get_fd(r->ev), EV_READ, r);	/* may free r */
 }
 
 void msgio_reader_kick(InReader *r)

@@ -210,9 +210,10 @@ void msgio_reader_consumed(InReader *r);
 /* Run the read callback from the event loop soon (same pass), even with no new bytes. */
 void msgio_reader_kick(InReader *r);
 /*
- * Try a read in this loop pass as if the socket were readable: a client that
- * just connected has usually sent its first packet already, so waiting for
- * the next epoll round would only add a wake-up (pgbouncer reads at accept too).
+ * Try a read now, as if the socket were readable: a client that just
+ * connected has usually sent its first packet already, so waiting for the
+ * next epoll round would only add a wake-up (pgbouncer reads at accept too).
+ * The callbacks run from here and may free the connection: call it last.
  */
 void msgio_reader_try_now(InReader *r);
 
