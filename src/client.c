@@ -208,7 +208,7 @@ static void client_close_after_flush(Client *c)
 	msgio_reader_enable(&c->in, false);
 	if (!c->bev) {
 		msgio_output_finish(&c->out, FLUSH_TIMEOUT_SEC, client_flush_write_cb, client_flush_event_cb);
-		if (msgio_output_pending(&c->out) == 0)
+		if (client_has_socket(c) && msgio_output_pending(&c->out) == 0)	/* (finish may have closed it) */
 			client_close_socket(c);
 		return;
 	}

@@ -128,8 +128,9 @@ void msgio_flusher_free(Flusher *f);
  */
 bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, struct ssl_st *ssl) MUST_CHECK;
 /*
- * The same for a bare plain socket fd (see OutFlush.bare): write_cb and
- * event_cb get a NULL bufferevent. False: no memory.
+ * The same for a bare plain socket fd (see OutFlush.bare), on an OutFlush
+ * not attached yet: write_cb and event_cb get a NULL bufferevent. False: no
+ * memory.
  */
 bool msgio_output_attach_fd(OutFlush *of, Flusher *f, int fd, size_t low, bufferevent_data_cb write_cb,
 			    bufferevent_event_cb event_cb, void *arg) MUST_CHECK;
