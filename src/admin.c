@@ -56,7 +56,8 @@ static Pool *console_pool;
 
 bool admin_is_console_db(const char *dbname)
 {
-	return dbname && (strcmp(dbname, "pgbouncer") == 0 || strcmp(dbname, "pgmoat") == 0);
+	/* every login asks twice: the first letter settles it for nearly every database */
+	return dbname && dbname[0] == 'p' && (strcmp(dbname, "pgbouncer") == 0 || strcmp(dbname, "pgmoat") == 0);
 }
 
 Database *admin_database(void)
@@ -1130,7 +1131,7 @@ static void admin_show_fds(Client *c)
 		const Client *cl = container_of(item, Client, all_head);
 		if (cl->state == CL_FREE || cl->state == CL_LOGIN || !cl->pool)
 			continue;
-		fds_conn_row(&rs, "client", fds_bev_fd(cl->bev), cl->user_name, cl->db_name,
+		fds_conn_row(&rs, "client", cl->fd, cl->user_name, cl->db_name,
 			     &cl->remote, (uint64_t)cl->cancel_pid << 32 | cl->cancel_key,
 			     cl->link ? fds_bev_fd(cl->link->bev) : -1, &cl->vars);
 	}
@@ -1141,7 +1142,7 @@ static void admin_show_fds(Client *c)
 		fds_conn_row(&rs, "server", fds_bev_fd(s->bev), s->pool->server_user,
 			     s->pool->db->cfg->dbname ? s->pool->db->cfg->dbname : s->pool->db->name,
 			     &s->remote, (uint64_t)s->backend_pid << 32 | s->backend_key,
-			     s->link ? fds_bev_fd(s->link->bev) : -1, &s->vars);
+			     s->link ? s->link->fd : -1, &s->vars);
 	}
 	rs_send(c, &rs, "SHOW");
 }

@@ -120,7 +120,7 @@ static void peer_from_sockaddr(PeerAddr *p, const struct sockaddr *sa)
 /* Only the admin console shows it: a system call per connection saved until then. */
 const PeerAddr *client_local_addr(Client *c)
 {
-	int fd = c->bev ? bufferevent_getfd(c->bev) : -1;
+	int fd = c->fd;
 	if (!c->local_known && fd >= 0) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -133,7 +133,7 @@ const PeerAddr *client_local_addr(Client *c)
 
 bool client_send_pktbuf(Client *c, PktBuf *pb)
 {
-	if (!pktbuf_ok(pb) || !c->bev || !c->out.buf)
+	if (!pktbuf_ok(pb) || !client_has_socket(c) || !c->out.buf)
 		return false;
 	if (evbuffer_add(msgio_out(&c->out), pb->data, pb->len) != 0)
 		return false;
@@ -153,10 +153,13 @@ static void client_close_socket(Client *c)
 	msgio_reader_free(&c->in);
 	if (c->bev) {
 		tls_close_notify(c->ssl);
-		bufferevent_free(c->bev);
+		bufferevent_free(c->bev);	/* closes fd */
 		c->bev = NULL;
 		c->ssl = NULL;	/* freed with its bufferevent */
+	} else if (c->fd >= 0) {
+		evutil_closesocket(c->fd);
 	}
+	c->fd = -1;
 	client_free_later(c);
 }
 
@@ -194,7 +197,7 @@ static void client_flush_event_cb(struct bufferevent *bev, short what, void *arg
 static void client_flush_write_cb(struct bufferevent *bev, void *arg)
 {
 	Client *c = arg;
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (msgio_output_pending(&c->out) == 0)
 		client_close_socket(c);
 }
 
@@ -203,6 +206,12 @@ static void client_close_after_flush(Client *c)
 {
 	c->close_after_flush = true;
 	msgio_reader_enable(&c->in, false);
+	if (!c->bev) {
+		msgio_output_finish(&c->out, FLUSH_TIMEOUT_SEC, client_flush_write_cb, client_flush_event_cb);
+		if (client_has_socket(c) && msgio_output_pending(&c->out) == 0)	/* (finish may have closed it) */
+			client_close_socket(c);
+		return;
+	}
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(c->bev, NULL, client_flush_write_cb, client_flush_event_cb, c);
 	struct timeval tv = { FLUSH_TIMEOUT_SEC, 0 };
@@ -248,7 +257,7 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 	client_set_state(c, CL_FREE);
 	scram_server_free(&c->scram);
 	bool sent = false;
-	if (sqlstate && c->bev) {
+	if (sqlstate && client_has_socket(c)) {
 		PktBuf pb;
 		pktbuf_init(&pb);
 		pktbuf_error(&pb, "FATAL", sqlstate, msg);
@@ -281,11 +290,10 @@ void client_send_error_ready(Client *c, const char *sqlstate, const char *fmt, .
 
 /* ---- login ---------------------------------------------------------- */
 
-static bool startup_param_allowed(const char *name)
+/* Allowed besides the tracked parameters (varcache). */
+static bool startup_param_identity(const char *name)
 {
-	if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0)
-		return true;
-	return varcache_lookup(name) >= 0;
+	return strcmp(name, "user") == 0 || strcmp(name, "database") == 0;
 }
 
 static bool startup_param_ignored(const char *name)
@@ -306,10 +314,10 @@ static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
 	}
 	for (int i = 0; i < sp->nparams; i++) {
 		const StartupParam *p = &sp->params[i];
-		if (startup_param_allowed(p->name)) {
-			if (varcache_lookup(p->name) >= 0)
-				varcache_set(&c->vars, p->name, p->value);
-		} else if (!startup_param_ignored(p->name)) {
+		int id = varcache_lookup(p->name);	/* once: every parameter of every login */
+		if (id >= 0) {
+			varcache_set_id(&c->vars, (VarId)id, p->value);	/* (names are unique: nothing to compare) */
+		} else if (!startup_param_identity(p->name) && !startup_param_ignored(p->name)) {
 			client_disconnect(c, "08P01", "unsupported startup parameter: %s", p->name);
 			return false;
 		}
@@ -845,10 +853,20 @@ static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 
-/* Point c->bev's callbacks and the direct reader and flusher at the connection. */
+/* Point the direct reader and flusher (and a TLS c->bev's callbacks) at the connection. */
 static bool client_attach_io(Client *c)
 {
 	Worker *w = c->worker;
+	if (!c->bev) {
+		if (!msgio_output_attach_fd(&c->out, &w->flusher, c->fd, MSGIO_OUT_LOW, client_write_cb,
+					    client_event_cb, c) ||
+		    !msgio_reader_init_fd(&c->in, w->base, c->fd, MSGIO_READ_HIGH, client_read_cb,
+					  client_event_cb, c))
+			return false;
+		msgio_reader_enable(&c->in, true);
+		msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);
+		return true;
+	}
 	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, MSGIO_OUT_LOW, 0);
 	if (!msgio_output_attach(&c->out, &w->flusher, c->bev, c->ssl) ||
@@ -885,7 +903,7 @@ static void client_start_tls(Client *c)
 {
 	SSL *ssl = tls_client_ssl_new();
 	bool ok = ssl && msgio_output_pending(&c->out) == 0 &&
-		  send(bufferevent_getfd(c->bev), "S", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
+		  send(c->fd, "S", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
 	if (!ok) {
 		SSL_free(ssl);
 		client_disconnect(c, NULL, "could not start TLS");
@@ -893,8 +911,9 @@ static void client_start_tls(Client *c)
 	}
 	msgio_output_detach(&c->out);
 	msgio_reader_stop(&c->in);
-	c->bev = tls_wrap_socket(c->bev, ssl, true);
+	c->bev = tls_wrap_fd(c->worker->base, c->fd, ssl, true);
 	if (!c->bev) {
+		c->fd = -1;	/* closed by tls_wrap_fd */
 		client_disconnect(c, NULL, "could not start TLS");
 		return;
 	}
@@ -1055,7 +1074,7 @@ static void client_pause_reading(Client *c)
 
 void client_resume_reading(Client *c)
 {
-	if (c->state == CL_FREE || !c->bev)
+	if (c->state == CL_FREE || !client_has_socket(c))
 		return;
 	if (c->reading_paused) {
 		c->reading_paused = false;
@@ -1286,7 +1305,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		else
 			prepared_send(c, s, pb.data, pb.len);
 		pktbuf_free(&pb);
-		if (c->state == CL_FREE || !c->bev)
+		if (c->state == CL_FREE || !client_has_socket(c))
 			return false;
 		evbuffer_drain(in, total);
 		return true;
@@ -1379,7 +1398,7 @@ static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 	c->request_time = util_now_mono();
 	Judged j;
 	enforce_judge(c, NULL, msg, total, &j);
-	if (c->state == CL_FREE || !c->bev) {
+	if (c->state == CL_FREE || !client_has_socket(c)) {
 		if (j.owned)
 			free(j.send);
 		return false;
@@ -1752,7 +1771,7 @@ static void client_forward(Client *c)
 
 static void client_process_input(Client *c)
 {
-	if (!c->bev || c->reading_paused)
+	if (!client_has_socket(c) || c->reading_paused)
 		return;
 	switch (c->state) {
 	case CL_LOGIN:
@@ -1768,7 +1787,7 @@ static void client_process_input(Client *c)
 	default:
 		break;
 	}
-	if (c->state != CL_FREE && c->bev)
+	if (c->state != CL_FREE && client_has_socket(c))
 		msgio_reader_consumed(&c->in);
 }
 
@@ -1873,9 +1892,50 @@ static void client_expect_proxy_header(Client *c, const struct sockaddr *sa)
 		c->login_deadline = deadline;
 }
 
+/*
+ * Memory of freed clients, per thread, for the next accepted ones: a Client
+ * is over a kilobyte, beyond glibc's per-thread cache, so a connection per
+ * transaction would pay a binned malloc and free for it. Under ASan none is
+ * kept, so that a use after free stays one it reports.
+ */
+#define SPARE_CLIENTS_MAX 64
+
+static __thread struct {
+	Client *c[SPARE_CLIENTS_MAX];
+	int n;
+} spare_clients;
+
+static Client *client_alloc(void)
+{
+	if (spare_clients.n == 0)
+		return xcalloc(1, sizeof(Client));
+	Client *c = spare_clients.c[--spare_clients.n];
+	memset(c, 0, sizeof(*c));
+	return c;
+}
+
+static void client_release_memory(Client *c)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	free(c);
+#else
+	if (spare_clients.n < SPARE_CLIENTS_MAX)
+		spare_clients.c[spare_clients.n++] = c;
+	else
+		free(c);
+#endif
+}
+
+void client_release_thread_cache(void)
+{
+	while (spare_clients.n > 0)
+		free(spare_clients.c[--spare_clients.n]);
+}
+
 void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
 {
-	Client *c = xcalloc(1, sizeof(*c));
+	Client *c = client_alloc();
+	c->fd = fd;
 	c->worker = w;
 	c->id = ++w->next_id;
 	peer_from_sockaddr(&c->remote, sa);
@@ -1900,14 +1960,9 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	c->cancel_key = key[1];
 	if (!keyed) {
 		evutil_closesocket(fd);
+		c->fd = -1;
 		client_set_state(c, CL_FREE);
 		client_free_later(c);
-		return;
-	}
-	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!c->bev) {
-		evutil_closesocket(fd);
-		client_disconnect(c, NULL, "could not create the connection buffer");
 		return;
 	}
 	if (!client_attach_io(c)) {
@@ -1933,5 +1988,5 @@ void client_free(Client *c)
 		util_free_secret(c->queried->secret);
 		free(c->queried);
 	}
-	free(c);
+	client_release_memory(c);
 }

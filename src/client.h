@@ -41,5 +41,7 @@ Client *client_find_by_cancel_key(Worker *w, uint32_t pid, uint32_t key);
 
 /* Release the memory of a CL_FREE client whose socket is closed (deferred free). */
 void client_free(Client *c);
+/* Free the thread's spare Client memory (kept from freed clients for new ones). */
+void client_release_thread_cache(void);
 
 #endif

@@ -57,7 +57,7 @@ static bool clients_flushing(Worker *w)
 {
 	List *item;
 	list_for_each(item, &w->free_clients) {
-		if (container_of(item, Client, head)->bev)
+		if (client_has_socket(container_of(item, Client, head)))
 			return true;
 	}
 	return false;

@@ -151,7 +151,7 @@ static void free_deferred_cb(evutil_socket_t fd, short what, void *arg)
 	List *item, *tmp;
 	list_for_each_safe(item, &w->free_clients, tmp) {
 		Client *c = container_of(item, Client, head);
-		if (!c->bev)
+		if (!client_has_socket(c))
 			client_free(c);
 	}
 	list_for_each_safe(item, &w->free_servers, tmp)
@@ -209,9 +209,12 @@ static void worker_destroy(Worker *w)
 		msgio_output_free(&c->out);
 		msgio_reader_free(&c->in);
 		if (c->bev) {
-			bufferevent_free(c->bev);
+			bufferevent_free(c->bev);	/* closes fd */
 			c->bev = NULL;
+		} else if (client_has_socket(c)) {
+			evutil_closesocket(c->fd);
 		}
+		c->fd = -1;
 	}
 	enforce_shutdown(w);
 	approvals_pg_stop();
@@ -400,6 +403,7 @@ int main(int argc, char **argv)
 	}
 	moat_stop(moat);
 	msgio_release_thread_cache();
+	client_release_thread_cache();
 	evmem_release_thread_cache();
 	return rc;
 }

@@ -490,7 +490,7 @@ static void maskwire_fail(Server *s, const char *reason)
 	if (mw->swallow)
 		return;
 	mw->swallow = true;
-	if (!c || !c->bev)
+	if (!c || !client_has_socket(c))
 		return;
 	slog_warning(c, "result refused by masking: %s", reason);
 	PktBuf pb;
@@ -653,7 +653,7 @@ static bool plan_finish(Server *s, const uint8_t *msg, size_t total, bool ours, 
 	}
 	mw->have_plan = true;
 	mw->rows_hook = policy_engine_has_on_row(s->worker->policy);
-	if (!ours && c && c->bev)
+	if (!ours && c && client_has_socket(c))
 		evbuffer_add(msgio_out(&c->out), msg, total);
 	return true;
 }

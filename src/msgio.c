@@ -181,19 +181,75 @@ static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
 	return (int)sent;
 }
 
+static bool write_would_block(int e)
+{
+	return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+}
+
+static void bare_stop_waiting(OutFlush *of)
+{
+	if (of->wev_added)
+		event_del(of->wev);
+	of->wev_added = false;
+}
+
+/* A bare socket became writable (or its blocked write timed out). Callbacks may free of. */
+static void bare_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	OutFlush *of = arg;
+	if (what & EV_TIMEOUT) {
+		bare_stop_waiting(of);
+		of->event_cb(NULL, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT, of->arg);
+		return;
+	}
+	int n = evbuffer_get_length(of->buf) > 0 ? flusher_send(of->buf, of->fd) : 0;
+	if (n < 0 && !write_would_block(errno)) {
+		bare_stop_waiting(of);
+		of->event_cb(NULL, BEV_EVENT_WRITING | BEV_EVENT_ERROR, of->arg);
+		return;
+	}
+	size_t left = evbuffer_get_length(of->buf);
+	if (left == 0)
+		bare_stop_waiting(of);
+	if (n > 0 && left <= of->low && of->write_cb)
+		of->write_cb(NULL, of->arg);
+}
+
+/* A bare socket's write would block: write the rest once it can take it. */
+static void bare_wait_writable(OutFlush *of)
+{
+	if (!of->wev)
+		of->wev = event_new(event_get_base(of->owner->ev), of->fd, EV_WRITE | EV_PERSIST, bare_write_cb, of);
+	struct timeval tv = { of->timeout_sec, 0 };
+	if (!of->wev || event_add(of->wev, of->timeout_sec > 0 ? &tv : NULL) != 0) {
+		of->event_cb(NULL, BEV_EVENT_WRITING | BEV_EVENT_ERROR, of->arg);	/* may free of */
+		return;
+	}
+	of->wev_added = true;
+}
+
 /* What the bufferevent must finish: behind what it already holds, if anything. */
 static void flusher_hand_over(OutFlush *of)
 {
+	if (of->bare) {
+		bare_wait_writable(of);	/* an error is reported from there too */
+		return;
+	}
 	msgio_output_hand_over(of, of->bev);
 	bufferevent_enable(of->bev, EV_WRITE);
 }
 
+static bool output_write_blocked(const OutFlush *of)
+{
+	return of->bare ? of->wev_added : (bufferevent_get_enabled(of->bev) & EV_WRITE) != 0;
+}
+
 static void flusher_write_one(OutFlush *of)
 {
-	struct bufferevent *bev = of->bev;
-	if (bufferevent_get_enabled(bev) & EV_WRITE) {
-		/* a blocked write is pending: the bufferevent finishes it, and what came since */
-		msgio_output_hand_over(of, bev);
+	if (output_write_blocked(of)) {
+		/* a blocked write is pending: it finishes that, and what came since */
+		if (!of->bare)
+			msgio_output_hand_over(of, of->bev);
 		return;
 	}
 	int n;
@@ -202,7 +258,7 @@ static void flusher_write_one(OutFlush *of)
 	} else {
 		if (evbuffer_get_length(of->buf) == 0)
 			return;
-		n = flusher_send(of->buf, bufferevent_getfd(bev));
+		n = flusher_send(of->buf, of->bare ? of->fd : bufferevent_getfd(of->bev));
 	}
 	flusher_after_write(of, n);
 }
@@ -211,17 +267,18 @@ static void flusher_write_one(OutFlush *of)
 static void flusher_after_write(OutFlush *of, int n)
 {
 	struct bufferevent *bev = of->bev;
-	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-		flusher_hand_over(of);	/* the bufferevent reports the error */
+	if (n < 0 && !write_would_block(errno)) {
+		flusher_hand_over(of);	/* the bufferevent (or the bare write event) reports the error */
 		return;
 	}
 	if (evbuffer_get_length(of->buf) > 0) {
 		flusher_hand_over(of);
 		return;
 	}
-	bufferevent_data_cb write_cb = NULL;
-	void *arg = NULL;
-	bufferevent_getcb(bev, NULL, &write_cb, NULL, &arg);
+	bufferevent_data_cb write_cb = of->write_cb;
+	void *arg = of->arg;
+	if (!of->bare)
+		bufferevent_getcb(bev, NULL, &write_cb, NULL, &arg);
 	if (n > 0 && write_cb)
 		write_cb(bev, arg);	/* may free the connection: of is not touched after */
 }
@@ -241,8 +298,7 @@ static void flusher_check_nothing_left(Flusher *f)
 	List *item;
 	list_for_each(item, &f->all) {
 		OutFlush *of = container_of(item, OutFlush, member);
-		if (evbuffer_get_length(of->buf) > 0 && !of->queued &&
-		    !(bufferevent_get_enabled(of->bev) & EV_WRITE)) {
+		if (evbuffer_get_length(of->buf) > 0 && !of->queued && !output_write_blocked(of)) {
 			log_fatal("output of %zu bytes left unflushed: its writer skipped msgio_out()",
 				  evbuffer_get_length(of->buf));
 			abort();
@@ -304,7 +360,7 @@ static void output_mark_dirty(OutFlush *of)
 
 struct evbuffer *msgio_out(OutFlush *of)
 {
-	if (of->bev)
+	if (of->bev || of->bare)
 		output_mark_dirty(of);	/* detached (a handshake runs): attaching marks it */
 	return of->buf;
 }
@@ -341,13 +397,60 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 	return true;
 }
 
+bool msgio_output_attach_fd(OutFlush *of, Flusher *f, int fd, size_t low, bufferevent_data_cb write_cb,
+			    bufferevent_event_cb event_cb, void *arg)
+{
+	if (!of->own)
+		of->own = buffer_take();
+	of->buf = of->own;
+	if (!of->buf)
+		return false;
+	of->bev = NULL;
+	of->ssl = NULL;
+	of->owner = f;
+	of->queued = false;
+	list_init(&of->link);
+	of->bare = true;
+	of->fd = fd;
+	of->wev = NULL;
+	of->wev_added = false;
+	of->low = low;
+	of->timeout_sec = 0;
+	of->write_cb = write_cb;
+	of->event_cb = event_cb;
+	of->arg = arg;
+	list_init(&of->member);
+	list_append(&f->all, &of->member);
+	if (evbuffer_get_length(of->buf) > 0)
+		output_mark_dirty(of);
+	return true;
+}
+
+void msgio_output_finish(OutFlush *of, int timeout_sec, bufferevent_data_cb write_cb,
+			 bufferevent_event_cb event_cb)
+{
+	of->low = 0;
+	of->timeout_sec = timeout_sec;
+	of->write_cb = write_cb;
+	of->event_cb = event_cb;
+	if (of->wev_added)
+		bare_wait_writable(of);	/* the timeout applies from now */
+	else if (evbuffer_get_length(of->buf) > 0)
+		output_mark_dirty(of);
+}
+
 void msgio_output_detach(OutFlush *of)
 {
 	if (of->queued)
 		list_del(&of->link);
 	of->queued = false;
-	if (of->bev)
+	if (of->bev || of->bare)
 		list_del(&of->member);
+	if (of->wev)
+		event_free(of->wev);
+	of->wev = NULL;
+	of->wev_added = false;
+	of->bare = false;
 	of->buf = of->own;	/* a bufferevent's output goes with it */
 	of->bev = NULL;
 	of->ssl = NULL;
@@ -379,7 +482,7 @@ void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev)
 void msgio_output_drained(struct bufferevent *bev)
 {
 	/* after every direct write: only a write the bufferevent finished left EV_WRITE on */
-	if ((bufferevent_get_enabled(bev) & EV_WRITE) &&
+	if (bev && (bufferevent_get_enabled(bev) & EV_WRITE) &&
 	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		bufferevent_disable(bev, EV_WRITE);
 }
@@ -524,25 +627,33 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
 		r->read_cb(r->bev, r->arg);
 }
 
-bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
-		       bufferevent_event_cb event_cb, void *arg)
+bool msgio_reader_init_fd(InReader *r, struct event_base *base, int fd, size_t high,
+			  bufferevent_data_cb read_cb, bufferevent_event_cb event_cb, void *arg)
 {
 	struct evbuffer *buf = r->buf ? r->buf : buffer_take();	/* kept across a TLS switch */
 	memset(r, 0, sizeof(*r));
 	r->buf = buf;
 	if (!buf)
 		return false;
-	/* a TLS bufferevent may have read application data behind its handshake */
-	evbuffer_add_buffer(buf, bufferevent_get_input(bev));
-	r->bev = bev;
 	r->high = high;
 	r->read_cb = read_cb;
 	r->event_cb = event_cb;
 	r->arg = arg;
-	bufferevent_disable(bev, EV_READ);	/* the bufferevent never reads itself */
-	r->ev = event_new(bufferevent_get_base(bev), bufferevent_getfd(bev), EV_READ | EV_PERSIST,
-			  reader_cb, r);
+	r->ev = event_new(base, fd, EV_READ | EV_PERSIST, reader_cb, r);
 	return r->ev != NULL;
+}
+
+bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
+		       bufferevent_event_cb event_cb, void *arg)
+{
+	if (!msgio_reader_init_fd(r, bufferevent_get_base(bev), bufferevent_getfd(bev), high, read_cb,
+				  event_cb, arg))
+		return false;
+	/* a TLS bufferevent may have read application data behind its handshake */
+	evbuffer_add_buffer(r->buf, bufferevent_get_input(bev));
+	r->bev = bev;
+	bufferevent_disable(bev, EV_READ);	/* the bufferevent never reads itself */
+	return true;
 }
 
 void msgio_reader_stop(InReader *r)
@@ -601,7 +712,7 @@ void msgio_reader_consumed(InReader *r)
 void msgio_reader_try_now(InReader *r)
 {
 	if (r->ev && r->enabled && !r->suspended)
-		event_active(r->ev, EV_READ, 0);
+		reader_cb(event_get_fd(r->ev), EV_READ, r);	/* may free r */
 }
 
 void msgio_reader_kick(InReader *r)

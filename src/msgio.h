@@ -85,6 +85,24 @@ typedef struct OutFlush {
 	Flusher *owner;
 	bool queued;
 	struct ssl_st *ssl;	/* TLS: SSL_write instead of send(); bev is its bufferevent_openssl */
+
+	/*
+	 * conn6: a bare plain socket (msgio_output_attach_fd), no bufferevent:
+	 * a connect-per-transaction client would pay for setting one up and
+	 * tearing it down although its writes nearly never block. A write that
+	 * would block adds wev (made then), which writes the rest when the
+	 * socket can take it and reports as a bufferevent would: write_cb at
+	 * the low watermark, event_cb on an error or after timeout_sec.
+	 */
+	bool bare;
+	int fd;
+	struct event *wev;	/* EV_WRITE|EV_PERSIST, made at the first blocked write */
+	bool wev_added;
+	size_t low;		/* write_cb once a blocked output drains to this */
+	int timeout_sec;	/* 0: a blocked write waits without limit */
+	bufferevent_data_cb write_cb;
+	bufferevent_event_cb event_cb;
+	void *arg;
 } OutFlush;
 
 bool msgio_flusher_init(Flusher *f, struct event_base *base) MUST_CHECK;
@@ -109,6 +127,20 @@ void msgio_flusher_free(Flusher *f);
  * Output queued before (while a handshake ran) goes first. False: no memory.
  */
 bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, struct ssl_st *ssl) MUST_CHECK;
+/*
+ * The same for a bare plain socket fd (see OutFlush.bare), on an OutFlush
+ * not attached yet: write_cb and event_cb get a NULL bufferevent. False: no
+ * memory.
+ */
+bool msgio_output_attach_fd(OutFlush *of, Flusher *f, int fd, size_t low, bufferevent_data_cb write_cb,
+			    bufferevent_event_cb event_cb, void *arg) MUST_CHECK;
+/*
+ * Bare socket that closes once its output is out: from now on write_cb runs
+ * when the output is empty, event_cb on an error or when a blocked write
+ * waits longer than timeout_sec.
+ */
+void msgio_output_finish(OutFlush *of, int timeout_sec, bufferevent_data_cb write_cb,
+			 bufferevent_event_cb event_cb);
 /* The buffer to write to: the connection is flushed at the end of this callback. */
 struct evbuffer *msgio_out(OutFlush *of);
 /* Stop flushing; what was queued on a plain socket stays in of->buf. */
@@ -119,7 +151,7 @@ void msgio_output_free(OutFlush *of);
 size_t msgio_output_pending(const OutFlush *of);
 /* Give what waits in our own buffer to bev, to write as the bufferevent does (closing). */
 void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev);
-/* From a bufferevent write callback: stop EV_WRITE once everything is out. */
+/* From a bufferevent write callback: stop EV_WRITE once everything is out (NULL: bare, nothing to do). */
 void msgio_output_drained(struct bufferevent *bev);
 
 /*
@@ -154,6 +186,9 @@ typedef struct InReader {
 /* Read bev's socket into r->buf (made at the first init, kept across a TLS switch). */
 bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, bufferevent_data_cb read_cb,
 		       bufferevent_event_cb event_cb, void *arg) MUST_CHECK;
+/* The same for a bare socket (no bufferevent: the callbacks get NULL for it). */
+bool msgio_reader_init_fd(InReader *r, struct event_base *base, int fd, size_t high,
+			  bufferevent_data_cb read_cb, bufferevent_event_cb event_cb, void *arg) MUST_CHECK;
 /* Stop reading (a TLS switch: the buffer stays). */
 void msgio_reader_stop(InReader *r);
 /* Stop reading and free the buffer: the connection is closing. */
@@ -176,9 +211,10 @@ void msgio_reader_consumed(InReader *r);
 /* Run the read callback from the event loop soon (same pass), even with no new bytes. */
 void msgio_reader_kick(InReader *r);
 /*
- * Try a read in this loop pass as if the socket were readable: a client that
- * just connected has usually sent its first packet already, so waiting for
- * the next epoll round would only add a wake-up (pgbouncer reads at accept too).
+ * Try a read now, as if the socket were readable: a client that just
+ * connected has usually sent its first packet already, so waiting for the
+ * next epoll round would only add a wake-up (pgbouncer reads at accept too).
+ * The callbacks run from here and may free the connection: call it last.
  */
 void msgio_reader_try_now(InReader *r);
 

@@ -153,9 +153,9 @@ struct Client {
 	Worker *worker;
 	Pool *pool;		/* NULL until login resolves database and user */
 	Server *link;		/* the server serving us, while CL_ACTIVE */
-	struct bufferevent *bev;
-	OutFlush out;		/* direct flushing of bev's output */
-	InReader in;		/* direct reading into bev's input */
+	struct bufferevent *bev;	/* TLS only (see fd below) */
+	OutFlush out;		/* direct flushing of the connection's output */
+	InReader in;		/* direct reading into the connection's input */
 	uint64_t id;		/* for logs: C-<id> */
 	PeerAddr remote;
 	PeerAddr local;		/* read with client_local_addr(): filled on first use */
@@ -237,7 +237,17 @@ struct Client {
 	/* ---- jwt (feature "jwt"): set once the client's token is verified */
 	char *jwt_claims;	/* owned: the token's claims, compact JSON; NULL: no token */
 	char *jwt_role;		/* owned: the role the token's role_claim picked; NULL: none */
+
+	/*
+	 * ---- conn6: a plain client socket has no bufferevent (bev stays NULL;
+	 * msgio reads and writes fd directly); TLS gets one for the handshake.
+	 * fd is the connection's liveness: -1 once the socket is closed.
+	 */
+	int fd;
 };
+
+/* The client's socket is still open (its output can be written). */
+static inline bool client_has_socket(const Client *c) { return c->fd >= 0; }
 
 struct Server {
 	List head;		/* in the pool list of its state */

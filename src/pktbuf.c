@@ -194,19 +194,49 @@ void pktbuf_notice(PktBuf *pb, const char *sqlstate, const char *msg)
 	pktbuf_error_fields(pb, 'N', "NOTICE", sqlstate, msg);
 }
 
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/*
+ * A whole message of a known payload size, header written: where the
+ * payload goes, or NULL (failed). Every login sends a few of these: one
+ * reservation each, not one per field.
+ */
+static uint8_t *pktbuf_fixed_msg(PktBuf *pb, uint8_t type, size_t payload)
+{
+	if (pb->msg_start != SIZE_MAX || payload > (size_t)INT32_MAX - 4) {
+		pb->failed = true;	/* inside another message, or too long */
+		return NULL;
+	}
+	if (!pktbuf_reserve(pb, 5 + payload))
+		return NULL;
+	uint8_t *p = pb->data + pb->len;
+	p[0] = type;
+	put_be32(p + 1, (uint32_t)(4 + payload));
+	pb->len += 5 + payload;
+	return p + 5;
+}
+
 void pktbuf_ready(PktBuf *pb, char tx_status)
 {
-	pktbuf_start(pb, 'Z');
-	pktbuf_put_uint8(pb, (uint8_t)tx_status);
-	pktbuf_finish(pb);
+	uint8_t *p = pktbuf_fixed_msg(pb, 'Z', 1);
+	if (p)
+		p[0] = (uint8_t)tx_status;
 }
 
 static void pktbuf_auth(PktBuf *pb, int32_t code, const void *data, size_t len)
 {
-	pktbuf_start(pb, 'R');
-	pktbuf_put_int32(pb, code);
-	pktbuf_put_bytes(pb, data, len);
-	pktbuf_finish(pb);
+	uint8_t *p = pktbuf_fixed_msg(pb, 'R', 4 + len);
+	if (!p)
+		return;
+	put_be32(p, (uint32_t)code);
+	if (len)
+		memcpy(p + 4, data, len);
 }
 
 void pktbuf_auth_ok(PktBuf *pb)
@@ -267,10 +297,11 @@ void pktbuf_param_status(PktBuf *pb, const char *name, const char *value)
 
 void pktbuf_backend_key(PktBuf *pb, uint32_t pid, uint32_t key)
 {
-	pktbuf_start(pb, 'K');
-	pktbuf_put_uint32(pb, pid);
-	pktbuf_put_uint32(pb, key);
-	pktbuf_finish(pb);
+	uint8_t *p = pktbuf_fixed_msg(pb, 'K', 8);
+	if (!p)
+		return;
+	put_be32(p, pid);
+	put_be32(p + 4, key);
 }
 
 static void pktbuf_string_msg(PktBuf *pb, uint8_t type, const char *s)

@@ -148,8 +148,10 @@ static bool startup_parse_special(uint32_t code, size_t len, PktReader *r, Start
 
 static bool startup_param_seen(const StartupPacket *out, const char *name)
 {
+	/* every login: the first letters (folded, a superset of strcasecmp's) settle most pairs */
 	for (int i = 0; i < out->nparams; i++)
-		if (strcasecmp(out->params[i].name, name) == 0)
+		if ((out->params[i].name[0] | 0x20) == (name[0] | 0x20) &&
+		    strcasecmp(out->params[i].name, name) == 0)
 			return true;
 	return false;
 }
@@ -176,11 +178,11 @@ static bool startup_parse_params(PktReader *r, StartupPacket *out, char *err, si
 		out->params[out->nparams].name = name;
 		out->params[out->nparams].value = value;
 		out->nparams++;
-		if (strcmp(name, "user") == 0)
+		if (name[0] == 'u' && strcmp(name, "user") == 0)
 			out->user = value;
-		else if (strcmp(name, "database") == 0)
+		else if (name[0] == 'd' && strcmp(name, "database") == 0)
 			out->database = value;
-		else if (strcmp(name, "replication") == 0)
+		else if (name[0] == 'r' && strcmp(name, "replication") == 0)
 			out->has_replication = true;
 	}
 	if (proto_reader_left(r) != 0)

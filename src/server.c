@@ -594,7 +594,7 @@ void server_release_if_done(Server *s)
 	if (pool_effective_mode(s->pool) == POOL_SESSION || c->session_pinned)
 		return;
 	pool_release_server(s);
-	if (c->state == CL_ACTIVE && c->bev &&
+	if (c->state == CL_ACTIVE && client_has_socket(c) &&
 	    evbuffer_get_length(c->in.buf) > 0)
 		client_resume_reading(c);
 }

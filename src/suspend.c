@@ -12,7 +12,7 @@
 
 static bool client_suspendable(const Client *c)
 {
-	return c->state != CL_FREE && c->bev && !c->is_admin;
+	return c->state != CL_FREE && client_has_socket(c) && !c->is_admin;
 }
 
 static bool server_suspendable(const Server *s)

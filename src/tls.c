@@ -433,6 +433,11 @@ struct bufferevent *tls_wrap_socket(struct bufferevent *plain, SSL *ssl, bool ac
 	/* Detach the socket so freeing the plaintext bufferevent leaves it open. */
 	bufferevent_setfd(plain, -1);
 	bufferevent_free(plain);
+	return tls_wrap_fd(base, fd, ssl, accept);
+}
+
+struct bufferevent *tls_wrap_fd(struct event_base *base, int fd, SSL *ssl, bool accept)
+{
 	struct bufferevent *bev = bufferevent_openssl_socket_new(
 		base, fd, ssl, accept ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
 		BEV_OPT_CLOSE_ON_FREE);

@@ -78,6 +78,8 @@ struct ssl_st *tls_server_ssl_new(const DbConfig *db, const char *host);
  * failure both are freed, the socket closed, and NULL returned.
  */
 struct bufferevent *tls_wrap_socket(struct bufferevent *plain, struct ssl_st *ssl, bool accept);
+/* The same for a socket that has no bufferevent yet (a client's bare socket). */
+struct bufferevent *tls_wrap_fd(struct event_base *base, int fd, struct ssl_st *ssl, bool accept);
 
 /*
  * auth_type=cert: the CommonName of the client's certificate, when the

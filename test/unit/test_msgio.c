@@ -1,5 +1,6 @@
 /*
- * msgio_extend_run (which messages of a reply move together) and evmem (the
+ * msgio_extend_run (which messages of a reply move together), the direct
+ * reader and the bare output, and evmem (the
  * recycled evbuffer chains and libevent objects), on plain evbuffers and
  * bufferevents over socket pairs.
  */
@@ -281,5 +282,127 @@ Test(msgio, reader_keeps_every_byte_small_and_bulk)
 	cr_assert(rs.eof);
 	msgio_reader_free(&r);
 	bufferevent_free(bev);
+	event_base_free(base);
+}
+
+/*
+ * A bare plain socket (conn6: no bufferevent): a write that would block
+ * waits on an event of its own, made then, which finishes it and reports as
+ * a bufferevent would: the write callback at the low watermark, the event
+ * callback on an error or a timeout.
+ */
+typedef struct WriteSide {
+	int writes;	/* write callbacks */
+	short events;	/* what the event callback saw */
+	int fd;		/* the peer, read back to check */
+	uint64_t checked;
+} WriteSide;
+
+static void write_side_cb(struct bufferevent *bev, void *arg)
+{
+	cr_assert_null(bev, "a bare socket has no bufferevent to report");
+	((WriteSide *)arg)->writes++;
+}
+
+static void write_side_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	cr_assert_null(bev);
+	((WriteSide *)arg)->events |= what;
+}
+
+static void write_side_drain_peer(WriteSide *ws)
+{
+	uint8_t chunk[65536];
+	ssize_t n;
+	while ((n = recv(ws->fd, chunk, sizeof(chunk), MSG_DONTWAIT)) > 0)
+		for (ssize_t i = 0; i < n; i++, ws->checked++)
+			cr_assert_eq(chunk[i], pattern_at(ws->checked), "byte %llu",
+				     (unsigned long long)ws->checked);
+}
+
+/* Queue total pattern bytes and flush: more than the socket takes, so the write blocks. */
+static void bare_queue_blocked(OutFlush *of, Flusher *f, uint64_t total)
+{
+	uint8_t out[65536];
+	for (uint64_t sent = 0; sent < total; sent += sizeof(out)) {
+		for (size_t i = 0; i < sizeof(out); i++)
+			out[i] = pattern_at(sent + i);
+		cr_assert_eq(evbuffer_add(msgio_out(of), out, sizeof(out)), 0);
+	}
+	msgio_flusher_run(f);
+	cr_assert(of->wev_added, "the socket could not take it all: waiting to write");
+	cr_assert_gt(msgio_output_pending(of), 0);
+}
+
+Test(msgio, bare_output_finishes_a_blocked_write)
+{
+	struct event_base *base = event_base_new();
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	Flusher f;
+	cr_assert(msgio_flusher_init(&f, base));
+	OutFlush of = { 0 };
+	WriteSide ws = { .fd = sv[1] };
+	cr_assert(msgio_output_attach_fd(&of, &f, sv[0], 1024, write_side_cb, write_side_event_cb, &ws));
+	const uint64_t total = 4 << 20;
+	bare_queue_blocked(&of, &f, total);
+	for (int pass = 0; pass < 100000 && ws.checked < total; pass++) {
+		write_side_drain_peer(&ws);
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	}
+	write_side_drain_peer(&ws);
+	cr_assert_eq(ws.checked, total, "every byte arrived once, in order");
+	cr_assert_geq(ws.writes, 1, "the write callback ran once the output drained");
+	cr_assert_eq(ws.events, 0, "no error");
+	cr_assert_not(of.wev_added, "drained: no longer waiting to write");
+	msgio_output_free(&of);
+	msgio_flusher_free(&f);
+	close(sv[0]);
+	close(sv[1]);
+	event_base_free(base);
+}
+
+Test(msgio, bare_output_closing_times_out_when_nobody_reads, .timeout = 30)
+{
+	struct event_base *base = event_base_new();
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	Flusher f;
+	cr_assert(msgio_flusher_init(&f, base));
+	OutFlush of = { 0 };
+	WriteSide ws = { .fd = sv[1] };
+	cr_assert(msgio_output_attach_fd(&of, &f, sv[0], 1024, write_side_cb, write_side_event_cb, &ws));
+	bare_queue_blocked(&of, &f, 4 << 20);
+	msgio_output_finish(&of, 1, write_side_cb, write_side_event_cb);
+	for (int pass = 0; pass < 50 && !ws.events; pass++)
+		event_base_loop(base, EVLOOP_ONCE);	/* blocks up to the 1 s timeout */
+	cr_assert_eq(ws.events, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+	cr_assert_eq(ws.writes, 0, "nothing was read: no write callback");
+	msgio_output_free(&of);
+	msgio_flusher_free(&f);
+	close(sv[0]);
+	close(sv[1]);
+	event_base_free(base);
+}
+
+Test(msgio, bare_output_reports_a_write_error)
+{
+	struct event_base *base = event_base_new();
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	Flusher f;
+	cr_assert(msgio_flusher_init(&f, base));
+	OutFlush of = { 0 };
+	WriteSide ws = { .fd = sv[1] };
+	cr_assert(msgio_output_attach_fd(&of, &f, sv[0], 1024, write_side_cb, write_side_event_cb, &ws));
+	close(sv[1]);	/* the peer is gone: the write fails (EPIPE, no signal) */
+	cr_assert_eq(evbuffer_add(msgio_out(&of), "hello", 5), 0);
+	msgio_flusher_run(&f);
+	for (int pass = 0; pass < 50 && !ws.events; pass++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	cr_assert_eq(ws.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+	msgio_output_free(&of);
+	msgio_flusher_free(&f);
+	close(sv[0]);
 	event_base_free(base);
 }

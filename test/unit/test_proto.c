@@ -371,6 +371,22 @@ Test(proto_startup, duplicate_user_is_refused)
 	cr_assert_not(parse(&x, &sp, err));
 }
 
+/* Names differing only in case are the same parameter to the server (first letter included). */
+Test(proto_startup, duplicate_in_another_case_is_refused)
+{
+	Bytes x;
+	StartupPacket sp;
+	char err[128];
+	startup_begin(&x, PROTO_VERSION_3);
+	putstr(&x, "user"); putstr(&x, "alice");
+	putstr(&x, "TimeZone"); putstr(&x, "UTC");
+	putstr(&x, "timezone"); putstr(&x, "Europe/Paris");
+	putstr(&x, "");
+	patch_len(&x);
+	cr_assert_not(parse(&x, &sp, err));
+	cr_assert(strstr(err, "duplicate"), "%s", err);
+}
+
 Test(proto_startup, replication_is_flagged)
 {
 	Bytes x;
