@@ -161,13 +161,11 @@ static PoolMode pool_mode_from_config(const Pool *pool)
 	return moat->cfg->pool_mode;
 }
 
-PoolMode pool_effective_mode(Pool *pool)
+PoolMode pool_mode_refresh(Pool *pool)
 {
-	/* asked several times per transaction: the lookup by user name only after a change */
-	if (pool->mode_epoch != moat->cfg_epoch) {
-		pool->mode = pool_mode_from_config(pool);
-		pool->mode_epoch = moat->cfg_epoch;
-	}
+	/* the lookup by user name only after a change */
+	pool->mode = pool_mode_from_config(pool);
+	pool->mode_epoch = moat->cfg_epoch;
 	return pool->mode;
 }
 
