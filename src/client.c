@@ -1150,7 +1150,8 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 	}
 	if (c->tx_status == 'I' && !c->xact_start)
 		c->xact_start = now;
-	maskwire_track(s, type);
+	if (maskwire_active(c->worker))
+		maskwire_track(s, type);
 }
 
 /* Let the socket fill up to one whole message that policies must read. */
@@ -1540,7 +1541,8 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 	Server *s = c->link;
 	size_t total = proto_msg_total(h);
 	uint8_t t = h->type;
-	if (!client_msg_type_valid(t) || enforce_judges(t) || audit_bytes_needed(c, t, total) > 0)
+	if (!client_msg_type_valid(t) || enforce_judges(t) ||
+	    (c->audit && audit_bytes_needed(c, t, total) > 0))
 		return false;
 	if (prepared_on(c)) {
 		/*

@@ -636,9 +636,10 @@ static bool server_handle_unlinked(Server *s, const MsgHeader *h, const uint8_t 
 /* Messages we parse whole on the way through. */
 static bool server_msg_needs_inspection(const Server *s, uint8_t type)
 {
+	/* (the field tests first: per message, audit and masking are mostly off) */
 	return s->internal_queries > 0 || !s->link || type == 'Z' || type == 'S' ||
-	       (type == 'E' && s->denials) || audit_reads_reply(s->link, type) ||
-	       maskwire_inspects(s, type);
+	       (type == 'E' && s->denials) || (s->link->audit && audit_reads_reply(s->link, type)) ||
+	       (s->mask && maskwire_inspects(s, type));
 }
 
 /* Handle one whole inspected message; false when the server is gone. */
@@ -737,7 +738,8 @@ static bool server_passes_through(const Server *s, uint8_t type)
 static bool server_ready_may_pass(const Server *s, const MsgHeader *h)
 {
 	return h->len == 5 && s->link && s->internal_queries == 0 &&
-	       !audit_reads_reply(s->link, 'Z') && !maskwire_inspects(s, 'Z') &&
+	       !(s->link->audit && audit_reads_reply(s->link, 'Z')) &&
+	       !(s->mask && maskwire_inspects(s, 'Z')) &&
 	       pool_effective_mode(s->pool) != POOL_STATEMENT;
 }
 
@@ -760,7 +762,8 @@ static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 		return false;
 	if (prepared_on(s->link) && !prepared_pass(s, h->type, &run->ended))
 		return false;
-	maskwire_passed(s, h->type);
+	if (s->mask)
+		maskwire_passed(s, h->type);
 	run->ready = ready;
 	run->ended |= ready;
 	return true;
@@ -773,7 +776,8 @@ static bool server_ready_passed(Server *s, uint8_t status, bool whole)
 		server_disconnect(s, "could not pass ReadyForQuery on to the client");
 		return false;
 	}
-	maskwire_on_ready(s);
+	if (s->mask)
+		maskwire_on_ready(s);
 	server_after_ready(s, (char)status);
 	return s->state != SV_FREE;
 }
@@ -828,7 +832,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
-	maskwire_passed(s, h.type);
+	if (s->mask)
+		maskwire_passed(s, h.type);
 	if (h.type == 'G')
 		server_enter_copy_in(s);
 	else if (server_passes_through(s, h.type))
