@@ -1784,7 +1784,9 @@ void client_on_server_assigned(Client *c, Server *s)
 	server_set_state(s, SV_ACTIVE);
 	prepared_link(c, s);
 	s->request_time = now;
-	char *sync = varcache_sync_sql(&c->vars, &s->vars);
+	/* (values are interned: the same pointers everywhere, the usual case, mean nothing to SET) */
+	bool same = memcmp(c->vars.values, s->vars.values, sizeof(c->vars.values)) == 0;
+	char *sync = same ? NULL : varcache_sync_sql(&c->vars, &s->vars);
 	if (sync) {
 		bool ok = server_send_internal_query(s, sync);
 		free(sync);
