@@ -751,15 +751,44 @@ typedef struct PassRun {
 	Server *s;
 	bool ended;
 	bool ready;
+	bool plain;	/* linked, no check query, denials, audit or masking: see server_run_plain() */
 } PassRun;
+
+/*
+ * Nothing of this server's reads a reply but ReadyForQuery and
+ * ParameterStatus. Fixed for a run: asked once, not for every message of it.
+ */
+static bool server_run_plain(const Server *s)
+{
+	return s->link && s->internal_queries == 0 && !s->denials && !s->link->audit && !s->mask;
+}
+
+/* server_passes_through() of a plain server's message, without its checks */
+static bool server_plain_passes(uint8_t t)
+{
+	switch (t) {
+	case 'E': case 'A': case 'N': case 'T': case 'D': case 'C': case 'I': case '1': case '2':
+	case '3': case 'n': case 's': case 't': case 'd': case 'c': case 'v': case 'V':
+		return true;
+	default:
+		return false;	/* S and Z are read; G, H and W start a copy; the rest is invalid */
+	}
+}
 
 static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 {
 	PassRun *run = arg;
 	Server *s = run->s;
 	bool ready = h->type == 'Z';
-	if (run->ended || !(ready ? server_ready_may_pass(s, h) : server_passes_through(s, h->type)))
+	if (run->ended)
 		return false;
+	if (run->plain) {
+		if (ready ? h->len != 5 || pool_effective_mode(s->pool) == POOL_STATEMENT
+			  : !server_plain_passes(h->type))
+			return false;
+	} else if (!(ready ? server_ready_may_pass(s, h) : server_passes_through(s, h->type))) {
+		return false;
+	}
 	if (prepared_on(s->link) && !prepared_pass(s, h->type, &run->ended))
 		return false;
 	if (s->mask)
@@ -821,7 +850,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	Client *c = s->link;
 	size_t total = proto_msg_total(&h);
-	PassRun run = { s, false, false };
+	PassRun run = { s, false, false, server_run_plain(s) };
 	if (prepared_on(c)) {
 		if (prepared_response(s, h.type)) {
 			s->fwd_remaining = total;	/* a reply to our own injected request */
