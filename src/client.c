@@ -1554,9 +1554,12 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 		if (reads && ((t == 'B' && through->at == 0) || !client_prepared_passes(through, h)))
 			return false;
 		prepared_track(s, t);
-	} else if (client_wants_whole(c, h) ||
-		   (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E') &&
-		    !client_mask_passes(through, h))) {
+	} else if (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E') &&
+		   !client_mask_passes(through, h)) {
+		/*
+		 * (client_wants_whole() is not asked: outside prepared statements
+		 * it wants only a Query or a Parse, refused above.)
+		 */
 		return false;	/* (masking last: passing, it noted the names) */
 	}
 	client_account_message(c, s, t, total);
@@ -1780,7 +1783,8 @@ void client_on_server_assigned(Client *c, Server *s)
 	c->link = s;
 	s->link = c;
 	s->fresh = false;
-	client_set_state(c, CL_ACTIVE);
+	if (c->state != CL_ACTIVE)	/* (assigned at once, it never left the active list) */
+		client_set_state(c, CL_ACTIVE);
 	server_set_state(s, SV_ACTIVE);
 	prepared_link(c, s);
 	s->request_time = now;
