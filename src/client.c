@@ -1709,9 +1709,16 @@ static void client_forward(Client *c)
 			c->requesting_server = false;
 			if (c->state != CL_ACTIVE || !c->link)
 				return;
-			if (client_has_stash(c))
+			if (client_has_stash(c)) {
 				client_send_stash(c, c->link);	/* it was judged first: it goes first */
-			continue;
+				continue;
+			}
+			/*
+			 * The message read above is still at the head: carry on with it
+			 * (what the top of the loop checks again cannot have changed but
+			 * the server, whose output an assignment leaves near empty).
+			 */
+			s = c->link;
 		}
 		size_t total = proto_msg_total(&h);
 		TakeThrough through = { c, 0, NULL, 0 };
