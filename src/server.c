@@ -538,10 +538,9 @@ static void server_swallow(Server *s, const MsgHeader *h, const uint8_t *body)
 	}
 }
 
-static void server_account_ready(Server *s, Client *c, char status)
+static void server_account_ready(Server *s, Client *c, char status, usec_t now)
 {
 	PoolStats *st = &s->pool->stats;
-	usec_t now = util_now_cached();
 	st->total.query_count++;
 	if (c->query_start) {
 		st->total.query_time += (uint64_t)(now - c->query_start);
@@ -563,7 +562,8 @@ static void server_after_ready(Server *s, char status)
 	s->copy_in = false;
 	if (s->denials)
 		enforce_batch_done(s);
-	s->request_time = util_now_cached();
+	usec_t now = util_now_cached();
+	s->request_time = now;
 	if (s->pending_requests > 0)
 		s->pending_requests--;
 	s->ready = s->pending_requests == 0 && !s->unsynced && s->internal_queries == 0;
@@ -572,7 +572,7 @@ static void server_after_ready(Server *s, char status)
 	if (!c)
 		return;
 	c->tx_status = status;
-	server_account_ready(s, c, status);
+	server_account_ready(s, c, status, now);
 	if (c->judge_waiting && !s->lexing_may_change) {
 		c->judge_waiting = false;
 		if (s->tx_status != 'I' || pool_effective_mode(s->pool) == POOL_SESSION ||
@@ -821,7 +821,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		server_disconnect(s, "protocol violation from server (message type %d)", h.type);
 		return false;
 	}
-	if (server_msg_needs_inspection(s, h.type)) {
+	bool plain = server_run_plain(s);
+	if (plain ? h.type == 'Z' || h.type == 'S' : server_msg_needs_inspection(s, h.type)) {
 		/* (rows and descriptions being masked may be as large as any message) */
 		bool masking = s->mask && s->link && (h.type == 'D' || h.type == 'T');
 		if (h.len > SERVER_INSPECT_MAX && !masking) {
@@ -850,7 +851,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	Client *c = s->link;
 	size_t total = proto_msg_total(&h);
-	PassRun run = { s, false, false, server_run_plain(s) };
+	PassRun run = { s, false, false, plain };
 	if (prepared_on(c)) {
 		if (prepared_response(s, h.type)) {
 			s->fwd_remaining = total;	/* a reply to our own injected request */
@@ -865,7 +866,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		maskwire_passed(s, h.type);
 	if (h.type == 'G')
 		server_enter_copy_in(s);
-	else if (server_passes_through(s, h.type))
+	else if (plain ? server_plain_passes(h.type) : server_passes_through(s, h.type))
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
 					 server_passes_through_cb, &run);
 	uint8_t status = 0;
