@@ -752,6 +752,7 @@ typedef struct PassRun {
 	bool ended;
 	bool ready;
 	bool plain;	/* linked, no check query, denials, audit or masking: see server_run_plain() */
+	bool bare;	/* plain, and no prepared statements or statement pooling: passes_bare() */
 } PassRun;
 
 /*
@@ -764,7 +765,7 @@ static bool server_run_plain(const Server *s)
 }
 
 /* server_passes_through() of a plain server's message, without its checks */
-static bool server_plain_passes(uint8_t t)
+static inline bool server_plain_passes(uint8_t t)
 {
 	switch (t) {
 	case 'E': case 'A': case 'N': case 'T': case 'D': case 'C': case 'I': case '1': case '2':
@@ -775,9 +776,26 @@ static bool server_plain_passes(uint8_t t)
 	}
 }
 
+/* The cases of server_passes_through_cb() that a bare run leaves, apart: no registers to save */
+static NOINLINE bool server_passes_checked(PassRun *run, const MsgHeader *h);
+
 static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 {
 	PassRun *run = arg;
+	if (!run->bare)
+		return server_passes_checked(run, h);
+	if (run->ended)
+		return false;
+	if (h->type != 'Z')
+		return server_plain_passes(h->type);
+	if (h->len != 5)
+		return false;	/* (read whole, and refused there) */
+	run->ready = run->ended = true;
+	return true;
+}
+
+static bool server_passes_checked(PassRun *run, const MsgHeader *h)
+{
 	Server *s = run->s;
 	bool ready = h->type == 'Z';
 	if (run->ended)
@@ -851,7 +869,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	Client *c = s->link;
 	size_t total = proto_msg_total(&h);
-	PassRun run = { s, false, false, plain };
+	PassRun run = { s, false, false, plain, false };
 	if (prepared_on(c)) {
 		if (prepared_response(s, h.type)) {
 			s->fwd_remaining = total;	/* a reply to our own injected request */
@@ -859,6 +877,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 			return true;
 		}
 		run.ended = prepared_emit_due(s);
+	} else {
+		run.bare = plain && pool_effective_mode(s->pool) != POOL_STATEMENT;
 	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
