@@ -1291,12 +1291,11 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		evbuffer_drain(in, total);
 		return true;
 	}
-	struct evbuffer *out = msgio_out(&s->out);
 	PktBuf pb;
 	pktbuf_init(&pb);
 	if ((msg[0] == 'Q' || msg[0] == 'P') && !sessionstate_check(c, s, msg, total, &pb)) {
 		evbuffer_drain(in, total);
-		evbuffer_add(out, pb.data, pb.len);
+		evbuffer_add(msgio_out(&s->out), pb.data, pb.len);
 	} else {
 		client_move_run(c, s, total);	/* with the plain messages behind it */
 	}
@@ -1706,7 +1705,7 @@ static void client_forward(Client *c)
 			client_discard_message(c, &h);
 			continue;
 		}
-		if (enforce_judges(h.type) && !audit_admits(c)) {
+		if (enforce_judges(h.type) && c->audit && !audit_admits(c)) {
 			/* audit.required: a statement that could not be recorded never runs. */
 			client_disconnect(c, "53400", "the audit log cannot keep up (audit.required): "
 				"statement refused");
