@@ -752,7 +752,6 @@ typedef struct PassRun {
 	bool ended;
 	bool ready;
 	bool plain;	/* linked, no check query, denials, audit or masking: see server_run_plain() */
-	bool bare;	/* plain, and no prepared statements or statement pooling: passes_bare() */
 } PassRun;
 
 /*
@@ -776,14 +775,13 @@ static inline bool server_plain_passes(uint8_t t)
 	}
 }
 
-/* The cases of server_passes_through_cb() that a bare run leaves, apart: no registers to save */
-static NOINLINE bool server_passes_checked(PassRun *run, const MsgHeader *h);
-
-static bool server_passes_through_cb(void *arg, const MsgHeader *h)
+/*
+ * A bare run's callbacks, apart from server_passes_through_cb(): with nothing
+ * else to ask, they save no registers (one is called for every message).
+ */
+static bool server_passes_bare_cb(void *arg, const MsgHeader *h)
 {
 	PassRun *run = arg;
-	if (!run->bare)
-		return server_passes_checked(run, h);
 	if (run->ended)
 		return false;
 	if (h->type != 'Z')
@@ -794,8 +792,24 @@ static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 	return true;
 }
 
-static bool server_passes_checked(PassRun *run, const MsgHeader *h)
+static bool server_passes_prepared_cb(void *arg, const MsgHeader *h)
 {
+	PassRun *run = arg;
+	if (run->ended)
+		return false;
+	bool ready = h->type == 'Z';
+	if (ready ? h->len != 5 : !server_plain_passes(h->type))
+		return false;
+	if (!prepared_pass(run->s, h->type, &run->ended))
+		return false;
+	run->ready = ready;
+	run->ended |= ready;
+	return true;
+}
+
+static bool server_passes_through_cb(void *arg, const MsgHeader *h)
+{
+	PassRun *run = arg;
 	Server *s = run->s;
 	bool ready = h->type == 'Z';
 	if (run->ended)
@@ -814,6 +828,16 @@ static bool server_passes_checked(PassRun *run, const MsgHeader *h)
 	run->ready = ready;
 	run->ended |= ready;
 	return true;
+}
+
+typedef bool PassCb(void *arg, const MsgHeader *h);
+
+/* The callback for a run, chosen once: the bare ones when nothing but the type decides. */
+static PassCb *server_run_cb(Server *s, const PassRun *run)
+{
+	if (!run->plain || pool_effective_mode(s->pool) == POOL_STATEMENT)
+		return server_passes_through_cb;
+	return prepared_on(s->link) ? server_passes_prepared_cb : server_passes_bare_cb;
 }
 
 /* After a run that ended with a ReadyForQuery went to the client (whole: all of it). */
@@ -869,7 +893,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	Client *c = s->link;
 	size_t total = proto_msg_total(&h);
-	PassRun run = { s, false, false, plain, false };
+	PassRun run = { s, false, false, plain };
 	if (prepared_on(c)) {
 		if (prepared_response(s, h.type)) {
 			s->fwd_remaining = total;	/* a reply to our own injected request */
@@ -877,8 +901,6 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 			return true;
 		}
 		run.ended = prepared_emit_due(s);
-	} else {
-		run.bare = plain && pool_effective_mode(s->pool) != POOL_STATEMENT;
 	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
@@ -888,7 +910,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		server_enter_copy_in(s);
 	else if (plain ? server_plain_passes(h.type) : server_passes_through(s, h.type))
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 server_passes_through_cb, &run);
+					 server_run_cb(s, &run), &run);
 	uint8_t status = 0;
 	if (run.ready)
 		status = evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];	/* (in place: one chunk) */
