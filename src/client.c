@@ -1169,7 +1169,8 @@ static void client_account_message(Client *c, Server *s, uint8_t type, size_t to
 	}
 	if (c->tx_status == 'I' && !c->xact_start)
 		c->xact_start = now;
-	maskwire_track(s, type);
+	if (maskwire_active(c->worker))
+		maskwire_track(s, type);
 }
 
 /* Let the socket fill up to one whole message that policies must read. */
@@ -1310,12 +1311,11 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		evbuffer_drain(in, total);
 		return true;
 	}
-	struct evbuffer *out = msgio_out(&s->out);
 	PktBuf pb;
 	pktbuf_init(&pb);
 	if ((msg[0] == 'Q' || msg[0] == 'P') && !sessionstate_check(c, s, msg, total, &pb)) {
 		evbuffer_drain(in, total);
-		evbuffer_add(out, pb.data, pb.len);
+		evbuffer_add(msgio_out(&s->out), pb.data, pb.len);
 	} else {
 		client_move_run(c, s, total);	/* with the plain messages behind it */
 	}
@@ -1562,7 +1562,8 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 	Server *s = c->link;
 	size_t total = proto_msg_total(h);
 	uint8_t t = h->type;
-	if (!client_msg_type_valid(t) || enforce_judges(t) || audit_bytes_needed(c, t, total) > 0)
+	if (!client_msg_type_valid(t) || enforce_judges(t) ||
+	    (c->audit && audit_bytes_needed(c, t, total) > 0))
 		return false;
 	if (prepared_on(c)) {
 		/*
@@ -1574,14 +1575,42 @@ static bool client_take_through_cb(void *arg, const MsgHeader *h)
 		if (reads && ((t == 'B' && through->at == 0) || !client_prepared_passes(through, h)))
 			return false;
 		prepared_track(s, t);
-	} else if (client_wants_whole(c, h) ||
-		   (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E') &&
-		    !client_mask_passes(through, h))) {
+	} else if (maskwire_active(c->worker) && (t == 'B' || t == 'D' || t == 'E') &&
+		   !client_mask_passes(through, h)) {
+		/*
+		 * (client_wants_whole() is not asked: outside prepared statements
+		 * it wants only a Query or a Parse, refused above.)
+		 */
 		return false;	/* (masking last: passing, it noted the names) */
 	}
 	client_account_message(c, s, t, total);
 	through->at += total;
 	return true;
+}
+
+/* Nothing but a message's type decides whether it needs a step. */
+static bool client_take_bare(const Client *c)
+{
+	return !c->audit && !prepared_on(c) && !maskwire_active(c->worker);
+}
+
+/* client_take_through_cb() of a bare client, apart: nothing for it to save or ask */
+static bool client_take_bare_cb(void *arg, const MsgHeader *h)
+{
+	TakeThrough *through = arg;
+	if (!client_msg_type_valid(h->type) || enforce_judges(h->type))
+		return false;
+	size_t total = proto_msg_total(h);
+	client_account_message(through->c, through->c->link, h->type, total);
+	through->at += total;
+	return true;
+}
+
+typedef bool TakeCb(void *arg, const MsgHeader *h);
+
+static TakeCb *client_take_cb(const Client *c)
+{
+	return client_take_bare(c) ? client_take_bare_cb : client_take_through_cb;
 }
 
 /*
@@ -1594,7 +1623,7 @@ static void client_move_run(Client *c, Server *s, size_t total)
 	if (evbuffer_get_length(in) > total) {	/* (nothing behind a simple Query) */
 		TakeThrough through = { c, total, NULL, 0 };
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 client_take_through_cb, &through);
+					 client_take_cb(c), &through);
 	}
 	size_t moved = msgio_move(in, msgio_out(&s->out), total);
 	c->fwd_remaining = total - moved;
@@ -1698,7 +1727,7 @@ static void client_forward(Client *c)
 			client_discard_message(c, &h);
 			continue;
 		}
-		if (enforce_judges(h.type) && !audit_admits(c)) {
+		if (enforce_judges(h.type) && c->audit && !audit_admits(c)) {
 			/* audit.required: a statement that could not be recorded never runs. */
 			client_disconnect(c, "53400", "the audit log cannot keep up (audit.required): "
 				"statement refused");
@@ -1726,13 +1755,20 @@ static void client_forward(Client *c)
 			c->requesting_server = false;
 			if (c->state != CL_ACTIVE || !c->link)
 				return;
-			if (client_has_stash(c))
+			if (client_has_stash(c)) {
 				client_send_stash(c, c->link);	/* it was judged first: it goes first */
-			continue;
+				continue;
+			}
+			/*
+			 * The message read above is still at the head: carry on with it
+			 * (what the top of the loop checks again cannot have changed but
+			 * the server, whose output an assignment leaves near empty).
+			 */
+			s = c->link;
 		}
 		size_t total = proto_msg_total(&h);
 		TakeThrough through = { c, 0, NULL, 0 };
-		if (client_take_through_cb(&through, &h)) {
+		if (client_take_cb(c)(&through, &h)) {
 			client_move_run(c, s, total);	/* the common case: nothing to read */
 			continue;
 		}
@@ -1800,11 +1836,14 @@ void client_on_server_assigned(Client *c, Server *s)
 	c->link = s;
 	s->link = c;
 	s->fresh = false;
-	client_set_state(c, CL_ACTIVE);
+	if (c->state != CL_ACTIVE)	/* (assigned at once, it never left the active list) */
+		client_set_state(c, CL_ACTIVE);
 	server_set_state(s, SV_ACTIVE);
 	prepared_link(c, s);
 	s->request_time = now;
-	char *sync = varcache_sync_sql(&c->vars, &s->vars);
+	/* (values are interned: the same pointers everywhere, the usual case, mean nothing to SET) */
+	bool same = memcmp(c->vars.values, s->vars.values, sizeof(c->vars.values)) == 0;
+	char *sync = same ? NULL : varcache_sync_sql(&c->vars, &s->vars);
 	if (sync) {
 		bool ok = server_send_internal_query(s, sync);
 		free(sync);

@@ -161,13 +161,11 @@ static PoolMode pool_mode_from_config(const Pool *pool)
 	return moat->cfg->pool_mode;
 }
 
-PoolMode pool_effective_mode(Pool *pool)
+PoolMode pool_mode_refresh(Pool *pool)
 {
-	/* asked several times per transaction: the lookup by user name only after a change */
-	if (pool->mode_epoch != moat->cfg_epoch) {
-		pool->mode = pool_mode_from_config(pool);
-		pool->mode_epoch = moat->cfg_epoch;
-	}
+	/* the lookup by user name only after a change */
+	pool->mode = pool_mode_from_config(pool);
+	pool->mode_epoch = moat->cfg_epoch;
 	return pool->mode;
 }
 
@@ -440,6 +438,25 @@ void pool_maintain_all(void)
 		pool_maintain(container_of(item, Pool, head));
 }
 
+/*
+ * The common case of a request: nobody waits before this client and the
+ * warmest idle server is fit to go. It is what pool_maintain() would do, minus
+ * the trip through the waiting list and the pool-wide pass.
+ */
+static bool pool_assign_at_once(Client *c)
+{
+	Pool *pool = c->pool;
+	List *si = list_first(&pool->idle_servers);
+	if (!si || !list_empty(&pool->waiting_clients) || !list_empty(&pool->waiting_login_clients) ||
+	    pool_paused(pool) || pool->in_maintain || pool_min_size(pool) > 0)
+		return false;
+	Server *s = container_of(si, Server, head);
+	if (s->cancels_in_flight > 0 || pool_server_needs_check(s))
+		return false;	/* pool_maintain() passes it over, or checks it first */
+	client_on_server_assigned(c, s);
+	return true;
+}
+
 void pool_request_server(Client *c)
 {
 	Pool *pool = c->pool;
@@ -450,6 +467,8 @@ void pool_request_server(Client *c)
 		return;
 	}
 	c->wait_start = util_now_cached();
+	if (pool_assign_at_once(c))
+		return;
 	client_set_state(c, CL_WAITING);
 	pool_maintain(pool);
 }
@@ -488,6 +507,12 @@ void pool_release_server(Server *s)
 			server_disconnect(s, "could not send server_reset_query");
 	} else {
 		server_set_state(s, SV_IDLE);
+		/*
+		 * Nobody waits: nothing for the pass to do that the janitor's
+		 * (min_pool_size, surplus, timeouts) does not do anyway.
+		 */
+		if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients))
+			return;
 	}
 	pool_maintain(pool);
 }

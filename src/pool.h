@@ -16,7 +16,12 @@ Pool *pool_get(Database *db, PoolUser *user);
 Pool *pool_get_for_role(Database *db, PoolUser *user, const char *role);	/* jwt; NULL: no role */
 
 /* Cached per pool, computed again when the configuration changed (moat->cfg_epoch). */
-PoolMode pool_effective_mode(Pool *pool);
+PoolMode pool_mode_refresh(Pool *pool);
+/* (inline: asked several times per transaction) */
+static inline PoolMode pool_effective_mode(Pool *pool)
+{
+	return pool->mode_epoch == moat->cfg_epoch ? pool->mode : pool_mode_refresh(pool);
+}
 int pool_effective_size(const Pool *pool);
 
 /* A client needs a server: assign one now or queue it (CL_WAITING). */

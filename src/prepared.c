@@ -695,10 +695,11 @@ static void send_parse_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
  * out has room for PROTO_HEADER_LEN + both names with their NULs; returns the
  * bytes written.
  */
+/* portal_len counts its NUL; old_name_len does not */
 static size_t bind_head_build(uint8_t *out, uint32_t wire_len, const char *portal,
-			      const char *stmt_name, size_t old_name_len)
+			      size_t portal_len, const char *stmt_name, size_t old_name_len)
 {
-	size_t portal_len = strlen(portal) + 1, name_len = strlen(stmt_name) + 1;
+	size_t name_len = strlen(stmt_name) + 1;
 	uint32_t new_len = htonl((uint32_t)(wire_len - old_name_len + name_len - 1));
 	out[0] = 'B';
 	memcpy(out + 1, &new_len, 4);
@@ -763,7 +764,8 @@ static void send_bind_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 	}
 	/* (a whole message's portal name may be longer than a streamed one's) */
 	uint8_t *head = xmalloc(PROTO_HEADER_LEN + strlen(portal) + 1 + sizeof(st->name));
-	send_bytes(s, head, bind_head_build(head, (uint32_t)(len - 1), portal, st->name, strlen(name)));
+	send_bytes(s, head, bind_head_build(head, (uint32_t)(len - 1), portal, strlen(portal) + 1,
+					    st->name, strlen(name)));
 	free(head);
 	send_bytes(s, r.pos, proto_reader_left(&r));
 	track(s, 'B');
@@ -803,7 +805,9 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, Pre
 	if (!st)
 		return PREPARED_BIND_PASS;
 	head->replaces = (size_t)(r.pos - msg);
-	head->len = bind_head_build(head->data, h->len, portal, st->name, strlen(name));
+	/* (the reader's positions give both lengths: portal, then name, each with its NUL) */
+	head->len = bind_head_build(head->data, h->len, portal, (size_t)(name - portal), st->name,
+				    (size_t)((const char *)r.pos - name) - 1);
 	return PREPARED_BIND_REWRITTEN;
 }
 
@@ -969,26 +973,16 @@ static void desync(Server *s, uint8_t type)
 	set_clear(s->worker, ps);
 }
 
+/* The request each reply that completes one completes (a table: asked for every reply). */
+static const uint8_t completed_kind[256] = {
+	['1'] = 'P', ['2'] = 'B', ['3'] = 'C', ['T'] = 'D', ['n'] = 'D',
+	['C'] = 'E', ['I'] = 'E', ['s'] = 'E',
+};
+
 /* Does this reply complete the head request? */
-static bool completes(uint8_t kind, uint8_t type)
+static inline bool completes(uint8_t kind, uint8_t type)
 {
-	switch (type) {
-	case '1':
-		return kind == 'P';
-	case '2':
-		return kind == 'B';
-	case '3':
-		return kind == 'C';
-	case 'T':
-	case 'n':
-		return kind == 'D';
-	case 'C':
-	case 'I':
-	case 's':
-		return kind == 'E';
-	default:
-		return false;
-	}
+	return completed_kind[type] != 0 && completed_kind[type] == kind;
 }
 
 bool prepared_response(Server *s, uint8_t type)
@@ -1072,8 +1066,13 @@ bool prepared_pass(Server *s, uint8_t type, bool *last)
 	if (head->action == PEND_FORWARD &&
 	    (completes(head->kind, type) || (type == 'Z' && head->kind == 'S'))) {
 		/* the usual reply to the usual request: as prepared_response, without its cases */
-		q_pop(s, false);
-		*last = prepared_emit_due(s);
+		if (head->stmt || head->client_name) {
+			q_pop(s, false);
+		} else {	/* (q_pop's case of a request that named nothing, in line) */
+			ps->head = (ps->head + 1) & (ps->qcap - 1);
+			ps->len--;
+		}
+		*last = ps->len > 0 && q_at(ps, 0)->action == PEND_FAKE;	/* prepared_emit_due() */
 		return true;
 	}
 	(void)prepared_response(s, type);	/* (not ours: it passes) */

@@ -538,10 +538,9 @@ static void server_swallow(Server *s, const MsgHeader *h, const uint8_t *body)
 	}
 }
 
-static void server_account_ready(Server *s, Client *c, char status)
+static void server_account_ready(Server *s, Client *c, char status, usec_t now)
 {
 	PoolStats *st = &s->pool->stats;
-	usec_t now = util_now_cached();
 	st->total.query_count++;
 	if (c->query_start) {
 		st->total.query_time += (uint64_t)(now - c->query_start);
@@ -563,7 +562,8 @@ static void server_after_ready(Server *s, char status)
 	s->copy_in = false;
 	if (s->denials)
 		enforce_batch_done(s);
-	s->request_time = util_now_cached();
+	usec_t now = util_now_cached();
+	s->request_time = now;
 	if (s->pending_requests > 0)
 		s->pending_requests--;
 	s->ready = s->pending_requests == 0 && !s->unsynced && s->internal_queries == 0;
@@ -572,7 +572,7 @@ static void server_after_ready(Server *s, char status)
 	if (!c)
 		return;
 	c->tx_status = status;
-	server_account_ready(s, c, status);
+	server_account_ready(s, c, status, now);
 	if (c->judge_waiting && !s->lexing_may_change) {
 		c->judge_waiting = false;
 		if (s->tx_status != 'I' || pool_effective_mode(s->pool) == POOL_SESSION ||
@@ -636,9 +636,10 @@ static bool server_handle_unlinked(Server *s, const MsgHeader *h, const uint8_t 
 /* Messages we parse whole on the way through. */
 static bool server_msg_needs_inspection(const Server *s, uint8_t type)
 {
+	/* (the field tests first: per message, audit and masking are mostly off) */
 	return s->internal_queries > 0 || !s->link || type == 'Z' || type == 'S' ||
-	       (type == 'E' && s->denials) || audit_reads_reply(s->link, type) ||
-	       maskwire_inspects(s, type);
+	       (type == 'E' && s->denials) || (s->link->audit && audit_reads_reply(s->link, type)) ||
+	       (s->mask && maskwire_inspects(s, type));
 }
 
 /* Handle one whole inspected message; false when the server is gone. */
@@ -737,7 +738,8 @@ static bool server_passes_through(const Server *s, uint8_t type)
 static bool server_ready_may_pass(const Server *s, const MsgHeader *h)
 {
 	return h->len == 5 && s->link && s->internal_queries == 0 &&
-	       !audit_reads_reply(s->link, 'Z') && !maskwire_inspects(s, 'Z') &&
+	       !(s->link->audit && audit_reads_reply(s->link, 'Z')) &&
+	       !(s->mask && maskwire_inspects(s, 'Z')) &&
 	       pool_effective_mode(s->pool) != POOL_STATEMENT;
 }
 
@@ -749,21 +751,93 @@ typedef struct PassRun {
 	Server *s;
 	bool ended;
 	bool ready;
+	bool plain;	/* linked, no check query, denials, audit or masking: see server_run_plain() */
 } PassRun;
+
+/*
+ * Nothing of this server's reads a reply but ReadyForQuery and
+ * ParameterStatus. Fixed for a run: asked once, not for every message of it.
+ */
+static bool server_run_plain(const Server *s)
+{
+	return s->link && s->internal_queries == 0 && !s->denials && !s->link->audit && !s->mask;
+}
+
+/* server_passes_through() of a plain server's message, without its checks */
+static inline bool server_plain_passes(uint8_t t)
+{
+	switch (t) {
+	case 'E': case 'A': case 'N': case 'T': case 'D': case 'C': case 'I': case '1': case '2':
+	case '3': case 'n': case 's': case 't': case 'd': case 'c': case 'v': case 'V':
+		return true;
+	default:
+		return false;	/* S and Z are read; G, H and W start a copy; the rest is invalid */
+	}
+}
+
+/*
+ * A bare run's callbacks, apart from server_passes_through_cb(): with nothing
+ * else to ask, they save no registers (one is called for every message).
+ */
+static bool server_passes_bare_cb(void *arg, const MsgHeader *h)
+{
+	PassRun *run = arg;
+	if (run->ended)
+		return false;
+	if (h->type != 'Z')
+		return server_plain_passes(h->type);
+	if (h->len != 5)
+		return false;	/* (read whole, and refused there) */
+	run->ready = run->ended = true;
+	return true;
+}
+
+static bool server_passes_prepared_cb(void *arg, const MsgHeader *h)
+{
+	PassRun *run = arg;
+	if (run->ended)
+		return false;
+	bool ready = h->type == 'Z';
+	if (ready ? h->len != 5 : !server_plain_passes(h->type))
+		return false;
+	if (!prepared_pass(run->s, h->type, &run->ended))
+		return false;
+	run->ready = ready;
+	run->ended |= ready;
+	return true;
+}
 
 static bool server_passes_through_cb(void *arg, const MsgHeader *h)
 {
 	PassRun *run = arg;
 	Server *s = run->s;
 	bool ready = h->type == 'Z';
-	if (run->ended || !(ready ? server_ready_may_pass(s, h) : server_passes_through(s, h->type)))
+	if (run->ended)
 		return false;
+	if (run->plain) {
+		if (ready ? h->len != 5 || pool_effective_mode(s->pool) == POOL_STATEMENT
+			  : !server_plain_passes(h->type))
+			return false;
+	} else if (!(ready ? server_ready_may_pass(s, h) : server_passes_through(s, h->type))) {
+		return false;
+	}
 	if (prepared_on(s->link) && !prepared_pass(s, h->type, &run->ended))
 		return false;
-	maskwire_passed(s, h->type);
+	if (s->mask)
+		maskwire_passed(s, h->type);
 	run->ready = ready;
 	run->ended |= ready;
 	return true;
+}
+
+typedef bool PassCb(void *arg, const MsgHeader *h);
+
+/* The callback for a run, chosen once: the bare ones when nothing but the type decides. */
+static PassCb *server_run_cb(Server *s, const PassRun *run)
+{
+	if (!run->plain || pool_effective_mode(s->pool) == POOL_STATEMENT)
+		return server_passes_through_cb;
+	return prepared_on(s->link) ? server_passes_prepared_cb : server_passes_bare_cb;
 }
 
 /* After a run that ended with a ReadyForQuery went to the client (whole: all of it). */
@@ -773,7 +847,8 @@ static bool server_ready_passed(Server *s, uint8_t status, bool whole)
 		server_disconnect(s, "could not pass ReadyForQuery on to the client");
 		return false;
 	}
-	maskwire_on_ready(s);
+	if (s->mask)
+		maskwire_on_ready(s);
 	server_after_ready(s, (char)status);
 	return s->state != SV_FREE;
 }
@@ -788,7 +863,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		server_disconnect(s, "protocol violation from server (message type %d)", h.type);
 		return false;
 	}
-	if (server_msg_needs_inspection(s, h.type)) {
+	bool plain = server_run_plain(s);
+	if (plain ? h.type == 'Z' || h.type == 'S' : server_msg_needs_inspection(s, h.type)) {
 		/* (rows and descriptions being masked may be as large as any message) */
 		bool masking = s->mask && s->link && (h.type == 'D' || h.type == 'T');
 		if (h.len > SERVER_INSPECT_MAX && !masking) {
@@ -817,7 +893,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	Client *c = s->link;
 	size_t total = proto_msg_total(&h);
-	PassRun run = { s, false, false };
+	PassRun run = { s, false, false, plain };
 	if (prepared_on(c)) {
 		if (prepared_response(s, h.type)) {
 			s->fwd_remaining = total;	/* a reply to our own injected request */
@@ -828,12 +904,13 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	}
 	if (h.type == 'G' || h.type == 'H' || h.type == 'W')
 		s->in_copy = true;
-	maskwire_passed(s, h.type);
+	if (s->mask)
+		maskwire_passed(s, h.type);
 	if (h.type == 'G')
 		server_enter_copy_in(s);
-	else if (server_passes_through(s, h.type))
+	else if (plain ? server_plain_passes(h.type) : server_passes_through(s, h.type))
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 server_passes_through_cb, &run);
+					 server_run_cb(s, &run), &run);
 	uint8_t status = 0;
 	if (run.ready)
 		status = evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];	/* (in place: one chunk) */

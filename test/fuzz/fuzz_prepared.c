@@ -58,9 +58,11 @@ bool enforce_refuse(Server *s, uint8_t type, const char *sqlstate, const char *m
 	return pktbuf_ok(pb);
 }
 
-PoolMode pool_effective_mode(Pool *pool)
+PoolMode pool_mode_refresh(Pool *pool)
 {
-	return POOL_TRANSACTION;
+	pool->mode = POOL_TRANSACTION;
+	pool->mode_epoch = moat->cfg_epoch;
+	return pool->mode;
 }
 
 SqlInfo *sessionstate_classify(Worker *w, const char *sql, size_t len)
@@ -279,7 +281,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.max_prepared_statements = 3;
 	Worker w = { .base = base };
 	Database db = { 0 };
-	Pool pool = { .db = &db };
+	Pool pool = { .db = &db, .mode_epoch = m.cfg_epoch + 1 };	/* pool_mode_refresh() sets it */
 	Client c = { .worker = &w, .pool = &pool, .state = CL_ACTIVE };
 	Server s = { .worker = &w, .pool = &pool, .state = SV_ACTIVE };
 	c.bev = bevs[0];

@@ -403,3 +403,38 @@ def test_server_check_delay_skips_the_check_on_a_recently_used_server(pg, proxy_
         assert run_sql(p, "select 1") == [(1,)]
     after = pg.sql("select nextval('check_seq')", db="app")[0][0]
     assert after - before == 1, (before, after)
+
+
+def _cl_waiting(p):
+    return sum(int(r["cl_waiting"]) for r in p.show_dicts("POOLS") if r["database"] == "app")
+
+
+def _run_on(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()[0]
+
+
+def test_waiting_clients_get_a_freed_server_in_arrival_order(pg, proxy_factory):
+    """A client asking while others wait queues behind them, even when a server
+    just went idle (here: after its server_check_query), rather than taking it
+    at once (pool_request_server's shortcut is for a pool nobody waits on)."""
+    p = proxy_factory(settings={"default_pool_size": "1", "server_check_delay": "0",
+                                "query_wait_timeout": "30"})
+    holder = p.connect(autocommit=False)
+    waiters = [p.connect(autocommit=True) for _ in range(3)]
+    try:
+        _run_on(holder, "select 1")  # holds the only server in a transaction
+        jobs = []
+        for i, w in enumerate(waiters):
+            jobs.append(Bg(_run_on, w, "select clock_timestamp()"))
+            wait_until(lambda: _cl_waiting(p) == i + 1, timeout=10, what="client %d queued" % i)
+        holder.commit()
+        stamps = [j.result(30) for j in jobs]
+        assert stamps == sorted(stamps), "served out of arrival order: %r" % stamps
+        assert _cl_waiting(p) == 0
+    finally:
+        holder.close()
+        for w in waiters:
+            w.close()
+    assert_still_serving(p)
