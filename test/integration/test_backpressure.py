@@ -1,6 +1,7 @@
 """Backpressure both ways through the data path's own buffers, and what is handed to the
 bufferevent when a socket blocks or closes: nothing lost, torn or reordered, plain and TLS."""
 
+import contextlib
 import socket
 import struct
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 
 from conftest import (ConnectionClosed, RawConn, assert_still_serving, parse_error_fields,
-                      pgmoat_only, query_msg, raw_login, wait_until)
+                      pgmoat_only, query_msg, raw_login, tcp_local_ports, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,63 @@ def test_error_after_a_blocked_result_comes_after_the_result(pg, proxy):
     assert types[-1] == b"E"
     assert b"D" not in types[types.index(b"E"):]
     assert_still_serving(proxy)
+
+
+def blocked_then_killed(proxy):
+    """A plain client whose output from pgmoat is blocked (a big result it does not read),
+    then dropped with KILL_CLIENT: its FATAL is queued behind the result (close after
+    flush on a bare socket). (client, its local port, when it was killed)"""
+    c = small_window_login(proxy)
+    port = c.sock.getsockname()[1]
+    c.send(query_msg("select repeat('x', 1000) from generate_series(1, 50000)"))
+    wait_until(lambda: tcp_local_ports(proxy.pid, port), what="pgmoat's end of the connection")
+    time.sleep(1.0)  # the result fills every buffer on the way: pgmoat's write blocks
+    ptrs = [r["ptr"] for r in proxy.show_dicts("CLIENTS") if r["user"] == "app"]
+    assert len(ptrs) == 1
+    with contextlib.closing(proxy.admin()) as a:
+        a.autocommit = True
+        a.cursor().execute("KILL_CLIENT " + ptrs[0])
+    return c, port, time.monotonic()
+
+
+@pgmoat_only
+def test_killed_client_that_never_reads_is_cut_off_by_the_flush_timeout(proxy_factory):
+    """Nobody reads the FATAL: the socket is closed once the flush has waited
+    FLUSH_TIMEOUT_SEC (5 s) -- not kept for as long as the client stays silent,
+    and not closed at once either (a slow reader would lose the FATAL)."""
+    p = proxy_factory(settings={"pool_mode": "transaction"})
+    c, port, killed = blocked_then_killed(p)
+    wait_until(lambda: not tcp_local_ports(p.pid, port), timeout=30, what="the socket closed")
+    waited = time.monotonic() - killed
+    assert waited >= 3, "closed after %.1f s: the queued FATAL was never tried" % waited
+    c.close()
+    assert_still_serving(p)
+
+
+@pgmoat_only
+def test_killed_client_that_reads_late_gets_the_result_then_the_fatal_then_eof(proxy_factory):
+    """The same, but the client reads (within the flush timeout): every byte queued
+    before the kill, whole, then the FATAL, then the socket closes."""
+    p = proxy_factory(settings={"pool_mode": "transaction"})
+    c, port, _ = blocked_then_killed(p)
+    time.sleep(1.0)
+    data, closed = c.read_until_close(timeout=20)
+    assert closed
+    pos, types = 0, []
+    while pos + 5 <= len(data):
+        ln = struct.unpack("!I", data[pos + 1:pos + 5])[0]
+        if pos + 1 + ln > len(data):
+            break
+        types.append(data[pos:pos + 1])
+        last = data[pos + 5:pos + 1 + ln]
+        pos += 1 + ln
+    assert pos == len(data), "torn message at %d of %d" % (pos, len(data))
+    assert types[-1] == b"E" and types.count(b"E") == 1, types[-3:]
+    assert parse_error_fields(last).get("C") == "57P01", parse_error_fields(last)
+    assert set(types[:-1]) <= {b"T", b"D"}
+    assert not tcp_local_ports(p.pid, port)
+    c.close()
+    assert_still_serving(p)
 
 
 # ---------------------------------------------------------------- the same over TLS

@@ -9,7 +9,8 @@ through a probe query on the same server connection.
 import pytest
 
 from conftest import (YamlProxy, data_row_values, msg, parse_error_fields, parse_msg, bind_msg,
-                      execute_msg, sync_msg, pgmoat_only, raw_login, start_yaml_proxy, PGMOAT_BIN)
+                      execute_msg, sync_msg, pgmoat_only, query_msg, raw_login, start_yaml_proxy,
+                      PGMOAT_BIN)
 
 import subprocess
 
@@ -264,4 +265,27 @@ def test_judged_statements_warn_in_warn_mode(policy_proxy):
     out = c.simple_query("SELECT pg_advisory_lock(4545)")
     assert any("stays on a pooled server connection" in n.get("M", "")
                for n in first(out, b"N")), out
+    c.close()
+
+
+@pytest.mark.parametrize("order", ["clean_first", "state_first"])
+def test_pipelined_judged_queries_are_each_checked(policy_proxy, order):
+    """Queries sent in one packet are judged one by one (the first before a server
+    is assigned, stashed; the rest behind it): a clean statement's verdict must
+    not carry over to the statement with state next to it."""
+    p = make_policy_proxy(policy_proxy, "error")
+    c = raw_login(p)
+    stmts = ["select 777 as clean", "SELECT set_config('work_mem', '11MB', false)",
+             "select 778 as clean"]
+    if order == "state_first":
+        stmts = stmts[1:] + stmts[:1]
+    c.send(b"".join(query_msg(s) for s in stmts))
+    outs = [c.read_until({b"Z"}) for _ in stmts]
+    for s, out in zip(stmts, outs):
+        errs = first(out, b"E")
+        if "set_config" in s:
+            assert len(errs) == 1 and errs[0]["C"] == "0A000", out
+        else:
+            assert not errs, out
+    assert not probe(c, "select current_setting('work_mem') = '11MB'"), "the refused statement ran"
     c.close()
