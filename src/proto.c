@@ -97,19 +97,6 @@ bool proto_read_cstring(PktReader *r, const char **out)
 	return true;
 }
 
-FrameResult proto_frame_header(const uint8_t *buf, size_t avail, uint32_t max_len, MsgHeader *out)
-{
-	if (avail < PROTO_HEADER_LEN)
-		return FRAME_NEED_MORE;
-	uint32_t len = be32(buf + 1);
-	/* The wire type is int32: anything with the top bit set is a negative length. */
-	if (len < 4 || len > max_len || len > (uint32_t)INT32_MAX)
-		return FRAME_BAD;
-	out->type = buf[0];
-	out->len = len;
-	return FRAME_OK;
-}
-
 FrameResult proto_startup_length(const uint8_t *buf, size_t avail, uint32_t *len)
 {
 	if (avail < 4)
