@@ -54,13 +54,16 @@ size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 {
+	if (out) {	/* (evbuffer_remove_buffer moves at most what in holds, and says how much) */
+		int moved = evbuffer_remove_buffer(in, out, n);
+		return moved > 0 ? (size_t)moved : 0;
+	}
 	size_t avail = evbuffer_get_length(in);
 	if (n > avail)
 		n = avail;
 	if (n == 0)
 		return 0;
-	int moved = out ? evbuffer_remove_buffer(in, out, n) : (evbuffer_drain(in, n) == 0 ? (int)n : -1);
-	return moved > 0 ? (size_t)moved : 0;
+	return evbuffer_drain(in, n) == 0 ? n : 0;
 }
 
 
