@@ -9,18 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-void proto_reader_init(PktReader *r, const void *data, size_t len)
-{
-	r->pos = data;
-	/* NULL + 0 is undefined behaviour in C; an empty reader is [NULL, NULL). */
-	r->end = data ? r->pos + len : r->pos;
-}
-
-size_t proto_reader_left(const PktReader *r)
-{
-	return (size_t)(r->end - r->pos);
-}
-
 static uint32_t be32(const uint8_t *p)
 {
 	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
@@ -86,7 +74,7 @@ bool proto_read_int32(PktReader *r, int32_t *out)
 	return true;
 }
 
-bool proto_read_cstring(PktReader *r, const char **out)
+bool proto_read_cstring_search(PktReader *r, const char **out)
 {
 	size_t left = proto_reader_left(r);
 	const uint8_t *nul = left ? memchr(r->pos, '\0', left) : NULL;

@@ -29,15 +29,44 @@ typedef struct PktReader {
 	const uint8_t *end;
 } PktReader;
 
-void proto_reader_init(PktReader *r, const void *data, size_t len);
-size_t proto_reader_left(const PktReader *r);
+/* (inline, as the short reads below: the forwarding path reads names in every Bind) */
+static inline void proto_reader_init(PktReader *r, const void *data, size_t len)
+{
+	r->pos = data;
+	/* NULL + 0 is undefined behaviour in C; an empty reader is [NULL, NULL). */
+	r->end = data ? r->pos + len : r->pos;
+}
+
+static inline size_t proto_reader_left(const PktReader *r)
+{
+	return (size_t)(r->end - r->pos);
+}
+
 bool proto_read_uint8(PktReader *r, uint8_t *out) MUST_CHECK;
 bool proto_read_int16(PktReader *r, int16_t *out) MUST_CHECK;
 bool proto_read_uint16(PktReader *r, uint16_t *out) MUST_CHECK;
 bool proto_read_int32(PktReader *r, int32_t *out) MUST_CHECK;
 bool proto_read_uint32(PktReader *r, uint32_t *out) MUST_CHECK;
-/* A NUL-terminated string wholly inside the buffer; *out points into it. */
-bool proto_read_cstring(PktReader *r, const char **out) MUST_CHECK;
+/* proto_read_cstring() past its first bytes: a memchr. */
+bool proto_read_cstring_search(PktReader *r, const char **out) MUST_CHECK;
+
+/*
+ * A NUL-terminated string wholly inside the buffer; *out points into it.
+ * Names (statements, portals, parameters) are short, often empty: their first
+ * bytes are looked at here before a memchr call that would cost more.
+ */
+static inline MUST_CHECK bool proto_read_cstring(PktReader *r, const char **out)
+{
+	size_t left = proto_reader_left(r), near = left < 8 ? left : 8;
+	for (size_t i = 0; i < near; i++) {
+		if (r->pos[i] == '\0') {
+			*out = (const char *)r->pos;
+			r->pos += i + 1;
+			return true;
+		}
+	}
+	return proto_read_cstring_search(r, out);
+}
 bool proto_read_bytes(PktReader *r, size_t n, const uint8_t **out) MUST_CHECK;
 
 /* Message framing of a regular (typed) message. */
