@@ -136,6 +136,13 @@ def test_text_like_a_clean_one_is_still_checked(proxy_factory):
     assert len(clean) == len(with_state)
     assert not first(c.simple_query(clean), b"E")
     assert first(c.simple_query(with_state), b"E")[0]["C"] == "0A000"
+    # digit runs of other lengths: skipped, but a word beside them is still seen
+    for sql in ("select 1 as x1", "select 123456 as x1234", "select 12 as x"):
+        assert not first(c.simple_query(sql), b"E")
+    for with_state in ("select 12 as x;listen y1", "select 1234 as x; listen x12",
+                       "listen x12345678901"):
+        assert first(c.simple_query(with_state), b"E")[0]["C"] == "0A000"
+        assert not first(c.simple_query("select 12 as x"), b"E")
     c.close()
 
 
