@@ -1623,7 +1623,7 @@ static void client_move_run(Client *c, Server *s, size_t total)
 	if (evbuffer_get_length(in) > total) {	/* (nothing behind a simple Query) */
 		TakeThrough through = { c, total, NULL, 0 };
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 client_take_cb(c), &through);
+					 client_take_cb(c), &through, NULL);
 	}
 	size_t moved = msgio_move(in, msgio_out(&s->out), total);
 	c->fwd_remaining = total - moved;
@@ -1642,16 +1642,14 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 	struct evbuffer *in = c->in.buf;
 	struct evbuffer *out = msgio_out(&s->out);
 	TakeThrough through = { c, total, head->chunk, head->chunk_len };	/* (input unchanged since) */
+	struct evbuffer_iovec first;
 	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-				      client_take_through_cb, &through);
+				      client_take_through_cb, &through, &first);
 	uint8_t piece[2048];
 	size_t rest = end - head->replaces;
-	if (!through.chunk && head->len + rest <= sizeof(piece)) {
-		struct evbuffer_iovec v;
-		if (evbuffer_peek(in, 1, NULL, &v, 1) == 1) {
-			through.chunk = v.iov_base;
-			through.chunk_len = v.iov_len;
-		}
+	if (!through.chunk && first.iov_len > 0) {
+		through.chunk = first.iov_base;
+		through.chunk_len = first.iov_len;
 	}
 	if (head->len + rest <= sizeof(piece) && through.chunk && through.chunk_len >= end) {
 		memcpy(piece, head->data, head->len);

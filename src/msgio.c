@@ -33,10 +33,15 @@ uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h)
 }
 
 size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
-			bool (*passes)(void *arg, const MsgHeader *h), void *arg)
+			bool (*passes)(void *arg, const MsgHeader *h), void *arg,
+			struct evbuffer_iovec *first)
 {
 	struct evbuffer_iovec v;	/* the first chunk, whole: peek for one byte */
 	if (evbuffer_peek(in, 1, NULL, &v, 1) < 1)
+		v.iov_len = 0;
+	if (first)
+		*first = v;
+	if (v.iov_len == 0)
 		return from;
 	const uint8_t *p = v.iov_base;
 	size_t end = from;
