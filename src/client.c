@@ -1606,11 +1606,35 @@ static bool client_take_bare_cb(void *arg, const MsgHeader *h)
 	return true;
 }
 
+/*
+ * client_take_through_cb() of a client with prepared statements and no audit,
+ * apart (masking is not asked there either): the type, the prepared-statement
+ * step and the accounting, for the Describe/Execute/Sync behind every Bind.
+ */
+static bool client_take_prepared_cb(void *arg, const MsgHeader *h)
+{
+	TakeThrough *through = arg;
+	uint8_t t = h->type;
+	if (!client_msg_type_valid(t) || enforce_judges(t))
+		return false;
+	if ((t == 'B' || t == 'D' || t == 'C') &&
+	    ((t == 'B' && through->at == 0) || !client_prepared_passes(through, h)))
+		return false;	/* (as client_take_through_cb: read by the prepared step) */
+	Server *s = through->c->link;
+	size_t total = proto_msg_total(h);
+	prepared_track(s, t);
+	client_account_message(through->c, s, t, total);
+	through->at += total;
+	return true;
+}
+
 typedef bool TakeCb(void *arg, const MsgHeader *h);
 
 static TakeCb *client_take_cb(const Client *c)
 {
-	return client_take_bare(c) ? client_take_bare_cb : client_take_through_cb;
+	if (client_take_bare(c))
+		return client_take_bare_cb;
+	return !c->audit && prepared_on(c) ? client_take_prepared_cb : client_take_through_cb;
 }
 
 /*
@@ -1644,7 +1668,7 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 	TakeThrough through = { c, total, head->chunk, head->chunk_len };	/* (input unchanged since) */
 	struct evbuffer_iovec first;
 	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-				      client_take_through_cb, &through, &first);
+				      client_take_cb(c), &through, &first);
 	uint8_t piece[2048];
 	size_t rest = end - head->replaces;
 	if (!through.chunk && first.iov_len > 0) {
