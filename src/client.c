@@ -1125,8 +1125,12 @@ static void client_read_admin(Client *c)
 	}
 }
 
-/* Bookkeeping for one message about to go to the server. */
-static void client_account_message(Client *c, Server *s, uint8_t type, size_t total)
+/*
+ * Bookkeeping for one message about to go to the server. Inline wherever a
+ * message is forwarded: every message of every run comes here.
+ */
+static inline __attribute__((always_inline)) void client_account_message(Client *c, Server *s,
+									  uint8_t type, size_t total)
 {
 	usec_t now = util_now_cached();
 	c->request_time = now;
@@ -1606,11 +1610,35 @@ static bool client_take_bare_cb(void *arg, const MsgHeader *h)
 	return true;
 }
 
+/*
+ * client_take_through_cb() of a client with prepared statements and no audit,
+ * apart (masking is not asked there either): the type, the prepared-statement
+ * step and the accounting, for the Describe/Execute/Sync behind every Bind.
+ */
+static bool client_take_prepared_cb(void *arg, const MsgHeader *h)
+{
+	TakeThrough *through = arg;
+	uint8_t t = h->type;
+	if (!client_msg_type_valid(t) || enforce_judges(t))
+		return false;
+	if ((t == 'B' || t == 'D' || t == 'C') &&
+	    ((t == 'B' && through->at == 0) || !client_prepared_passes(through, h)))
+		return false;	/* (as client_take_through_cb: read by the prepared step) */
+	Server *s = through->c->link;
+	size_t total = proto_msg_total(h);
+	prepared_track(s, t);
+	client_account_message(through->c, s, t, total);
+	through->at += total;
+	return true;
+}
+
 typedef bool TakeCb(void *arg, const MsgHeader *h);
 
 static TakeCb *client_take_cb(const Client *c)
 {
-	return client_take_bare(c) ? client_take_bare_cb : client_take_through_cb;
+	if (client_take_bare(c))
+		return client_take_bare_cb;
+	return !c->audit && prepared_on(c) ? client_take_prepared_cb : client_take_through_cb;
 }
 
 /*
@@ -1623,7 +1651,7 @@ static void client_move_run(Client *c, Server *s, size_t total)
 	if (evbuffer_get_length(in) > total) {	/* (nothing behind a simple Query) */
 		TakeThrough through = { c, total, NULL, 0 };
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 client_take_cb(c), &through);
+					 client_take_cb(c), &through, NULL);
 	}
 	size_t moved = msgio_move(in, msgio_out(&s->out), total);
 	c->fwd_remaining = total - moved;
@@ -1642,16 +1670,14 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 	struct evbuffer *in = c->in.buf;
 	struct evbuffer *out = msgio_out(&s->out);
 	TakeThrough through = { c, total, head->chunk, head->chunk_len };	/* (input unchanged since) */
+	struct evbuffer_iovec first;
 	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-				      client_take_through_cb, &through);
+				      client_take_cb(c), &through, &first);
 	uint8_t piece[2048];
 	size_t rest = end - head->replaces;
-	if (!through.chunk && head->len + rest <= sizeof(piece)) {
-		struct evbuffer_iovec v;
-		if (evbuffer_peek(in, 1, NULL, &v, 1) == 1) {
-			through.chunk = v.iov_base;
-			through.chunk_len = v.iov_len;
-		}
+	if (!through.chunk && first.iov_len > 0) {
+		through.chunk = first.iov_base;
+		through.chunk_len = first.iov_len;
 	}
 	if (head->len + rest <= sizeof(piece) && through.chunk && through.chunk_len >= end) {
 		memcpy(piece, head->data, head->len);

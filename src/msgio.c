@@ -33,10 +33,15 @@ uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h)
 }
 
 size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
-			bool (*passes)(void *arg, const MsgHeader *h), void *arg)
+			bool (*passes)(void *arg, const MsgHeader *h), void *arg,
+			struct evbuffer_iovec *first)
 {
 	struct evbuffer_iovec v;	/* the first chunk, whole: peek for one byte */
 	if (evbuffer_peek(in, 1, NULL, &v, 1) < 1)
+		v.iov_len = 0;
+	if (first)
+		*first = v;
+	if (v.iov_len == 0)
 		return from;
 	const uint8_t *p = v.iov_base;
 	size_t end = from;
@@ -54,13 +59,16 @@ size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 {
+	if (out) {	/* (evbuffer_remove_buffer moves at most what in holds, and says how much) */
+		int moved = evbuffer_remove_buffer(in, out, n);
+		return moved > 0 ? (size_t)moved : 0;
+	}
 	size_t avail = evbuffer_get_length(in);
 	if (n > avail)
 		n = avail;
 	if (n == 0)
 		return 0;
-	int moved = out ? evbuffer_remove_buffer(in, out, n) : (evbuffer_drain(in, n) == 0 ? (int)n : -1);
-	return moved > 0 ? (size_t)moved : 0;
+	return evbuffer_drain(in, n) == 0 ? n : 0;
 }
 
 

@@ -35,9 +35,12 @@ static inline size_t msgio_body_len(const MsgHeader *h) { return h->len - 4; }
  * contiguous chunk and that passes(arg, h) accepts, in order (it may note
  * each one it accepts: the run ends at its first refusal). A reply's
  * pass-through messages then move with one evbuffer call, not one each.
+ * first (may be NULL) gets that chunk, for the caller to read the run where
+ * it lies (iov_len 0 when the input is empty).
  */
 size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
-			bool (*passes)(void *arg, const MsgHeader *h), void *arg);
+			bool (*passes)(void *arg, const MsgHeader *h), void *arg,
+			struct evbuffer_iovec *first);
 
 /* Move up to n bytes from in to out without copying where possible; returns bytes moved. */
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);

@@ -391,7 +391,7 @@ static void pending_push(Server *s, Pending *p)
 }
 
 /* Note the reply of one request sent as is. */
-static void track(Server *s, uint8_t kind)
+void prepared_track(Server *s, uint8_t kind)
 {
 	switch (kind) {
 	case 'P': case 'B': case 'D': case 'E': case 'C': case 'S': case 'Q': case 'F':
@@ -410,11 +410,6 @@ static void track(Server *s, uint8_t kind)
 	}
 	Pending p = { .kind = kind, .action = PEND_FORWARD };
 	pending_push(s, &p);
-}
-
-void prepared_track(Server *s, uint8_t type)
-{
-	track(s, type);
 }
 
 /* ---- client side ------------------------------------------------------ */
@@ -561,7 +556,7 @@ static void refuse(Client *c, Server *s, const char *sqlstate, const char *messa
 	}
 	send_pktbuf(s, &pb);
 	pktbuf_free(&pb);
-	track(s, 'B');	/* the marker is a Bind */
+	prepared_track(s, 'B');	/* the marker is a Bind */
 }
 
 /* Make room in the server's set: close its least recently used statements. */
@@ -660,7 +655,7 @@ static void send_parse_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 	proto_reader_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
 	if (!proto_read_cstring(&r, &name) || !name_trackable(name)) {
 		send_bytes(s, msg, len);	/* unnamed, overlong or malformed: the server's business */
-		track(s, 'P');
+		prepared_track(s, 'P');
 		return;
 	}
 	if (name_is_ours(name)) {
@@ -759,7 +754,7 @@ static void send_bind_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 		return;
 	if (!st) {
 		send_bytes(s, msg, len);
-		track(s, 'B');
+		prepared_track(s, 'B');
 		return;
 	}
 	/* (a whole message's portal name may be longer than a streamed one's) */
@@ -768,7 +763,7 @@ static void send_bind_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 					    st->name, strlen(name)));
 	free(head);
 	send_bytes(s, r.pos, proto_reader_left(&r));
-	track(s, 'B');
+	prepared_track(s, 'B');
 }
 
 PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, PreparedBindHead *head)
@@ -801,7 +796,7 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, Pre
 		c->fwd_discard = true;
 		return PREPARED_BIND_DONE;
 	}
-	track(s, 'B');
+	prepared_track(s, 'B');
 	if (!st)
 		return PREPARED_BIND_PASS;
 	head->replaces = (size_t)(r.pos - msg);
@@ -824,7 +819,7 @@ static void send_describe_msg(Client *c, Server *s, const uint8_t *msg, size_t l
 		return;
 	if (!st) {
 		send_bytes(s, msg, len);
-		track(s, 'D');
+		prepared_track(s, 'D');
 		return;
 	}
 	uint8_t describe[SMALL_REQUEST_MAX];
@@ -836,7 +831,7 @@ static void send_describe_msg(Client *c, Server *s, const uint8_t *msg, size_t l
 	pktbuf_finish(&pb);
 	send_pktbuf(s, &pb);
 	pktbuf_free(&pb);
-	track(s, 'D');
+	prepared_track(s, 'D');
 }
 
 /* Close of a client name: forgotten here, answered here (others may share the statement). */
@@ -855,7 +850,7 @@ static void send_close_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 		return;
 	}
 	send_bytes(s, msg, len);
-	track(s, 'C');
+	prepared_track(s, 'C');
 }
 
 /* DEALLOCATE/DISCARD by simple Query: the client's names go; the server's set follows what runs. */
@@ -865,7 +860,7 @@ static void send_query_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 	size_t sql_len = len - PROTO_HEADER_LEN;
 	if (!query_may_forget(msg, len)) {
 		send_bytes(s, msg, len);
-		track(s, 'Q');
+		prepared_track(s, 'Q');
 		return;
 	}
 	SqlInfo *info = sessionstate_classify(c->worker, sql, sql_len - 1);
@@ -922,7 +917,7 @@ void prepared_send(Client *c, Server *s, const uint8_t *msg, size_t len)
 		return;
 	default:
 		send_bytes(s, msg, len);
-		track(s, msg[0]);
+		prepared_track(s, msg[0]);
 	}
 }
 

@@ -9,18 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-void proto_reader_init(PktReader *r, const void *data, size_t len)
-{
-	r->pos = data;
-	/* NULL + 0 is undefined behaviour in C; an empty reader is [NULL, NULL). */
-	r->end = data ? r->pos + len : r->pos;
-}
-
-size_t proto_reader_left(const PktReader *r)
-{
-	return (size_t)(r->end - r->pos);
-}
-
 static uint32_t be32(const uint8_t *p)
 {
 	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
@@ -86,7 +74,7 @@ bool proto_read_int32(PktReader *r, int32_t *out)
 	return true;
 }
 
-bool proto_read_cstring(PktReader *r, const char **out)
+bool proto_read_cstring_search(PktReader *r, const char **out)
 {
 	size_t left = proto_reader_left(r);
 	const uint8_t *nul = left ? memchr(r->pos, '\0', left) : NULL;
@@ -95,19 +83,6 @@ bool proto_read_cstring(PktReader *r, const char **out)
 	*out = (const char *)r->pos;
 	r->pos = nul + 1;
 	return true;
-}
-
-FrameResult proto_frame_header(const uint8_t *buf, size_t avail, uint32_t max_len, MsgHeader *out)
-{
-	if (avail < PROTO_HEADER_LEN)
-		return FRAME_NEED_MORE;
-	uint32_t len = be32(buf + 1);
-	/* The wire type is int32: anything with the top bit set is a negative length. */
-	if (len < 4 || len > max_len || len > (uint32_t)INT32_MAX)
-		return FRAME_BAD;
-	out->type = buf[0];
-	out->len = len;
-	return FRAME_OK;
 }
 
 FrameResult proto_startup_length(const uint8_t *buf, size_t avail, uint32_t *len)

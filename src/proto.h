@@ -29,15 +29,44 @@ typedef struct PktReader {
 	const uint8_t *end;
 } PktReader;
 
-void proto_reader_init(PktReader *r, const void *data, size_t len);
-size_t proto_reader_left(const PktReader *r);
+/* (inline, as the short reads below: the forwarding path reads names in every Bind) */
+static inline void proto_reader_init(PktReader *r, const void *data, size_t len)
+{
+	r->pos = data;
+	/* NULL + 0 is undefined behaviour in C; an empty reader is [NULL, NULL). */
+	r->end = data ? r->pos + len : r->pos;
+}
+
+static inline size_t proto_reader_left(const PktReader *r)
+{
+	return (size_t)(r->end - r->pos);
+}
+
 bool proto_read_uint8(PktReader *r, uint8_t *out) MUST_CHECK;
 bool proto_read_int16(PktReader *r, int16_t *out) MUST_CHECK;
 bool proto_read_uint16(PktReader *r, uint16_t *out) MUST_CHECK;
 bool proto_read_int32(PktReader *r, int32_t *out) MUST_CHECK;
 bool proto_read_uint32(PktReader *r, uint32_t *out) MUST_CHECK;
-/* A NUL-terminated string wholly inside the buffer; *out points into it. */
-bool proto_read_cstring(PktReader *r, const char **out) MUST_CHECK;
+/* proto_read_cstring() past its first bytes: a memchr. */
+bool proto_read_cstring_search(PktReader *r, const char **out) MUST_CHECK;
+
+/*
+ * A NUL-terminated string wholly inside the buffer; *out points into it.
+ * Names (statements, portals, parameters) are short, often empty: their first
+ * bytes are looked at here before a memchr call that would cost more.
+ */
+static inline MUST_CHECK bool proto_read_cstring(PktReader *r, const char **out)
+{
+	size_t left = proto_reader_left(r), near = left < 8 ? left : 8;
+	for (size_t i = 0; i < near; i++) {
+		if (r->pos[i] == '\0') {
+			*out = (const char *)r->pos;
+			r->pos += i + 1;
+			return true;
+		}
+	}
+	return proto_read_cstring_search(r, out);
+}
 bool proto_read_bytes(PktReader *r, size_t n, const uint8_t **out) MUST_CHECK;
 
 /* Message framing of a regular (typed) message. */
@@ -55,7 +84,24 @@ typedef struct MsgHeader {
 /* Total bytes on the wire for a framed message: 1 + len. */
 static inline size_t proto_msg_total(const MsgHeader *h) { return 1 + (size_t)h->len; }
 
-FrameResult proto_frame_header(const uint8_t *buf, size_t avail, uint32_t max_len, MsgHeader *out);
+/*
+ * Frame the header at buf. Inline: it runs for every message forwarded, a few
+ * instructions that a call would double.
+ */
+static inline FrameResult proto_frame_header(const uint8_t *buf, size_t avail, uint32_t max_len,
+					     MsgHeader *out)
+{
+	if (avail < PROTO_HEADER_LEN)
+		return FRAME_NEED_MORE;
+	uint32_t len = ((uint32_t)buf[1] << 24) | ((uint32_t)buf[2] << 16) | ((uint32_t)buf[3] << 8) |
+		       buf[4];
+	/* The wire type is int32: anything with the top bit set is a negative length. */
+	if (len < 4 || len > max_len || len > (uint32_t)INT32_MAX)
+		return FRAME_BAD;
+	out->type = buf[0];
+	out->len = len;
+	return FRAME_OK;
+}
 
 /* Untyped first packet of a connection. */
 typedef enum {

@@ -906,14 +906,16 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		s->in_copy = true;
 	if (s->mask)
 		maskwire_passed(s, h.type);
+	struct evbuffer_iovec first = { NULL, 0 };
 	if (h.type == 'G')
 		server_enter_copy_in(s);
 	else if (plain ? server_plain_passes(h.type) : server_passes_through(s, h.type))
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 server_run_cb(s, &run), &run);
+					 server_run_cb(s, &run), &run, &first);
 	uint8_t status = 0;
-	if (run.ready)
-		status = evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];	/* (in place: one chunk) */
+	if (run.ready)	/* (its ReadyForQuery ended the run, in the first chunk) */
+		status = total <= first.iov_len ? ((const uint8_t *)first.iov_base)[total - 1]
+						: evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];
 	size_t moved = msgio_move(in, msgio_out(&c->out), total);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;

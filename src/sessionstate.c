@@ -40,9 +40,10 @@ static const uint8_t session_word_at[256] = {
 	['t'] = 5, ['T'] = 5, ['a'] = 6, ['A'] = 6, ['u'] = 7, ['U'] = 7,
 };
 
-static bool sql_may_hold_session_state(const char *sql)
+static bool sql_may_hold_session_state(const char *sql, size_t len)
 {
-	for (const uint8_t *p = (const uint8_t *)sql; *p; p++) {
+	const uint8_t *end = (const uint8_t *)sql + len;
+	for (const uint8_t *p = (const uint8_t *)sql; p < end; p++) {
 		uint8_t w = session_word_at[*p];
 		if (!w)
 			continue;
@@ -65,6 +66,22 @@ static bool is_digit(char ch)
 	return (unsigned char)(ch - '0') < 10;
 }
 
+#define EVERY_BYTE(b) ((uint64_t)(b) * 0x0101010101010101ULL)
+
+/* Bit 7 of each byte set where that byte of x is not an ASCII digit (no carry crosses bytes). */
+static inline uint64_t non_digit_bytes(uint64_t x)
+{
+	uint64_t t = x ^ EVERY_BYTE('0');	/* the digits, and only they, become 0..9 */
+	return (((t & EVERY_BYTE(0x7f)) + EVERY_BYTE(0x76)) | t) & EVERY_BYTE(0x80);
+}
+
+/* Bit 7 of each byte set where x and y differ. */
+static inline uint64_t differing_bytes(uint64_t x, uint64_t y)
+{
+	uint64_t d = x ^ y;
+	return (((d & EVERY_BYTE(0x7f)) + EVERY_BYTE(0x7f)) | d) & EVERY_BYTE(0x80);
+}
+
 static bool same_but_digits(const char *a, const char *b, size_t len)
 {
 	size_t i = 0;
@@ -72,11 +89,8 @@ static bool same_but_digits(const char *a, const char *b, size_t len)
 		uint64_t x, y;	/* eight bytes at a time: most are equal */
 		memcpy(&x, a + i, 8);
 		memcpy(&y, b + i, 8);
-		if (x == y)
-			continue;
-		for (size_t j = i; j < i + 8; j++)
-			if (a[j] != b[j] && !(is_digit(a[j]) && is_digit(b[j])))
-				return false;
+		if (x != y && (differing_bytes(x, y) & (non_digit_bytes(x) | non_digit_bytes(y))))
+			return false;
 	}
 	for (; i < len; i++)
 		if (a[i] != b[i] && !(is_digit(a[i]) && is_digit(b[i])))
@@ -84,13 +98,47 @@ static bool same_but_digits(const char *a, const char *b, size_t len)
 	return true;
 }
 
-/* The same, answered without a scan for the text last found free of the words. */
-static bool sql_may_hold_session_state_memo(Worker *w, const char *sql)
+/*
+ * Do a and b differ only in their runs of digits, of any length (an id of six
+ * digits where the clean text had five)? They are walked side by side: equal
+ * bytes, eight at a time where they can, and a run of digits in both at once
+ * skipped to its end in each. A word lies between two runs, in bytes the
+ * texts share. Runs cut differently (one ends where the other goes on after
+ * an equal prefix) answer no: a scan, never a miss.
+ */
+static bool same_but_digit_runs(const char *a, size_t alen, const char *b, size_t blen)
 {
-	size_t len = strlen(sql);
-	if (len == w->ss_clean_len && w->ss_clean_sql && same_but_digits(sql, w->ss_clean_sql, len))
+	size_t i = 0, j = 0;
+	while (i < alen && j < blen) {
+		uint64_t x, y;
+		if (i + 8 <= alen && j + 8 <= blen) {
+			memcpy(&x, a + i, 8);
+			memcpy(&y, b + j, 8);
+			if (x == y) {
+				i += 8;
+				j += 8;
+				continue;
+			}
+		}
+		if (is_digit(a[i]) && is_digit(b[j])) {
+			while (i < alen && is_digit(a[i]))
+				i++;
+			while (j < blen && is_digit(b[j]))
+				j++;
+		} else if (a[i++] != b[j++]) {
+			return false;
+		}
+	}
+	return i == alen && j == blen;
+}
+
+/* The same, answered without a scan for the text last found free of the words. */
+static bool sql_may_hold_session_state_memo(Worker *w, const char *sql, size_t len)
+{
+	if (w->ss_clean_sql && (len == w->ss_clean_len ? same_but_digits(sql, w->ss_clean_sql, len)
+			: same_but_digit_runs(sql, len, w->ss_clean_sql, w->ss_clean_len)))
 		return false;
-	if (sql_may_hold_session_state(sql))
+	if (sql_may_hold_session_state(sql, len))
 		return true;
 	if (len > SS_MEMO_MAX)
 		return false;
@@ -99,7 +147,8 @@ static bool sql_may_hold_session_state_memo(Worker *w, const char *sql)
 		free(w->ss_clean_sql);
 		w->ss_clean_sql = xmalloc(w->ss_clean_cap);
 	}
-	memcpy(w->ss_clean_sql, sql, len + 1);
+	memcpy(w->ss_clean_sql, sql, len);
+	w->ss_clean_sql[len] = '\0';
 	w->ss_clean_len = len;
 	return false;
 }
@@ -121,17 +170,30 @@ static char *session_state_found(Worker *w, const char *sql)
 	return what;
 }
 
-/* The SQL text of a whole Query or Parse message; NULL when malformed (the server judges). */
-static const char *message_sql(const uint8_t *msg, size_t len)
+/*
+ * The SQL text of a whole Query or Parse message and the bytes to scan for it;
+ * NULL when malformed (the server judges). A Query's text ends at the
+ * message's last byte, so its length needs no search: a NUL inside it would
+ * end the string the parser sees early, and PostgreSQL refuses such a
+ * message, so scanning past it only looks at more bytes than needed.
+ */
+static const char *message_sql(const uint8_t *msg, size_t len, size_t *sql_len)
 {
 	PktReader r;
 	const char *name, *sql;
 	if (len <= PROTO_HEADER_LEN)
 		return NULL;
+	if (msg[0] == 'Q') {
+		if (msg[len - 1] != '\0')
+			return NULL;
+		*sql_len = len - PROTO_HEADER_LEN - 1;
+		return (const char *)msg + PROTO_HEADER_LEN;
+	}
 	proto_reader_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
-	if (msg[0] == 'P' && !proto_read_cstring(&r, &name))
+	if (!proto_read_cstring(&r, &name) || !proto_read_cstring(&r, &sql))
 		return NULL;
-	return proto_read_cstring(&r, &sql) ? sql : NULL;
+	*sql_len = (size_t)((const char *)r.pos - sql) - 1;
+	return sql;
 }
 
 static void session_state_warn(Client *c, Server *s, const char *what)
@@ -173,8 +235,9 @@ bool sessionstate_check(Client *c, Server *s, const uint8_t *msg, size_t len, Pk
 	if (!sessionstate_active(c) || judged_stateless)
 		return true;
 	SessionStateMode mode = session_state_mode();
-	const char *sql = message_sql(msg, len);
-	if (!sql || !sql_may_hold_session_state_memo(c->worker, sql))
+	size_t sql_len;
+	const char *sql = message_sql(msg, len, &sql_len);
+	if (!sql || !sql_may_hold_session_state_memo(c->worker, sql, sql_len))
 		return true;
 	char *what = session_state_found(c->worker, sql);
 	if (!what)

@@ -77,27 +77,26 @@ usec_t util_now_mono(void) { return clock_usec(CLOCK_MONOTONIC); }
 usec_t util_now_wall(void) { return clock_usec(CLOCK_REALTIME); }
 
 static __thread int clock_scope_depth;
-static __thread usec_t clock_scope_now;	/* 0: not read yet in this scope */
+__thread usec_t util_clock_scope_now;	/* nonzero only inside a scope, once read */
 
 void util_clock_scope_begin(void)
 {
 	if (clock_scope_depth++ == 0)
-		clock_scope_now = 0;
+		util_clock_scope_now = 0;
 }
 
 void util_clock_scope_end(void)
 {
 	if (--clock_scope_depth == 0)
-		clock_scope_now = 0;
+		util_clock_scope_now = 0;
 }
 
-usec_t util_now_cached(void)
+usec_t util_now_cached_read(void)
 {
-	if (clock_scope_depth == 0)
-		return util_now_mono();
-	if (clock_scope_now == 0)
-		clock_scope_now = util_now_mono();
-	return clock_scope_now;
+	usec_t now = util_now_mono();
+	if (clock_scope_depth > 0)
+		util_clock_scope_now = now;
+	return now;
 }
 
 /*

@@ -33,7 +33,17 @@ usec_t util_now_mono(void);
  */
 void util_clock_scope_begin(void);
 void util_clock_scope_end(void);
-usec_t util_now_cached(void);
+usec_t util_now_cached_read(void);	/* the first read of a scope, or outside any */
+
+/* The scope's instant once read (0 until then and outside every scope). */
+extern __thread usec_t util_clock_scope_now;
+
+/* Inline: called about ten times per transaction, mostly after the first read. */
+static inline usec_t util_now_cached(void)
+{
+	usec_t now = util_clock_scope_now;
+	return now != 0 ? now : util_now_cached_read();
+}
 usec_t util_now_wall(void);
 
 /* Fill buf with cryptographically random bytes (OpenSSL RAND_bytes). */

@@ -132,6 +132,31 @@ def test_text_like_a_clean_one_is_still_checked(proxy_factory):
     assert first(c.simple_query(with_state), b"E")[0]["C"] == "0A000"
     assert first(c.simple_query("listen chan_654321"), b"E")[0]["C"] == "0A000"
     assert not first(c.simple_query("select 99999 as x0"), b"E")
+    # eight bytes compared at once: other digits differing beside the letters hide nothing
+    clean, with_state = "select 13;select 9", "select 12;listen x"
+    assert len(clean) == len(with_state)
+    assert not first(c.simple_query(clean), b"E")
+    assert first(c.simple_query(with_state), b"E")[0]["C"] == "0A000"
+    # digit runs of other lengths: skipped, but a word beside them is still seen
+    for sql in ("select 1 as x1", "select 123456 as x1234", "select 12 as x"):
+        assert not first(c.simple_query(sql), b"E")
+    for with_state in ("select 12 as x;listen y1", "select 1234 as x; listen x12",
+                       "listen x12345678901"):
+        assert first(c.simple_query(with_state), b"E")[0]["C"] == "0A000"
+        assert not first(c.simple_query("select 12 as x"), b"E")
+    c.close()
+
+
+def test_query_with_a_nul_inside_keeps_nothing(proxy_factory):
+    """A Query's text is scanned up to the message's end: PostgreSQL refuses a
+    text with a NUL inside (the string ends early), and nothing behind it runs."""
+    p = make_proxy(proxy_factory, "error")
+    c = raw_login(p)
+    assert not first(c.simple_query("select 1"), b"E")
+    c.send(msg(b"Q", b"select 1\0LISTEN chan_nul\0"))
+    out = c.read_until({b"Z"})
+    assert first(out, b"E"), out
+    assert not probe(c, "select count(*) > 0 from pg_listening_channels() c where c = 'chan_nul'")
     c.close()
 
 

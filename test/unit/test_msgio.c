@@ -54,9 +54,12 @@ Test(msgio, run_takes_following_messages_until_refused)
 	add_msg(b, 'Z', 1, 'I');
 	add_msg(b, 'D', 10, 4);
 	Seen s = { .refuse = 'Z' };
-	size_t end = msgio_extend_run(b, first, 1 << 20, note_type, &s);
+	struct evbuffer_iovec chunk;
+	size_t end = msgio_extend_run(b, first, 1 << 20, note_type, &s, &chunk);
 	cr_assert_eq(end, first + d + c);
 	cr_assert_str_eq(s.types, "DC", "the run stops at the first refusal, in order");
+	cr_assert_eq(chunk.iov_len, evbuffer_get_length(b), "the first chunk is reported");
+	cr_assert_eq(((const uint8_t *)chunk.iov_base)[end - 1], 3, "the run's last byte, in place");
 	evbuffer_free(b);
 }
 
@@ -67,13 +70,13 @@ Test(msgio, run_stops_at_a_message_not_all_here)
 	uint8_t partial[7] = { 'D', 0, 0, 0, 50, 9, 9 };	/* says 50 bytes, has 2 */
 	evbuffer_add(b, partial, sizeof(partial));
 	Seen s = { .refuse = 0 };
-	cr_assert_eq(msgio_extend_run(b, first, 1 << 20, note_type, &s), first);
+	cr_assert_eq(msgio_extend_run(b, first, 1 << 20, note_type, &s, NULL), first);
 	cr_assert_eq(s.n, 0);
 	uint8_t half_header[3] = { 'C', 0, 0 };
 	struct evbuffer *b2 = evbuffer_new();
 	first = add_msg(b2, 'T', 20, 1);
 	evbuffer_add(b2, half_header, sizeof(half_header));
-	cr_assert_eq(msgio_extend_run(b2, first, 1 << 20, note_type, &s), first);
+	cr_assert_eq(msgio_extend_run(b2, first, 1 << 20, note_type, &s, NULL), first);
 	evbuffer_free(b);
 	evbuffer_free(b2);
 }
@@ -85,11 +88,11 @@ Test(msgio, run_stops_at_an_impossible_length)
 	uint8_t bad[5] = { 'D', 0, 0, 0, 3 };	/* a length below 4 */
 	evbuffer_add(b, bad, sizeof(bad));
 	Seen s = { .refuse = 0 };
-	cr_assert_eq(msgio_extend_run(b, first, 1 << 20, note_type, &s), first);
+	cr_assert_eq(msgio_extend_run(b, first, 1 << 20, note_type, &s, NULL), first);
 	struct evbuffer *b2 = evbuffer_new();
 	first = add_msg(b2, 'T', 20, 1);
 	add_msg(b2, 'D', 200, 1);
-	cr_assert_eq(msgio_extend_run(b2, first, 100, note_type, &s), first, "over max_len");
+	cr_assert_eq(msgio_extend_run(b2, first, 100, note_type, &s, NULL), first, "over max_len");
 	cr_assert_eq(s.n, 0);
 	evbuffer_free(b);
 	evbuffer_free(b2);
@@ -105,7 +108,7 @@ Test(msgio, run_never_crosses_into_a_second_chunk)
 	struct evbuffer_iovec v[2];
 	int chunks = evbuffer_peek(b, -1, NULL, v, 2);
 	Seen s = { .refuse = 0 };
-	size_t end = msgio_extend_run(b, first, 1 << 20, note_type, &s);
+	size_t end = msgio_extend_run(b, first, 1 << 20, note_type, &s, NULL);
 	cr_assert_eq(chunks, 2, "evbuffer_add_buffer links the tail's chain");
 	cr_assert_eq(v[0].iov_len, first);
 	cr_assert_eq(end, first, "a message in the next chunk is left for the next pass");
@@ -120,9 +123,14 @@ Test(msgio, run_from_beyond_the_first_chunk_is_unchanged)
 	add_msg(b, 'D', 10, 2);
 	Seen s = { .refuse = 0 };
 	/* a first message still streaming: its end lies beyond what is here */
-	cr_assert_eq(msgio_extend_run(b, 100000, 1 << 20, note_type, &s), 100000);
+	cr_assert_eq(msgio_extend_run(b, 100000, 1 << 20, note_type, &s, NULL), 100000);
 	cr_assert_eq(s.n, 0);
 	evbuffer_free(b);
+	struct evbuffer *empty = evbuffer_new();
+	struct evbuffer_iovec chunk = { empty, 99 };
+	cr_assert_eq(msgio_extend_run(empty, 0, 1 << 20, note_type, &s, &chunk), 0);
+	cr_assert_eq(chunk.iov_len, 0, "an empty input reports an empty chunk");
+	evbuffer_free(empty);
 }
 
 /* evmem: chains drained and allocated again keep their contents apart. */
