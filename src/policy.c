@@ -144,6 +144,11 @@ struct PolicyEngine {
 	const char *kind_ptr[Q_KINDS_KEPT];
 	int kind_ref[Q_KINDS_KEPT];
 	int kind_next;		/* the slot the next new kind replaces */
+
+	/* (policy cost 5) the argument of the C function engine_cpcall runs: read
+	 * from here, not passed as a light userdata (GC64 LuaJIT interns each one
+	 * pushed, and lua_touserdata resolves it back) */
+	void *call_arg;
 };
 
 /* ------------------------------------------------------------- config */
@@ -1284,14 +1289,22 @@ static bool engine_enter(PolicyEngine *e)
 
 /*
  * lua_cpcall(L, fn, ud) for a C function made with the state (fn_ref), without
- * lua_cpcall's closure per call. Nothing here allocates: the registry read and
- * the light userdata fit the stack every C call starts with.
+ * lua_cpcall's closure per call; fn takes ud from engine_call_arg(). Nothing
+ * here allocates: the registry read fits the stack every C call starts with.
  */
 static int engine_cpcall(PolicyEngine *e, int fn_ref, void *ud)
 {
+	e->call_arg = ud;
 	lua_rawgeti(e->L, LUA_REGISTRYINDEX, fn_ref);
-	lua_pushlightuserdata(e->L, ud);
-	return lua_pcall(e->L, 1, 0, 0);
+	int status = lua_pcall(e->L, 0, 0, 0);
+	e->call_arg = NULL;
+	return status;
+}
+
+/* In a function engine_cpcall runs: its ud. */
+static void *engine_call_arg(lua_State *L)
+{
+	return engine_of(L)->call_arg;
 }
 
 /*
@@ -1904,7 +1917,7 @@ static void query_merge(QueryCall *c, const StmtState *ss)
 
 static int query_run(lua_State *L)
 {
-	QueryCall *c = lua_touserdata(L, 1);
+	QueryCall *c = engine_call_arg(L);
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->msgh_ref);
 	session_push(L, c->e, c->s);
@@ -2352,7 +2365,7 @@ static bool columns_any_custom(const MaskPlan *plan)
 
 static int columns_run(lua_State *L)
 {
-	ColumnsCall *c = lua_touserdata(L, 1);
+	ColumnsCall *c = engine_call_arg(L);
 	PolicyEngine *e = c->e;
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->msgh_ref);	/* 1 */
@@ -2397,12 +2410,8 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 					       : xcalloc((size_t)plan->ncols, sizeof(MaskKind));
 	ColumnsCall c = { e, s, plan, table_names, column_names, declared, NULL };
 	bool ok = e->cols_fn_ref != LUA_NOREF || lua_cpcall(e->L, columns_fns_make, e) == 0;
-	if (ok) {
-		/* (neither push allocates: safe outside a protected call) */
-		lua_rawgeti(e->L, LUA_REGISTRYINDEX, e->cols_fn_ref);
-		lua_pushlightuserdata(e->L, &c);
-		ok = lua_pcall(e->L, 1, 0, 0) == 0;
-	}
+	if (ok)
+		ok = engine_cpcall(e, e->cols_fn_ref, &c) == 0;
 	if (!ok) {
 		const char *msg = lua_tostring(e->L, -1);
 		snprintf(err, errlen, "%s: %s", e->where[0] ? e->where : "policy",
