@@ -2011,8 +2011,10 @@ void policy_on_query_parsed(PolicyEngine *e, PolicySession *s, SqlInfo *info, co
 	} else {
 		if (engine_cpcall(e, e->query_run_ref, &c) != 0)
 			decision_fail(e, out, c.fail_policy, lua_tostring(e->L, -1));
-		if (e->lua_time)
-			histogram_record(e->lua_time, histogram_now_ns() - t0);
+		if (e->lua_time) {
+			out->lua_end_ns = histogram_now_ns();
+			histogram_record(e->lua_time, out->lua_end_ns - t0);
+		}
 		engine_leave(e);
 	}
 	if (!out->error && out->verdict != POLICY_DENY && c.any_rewrite)
