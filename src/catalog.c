@@ -587,7 +587,7 @@ void catalog_refresh_views(Catalog *cat)
 
 const StrList *catalog_tainted_views(Catalog *cat, CatalogViews *state)
 {
-	usec_t now = util_now_mono();
+	usec_t now = util_now_cached();	/* (a TTL of seconds: the callback's instant will do) */
 	if (!cat->views_loaded)
 		*state = cat->views_failed ? CATALOG_VIEWS_FAILED : CATALOG_VIEWS_NONE;
 	else
