@@ -1779,9 +1779,10 @@ typedef struct QView {
 
 static QField q_field_of(lua_State *L, const PolicyEngine *e, int idx)
 {
-	if (lua_type(L, idx) != LUA_TSTRING)
+	/* (one API call: a number key becomes a string here, never one of the names) */
+	const char *k = lua_tolstring(L, idx, NULL);
+	if (!k)
 		return QF_NONE;
-	const char *k = lua_tostring(L, idx);
 	for (int f = 0; f < QF_NONE; f++)
 		if (e->q_names[f] == k)
 			return (QField)f;
@@ -2424,7 +2425,7 @@ static void columns_remember_last(lua_State *L, PolicyEngine *e, size_t len)
  * 300-400 bytes of the state's memory: the cache stays under 1/20 of it).
  * The last one is also kept by its key in C: a repeat interns no string.
  */
-static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c, int masks_idx)
+static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
 {
 	size_t len = columns_key(e, c);
 	if (e->cols_last_ref != LUA_NOREF && len == e->cols_last_len &&
@@ -2459,7 +2460,10 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 		lua_rawseti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
 		e->cols_cache_cols = 0;
 	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* (only a new template reads P.masks) */
+	int masks_idx = lua_gettop(L);
 	columns_build_template(L, c, masks_idx);
+	lua_remove(L, masks_idx);
 	lua_pushvalue(L, -1);
 	lua_insert(L, -3);	/* template, key, template */
 	lua_rawset(L, cache_idx);
@@ -2469,10 +2473,10 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 }
 
 /* The hooks' cols: a fresh table of fresh column tables, from the template (a hook may change them). */
-static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int masks_idx)
+static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c)
 {
 	MaskPlan *plan = c->plan;
-	columns_template(L, e, c, masks_idx);
+	columns_template(L, e, c);
 	lua_call(L, 0, 2);	/* cols, kinds */
 	size_t n;
 	const char *kinds = lua_tolstring(L, -1, &n);
@@ -2560,12 +2564,11 @@ static int columns_run(lua_State *L)
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->msgh_ref);	/* 1 */
 	session_push(L, e, c->s);			/* 2 */
-	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* 3 */
-	columns_push(L, e, c, 3);			/* 4 */
-	static const int args[] = { 2, 4 };	/* on_columns(s, cols) */
+	columns_push(L, e, c);				/* 3 */
+	static const int args[] = { 2, 3 };	/* on_columns(s, cols) */
 	hooks_call_each(L, e, HOOK_COLUMNS, args, 2, &c->fail_policy);
-	lua_settop(L, 4);
-	columns_read_back(L, c, 4);
+	lua_settop(L, 3);
+	columns_read_back(L, c, 3);
 	/* kept for on_row and Lua masks only (mask_run, row_run) */
 	if (c->s->cols_ref != LUA_NOREF)
 		luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
