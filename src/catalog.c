@@ -549,7 +549,7 @@ static void catalog_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 CatalogStatus catalog_resolve(Catalog *cat, const uint32_t *oids, int n, Server *s)
 {
-	usec_t now = util_now_mono();
+	usec_t now = util_now_cached();	/* (a TTL of seconds: the callback's instant will do) */
 	bool missing = false;
 	for (int i = 0; i < n; i++) {
 		if (oids[i] == 0 || catalog_fresh(cat, oids[i], now))
@@ -587,7 +587,7 @@ void catalog_refresh_views(Catalog *cat)
 
 const StrList *catalog_tainted_views(Catalog *cat, CatalogViews *state)
 {
-	usec_t now = util_now_mono();
+	usec_t now = util_now_cached();	/* (a TTL of seconds: the callback's instant will do) */
 	if (!cat->views_loaded)
 		*state = cat->views_failed ? CATALOG_VIEWS_FAILED : CATALOG_VIEWS_NONE;
 	else

@@ -306,6 +306,8 @@ static const char *const agreeing_encodings[] = {
 
 static bool encoding_agrees(const char *enc)
 {
+	if (enc && strcmp(enc, "UTF8") == 0)
+		return true;	/* (what servers report, nearly always: no case folding) */
 	for (int i = 0; enc && agreeing_encodings[i]; i++)
 		if (strcasecmp(enc, agreeing_encodings[i]) == 0)
 			return true;
@@ -316,7 +318,7 @@ static bool encoding_agrees(const char *enc)
 static const char *enforce_disagreement(const Client *c)
 {
 	const char *scs = c->vars.values[VAR_STANDARD_CONFORMING_STRINGS];
-	if (scs && strcasecmp(scs, "on") != 0)
+	if (scs && strcmp(scs, "on") != 0 && strcasecmp(scs, "on") != 0)
 		return "standard_conforming_strings is off";
 	if (!encoding_agrees(c->vars.values[VAR_CLIENT_ENCODING]))
 		return "client_encoding is one the policy parser cannot follow";
@@ -460,10 +462,13 @@ static void enforce_audit(Client *c, Server *s, uint8_t type, const char *name, 
 		audit_judged(c, type, name, sql, d, !s && !runs);
 }
 
-/* SHOW POLICY_STATS: what judging this statement cost, and whether a failure decided. */
+/*
+ * SHOW POLICY_STATS: what judging this statement cost, and whether a failure
+ * decided. It ends where on_query's Lua time ended, when that was read.
+ */
 static void enforce_time_on_query(Worker *w, uint64_t t0, const PolicyDecision *d)
 {
-	histogram_record(&w->on_query_ns, histogram_now_ns() - t0);
+	histogram_record(&w->on_query_ns, (d->lua_end_ns ? d->lua_end_ns : histogram_now_ns()) - t0);
 	if (d->error)
 		w->on_query_errors++;
 }

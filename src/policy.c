@@ -4,9 +4,10 @@
  * Safety model (doc/policies.md has the user-facing version):
  * - Scripts are loaded as text only and run in a per-script environment built
  *   from an allow-list; unknown globals raise on read and on write.
- * - The JIT is off for the policy state, so the count hook sees every loop;
- *   the hook compares the monotonic clock with the call's deadline and, once
- *   past it, raises on every later tick. pcall/xpcall are wrapped so they
+ * - The JIT is off for the policy state, so a count hook stops every loop. It
+ *   is installed only once a call is past its deadline, by the watchdog (a
+ *   thread that signals the thread running an overdue call; see "watchdog"),
+ *   and then raises on every instruction. pcall/xpcall are wrapped so they
  *   re-raise budget and memory errors instead of swallowing them.
  * - The allocator given to lua_newstate (GC64 LuaJIT accepts one) refuses to
  *   grow past memory_limit (the small blocks it keeps for reuse are not counted).
@@ -21,10 +22,13 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -39,7 +43,9 @@
 #include "log.h"
 #include "luastr.h"
 
-#define HOOK_TICK 1000			/* VM instructions between clock checks */
+#define HOOK_TICK 1000			/* VM instructions between clock checks (no watchdog) */
+#define WATCHDOG_MIN_PERIOD 1000	/* usec between the watchdog's looks, at least... */
+#define WATCHDOG_MAX_PERIOD 10000	/* ... and at most (else a quarter of the least time_budget) */
 #define JSON_MAX_DEPTH 32
 #define SQLINFO_CACHE_SIZE 1024
 #define WHERE_LEN 128
@@ -96,7 +102,7 @@ struct PolicyEngine {
 	/* Masking on the wire: the P.masks keys, for the statement-time guard. */
 	StrList mask_keys;
 
-	/* per call */
+	/* per call (in_call and deadline also read by the watchdog: __atomic) */
 	bool in_call;		/* between engine_enter and engine_leave: the hook counts */
 	usec_t deadline;
 	bool overrun;		/* time budget exceeded: the hook keeps raising */
@@ -144,6 +150,16 @@ struct PolicyEngine {
 	const char *kind_ptr[Q_KINDS_KEPT];
 	int kind_ref[Q_KINDS_KEPT];
 	int kind_next;		/* the slot the next new kind replaces */
+
+	/* (policy cost 5) the argument of the C function engine_cpcall runs: read
+	 * from here, not passed as a light userdata (GC64 LuaJIT interns each one
+	 * pushed, and lua_touserdata resolves it back) */
+	void *call_arg;
+	/* (policy cost 5) the watchdog (see there): the thread in the call, and
+	 * whether its signal installed the count hook in this call */
+	pthread_t call_thread;
+	volatile sig_atomic_t wd_armed;
+	bool wd_registered;
 };
 
 /* ------------------------------------------------------------- config */
@@ -417,6 +433,181 @@ void luastr_check_budget(lua_State *L)
 	}
 	if (engine_past_budget(e))
 		engine_raise_budget(L, e);
+}
+
+/* ------------------------------------------------------------ watchdog */
+
+/*
+ * The time budget without a count hook on every instruction (which made the
+ * interpreter dispatch each one through LuaJIT's hook check: about 400
+ * instructions per transaction under the example policies). A thread looks at
+ * every engine each few milliseconds and signals the thread running a call
+ * past its deadline; the handler, in that thread, installs the count hook (as
+ * LuaJIT's own luajit.c does on SIGINT), and the hook raises at the next
+ * instruction. The signal repeats at every look while the call runs on, so a
+ * hook change lost to an interrupted read-modify-write of LuaJIT's hook mask
+ * is made again. Without the thread (it could not start) each state keeps
+ * the count hook of old, checking the clock every HOOK_TICK instructions.
+ */
+static struct {
+	pthread_mutex_t lock;
+	PolicyEngine **engines;	/* registered: the watchdog may look at them */
+	int n, cap;
+	pid_t pid;		/* the process whose thread runs; a fork's child starts its own */
+	bool failed;		/* the thread could not start: count hooks instead */
+	int signo;
+} wd = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static pthread_once_t wd_once = PTHREAD_ONCE_INIT;
+static __thread PolicyEngine *volatile wd_running;	/* this thread's engine, while in a call */
+
+static void wd_signal_handler(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	PolicyEngine *e = wd_running;
+	if (e && e->L && e->in_call && util_now_mono() >= e->deadline) {
+		e->wd_armed = 1;
+		lua_sethook(e->L, engine_hook, LUA_MASKCOUNT, 1);
+	}
+	errno = saved;
+}
+
+static void *wd_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		usec_t period = WATCHDOG_MAX_PERIOD;
+		pthread_mutex_lock(&wd.lock);
+		usec_t now = util_now_mono();
+		for (int i = 0; i < wd.n; i++) {
+			PolicyEngine *e = wd.engines[i];
+			if ((usec_t)e->cfg.time_budget / 4 < period)
+				period = (usec_t)e->cfg.time_budget / 4;
+			if (__atomic_load_n(&e->in_call, __ATOMIC_RELAXED) &&
+			    now >= __atomic_load_n(&e->deadline, __ATOMIC_RELAXED))
+				pthread_kill(__atomic_load_n(&e->call_thread, __ATOMIC_RELAXED), wd.signo);
+		}
+		pthread_mutex_unlock(&wd.lock);
+		if (period < WATCHDOG_MIN_PERIOD)
+			period = WATCHDOG_MIN_PERIOD;
+		struct timespec ts = { (time_t)(period / 1000000), (long)(period % 1000000) * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static void wd_atfork_prepare(void)
+{
+	pthread_mutex_lock(&wd.lock);
+}
+
+static void wd_atfork_parent(void)
+{
+	pthread_mutex_unlock(&wd.lock);
+}
+
+static void wd_atfork_child(void)
+{
+	pthread_mutex_init(&wd.lock, NULL);	/* (the thread did not come along: wd.pid tells) */
+}
+
+static void wd_init(void)
+{
+	wd.signo = SIGRTMIN + 4;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = wd_signal_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(wd.signo, &sa, NULL) != 0 ||
+	    pthread_atfork(wd_atfork_prepare, wd_atfork_parent, wd_atfork_child) != 0)
+		wd.failed = true;
+}
+
+/* The thread for this process, started once; false: none (count hooks instead). */
+static bool wd_start_locked(void)
+{
+	if (wd.failed)
+		return false;
+	pid_t pid = getpid();
+	if (wd.pid == pid)
+		return true;
+	pthread_t t;
+	pthread_attr_t attr;
+	if (pthread_attr_init(&attr) != 0)
+		return false;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	/* the signal goes to the threads in calls, never to this one */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&t, &attr, wd_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		log_warning("policy: cannot start the time budget's watchdog (%s): count hooks "
+			    "check the clock instead", strerror(rc));
+		return false;
+	}
+	wd.pid = pid;
+	return true;
+}
+
+/* Let the watchdog see e; false: it cannot (e's states keep a count hook). */
+static bool wd_register(PolicyEngine *e)
+{
+	pthread_once(&wd_once, wd_init);
+	pthread_mutex_lock(&wd.lock);
+	bool ok = wd_start_locked();
+	if (ok) {
+		if (wd.n == wd.cap) {
+			wd.cap = wd.cap ? wd.cap * 2 : 8;
+			wd.engines = xrealloc(wd.engines, sizeof(*wd.engines) * (size_t)wd.cap);
+		}
+		wd.engines[wd.n++] = e;
+	}
+	pthread_mutex_unlock(&wd.lock);
+	return ok;
+}
+
+static void wd_unregister(PolicyEngine *e)
+{
+	if (!e->wd_registered)
+		return;
+	pthread_mutex_lock(&wd.lock);
+	for (int i = 0; i < wd.n; i++) {
+		if (wd.engines[i] == e) {
+			wd.engines[i] = wd.engines[--wd.n];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&wd.lock);
+	e->wd_registered = false;
+}
+
+/* A call (or a state's loading) starts: the watchdog may now signal this thread. */
+static void engine_call_begin(PolicyEngine *e, usec_t deadline)
+{
+	__atomic_store_n(&e->deadline, deadline, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->call_thread, pthread_self(), __ATOMIC_RELAXED);
+	__atomic_store_n(&e->in_call, true, __ATOMIC_RELAXED);
+	wd_running = e;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+/* ... and ends: a count hook the watchdog installed comes off (if the state stays). */
+static void engine_call_end(PolicyEngine *e)
+{
+	wd_running = NULL;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	__atomic_store_n(&e->in_call, false, __ATOMIC_RELAXED);
+	if (e->wd_armed) {
+		e->wd_armed = 0;
+		if (e->L && !engine_past_budget(e))
+			lua_sethook(e->L, NULL, 0, 0);
+	}
 }
 
 /* Message handler: remember where a policy failed before the stack unwinds. */
@@ -1091,12 +1282,12 @@ static bool engine_open_state(PolicyEngine *e, char *err, size_t errlen)
 	luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
 	e->gc_pause = GC_PAUSE_DEFAULT;
 	e->L = L;
-	e->deadline = util_now_mono() + e->cfg.time_budget;
-	/* Installed once for the state's life; it acts only while in_call is set. */
-	lua_sethook(L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
-	e->in_call = true;
+	/* Without the watchdog: installed once for the state's life; it acts only while in_call is set. */
+	if (!e->wd_registered)
+		lua_sethook(L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
+	engine_call_begin(e, util_now_mono() + e->cfg.time_budget);
 	int status = lua_cpcall(L, state_load_scripts, e);
-	e->in_call = false;
+	engine_call_end(e);
 	if (status != 0) {
 		const char *msg = lua_tostring(L, -1);
 		if (e->where[0] && msg && !strstr(msg, e->where))
@@ -1158,6 +1349,7 @@ PolicyEngine *policy_engine_new(const PolicyConfig *pc, char *err, size_t errlen
 		e->scripts[i].name = xstrdup(path_basename(pc->scripts.items[i]));
 	}
 	e->cache = sqlinfo_cache_new(SQLINFO_CACHE_SIZE);
+	e->wd_registered = wd_register(e);
 	if (!engine_load_hash_key(e, err, errlen) || !engine_open_state(e, err, errlen)) {
 		policy_engine_free(e);
 		return NULL;
@@ -1169,6 +1361,7 @@ void policy_engine_free(PolicyEngine *e)
 {
 	if (!e)
 		return;
+	wd_unregister(e);
 	engine_close_state(e);
 	for (int i = 0; i < e->nscripts; i++) {
 		free(e->scripts[i].path);
@@ -1255,9 +1448,10 @@ void policy_engine_stats(const PolicyEngine *e, PolicyStats *out)
 /* ------------------------------------------------------ calling hooks */
 
 /*
- * Start a call: a deadline, a clean failure state, the hook armed. The hook is
- * armed by in_call, not by lua_sethook: LuaJIT rewrites its dispatch table on
- * every lua_sethook that turns the count hook on or off, twice per call.
+ * Start a call: a deadline, a clean failure state, the watchdog watching (or,
+ * without it, the hook armed). The hook is armed by in_call, not by
+ * lua_sethook: LuaJIT rewrites its dispatch table on every lua_sethook that
+ * turns the count hook on or off, twice per call.
  */
 static bool engine_enter_at(PolicyEngine *e, usec_t now)
 {
@@ -1269,11 +1463,10 @@ static bool engine_enter_at(PolicyEngine *e, usec_t now)
 		}
 		e->stats.recreated++;
 	}
-	e->deadline = now + e->cfg.time_budget;
 	e->overrun = false;
 	e->mem_failed = false;
 	e->where[0] = '\0';
-	e->in_call = true;
+	engine_call_begin(e, now + e->cfg.time_budget);
 	return true;
 }
 
@@ -1284,14 +1477,22 @@ static bool engine_enter(PolicyEngine *e)
 
 /*
  * lua_cpcall(L, fn, ud) for a C function made with the state (fn_ref), without
- * lua_cpcall's closure per call. Nothing here allocates: the registry read and
- * the light userdata fit the stack every C call starts with.
+ * lua_cpcall's closure per call; fn takes ud from engine_call_arg(). Nothing
+ * here allocates: the registry read fits the stack every C call starts with.
  */
 static int engine_cpcall(PolicyEngine *e, int fn_ref, void *ud)
 {
+	e->call_arg = ud;
 	lua_rawgeti(e->L, LUA_REGISTRYINDEX, fn_ref);
-	lua_pushlightuserdata(e->L, ud);
-	return lua_pcall(e->L, 1, 0, 0);
+	int status = lua_pcall(e->L, 0, 0, 0);
+	e->call_arg = NULL;
+	return status;
+}
+
+/* In a function engine_cpcall runs: its ud. */
+static void *engine_call_arg(lua_State *L)
+{
+	return engine_of(L)->call_arg;
 }
 
 /*
@@ -1314,7 +1515,7 @@ static void engine_tune_gc(PolicyEngine *e, size_t used)
 static void engine_leave(PolicyEngine *e)
 {
 	lua_State *L = e->L;
-	e->in_call = false;
+	engine_call_end(e);
 	lua_settop(L, 0);
 	if (!engine_past_budget(e)) {
 		size_t used = e->mem_used;	/* (engine_alloc's count: what LUA_GCCOUNT reports) */
@@ -1578,9 +1779,10 @@ typedef struct QView {
 
 static QField q_field_of(lua_State *L, const PolicyEngine *e, int idx)
 {
-	if (lua_type(L, idx) != LUA_TSTRING)
+	/* (one API call: a number key becomes a string here, never one of the names) */
+	const char *k = lua_tolstring(L, idx, NULL);
+	if (!k)
 		return QF_NONE;
-	const char *k = lua_tostring(L, idx);
 	for (int f = 0; f < QF_NONE; f++)
 		if (e->q_names[f] == k)
 			return (QField)f;
@@ -1904,7 +2106,7 @@ static void query_merge(QueryCall *c, const StmtState *ss)
 
 static int query_run(lua_State *L)
 {
-	QueryCall *c = lua_touserdata(L, 1);
+	QueryCall *c = engine_call_arg(L);
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->msgh_ref);
 	session_push(L, c->e, c->s);
@@ -1998,8 +2200,10 @@ void policy_on_query_parsed(PolicyEngine *e, PolicySession *s, SqlInfo *info, co
 	} else {
 		if (engine_cpcall(e, e->query_run_ref, &c) != 0)
 			decision_fail(e, out, c.fail_policy, lua_tostring(e->L, -1));
-		if (e->lua_time)
-			histogram_record(e->lua_time, histogram_now_ns() - t0);
+		if (e->lua_time) {
+			out->lua_end_ns = histogram_now_ns();
+			histogram_record(e->lua_time, out->lua_end_ns - t0);
+		}
 		engine_leave(e);
 	}
 	if (!out->error && out->verdict != POLICY_DENY && c.any_rewrite)
@@ -2221,7 +2425,7 @@ static void columns_remember_last(lua_State *L, PolicyEngine *e, size_t len)
  * 300-400 bytes of the state's memory: the cache stays under 1/20 of it).
  * The last one is also kept by its key in C: a repeat interns no string.
  */
-static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c, int masks_idx)
+static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c)
 {
 	size_t len = columns_key(e, c);
 	if (e->cols_last_ref != LUA_NOREF && len == e->cols_last_len &&
@@ -2256,7 +2460,10 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 		lua_rawseti(L, LUA_REGISTRYINDEX, e->cols_cache_ref);
 		e->cols_cache_cols = 0;
 	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* (only a new template reads P.masks) */
+	int masks_idx = lua_gettop(L);
 	columns_build_template(L, c, masks_idx);
+	lua_remove(L, masks_idx);
 	lua_pushvalue(L, -1);
 	lua_insert(L, -3);	/* template, key, template */
 	lua_rawset(L, cache_idx);
@@ -2266,10 +2473,10 @@ static void columns_template(lua_State *L, PolicyEngine *e, const ColumnsCall *c
 }
 
 /* The hooks' cols: a fresh table of fresh column tables, from the template (a hook may change them). */
-static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c, int masks_idx)
+static void columns_push(lua_State *L, PolicyEngine *e, ColumnsCall *c)
 {
 	MaskPlan *plan = c->plan;
-	columns_template(L, e, c, masks_idx);
+	columns_template(L, e, c);
 	lua_call(L, 0, 2);	/* cols, kinds */
 	size_t n;
 	const char *kinds = lua_tolstring(L, -1, &n);
@@ -2352,17 +2559,16 @@ static bool columns_any_custom(const MaskPlan *plan)
 
 static int columns_run(lua_State *L)
 {
-	ColumnsCall *c = lua_touserdata(L, 1);
+	ColumnsCall *c = engine_call_arg(L);
 	PolicyEngine *e = c->e;
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->msgh_ref);	/* 1 */
 	session_push(L, e, c->s);			/* 2 */
-	lua_rawgeti(L, LUA_REGISTRYINDEX, e->masks_ref);	/* 3 */
-	columns_push(L, e, c, 3);			/* 4 */
-	static const int args[] = { 2, 4 };	/* on_columns(s, cols) */
+	columns_push(L, e, c);				/* 3 */
+	static const int args[] = { 2, 3 };	/* on_columns(s, cols) */
 	hooks_call_each(L, e, HOOK_COLUMNS, args, 2, &c->fail_policy);
-	lua_settop(L, 4);
-	columns_read_back(L, c, 4);
+	lua_settop(L, 3);
+	columns_read_back(L, c, 3);
 	/* kept for on_row and Lua masks only (mask_run, row_run) */
 	if (c->s->cols_ref != LUA_NOREF)
 		luaL_unref(L, LUA_REGISTRYINDEX, c->s->cols_ref);
@@ -2397,12 +2603,8 @@ bool policy_on_columns(PolicyEngine *e, PolicySession *s, MaskPlan *plan,
 					       : xcalloc((size_t)plan->ncols, sizeof(MaskKind));
 	ColumnsCall c = { e, s, plan, table_names, column_names, declared, NULL };
 	bool ok = e->cols_fn_ref != LUA_NOREF || lua_cpcall(e->L, columns_fns_make, e) == 0;
-	if (ok) {
-		/* (neither push allocates: safe outside a protected call) */
-		lua_rawgeti(e->L, LUA_REGISTRYINDEX, e->cols_fn_ref);
-		lua_pushlightuserdata(e->L, &c);
-		ok = lua_pcall(e->L, 1, 0, 0) == 0;
-	}
+	if (ok)
+		ok = engine_cpcall(e, e->cols_fn_ref, &c) == 0;
 	if (!ok) {
 		const char *msg = lua_tostring(e->L, -1);
 		snprintf(err, errlen, "%s: %s", e->where[0] ? e->where : "policy",

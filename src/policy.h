@@ -68,6 +68,9 @@ typedef struct PolicyDecision {
 	bool error;		/* decided by a failure (fail closed), not by a policy */
 	PolicyTrace *trace;	/* per policy and statement, when the engine traces */
 	int ntrace;
+	/* (policy cost 5) when on_query's Lua time was recorded: the clock
+	 * (histogram_now_ns) as it ended, for the caller's timing; else 0 */
+	uint64_t lua_end_ns;
 } PolicyDecision;
 
 void policy_decision_free(PolicyDecision *d);	/* frees the contents, not d */

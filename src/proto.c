@@ -77,7 +77,8 @@ bool proto_read_int32(PktReader *r, int32_t *out)
 bool proto_read_cstring_search(PktReader *r, const char **out)
 {
 	size_t left = proto_reader_left(r);
-	const uint8_t *nul = left ? memchr(r->pos, '\0', left) : NULL;
+	/* (an empty name, the unnamed statement or portal, is the usual case) */
+	const uint8_t *nul = !left ? NULL : *r->pos == '\0' ? r->pos : memchr(r->pos, '\0', left);
 	if (!nul)
 		return false;
 	*out = (const char *)r->pos;

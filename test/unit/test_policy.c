@@ -6,10 +6,12 @@
  * backstop.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "src/config.h"
@@ -776,6 +778,65 @@ Test(policy, budget_stops_while_true)
 	usec_t took = timed_deny(e, "while true");
 	cr_assert_lt(took, 1000000, "took %lld us", (long long)took);
 	assert_recovers(e);
+	policy_engine_free(e);
+}
+
+/* The watchdog signals the thread running the call, whichever it is. */
+static void *spin_in_thread(void *arg)
+{
+	PolicyEngine *e = arg;
+	PolicyDecision d;
+	usec_t t0 = util_now_mono();
+	bool denied = query1(e, "select 1", &d) == POLICY_DENY && d.error;
+	usec_t took = util_now_mono() - t0;
+	policy_decision_free(&d);
+	return (void *)(intptr_t)(denied && took < 1000000);
+}
+
+Test(policy, budget_stops_loop_in_another_thread)
+{
+	PolicyEngine *e = engine_cfg(20000, 0, POLICY_ENFORCE, "spin.lua", LOOP_POLICY("while true do end"), NULL);
+	pthread_t t;
+	void *ok = NULL;
+	cr_assert_eq(pthread_create(&t, NULL, spin_in_thread, e), 0);
+	cr_assert_eq(pthread_join(t, &ok), 0);
+	cr_assert(ok, "the loop in the other thread was not stopped within 1 s");
+	assert_recovers(e);
+	policy_engine_free(e);
+}
+
+/* A fork's child (the daemon forks) gets a watchdog of its own. */
+Test(policy, budget_stops_loop_in_forked_child)
+{
+	PolicyEngine *parent = engine_cfg(20000, 0, POLICY_ENFORCE, "ok.lua", HEADER "return P\n", NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		PolicyEngine *e = engine_cfg(20000, 0, POLICY_ENFORCE, "spin.lua",
+					     LOOP_POLICY("while true do end"), NULL);
+		_exit(spin_in_thread(e) ? 0 : 1);
+	}
+	int status = 0;
+	usec_t t0 = util_now_mono();
+	while (waitpid(pid, &status, WNOHANG) == 0 && util_now_mono() - t0 < 5000000)
+		usleep(10000);
+	if (util_now_mono() - t0 >= 5000000) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		cr_assert_fail("the child's loop was never stopped");
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's loop was not stopped");
+	policy_engine_free(parent);
+}
+
+/* A second overrun in the same engine, and a normal call after each. */
+Test(policy, budget_stops_loops_again_after_recovery)
+{
+	PolicyEngine *e = engine_cfg(20000, 0, POLICY_ENFORCE, "spin.lua", LOOP_POLICY("while true do end"), NULL);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_lt(timed_deny(e, "while true"), 1000000);
+		assert_recovers(e);
+	}
 	policy_engine_free(e);
 }
 
