@@ -43,7 +43,7 @@
 #include "log.h"
 #include "luastr.h"
 
-#define HOOK_TICK 1000			/* VM instructions between clock checks (no watchdog) */
+#define HOOK_TICK 1000			/* VM instructions between clock checks */
 #define WATCHDOG_MIN_PERIOD 1000	/* usec between the watchdog's looks, at least... */
 #define WATCHDOG_MAX_PERIOD 10000	/* ... and at most (else a quarter of the least time_budget) */
 #define JSON_MAX_DEPTH 32
@@ -160,6 +160,8 @@ struct PolicyEngine {
 	pthread_t call_thread;
 	volatile sig_atomic_t wd_armed;
 	bool wd_registered;
+	uint64_t call_seq;	/* counts calls (engine_call_begin), for the watchdog */
+	uint64_t wd_overdue_seq;	/* the watchdog's: the call it last found overdue */
 };
 
 /* ------------------------------------------------------------- config */
@@ -443,11 +445,16 @@ void luastr_check_budget(lua_State *L)
  * instructions per transaction under the example policies). A thread looks at
  * every engine each few milliseconds and signals the thread running a call
  * past its deadline; the handler, in that thread, installs the count hook (as
- * LuaJIT's own luajit.c does on SIGINT), and the hook raises at the next
- * instruction. The signal repeats at every look while the call runs on, so a
- * hook change lost to an interrupted read-modify-write of LuaJIT's hook mask
- * is made again. Without the thread (it could not start) each state keeps
- * the count hook of old, checking the clock every HOOK_TICK instructions.
+ * LuaJIT's own luajit.c does on SIGINT), which checks the clock again after
+ * HOOK_TICK instructions and raises. A pause is not a loop: the watchdog
+ * signals only a call it finds overdue at two looks, and the hook raises only
+ * once the call has run on: a short call whose thread (or the whole process,
+ * under a CPU quota or a stop) was paused across its deadline ends first, and
+ * is not failed for a pause it did not cause. The signal repeats at every
+ * later look while the call runs on, so a hook change lost to an interrupted
+ * read-modify-write of LuaJIT's hook mask is made again. Without the thread
+ * (it could not start) each state keeps the count hook of old, checking the
+ * clock every HOOK_TICK instructions.
  */
 static struct {
 	pthread_mutex_t lock;
@@ -468,7 +475,9 @@ static void wd_signal_handler(int sig)
 	PolicyEngine *e = wd_running;
 	if (e && e->L && e->in_call && util_now_mono() >= e->deadline) {
 		e->wd_armed = 1;
-		lua_sethook(e->L, engine_hook, LUA_MASKCOUNT, 1);
+		/* (the hook raises after HOOK_TICK more instructions, not at the next:
+		 * a call that ends sooner was paused, not looping) */
+		lua_sethook(e->L, engine_hook, LUA_MASKCOUNT, HOOK_TICK);
 	}
 	errno = saved;
 }
@@ -484,9 +493,13 @@ static void *wd_main(void *arg)
 			PolicyEngine *e = wd.engines[i];
 			if ((usec_t)e->cfg.time_budget / 4 < period)
 				period = (usec_t)e->cfg.time_budget / 4;
-			if (__atomic_load_n(&e->in_call, __ATOMIC_RELAXED) &&
-			    now >= __atomic_load_n(&e->deadline, __ATOMIC_RELAXED))
+			if (!__atomic_load_n(&e->in_call, __ATOMIC_ACQUIRE) ||
+			    now < __atomic_load_n(&e->deadline, __ATOMIC_RELAXED))
+				continue;
+			uint64_t seq = __atomic_load_n(&e->call_seq, __ATOMIC_RELAXED);
+			if (e->wd_overdue_seq == seq)
 				pthread_kill(__atomic_load_n(&e->call_thread, __ATOMIC_RELAXED), wd.signo);
+			e->wd_overdue_seq = seq;
 		}
 		pthread_mutex_unlock(&wd.lock);
 		if (period < WATCHDOG_MIN_PERIOD)
@@ -592,7 +605,8 @@ static void engine_call_begin(PolicyEngine *e, usec_t deadline)
 {
 	__atomic_store_n(&e->deadline, deadline, __ATOMIC_RELAXED);
 	__atomic_store_n(&e->call_thread, pthread_self(), __ATOMIC_RELAXED);
-	__atomic_store_n(&e->in_call, true, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->call_seq, e->call_seq + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->in_call, true, __ATOMIC_RELEASE);	/* after the fields above */
 	wd_running = e;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 }

@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -838,6 +839,62 @@ Test(policy, budget_stops_loops_again_after_recovery)
 		assert_recovers(e);
 	}
 	policy_engine_free(e);
+}
+
+/*
+ * A process paused across a short call's deadline (a CPU quota, a stop) does
+ * not fail that call: the watchdog signals only a call it finds overdue at two
+ * looks. The child runs short calls with a 5 ms budget while it is stopped for
+ * 20 ms, 30 times; with a signal at the first look most stops inside a call
+ * failed it.
+ */
+#define PAUSES 50
+#define PAUSE_USEC 20000
+
+static int short_calls_failed(PolicyEngine *e, usec_t run_for)
+{
+	int failed = 0;
+	usec_t t0 = util_now_mono();
+	while (util_now_mono() - t0 < run_for) {
+		PolicyDecision d;
+		if (query1(e, "select 1", &d) != POLICY_ALLOW) {
+			failed++;
+			fprintf(stderr, "short call failed: %s\n", d.message ? d.message : "?");
+		}
+		policy_decision_free(&d);
+	}
+	return failed;
+}
+
+Test(policy, budget_spares_short_calls_of_a_paused_process)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		PolicyEngine *e = engine_cfg(5000, 0, POLICY_ENFORCE, "short.lua",
+					     HEADER "function P.on_query(s, q) end\nreturn P\n", NULL);
+		int failed = e ? short_calls_failed(e, PAUSES * (PAUSE_USEC + 10000) + 500000) : 255;
+		_exit(failed > 250 ? 250 : failed);
+	}
+	usleep(200000);	/* (the child loads its engine) */
+	for (int i = 0; i < PAUSES; i++) {
+		kill(pid, SIGSTOP);
+		usleep(PAUSE_USEC);
+		kill(pid, SIGCONT);
+		usleep(10000);
+	}
+	int status = 0;
+	usec_t t0 = util_now_mono();
+	while (waitpid(pid, &status, WNOHANG) == 0 && util_now_mono() - t0 < 10000000)
+		usleep(10000);
+	if (util_now_mono() - t0 >= 10000000) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		cr_assert_fail("the child did not finish");
+	}
+	cr_assert(WIFEXITED(status), "the child died");
+	cr_expect_leq(WEXITSTATUS(status), 1, "%d short calls failed over %d pauses", WEXITSTATUS(status),
+		      PAUSES);
 }
 
 Test(policy, budget_stops_loop_inside_pcall)
