@@ -76,9 +76,8 @@ bool proto_read_int32(PktReader *r, int32_t *out)
 
 bool proto_read_cstring_search(PktReader *r, const char **out)
 {
-	size_t left = proto_reader_left(r);
-	/* (an empty name, the unnamed statement or portal, is the usual case) */
-	const uint8_t *nul = !left ? NULL : *r->pos == '\0' ? r->pos : memchr(r->pos, '\0', left);
+	/* (proto_read_cstring looked at the first bytes, the empty name among them) */
+	const uint8_t *nul = memchr(r->pos, '\0', proto_reader_left(r));
 	if (!nul)
 		return false;
 	*out = (const char *)r->pos;
