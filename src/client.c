@@ -131,15 +131,29 @@ const PeerAddr *client_local_addr(Client *c)
 	return &c->local;
 }
 
-bool client_send_pktbuf(Client *c, PktBuf *pb)
+static const uint8_t auth_ok_msg[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 0 };
+
+/* uncounted: leading bytes of pb left out of the pool's bytes_sent (AuthenticationOk) */
+static bool client_send_counted(Client *c, PktBuf *pb, size_t uncounted)
 {
 	if (!pktbuf_ok(pb) || !client_has_socket(c) || !c->out.buf)
 		return false;
-	if (evbuffer_add(msgio_out(&c->out), pb->data, pb->len) != 0)
+	struct evbuffer *out = msgio_out(&c->out);
+	if (c->auth_ok_due) {
+		c->auth_ok_due = false;
+		if (evbuffer_add(out, auth_ok_msg, sizeof(auth_ok_msg)) != 0)
+			return false;
+	}
+	if (evbuffer_add(out, pb->data, pb->len) != 0)
 		return false;
 	if (c->pool && !c->is_admin)	/* pgbouncer counts no console traffic */
-		c->pool->stats.total.bytes_sent += pb->len;
+		c->pool->stats.total.bytes_sent += pb->len - uncounted;
 	return true;
+}
+
+bool client_send_pktbuf(Client *c, PktBuf *pb)
+{
+	return client_send_counted(c, pb, 0);
 }
 
 static void client_free_later(Client *c)
@@ -709,13 +723,19 @@ void client_finish_login(Client *c)
 	uint8_t welcome[WELCOME_ON_STACK];
 	PktBuf pb;
 	pktbuf_init_on(&pb, welcome, sizeof(welcome));
+	size_t uncounted = 0;
+	if (c->auth_ok_due) {	/* (as before: sent before the client had a pool) */
+		c->auth_ok_due = false;
+		pktbuf_auth_ok(&pb);
+		uncounted = pb.len;
+	}
 	welcome_build(pool, &c->vars, &pb);
 	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
 	pktbuf_ready(&pb, 'I');
 	c->tx_status = 'I';
 	client_set_state(c, CL_ACTIVE);
 	prepared_client_init(c);
-	bool ok = client_send_pktbuf(c, &pb);
+	bool ok = client_send_counted(c, &pb, uncounted);
 	pktbuf_free(&pb);
 	if (!ok) {
 		client_disconnect(c, NULL, "could not send the welcome");
@@ -750,19 +770,17 @@ static void client_login_console(Client *c)
 	c->request_time = util_now_mono();
 }
 
+/*
+ * AuthenticationOk goes out with the welcome (client_finish_login, or the
+ * console's through client_send_pktbuf) or ahead of the error that ends the
+ * login, whichever comes first, as pgbouncer sends it: one write to the
+ * output, not two. Until the login completes, a client is written nothing
+ * but through client_send_pktbuf.
+ */
 static void client_auth_ok(Client *c)
 {
 	c->auth_phase = AUTH_PHASE_DONE;
-	uint8_t auth_ok[16];
-	PktBuf pb;
-	pktbuf_init_on(&pb, auth_ok, sizeof(auth_ok));
-	pktbuf_auth_ok(&pb);
-	bool ok = client_send_pktbuf(c, &pb);
-	pktbuf_free(&pb);
-	if (!ok) {
-		client_disconnect(c, NULL, "could not send AuthenticationOk");
-		return;
-	}
+	c->auth_ok_due = true;
 	if (admin_is_console_db(c->db_name)) {
 		client_login_console(c);
 		return;
@@ -1922,7 +1940,8 @@ static void client_expect_proxy_header(Client *c, const struct sockaddr *sa)
 {
 	const Config *cfg = moat->cfg;
 	ProxyMode mode;
-	if (!proxyproto_mode_parse(cfg->proxy_protocol, &mode) || mode == PROXYPROTO_OFF ||
+	if (cfg->proxy_protocol_trusted.count == 0 ||	/* (the default: no parse per connection) */
+	    !proxyproto_mode_parse(cfg->proxy_protocol, &mode) || mode == PROXYPROTO_OFF ||
 	    !proxyproto_trusted(&cfg->proxy_protocol_trusted, sa))
 		return;
 	c->proxy_pending = true;
