@@ -245,12 +245,14 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 {
 	if (c->state == CL_FREE)
 		return;
-	char msg[512] = "client close request";
+	char buf[512];
+	const char *msg = "client close request";	/* (not copied: a Terminate's is the common case) */
 	if (fmt) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(msg, sizeof(msg), fmt, ap);
+		vsnprintf(buf, sizeof(buf), fmt, ap);
 		va_end(ap);
+		msg = buf;
 	}
 	client_log_disconnect(c, msg);
 	auth_query_cancel(c);
