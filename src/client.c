@@ -29,7 +29,6 @@
 #include "auth_query.h"
 #include "auth_jwt.h"
 #include "tls.h"
-#include "sockopt.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -131,15 +130,34 @@ const PeerAddr *client_local_addr(Client *c)
 	return &c->local;
 }
 
-bool client_send_pktbuf(Client *c, PktBuf *pb)
+static const uint8_t auth_ok_msg[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 0 };
+
+/*
+ * uncounted: leading bytes of pb left out of the pool's bytes_sent
+ * (AuthenticationOk); now: pb ends what this callback writes to the client
+ * (msgio_output_send_now).
+ */
+static bool client_send_counted(Client *c, PktBuf *pb, size_t uncounted, bool now)
 {
 	if (!pktbuf_ok(pb) || !client_has_socket(c) || !c->out.buf)
 		return false;
-	if (evbuffer_add(msgio_out(&c->out), pb->data, pb->len) != 0)
+	if (c->auth_ok_due) {
+		c->auth_ok_due = false;
+		if (evbuffer_add(msgio_out(&c->out), auth_ok_msg, sizeof(auth_ok_msg)) != 0)
+			return false;
+	}
+	bool ok = now ? msgio_output_send_now(&c->out, pb->data, pb->len)
+		      : evbuffer_add(msgio_out(&c->out), pb->data, pb->len) == 0;
+	if (!ok)
 		return false;
 	if (c->pool && !c->is_admin)	/* pgbouncer counts no console traffic */
-		c->pool->stats.total.bytes_sent += pb->len;
+		c->pool->stats.total.bytes_sent += pb->len - uncounted;
 	return true;
+}
+
+bool client_send_pktbuf(Client *c, PktBuf *pb)
+{
+	return client_send_counted(c, pb, 0, false);
 }
 
 static void client_free_later(Client *c)
@@ -227,12 +245,14 @@ void client_disconnect(Client *c, const char *sqlstate, const char *fmt, ...)
 {
 	if (c->state == CL_FREE)
 		return;
-	char msg[512] = "client close request";
+	char buf[512];
+	const char *msg = "client close request";	/* (not copied: a Terminate's is the common case) */
 	if (fmt) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(msg, sizeof(msg), fmt, ap);
+		vsnprintf(buf, sizeof(buf), fmt, ap);
 		va_end(ap);
+		msg = buf;
 	}
 	client_log_disconnect(c, msg);
 	auth_query_cancel(c);
@@ -322,8 +342,12 @@ static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
 			return false;
 		}
 	}
-	c->user_name = xstrdup(sp->user);
-	c->db_name = xstrdup(sp->database);
+	/* one block for both (client_free frees user_name): one allocation less per login */
+	size_t ulen = strlen(sp->user) + 1, dlen = strlen(sp->database) + 1;
+	c->user_name = xmalloc(ulen + dlen);
+	memcpy(c->user_name, sp->user, ulen);
+	c->db_name = c->user_name + ulen;
+	memcpy(c->db_name, sp->database, dlen);
 	return true;
 }
 
@@ -709,13 +733,19 @@ void client_finish_login(Client *c)
 	uint8_t welcome[WELCOME_ON_STACK];
 	PktBuf pb;
 	pktbuf_init_on(&pb, welcome, sizeof(welcome));
+	size_t uncounted = 0;
+	if (c->auth_ok_due) {	/* (as before: sent before the client had a pool) */
+		c->auth_ok_due = false;
+		pktbuf_auth_ok(&pb);
+		uncounted = pb.len;
+	}
 	welcome_build(pool, &c->vars, &pb);
 	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
 	pktbuf_ready(&pb, 'I');
 	c->tx_status = 'I';
 	client_set_state(c, CL_ACTIVE);
 	prepared_client_init(c);
-	bool ok = client_send_pktbuf(c, &pb);
+	bool ok = client_send_counted(c, &pb, uncounted, true);
 	pktbuf_free(&pb);
 	if (!ok) {
 		client_disconnect(c, NULL, "could not send the welcome");
@@ -750,19 +780,17 @@ static void client_login_console(Client *c)
 	c->request_time = util_now_mono();
 }
 
+/*
+ * AuthenticationOk goes out with the welcome (client_finish_login, or the
+ * console's through client_send_pktbuf) or ahead of the error that ends the
+ * login, whichever comes first, as pgbouncer sends it: one write to the
+ * output, not two. Until the login completes, a client is written nothing
+ * but through client_send_pktbuf.
+ */
 static void client_auth_ok(Client *c)
 {
 	c->auth_phase = AUTH_PHASE_DONE;
-	uint8_t auth_ok[16];
-	PktBuf pb;
-	pktbuf_init_on(&pb, auth_ok, sizeof(auth_ok));
-	pktbuf_auth_ok(&pb);
-	bool ok = client_send_pktbuf(c, &pb);
-	pktbuf_free(&pb);
-	if (!ok) {
-		client_disconnect(c, NULL, "could not send AuthenticationOk");
-		return;
-	}
+	c->auth_ok_due = true;
 	if (admin_is_console_db(c->db_name)) {
 		client_login_console(c);
 		return;
@@ -829,11 +857,9 @@ static bool client_precheck_login(Client *c)
 	return true;
 }
 
-static void client_handle_startup(Client *c, const StartupPacket *sp)
+/* After client_apply_startup_params took what it needs of the StartupMessage. */
+static void client_handle_startup(Client *c)
 {
-	c->seen_startup = true;
-	if (!client_apply_startup_params(c, sp))
-		return;
 	if (moat->cfg->log_connections) {
 		char tls[128];
 		tls_describe(c->ssl, tls, sizeof(tls));
@@ -943,8 +969,6 @@ static void client_answer_encryption_request(Client *c, bool ssl_request)
 		client_disconnect(c, NULL, "could not answer the encryption request");
 }
 
-#define STARTUP_ON_STACK 512	/* drivers send 50-200 bytes; up to 10000 are allowed */
-
 /* The first packet(s) of a connection. True when more input may be processed. */
 static bool client_read_first_packet(Client *c)
 {
@@ -959,12 +983,27 @@ static bool client_read_first_packet(Client *c)
 	}
 	if (evbuffer_get_length(in) < len)
 		return false;
-	uint8_t on_stack[STARTUP_ON_STACK];
-	uint8_t *pkt = len <= sizeof(on_stack) ? on_stack : xmalloc(len);
-	evbuffer_remove(in, pkt, len);
+	/* parsed where it lies (nearly always in the input's first chunk): no copy */
+	const uint8_t *pkt = evbuffer_pullup(in, len);
+	if (!pkt) {
+		client_disconnect(c, NULL, "out of memory reading the startup packet");
+		return false;
+	}
 	StartupPacket sp;
-	char err[256] = "";
-	if (!proto_parse_startup(pkt, len, &sp, err, sizeof(err))) {
+	char err[256];
+	err[0] = '\0';
+	bool parsed = proto_parse_startup(pkt, len, &sp, err, sizeof(err));
+	if (parsed && sp.kind == STARTUP_NORMAL) {
+		c->seen_startup = true;
+		if (!client_apply_startup_params(c, &sp))
+			return false;	/* disconnected: the input is gone */
+	}
+	/*
+	 * sp points into the packet: nothing uses it past here. It goes before
+	 * the answer: the login may complete, and read on, from inside it.
+	 */
+	evbuffer_drain(in, len);
+	if (!parsed) {
 		client_disconnect(c, "08P01", "%s", err);
 	} else if (sp.kind == STARTUP_SSL || sp.kind == STARTUP_GSSENC) {
 		client_answer_encryption_request(c, sp.kind == STARTUP_SSL);
@@ -972,10 +1011,8 @@ static bool client_read_first_packet(Client *c)
 		cancel_forward(c->worker, sp.cancel_pid, sp.cancel_key);
 		client_disconnect(c, NULL, "cancel request forwarded");
 	} else {
-		client_handle_startup(c, &sp);
+		client_handle_startup(c);
 	}
-	if (pkt != on_stack)
-		free(pkt);
 	return c->state == CL_LOGIN;
 }
 
@@ -1937,18 +1974,13 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		client_disconnect(c, NULL, "client socket timeout");
 }
 
-static void client_tune_socket(int fd, bool is_unix)
-{
-	if (!is_unix && !sockopt_connection(fd, moat->cfg))
-		log_warning("could not set the TCP options of client socket %d: %s", fd, strerror(errno));
-}
-
 /* A trusted balancer must send its PROXY header first, within proxy_protocol_timeout. */
 static void client_expect_proxy_header(Client *c, const struct sockaddr *sa)
 {
 	const Config *cfg = moat->cfg;
 	ProxyMode mode;
-	if (!proxyproto_mode_parse(cfg->proxy_protocol, &mode) || mode == PROXYPROTO_OFF ||
+	if (cfg->proxy_protocol_trusted.count == 0 ||	/* (the default: no parse per connection) */
+	    !proxyproto_mode_parse(cfg->proxy_protocol, &mode) || mode == PROXYPROTO_OFF ||
 	    !proxyproto_trusted(&cfg->proxy_protocol_trusted, sa))
 		return;
 	c->proxy_pending = true;
@@ -1997,6 +2029,32 @@ void client_release_thread_cache(void)
 		free(spare_clients.c[--spare_clients.n]);
 }
 
+/*
+ * conn7: a connection's cancel key from a per-thread batch of random bytes:
+ * one getrandom() per 32 connections, not one each. A key is as
+ * unpredictable as before; its bytes are wiped from the batch once taken.
+ */
+#define CANCEL_KEYS_BATCH 32
+
+static bool client_new_cancel_key(uint32_t key[2])
+{
+	static __thread struct {
+		uint32_t v[2 * CANCEL_KEYS_BATCH];
+		int left;	/* keys not taken yet */
+	} keys;
+	if (keys.left == 0) {
+		if (!util_random_bytes(keys.v, sizeof(keys.v)))
+			return false;
+		keys.left = CANCEL_KEYS_BATCH;
+	}
+	keys.left--;
+	uint32_t *k = &keys.v[2 * keys.left];
+	key[0] = k[0];
+	key[1] = k[1];
+	k[0] = k[1] = 0;	/* (a static: the stores stay) */
+	return true;
+}
+
 void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
 {
 	Client *c = client_alloc();
@@ -2007,7 +2065,6 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	c->remote.is_unix = is_unix;
 	if (is_unix)
 		snprintf(c->remote.host, sizeof(c->remote.host), "unix");
-	client_tune_socket(fd, is_unix);
 	c->connect_time = util_now_wall();
 	c->request_time = util_now_mono();
 	if (moat->cfg->client_login_timeout > 0)
@@ -2019,8 +2076,8 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	c->counted = true;
 	moat->client_count++;
 	moat->stats.clients_accepted++;
-	uint32_t key[2];
-	bool keyed = util_random_bytes(key, sizeof(key));
+	uint32_t key[2] = { 0, 0 };
+	bool keyed = client_new_cancel_key(key);
 	c->cancel_pid = key[0];
 	c->cancel_key = key[1];
 	if (!keyed) {
@@ -2043,8 +2100,7 @@ void client_free(Client *c)
 	list_del(&c->head);
 	list_del(&c->all_head);
 	varcache_free(&c->vars);
-	free(c->user_name);
-	free(c->db_name);
+	free(c->user_name);	/* db_name with it (client_apply_startup_params) */
 	free(c->jwt_claims);
 	free(c->jwt_role);
 	admin_ext_free(c);

@@ -21,6 +21,7 @@ struct Listener {
 	char *unix_path;	/* removed on close */
 	char *addr;		/* for logs and reload comparison */
 	int port;
+	SockoptInherit inherit;	/* conn7: TCP options its connections inherit */
 };
 
 static Listener *listeners;
@@ -34,6 +35,8 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		return;
 	}
 	/* evconnlistener accepts with SOCK_NONBLOCK already. */
+	if (!l->is_unix && !sockopt_accepted(fd, moat->cfg, &l->inherit))
+		log_warning("could not set the TCP options of client socket %d: %s", fd, strerror(errno));
 	client_accept(moat->worker, fd, sa, (socklen_t)salen, l->is_unix);
 }
 
@@ -44,9 +47,11 @@ static void listener_error_cb(struct evconnlistener *evl, void *arg)
 }
 
 static void listener_add(Worker *w, int fd, bool is_unix, const char *addr, int port,
-			 const char *path)
+			 const char *path, const SockoptInherit *inherit)
 {
 	Listener *l = xcalloc(1, sizeof(*l));
+	if (inherit)
+		l->inherit = *inherit;
 	l->is_unix = is_unix;
 	l->addr = xstrdup(addr);
 	l->port = port;
@@ -66,7 +71,7 @@ static void listener_add(Worker *w, int fd, bool is_unix, const char *addr, int 
 		 is_unix ? 0 : port);
 }
 
-static int listener_bind_tcp(const char *host, int port, const Config *cfg)
+static int listener_bind_tcp(const char *host, int port, const Config *cfg, SockoptInherit *inherit)
 {
 	struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 					 .ai_flags = EVUTIL_AI_PASSIVE };
@@ -82,7 +87,8 @@ static int listener_bind_tcp(const char *host, int port, const Config *cfg)
 	int on = 1;
 	if (fd >= 0) {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-		if (!sockopt_listener(fd, cfg) || bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+		if (!sockopt_listener(fd, cfg) || !sockopt_listener_inherit(fd, cfg, inherit) ||
+		    bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
 		    listen(fd, cfg->listen_backlog) != 0) {
 			log_error("could not listen on %s:%d: %s", host, port, strerror(errno));
 			close(fd);
@@ -120,16 +126,17 @@ bool listener_start(Worker *w, const Config *cfg)
 	if (cfg->listen_addr)
 		strlist_parse_csv(&addrs, cfg->listen_addr);
 	for (int i = 0; i < addrs.count; i++) {
-		int fd = listener_bind_tcp(addrs.items[i], cfg->listen_port, cfg);
+		SockoptInherit inherit;
+		int fd = listener_bind_tcp(addrs.items[i], cfg->listen_port, cfg, &inherit);
 		if (fd >= 0)
-			listener_add(w, fd, false, addrs.items[i], cfg->listen_port, NULL);
+			listener_add(w, fd, false, addrs.items[i], cfg->listen_port, NULL, &inherit);
 	}
 	strlist_free(&addrs);
 	if (cfg->unix_socket_dir && *cfg->unix_socket_dir) {
 		char *path = xasprintf("%s/.s.PGSQL.%d", cfg->unix_socket_dir, cfg->listen_port);
 		int fd = listener_bind_unix(path, cfg->unix_socket_mode, cfg->listen_backlog);
 		if (fd >= 0)
-			listener_add(w, fd, true, path, cfg->listen_port, path);
+			listener_add(w, fd, true, path, cfg->listen_port, path, NULL);
 		free(path);
 	}
 	return listeners != NULL;

@@ -223,6 +223,7 @@ static void worker_destroy(Worker *w)
 	prepared_shutdown(w);
 	free(w->ss_clean_sql);
 	free_deferred_cb(-1, 0, w);
+	msgio_release_thread_cache();	/* (its spare events belong to w->base) */
 	msgio_flusher_free(&w->flusher);
 	pool_maintain_teardown(w);
 	event_free(w->free_ev);

@@ -109,16 +109,57 @@ static void buffer_give(struct evbuffer *b, bool keep)
 #if defined(__SANITIZE_ADDRESS__)
 	keep = false;
 #endif
-	if (keep && spare_buffers.n < SPARE_BUFFERS_MAX && evbuffer_drain(b, evbuffer_get_length(b)) == 0)
+	size_t left = evbuffer_get_length(b);	/* (nearly always 0: no drain to call) */
+	if (keep && spare_buffers.n < SPARE_BUFFERS_MAX && (left == 0 || evbuffer_drain(b, left) == 0))
 		spare_buffers.b[spare_buffers.n++] = b;
 	else
 		evbuffer_free(b);
+}
+
+/*
+ * conn7: the same for the memory of readers' events (deleted, so neither
+ * pending nor active): event_assign() on it costs less than event_new(),
+ * and no free.
+ */
+#define SPARE_EVENTS_MAX 256
+
+static __thread struct {
+	struct event *e[SPARE_EVENTS_MAX];
+	int n;
+} spare_events;
+
+static struct event *reader_event_take(struct event_base *base, int fd, event_callback_fn cb, void *arg)
+{
+	if (spare_events.n == 0)
+		return event_new(base, fd, EV_READ | EV_PERSIST, cb, arg);
+	struct event *ev = spare_events.e[--spare_events.n];
+	if (event_assign(ev, base, fd, EV_READ | EV_PERSIST, cb, arg) != 0) {
+		event_free(ev);
+		return NULL;
+	}
+	return ev;
+}
+
+static void reader_event_give(struct event *ev)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	event_free(ev);
+#else
+	if (spare_events.n < SPARE_EVENTS_MAX) {
+		event_del(ev);
+		spare_events.e[spare_events.n++] = ev;
+	} else {
+		event_free(ev);
+	}
+#endif
 }
 
 void msgio_release_thread_cache(void)
 {
 	while (spare_buffers.n > 0)
 		evbuffer_free(spare_buffers.b[--spare_buffers.n]);
+	while (spare_events.n > 0)
+		event_free(spare_events.e[--spare_events.n]);
 }
 
 #define SEND_IOV_MAX 16
@@ -371,6 +412,22 @@ struct evbuffer *msgio_out(OutFlush *of)
 	if (of->bev || of->bare)
 		output_mark_dirty(of);	/* detached (a handshake runs): attaching marks it */
 	return of->buf;
+}
+
+bool msgio_output_send_now(OutFlush *of, const void *data, size_t len)
+{
+	if (of->bare && !of->queued && !of->wev_added && evbuffer_get_length(of->buf) == 0) {
+		ssize_t n = send(of->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n == (ssize_t)len)
+			return true;
+		if (n > 0) {
+			data = (const uint8_t *)data + n;
+			len -= (size_t)n;
+		}
+		/* the rest (or all of it, after an error) goes the usual way: the flusher
+		 * writes it or reports the error */
+	}
+	return evbuffer_add(msgio_out(of), data, len) == 0;
 }
 
 bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL *ssl)
@@ -647,7 +704,7 @@ bool msgio_reader_init_fd(InReader *r, struct event_base *base, int fd, size_t h
 	r->read_cb = read_cb;
 	r->event_cb = event_cb;
 	r->arg = arg;
-	r->ev = event_new(base, fd, EV_READ | EV_PERSIST, reader_cb, r);
+	r->ev = reader_event_take(base, fd, reader_cb, r);
 	return r->ev != NULL;
 }
 
@@ -667,7 +724,7 @@ bool msgio_reader_init(InReader *r, struct bufferevent *bev, size_t high, buffer
 void msgio_reader_stop(InReader *r)
 {
 	if (r->ev)
-		event_free(r->ev);
+		reader_event_give(r->ev);
 	r->ev = NULL;
 	r->added = false;
 }

@@ -146,6 +146,13 @@ void msgio_output_finish(OutFlush *of, int timeout_sec, bufferevent_data_cb writ
 			 bufferevent_event_cb event_cb);
 /* The buffer to write to: the connection is flushed at the end of this callback. */
 struct evbuffer *msgio_out(OutFlush *of);
+/*
+ * conn7: write data to a bare socket now if nothing waits before it, else (or
+ * what the socket did not take) queue it as msgio_out() does. For a login's
+ * last answer, which nothing follows in its callback: no buffer chain made,
+ * filled and drained for it. False: no memory.
+ */
+bool msgio_output_send_now(OutFlush *of, const void *data, size_t len) MUST_CHECK;
 /* Stop flushing; what was queued on a plain socket stays in of->buf. */
 void msgio_output_detach(OutFlush *of);
 /* Detach and free the buffer: the connection is closing. */
@@ -196,7 +203,7 @@ bool msgio_reader_init_fd(InReader *r, struct event_base *base, int fd, size_t h
 void msgio_reader_stop(InReader *r);
 /* Stop reading and free the buffer: the connection is closing. */
 void msgio_reader_free(InReader *r);
-/* Free the thread's spare buffers (kept from closed connections for new ones). */
+/* Free the thread's spare buffers and events (kept from closed connections for new ones): before its event base. */
 void msgio_release_thread_cache(void);
 /*
  * Read through ssl (tls.c). Bytes OpenSSL already holds (a record read

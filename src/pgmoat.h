@@ -244,6 +244,13 @@ struct Client {
 	 * fd is the connection's liveness: -1 once the socket is closed.
 	 */
 	int fd;
+
+	/*
+	 * ---- conn7: AuthenticationOk is queued with the first thing the client
+	 * gets after it (the welcome, or an error), as pgbouncer does: one write
+	 * to the output, not two.
+	 */
+	bool auth_ok_due;
 };
 
 /* The client's socket is still open (its output can be written). */

@@ -400,8 +400,17 @@ void pool_maintain(Pool *pool)
 	pool->in_maintain = false;
 }
 
+/*
+ * conn7: with nobody waiting and no min_pool_size, a pass has nothing to do
+ * (pool_maintain_once: checks, assignments and connects all serve waiters),
+ * and whoever starts waiting asks for one itself. A client that leaves after
+ * its one transaction then schedules no pass.
+ */
 void pool_schedule_maintain(Pool *pool)
 {
+	if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients) &&
+	    pool_min_size(pool) == 0)
+		return;
 	pool->maintain_pending = true;
 	event_active(moat->worker->maintain_ev, EV_TIMEOUT, 0);
 }

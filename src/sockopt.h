@@ -22,4 +22,20 @@ bool sockopt_listener(int fd, const Config *cfg) MUST_CHECK;
  */
 bool sockopt_connection(int fd, const Config *cfg) MUST_CHECK;
 
+/*
+ * conn7: Linux copies a listening socket's options to the sockets it
+ * accepts. A TCP listener carries TCP_NODELAY and SO_KEEPALIVE (as
+ * tcp_keepalive says at bind time); a connection it accepts is then spared
+ * those two system calls once the first one was seen to inherit them.
+ */
+typedef struct SockoptInherit {
+	bool keepalive;		/* SO_KEEPALIVE the listener carries */
+	bool checked;		/* the first accepted socket was looked at */
+	bool works;		/* ... and carried TCP_NODELAY */
+} SockoptInherit;
+
+/* On a TCP listener, before listen(). False: errno says why. */
+bool sockopt_listener_inherit(int fd, const Config *cfg, SockoptInherit *inh) MUST_CHECK;
+/* sockopt_connection() for a socket accepted from inh's listener, minus what it inherited. */
+bool sockopt_accepted(int fd, const Config *cfg, SockoptInherit *inh) MUST_CHECK;
 #endif

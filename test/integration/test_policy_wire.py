@@ -21,9 +21,9 @@ import psycopg2.extensions
 import pytest
 
 from conftest import (
-    IS_PGBOUNCER, PGMOAT_BIN, REPO, Bg, ConnectionClosed, bind_msg, data_row_values, describe_msg,
-    execute_msg, msg, parse_error_fields, parse_msg, pgbench, query_msg, raw_login, sync_msg,
-    wait_until,
+    IS_PGBOUNCER, PGMOAT_BIN, REPO, Bg, ConnectionClosed, LoginError, RawConn, bind_msg,
+    data_row_values, describe_msg, execute_msg, msg, parse_error_fields, parse_msg, pgbench,
+    query_msg, raw_login, sync_msg, wait_until,
 )
 
 pytestmark = pytest.mark.skipif(IS_PGBOUNCER, reason="policies are pgmoat-only")
@@ -922,6 +922,32 @@ def test_on_connect_deny_refuses_session(pg, policy_proxy):
     with contextlib.closing(p.connect(autocommit=True, application_name="fine_app")) as conn:
         with conn.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
             cur.execute("select 1")
+
+
+def test_on_connect_deny_comes_after_authentication_ok_on_the_wire(pg, policy_proxy):
+    # AuthenticationOk is held back for the welcome (conn7); a session the
+    # policy refuses still gets it first, then the error, then EOF.
+    p = policy_proxy(policies={"connect.lua": CONNECT_POLICY})
+    c = RawConn(p.port)
+    seen = []
+    recv = c.recv_msg
+
+    def recording(timeout=5.0):
+        t, body = recv(timeout)
+        seen.append((t, body))
+        return t, body
+
+    c.recv_msg = recording
+    try:
+        with pytest.raises(LoginError) as ei:
+            c.login("app", "app", application_name="blocked_app")
+        assert "blocked_app may not connect" in ei.value.fields.get("M", ""), ei.value.fields
+        types = [t for t, _ in seen]
+        assert types[-1] == b"E", types
+        assert types[-2] == b"R" and seen[-2][1][:4] == b"\0\0\0\0", seen
+        assert c.read_until_close() == (b"", True)
+    finally:
+        c.close()
 
 
 def test_admin_console_is_not_subject_to_policies(pg, policy_proxy):

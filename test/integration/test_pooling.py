@@ -383,6 +383,39 @@ def test_tcp_keepalive_timers_and_buffers_apply_to_both_sides(pg, proxy_factory)
             assert "rb131072" in line and "tb131072" in line, line
 
 
+def test_tcp_keepalive_of_client_sockets_follows_a_reload(pg, proxy_factory):
+    """The listener carries SO_KEEPALIVE for the sockets it accepts (they inherit it):
+    turning tcp_keepalive off by a reload must still leave new client sockets without
+    it, and turning it on again give it back."""
+    p = proxy_factory(settings={"tcp_keepidle": "50"})
+
+    def keepalive_of_new_client():
+        with contextlib.closing(RawConn(p.port)) as raw:
+            raw.send(b"\x00\x00")   # (tcp_defer_accept: accepted once data came)
+            port = raw.sock.getsockname()[1]
+            wait_until(lambda: _socket_lines(p.port, port), 10, 0.05, "the accepted socket")
+            time.sleep(0.2)   # idle: a socket with keepalive now shows its timer
+            return [_keepalive_seconds(l) for l in _socket_lines(p.port, port)]
+
+    def reload_with(value):
+        p.settings["tcp_keepalive"] = value
+        p.write_config()
+        before = p.log().count("configuration reloaded")
+        p.reload()
+        wait_until(lambda: p.log().count("configuration reloaded") > before, 10, 0.05,
+                   "the reload")
+
+    first = keepalive_of_new_client()
+    assert first and all(s is not None and s <= 50 for s in first), first
+    reload_with("0")
+    assert keepalive_of_new_client() == [None]
+    assert keepalive_of_new_client() == [None]
+    reload_with("1")
+    again = keepalive_of_new_client()
+    assert again and all(s is not None and s <= 50 for s in again), again
+    assert_still_serving(p)
+
+
 def test_server_check_query_runs_before_reusing_an_idle_server(pg, proxy_factory):
     p = proxy_factory(settings={"server_check_query": "select nextval('public.check_seq')",
                                 "server_check_delay": "0", "default_pool_size": "1"})

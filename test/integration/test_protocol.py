@@ -10,9 +10,9 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (PGMOAT_BIN, binary_is_sanitized, bind_msg, data_row_values, describe_msg,
-                      execute_msg, parse_error_fields, parse_msg, pgbench, psql, raw_login,
-                      sync_msg, vm_hwm_kb, xfail_pgbouncer)
+from conftest import (PGMOAT_BIN, RawConn, binary_is_sanitized, bind_msg, data_row_values,
+                      describe_msg, execute_msg, parse_error_fields, parse_msg, pgbench, psql,
+                      raw_login, sync_msg, vm_hwm_kb, xfail_pgbouncer)
 
 
 def test_simple_query_via_psycopg2_returns_rows(proxy_tx):
@@ -167,6 +167,21 @@ def test_parameter_status_resynced_per_client_on_shared_server(pg, proxy_factory
     finally:
         a.close()
         b.close()
+
+
+def test_login_answer_is_one_authentication_ok_then_the_welcome(proxy_tx):
+    # AuthenticationOk waits to go out with the welcome (conn7): still exactly
+    # one, after the authentication exchange, before every ParameterStatus.
+    for _ in range(2):   # the first login of a pool may wait for its server
+        with contextlib.closing(RawConn(proxy_tx.port)) as c:
+            msgs = c.login("app", "app")
+            types = [t for t, _ in msgs]
+            oks = [i for i, (t, p) in enumerate(msgs) if t == b"R" and p[:4] == b"\0\0\0\0"]
+            assert len(oks) == 1, msgs
+            welcome = types[oks[0] + 1:]
+            assert welcome[-2:] == [b"K", b"Z"], types
+            assert set(welcome[:-2]) == {b"S"}, types
+            assert b"R" not in welcome, types
 
 
 def test_welcome_reports_each_clients_own_startup_values(proxy_tx):
