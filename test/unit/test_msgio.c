@@ -342,75 +342,79 @@ static void bare_queue_blocked(OutFlush *of, Flusher *f, uint64_t total)
 	cr_assert_gt(msgio_output_pending(of), 0);
 }
 
+/* A bare output on one end of a socket pair; ws reads and checks the other end. */
+typedef struct BareRig {
+	struct event_base *base;
+	int sv[2];
+	Flusher f;
+	OutFlush of;
+	WriteSide ws;
+} BareRig;
+
+static void bare_rig_open(BareRig *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->base = event_base_new();
+	cr_assert_not_null(r->base);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, r->sv), 0);
+	cr_assert(msgio_flusher_init(&r->f, r->base));
+	r->ws.fd = r->sv[1];
+	cr_assert(msgio_output_attach_fd(&r->of, &r->f, r->sv[0], 1024, write_side_cb, write_side_event_cb,
+					 &r->ws));
+}
+
+/* (a test that closed its peer end sets sv[1] to -1) */
+static void bare_rig_close(BareRig *r)
+{
+	msgio_output_free(&r->of);
+	msgio_flusher_free(&r->f);
+	close(r->sv[0]);
+	if (r->sv[1] >= 0)
+		close(r->sv[1]);
+	event_base_free(r->base);
+}
+
 Test(msgio, bare_output_finishes_a_blocked_write)
 {
-	struct event_base *base = event_base_new();
-	int sv[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	Flusher f;
-	cr_assert(msgio_flusher_init(&f, base));
-	OutFlush of = { 0 };
-	WriteSide ws = { .fd = sv[1] };
-	cr_assert(msgio_output_attach_fd(&of, &f, sv[0], 1024, write_side_cb, write_side_event_cb, &ws));
+	BareRig r;
+	bare_rig_open(&r);
 	const uint64_t total = 4 << 20;
-	bare_queue_blocked(&of, &f, total);
-	for (int pass = 0; pass < 100000 && ws.checked < total; pass++) {
-		write_side_drain_peer(&ws);
-		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	bare_queue_blocked(&r.of, &r.f, total);
+	for (int pass = 0; pass < 100000 && r.ws.checked < total; pass++) {
+		write_side_drain_peer(&r.ws);
+		event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	}
-	write_side_drain_peer(&ws);
-	cr_assert_eq(ws.checked, total, "every byte arrived once, in order");
-	cr_assert_geq(ws.writes, 1, "the write callback ran once the output drained");
-	cr_assert_eq(ws.events, 0, "no error");
-	cr_assert_not(of.wev_added, "drained: no longer waiting to write");
-	msgio_output_free(&of);
-	msgio_flusher_free(&f);
-	close(sv[0]);
-	close(sv[1]);
-	event_base_free(base);
+	write_side_drain_peer(&r.ws);
+	cr_assert_eq(r.ws.checked, total, "every byte arrived once, in order");
+	cr_assert_geq(r.ws.writes, 1, "the write callback ran once the output drained");
+	cr_assert_eq(r.ws.events, 0, "no error");
+	cr_assert_not(r.of.wev_added, "drained: no longer waiting to write");
+	bare_rig_close(&r);
 }
 
 Test(msgio, bare_output_closing_times_out_when_nobody_reads, .timeout = 30)
 {
-	struct event_base *base = event_base_new();
-	int sv[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	Flusher f;
-	cr_assert(msgio_flusher_init(&f, base));
-	OutFlush of = { 0 };
-	WriteSide ws = { .fd = sv[1] };
-	cr_assert(msgio_output_attach_fd(&of, &f, sv[0], 1024, write_side_cb, write_side_event_cb, &ws));
-	bare_queue_blocked(&of, &f, 4 << 20);
-	msgio_output_finish(&of, 1, write_side_cb, write_side_event_cb);
-	for (int pass = 0; pass < 50 && !ws.events; pass++)
-		event_base_loop(base, EVLOOP_ONCE);	/* blocks up to the 1 s timeout */
-	cr_assert_eq(ws.events, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
-	cr_assert_eq(ws.writes, 0, "nothing was read: no write callback");
-	msgio_output_free(&of);
-	msgio_flusher_free(&f);
-	close(sv[0]);
-	close(sv[1]);
-	event_base_free(base);
+	BareRig r;
+	bare_rig_open(&r);
+	bare_queue_blocked(&r.of, &r.f, 4 << 20);
+	msgio_output_finish(&r.of, 1, write_side_cb, write_side_event_cb);
+	for (int pass = 0; pass < 50 && !r.ws.events; pass++)
+		event_base_loop(r.base, EVLOOP_ONCE);	/* blocks up to the 1 s timeout */
+	cr_assert_eq(r.ws.events, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+	cr_assert_eq(r.ws.writes, 0, "nothing was read: no write callback");
+	bare_rig_close(&r);
 }
 
 Test(msgio, bare_output_reports_a_write_error)
 {
-	struct event_base *base = event_base_new();
-	int sv[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	Flusher f;
-	cr_assert(msgio_flusher_init(&f, base));
-	OutFlush of = { 0 };
-	WriteSide ws = { .fd = sv[1] };
-	cr_assert(msgio_output_attach_fd(&of, &f, sv[0], 1024, write_side_cb, write_side_event_cb, &ws));
-	close(sv[1]);	/* the peer is gone: the write fails (EPIPE, no signal) */
-	cr_assert_eq(evbuffer_add(msgio_out(&of), "hello", 5), 0);
-	msgio_flusher_run(&f);
-	for (int pass = 0; pass < 50 && !ws.events; pass++)
-		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-	cr_assert_eq(ws.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
-	msgio_output_free(&of);
-	msgio_flusher_free(&f);
-	close(sv[0]);
-	event_base_free(base);
+	BareRig r;
+	bare_rig_open(&r);
+	close(r.sv[1]);	/* the peer is gone: the write fails (EPIPE, no signal) */
+	r.sv[1] = -1;
+	cr_assert_eq(evbuffer_add(msgio_out(&r.of), "hello", 5), 0);
+	msgio_flusher_run(&r.f);
+	for (int pass = 0; pass < 50 && !r.ws.events; pass++)
+		event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	cr_assert_eq(r.ws.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+	bare_rig_close(&r);
 }
