@@ -1264,6 +1264,34 @@ static void client_send_whole(Client *c, Server *s, const uint8_t *msg, size_t l
 	pktbuf_free(&pb);
 }
 
+/*
+ * A Query or Parse too large to be read whole, with the session-state check
+ * on: it cannot be checked, so it goes only as warn or pin allow; refused,
+ * the server gets the denial marker instead and the message's bytes are
+ * discarded as they arrive.
+ */
+static void client_forward_unread(Client *c, Server *s, const MsgHeader *h)
+{
+	size_t total = proto_msg_total(h);
+	PktBuf pb;
+	pktbuf_init(&pb);
+	bool send = sessionstate_check_unread(c, s, h->type, &pb);
+	client_account_message(c, s, h->type, total);
+	if (send) {
+		if (prepared_on(c))
+			prepared_track(s, h->type);
+		client_move_run(c, s, total);
+	} else {
+		if (prepared_on(c))
+			prepared_send(c, s, pb.data, pb.len);
+		else
+			evbuffer_add(msgio_out(&s->out), pb.data, pb.len);
+		c->fwd_remaining = total;
+		c->fwd_discard = true;
+	}
+	pktbuf_free(&pb);
+}
+
 /* Must this message be read whole before it goes (session-state check, prepared statements)? */
 static bool client_wants_whole(const Client *c, const MsgHeader *h)
 {
@@ -1854,6 +1882,10 @@ static void client_forward(Client *c)
 		if (client_wants_whole(c, &h)) {
 			if (!client_forward_whole(c, s, &h))
 				return;
+			continue;
+		}
+		if ((h.type == 'Q' || h.type == 'P') && total > JUDGE_MSG_MAX && sessionstate_active(c)) {
+			client_forward_unread(c, s, &h);
 			continue;
 		}
 		if (prepared_on(c) && h.type == 'B') {

@@ -153,12 +153,30 @@ static bool sql_may_hold_session_state_memo(Worker *w, const char *sql, size_t l
 	return false;
 }
 
+/*
+ * What a statement sent to a shared server leaves there: what (described) is
+ * NULL for nothing; unchecked when it could not be classified, so that it may
+ * leave state or not (and is handled as if it did: fail closed).
+ */
+typedef struct StateFound {
+	char *what;
+	bool unchecked;
+} StateFound;
+
+#define UNPARSED_WHAT "a statement pgmoat could not parse to check for session state"
+#define UNREAD_WHAT "a statement too large to check for session state"
+
 /* The first statement that leaves untracked state, described; NULL for none. */
-static char *session_state_found(Worker *w, const char *sql)
+static StateFound session_state_found(Worker *w, const char *sql, size_t len)
 {
-	SqlInfo *info = sessionstate_classify(w, sql, strlen(sql));
+	SqlInfo *info = sessionstate_classify(w, sql, len);
 	char *what = NULL;
-	for (int i = 0; info->ok && i < info->nstmts && !what; i++) {
+	if (!info->ok) {
+		/* (the word scan found a word: too large or not SQL libpg_query takes) */
+		sessionstate_release(w, info);
+		return (StateFound){ xstrdup(UNPARSED_WHAT), true };
+	}
+	for (int i = 0; i < info->nstmts && !what; i++) {
 		const SqlStatement *st = &info->stmts[i];
 		if (!st->session_state)
 			continue;
@@ -167,7 +185,7 @@ static char *session_state_found(Worker *w, const char *sql)
 		what = st->setting ? xasprintf("SET %s", st->setting) : xstrdup(st->session_state);
 	}
 	sessionstate_release(w, info);
-	return what;
+	return (StateFound){ what, false };
 }
 
 /*
@@ -196,18 +214,20 @@ static const char *message_sql(const uint8_t *msg, size_t len, size_t *sql_len)
 	return sql;
 }
 
-static void session_state_warn(Client *c, Server *s, const char *what)
+static void session_state_warn(Client *c, Server *s, const StateFound *f)
 {
 	moat->stats.session_state_warnings++;
 	if (!c->session_state_warned) {
 		c->session_state_warned = true;
-		slog_warning(c, "%s leaves session state on a shared server in transaction pooling "
-			     "(transaction_session_state = warn; logged once per client)", what);
+		slog_warning(c, "%s %s session state on a shared server in transaction pooling "
+			     "(transaction_session_state = warn; logged once per client)", f->what,
+			     f->unchecked ? "may leave" : "leaves");
 	}
 	if (s->fwd_remaining > 0)
 		return;	/* a server message is half-written to the client: no place for a notice */
-	char *msg = xasprintf("%s stays on a pooled server connection and may be seen by other "
-			      "clients (pgmoat transaction pooling)", what);
+	char *msg = xasprintf("%s %s on a pooled server connection and may be seen by other "
+			      "clients (pgmoat transaction pooling)", f->what,
+			      f->unchecked ? "may leave state that stays" : "stays");
 	PktBuf pb;
 	pktbuf_init(&pb);
 	pktbuf_notice(&pb, "01000", msg);
@@ -228,42 +248,56 @@ bool sessionstate_active(const Client *c)
 	       session_state_mode() != SESSION_STATE_OFF;
 }
 
+/* Warn, pin or refuse (then false, pb holding the denial marker for s), as configured. */
+static bool session_state_act(Client *c, Server *s, uint8_t type, const StateFound *f, PktBuf *pb)
+{
+	bool send = true;
+	switch (session_state_mode()) {
+	case SESSION_STATE_WARN:
+	case SESSION_STATE_OFF:
+		session_state_warn(c, s, f);
+		break;
+	case SESSION_STATE_PIN:
+		c->session_pinned = true;
+		moat->stats.session_state_pins++;
+		slog_info(c, "%s: keeping server S-%llu for this client until it disconnects "
+			  "(transaction_session_state = pin)", f->what, (unsigned long long)s->id);
+		break;
+	case SESSION_STATE_ERROR: {
+		moat->stats.session_state_refused++;
+		char *m = xasprintf("%s is not allowed in transaction pooling mode: it %s on a shared "
+				    "server connection (transaction_session_state = error)", f->what,
+				    f->unchecked ? "may leave session state" : "would stay");
+		slog_info(c, "refused: %s", m);
+		send = !enforce_refuse(s, type == 'Q' ? 'Q' : 'P', SESSION_STATE_SQLSTATE, m, pb);
+		free(m);
+		break;
+	}
+	}
+	return send;
+}
+
 bool sessionstate_check(Client *c, Server *s, const uint8_t *msg, size_t len, PktBuf *pb)
 {
 	bool judged_stateless = c->judged_stateless;
 	c->judged_stateless = false;	/* it was about this message only */
 	if (!sessionstate_active(c) || judged_stateless)
 		return true;
-	SessionStateMode mode = session_state_mode();
 	size_t sql_len;
 	const char *sql = message_sql(msg, len, &sql_len);
 	if (!sql || !sql_may_hold_session_state_memo(c->worker, sql, sql_len))
 		return true;
-	char *what = session_state_found(c->worker, sql);
-	if (!what)
-		return true;
-	bool send = true;
-	switch (mode) {
-	case SESSION_STATE_WARN:
-	case SESSION_STATE_OFF:
-		session_state_warn(c, s, what);
-		break;
-	case SESSION_STATE_PIN:
-		c->session_pinned = true;
-		moat->stats.session_state_pins++;
-		slog_info(c, "%s: keeping server S-%llu for this client until it disconnects "
-			  "(transaction_session_state = pin)", what, (unsigned long long)s->id);
-		break;
-	case SESSION_STATE_ERROR: {
-		moat->stats.session_state_refused++;
-		char *m = xasprintf("%s is not allowed in transaction pooling mode: it would stay on a "
-				    "shared server connection (transaction_session_state = error)", what);
-		slog_info(c, "refused: %s", m);
-		send = !enforce_refuse(s, msg[0] == 'Q' ? 'Q' : 'P', SESSION_STATE_SQLSTATE, m, pb);
-		free(m);
-		break;
-	}
-	}
-	free(what);
+	/* (parsed to the first NUL, as the server reads it) */
+	StateFound f = session_state_found(c->worker, sql, strlen(sql));
+	bool send = !f.what || session_state_act(c, s, msg[0], &f, pb);
+	free(f.what);
 	return send;
+}
+
+bool sessionstate_check_unread(Client *c, Server *s, uint8_t type, PktBuf *pb)
+{
+	if (!sessionstate_active(c))
+		return true;
+	StateFound f = { (char *)UNREAD_WHAT, true };
+	return session_state_act(c, s, type, &f, pb);
 }

@@ -57,4 +57,12 @@ bool sessionstate_active(const struct Client *c);
 bool sessionstate_check(struct Client *c, struct Server *s, const uint8_t *msg, size_t len,
 			struct PktBuf *pb);
 
+/*
+ * The same for a Query or Parse of the given type too large to be read whole
+ * (it streams through unread): it cannot be checked, so it is handled as one
+ * that leaves session state. False: refused, pb as above; the caller discards
+ * the message's bytes instead of sending them.
+ */
+bool sessionstate_check_unread(struct Client *c, struct Server *s, uint8_t type, struct PktBuf *pb);
+
 #endif

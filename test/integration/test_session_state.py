@@ -192,17 +192,34 @@ def test_query_not_ending_its_message_keeps_nothing(proxy_factory):
     c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review7: a Query over 1 MB is streamed unchecked (client_wants_whole, "
-                   "JUDGE_MSG_MAX) and one over SQLINFO_MAX_SQL is not parsed (info->ok false): "
-                   "its state stays on the shared server in every mode")
+# (review7) one past the parser's limit, read whole; one past what is read whole, streamed
+OVERSIZED = ((1024 * 1024 + 10, "big_parse"), (1024 * 1024 + 80000, "big_stream"))
+
+
 def test_oversized_query_with_state_is_not_let_through(proxy_factory):
-    """(review7) Padding a statement with state past the parser's limit must not
-    get it past the check: in error mode it must not run."""
+    """Padding a statement with state past what pgmoat can check must not get it
+    past the check: in error mode it is refused, unparsed or unread, and does not run."""
     p = make_proxy(proxy_factory, "error")
     c = raw_login(p)
-    for n, chan in ((1024 * 1024 + 10, "big_parse"), (1024 * 1024 + 80000, "big_stream")):
-        c.simple_query("LISTEN %s; select '%s'" % (chan, "x" * n))
+    for n, chan in OVERSIZED:
+        out = c.simple_query("LISTEN %s; select '%s'" % (chan, "x" * n))
+        assert [t for t, _ in out] == [b"E", b"Z"], (chan, [t for t, _ in out])
+        err = first(out, b"E")[0]
+        assert err["C"] == "0A000" and "check for session state" in err["M"], (chan, err)
         assert not probe(c, "select count(*) > 0 from pg_listening_channels() c where c = '%s'" % chan)
+    assert c.simple_query("select 1")[-1][0] == b"Z"	# the session goes on
+    c.close()
+
+
+def test_oversized_query_with_state_is_warned_about(proxy_factory):
+    """warn: it runs, with a notice that it could not be checked."""
+    p = make_proxy(proxy_factory, "warn")
+    c = raw_login(p)
+    for n, chan in OVERSIZED:
+        out = c.simple_query("LISTEN %s; select '%s'" % (chan, "x" * n))
+        assert b"E" not in [t for t, _ in out], (chan, out[:3])
+        notices = [f["M"] for f in first(out, b"N")]
+        assert any("check for session state" in m for m in notices), (chan, notices)
     c.close()
 
 
