@@ -37,8 +37,10 @@ size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 			struct evbuffer_iovec *first)
 {
 	struct evbuffer_iovec v;	/* the first chunk, whole: peek for one byte */
-	if (evbuffer_peek(in, 1, NULL, &v, 1) < 1)
+	if (evbuffer_peek(in, 1, NULL, &v, 1) < 1) {
+		v.iov_base = NULL;
 		v.iov_len = 0;
+	}
 	if (first)
 		*first = v;
 	if (v.iov_len == 0)
@@ -70,7 +72,6 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 		return 0;
 	return evbuffer_drain(in, n) == 0 ? n : 0;
 }
-
 
 /*
  * Empty evbuffers of closed connections, per thread, for the next ones: a
