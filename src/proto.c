@@ -76,8 +76,10 @@ bool proto_read_int32(PktReader *r, int32_t *out)
 
 bool proto_read_cstring_search(PktReader *r, const char **out)
 {
-	/* (proto_read_cstring looked at the first bytes, the empty name among them) */
-	const uint8_t *nul = memchr(r->pos, '\0', proto_reader_left(r));
+	/* (proto_read_cstring looked at the first bytes, the empty name among them;
+	 * an empty reader may have no buffer at all, which memchr must not get) */
+	size_t left = proto_reader_left(r);
+	const uint8_t *nul = left ? memchr(r->pos, '\0', left) : NULL;
 	if (!nul)
 		return false;
 	*out = (const char *)r->pos;
