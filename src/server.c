@@ -766,13 +766,8 @@ static bool server_run_plain(const Server *s)
 /* server_passes_through() of a plain server's message, without its checks */
 static inline bool server_plain_passes(uint8_t t)
 {
-	switch (t) {
-	case 'E': case 'A': case 'N': case 'T': case 'D': case 'C': case 'I': case '1': case '2':
-	case '3': case 'n': case 's': case 't': case 'd': case 'c': case 'v': case 'V':
-		return true;
-	default:
-		return false;	/* S and Z are read; G, H and W start a copy; the rest is invalid */
-	}
+	/* S and Z are read; G, H and W start a copy (one list of valid types: the compiler folds it) */
+	return server_msg_type_valid(t) && t != 'S' && t != 'Z' && t != 'G' && t != 'H' && t != 'W';
 }
 
 /*
