@@ -1265,6 +1265,21 @@ static void client_send_whole(Client *c, Server *s, const uint8_t *msg, size_t l
 }
 
 /*
+ * pb goes to s in place of the message of total bytes at the head of the
+ * input (a denial marker for a message refused unread), whose bytes are
+ * discarded as they arrive.
+ */
+static void client_send_instead_of_unread(Client *c, Server *s, const PktBuf *pb, size_t total)
+{
+	if (prepared_on(c))
+		prepared_send(c, s, pb->data, pb->len);
+	else
+		evbuffer_add(msgio_out(&s->out), pb->data, pb->len);
+	c->fwd_remaining = total;
+	c->fwd_discard = true;
+}
+
+/*
  * A Query or Parse too large to be read whole, with the session-state check
  * on: it cannot be checked, so it goes only as warn or pin allow; refused,
  * the server gets the denial marker instead and the message's bytes are
@@ -1282,12 +1297,7 @@ static void client_forward_unread(Client *c, Server *s, const MsgHeader *h)
 			prepared_track(s, h->type);
 		client_move_run(c, s, total);
 	} else {
-		if (prepared_on(c))
-			prepared_send(c, s, pb.data, pb.len);
-		else
-			evbuffer_add(msgio_out(&s->out), pb.data, pb.len);
-		c->fwd_remaining = total;
-		c->fwd_discard = true;
+		client_send_instead_of_unread(c, s, &pb, total);
 	}
 	pktbuf_free(&pb);
 }
@@ -1309,20 +1319,14 @@ static bool client_wants_whole(const Client *c, const MsgHeader *h)
  */
 static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
 {
-	struct evbuffer *out = msgio_out(&s->out);
 	size_t total = proto_msg_total(h);
 	if (total > JUDGE_MSG_MAX) {
 		PktBuf pb;
 		pktbuf_init(&pb);
 		enforce_deny_oversized(c, s, h->type, &pb);
 		client_account_message(c, s, h->type, total);
-		if (prepared_on(c))
-			prepared_send(c, s, pb.data, pb.len);
-		else
-			evbuffer_add(out, pb.data, pb.len);
+		client_send_instead_of_unread(c, s, &pb, total);
 		pktbuf_free(&pb);
-		c->fwd_remaining = total;
-		c->fwd_discard = true;
 		return true;
 	}
 	if (enforce_ready(c, s, h->type) == ENFORCE_WAIT) {

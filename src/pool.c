@@ -243,6 +243,12 @@ static bool pool_login_retry_blocked(const Pool *pool)
 	       util_now_mono() - pool->last_connect_failed < moat->cfg->server_login_retry;
 }
 
+/* No client of the pool waits for a server (nor for its login to finish). */
+static bool pool_nobody_waits(const Pool *pool)
+{
+	return list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients);
+}
+
 /*
  * At max_db_connections / max_user_connections, a waiting client may take the
  * slot of an idle server in a sibling pool (same database, or same user), as
@@ -250,7 +256,7 @@ static bool pool_login_retry_blocked(const Pool *pool)
  */
 static bool pool_evict_idle_server(Pool *pool, bool same_db)
 {
-	if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients))
+	if (pool_nobody_waits(pool))
 		return false;
 	List *item;
 	list_for_each(item, &moat->pools) {
@@ -307,8 +313,7 @@ static void pool_open_connections(Pool *pool)
 	if (opening || pool->db->is_admin || moat->state == MOAT_DRAINING)
 		return;
 	/* The common case on the data path: nobody waits and min_pool_size is met. */
-	if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients) &&
-	    pool_min_size(pool) == 0)
+	if (pool_nobody_waits(pool) && pool_min_size(pool) == 0)
 		return;
 	opening = true;
 	int wanted = pool_demand(pool) - list_count(&pool->login_servers);
@@ -408,8 +413,7 @@ void pool_maintain(Pool *pool)
  */
 void pool_schedule_maintain(Pool *pool)
 {
-	if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients) &&
-	    pool_min_size(pool) == 0)
+	if (pool_nobody_waits(pool) && pool_min_size(pool) == 0)
 		return;
 	pool->maintain_pending = true;
 	event_active(moat->worker->maintain_ev, EV_TIMEOUT, 0);
@@ -456,7 +460,7 @@ static bool pool_assign_at_once(Client *c)
 {
 	Pool *pool = c->pool;
 	List *si = list_first(&pool->idle_servers);
-	if (!si || !list_empty(&pool->waiting_clients) || !list_empty(&pool->waiting_login_clients) ||
+	if (!si || !pool_nobody_waits(pool) ||
 	    pool_paused(pool) || pool->in_maintain || pool_min_size(pool) > 0)
 		return false;
 	Server *s = container_of(si, Server, head);
@@ -520,7 +524,7 @@ void pool_release_server(Server *s)
 		 * Nobody waits: nothing for the pass to do that the janitor's
 		 * (min_pool_size, surplus, timeouts) does not do anyway.
 		 */
-		if (list_empty(&pool->waiting_clients) && list_empty(&pool->waiting_login_clients))
+		if (pool_nobody_waits(pool))
 			return;
 	}
 	pool_maintain(pool);
