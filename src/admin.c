@@ -151,14 +151,14 @@ typedef struct ResultSet {
 	int ncols;
 } ResultSet;
 
-static void row_reset(Row *r)
+static void admin_row_reset(Row *r)
 {
 	r->n = 0;
 	r->overflow = false;
 }
 
 /* s is borrowed until the row is written; NULL is SQL NULL. */
-static void row_str(Row *r, const char *s)
+static void admin_row_str(Row *r, const char *s)
 {
 	if (r->n >= ROW_MAX_COLS) {
 		r->overflow = true;
@@ -167,8 +167,8 @@ static void row_str(Row *r, const char *s)
 	r->vals[r->n++] = s;
 }
 
-static void row_fmt(Row *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
-static void row_fmt(Row *r, const char *fmt, ...)
+static void admin_row_fmt(Row *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void admin_row_fmt(Row *r, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -183,17 +183,17 @@ static void row_fmt(Row *r, const char *fmt, ...)
 	r->n++;
 }
 
-static void row_int(Row *r, int64_t v)
+static void admin_row_int(Row *r, int64_t v)
 {
-	row_fmt(r, "%" PRId64, v);
+	admin_row_fmt(r, "%" PRId64, v);
 }
 
-static void row_u64(Row *r, uint64_t v)
+static void admin_row_u64(Row *r, uint64_t v)
 {
-	row_fmt(r, "%" PRIu64, v);
+	admin_row_fmt(r, "%" PRIu64, v);
 }
 
-static void rs_begin(ResultSet *rs, const AdminColumn *cols, int ncols)
+static void admin_rs_begin(ResultSet *rs, const AdminColumn *cols, int ncols)
 {
 	const char *names[ROW_MAX_COLS];
 	ColType types[ROW_MAX_COLS];
@@ -211,7 +211,7 @@ static void rs_begin(ResultSet *rs, const AdminColumn *cols, int ncols)
 	pktbuf_row_description(&rs->pb, ncols, names, types);
 }
 
-static void rs_row(ResultSet *rs, const Row *r)
+static void admin_rs_row(ResultSet *rs, const Row *r)
 {
 	if (r->overflow || r->n != rs->ncols) {
 		log_error("admin: row with %d values for %d columns", r->n, rs->ncols);
@@ -222,14 +222,14 @@ static void rs_row(ResultSet *rs, const Row *r)
 }
 
 /* CommandComplete + ReadyForQuery, queue, free. */
-static void rs_send(Client *c, ResultSet *rs, const char *tag)
+static void admin_rs_send(Client *c, ResultSet *rs, const char *tag)
 {
 	pktbuf_command_complete(&rs->pb, tag);
 	pktbuf_ready(&rs->pb, 'I');
 	admin_send(c, &rs->pb);
 }
 
-#define RS_BEGIN(rs, cols) rs_begin((rs), (cols), (int)ARRAY_SIZE(cols))
+#define RS_BEGIN(rs, cols) admin_rs_begin((rs), (cols), (int)ARRAY_SIZE(cols))
 
 /* ------------------------------------------------------- object snapshots */
 
@@ -372,13 +372,13 @@ static void sock_debug_cells(Row *r, const SockView *v)
 {
 	size_t in = v->recv_len;
 
-	row_u64(r, in);			/* recv_pos: bytes read, not yet processed */
-	row_int(r, 0);			/* pkt_pos */
-	row_u64(r, v->pkt_remain);	/* pkt_remain: of a message still streaming */
-	row_int(r, 0);			/* send_pos */
-	row_int(r, 0);			/* send_remain */
-	row_u64(r, in);			/* pkt_avail */
-	row_u64(r, v->send_len);	/* send_avail */
+	admin_row_u64(r, in);			/* recv_pos: bytes read, not yet processed */
+	admin_row_int(r, 0);			/* pkt_pos */
+	admin_row_u64(r, v->pkt_remain);	/* pkt_remain: of a message still streaming */
+	admin_row_int(r, 0);			/* send_pos */
+	admin_row_int(r, 0);			/* send_remain */
+	admin_row_u64(r, in);			/* pkt_avail */
+	admin_row_u64(r, v->send_len);	/* send_avail */
 }
 
 static void sock_row(ResultSet *rs, const SockView *v, const char *state, SockMode mode)
@@ -396,30 +396,30 @@ static void sock_row(ResultSet *rs, const SockView *v, const char *state, SockMo
 		snprintf(link, sizeof(link), "%p", v->link);
 	else
 		link[0] = '\0';
-	row_reset(&r);
-	row_str(&r, v->type);
-	row_str(&r, v->user);
-	row_str(&r, v->db);
-	row_str(&r, state);
-	row_str(&r, v->remote->host);
-	row_int(&r, v->remote->port);
-	row_str(&r, v->local->host);
-	row_int(&r, v->local->port);
-	row_str(&r, connect_time);
-	row_str(&r, request_time);
-	row_int(&r, v->wait_us / USEC_PER_SEC);
-	row_int(&r, v->wait_us % USEC_PER_SEC);
-	row_int(&r, v->close_needed);
-	row_str(&r, ptr);
-	row_str(&r, link);
-	row_u64(&r, v->remote_pid);
+	admin_row_reset(&r);
+	admin_row_str(&r, v->type);
+	admin_row_str(&r, v->user);
+	admin_row_str(&r, v->db);
+	admin_row_str(&r, state);
+	admin_row_str(&r, v->remote->host);
+	admin_row_int(&r, v->remote->port);
+	admin_row_str(&r, v->local->host);
+	admin_row_int(&r, v->local->port);
+	admin_row_str(&r, connect_time);
+	admin_row_str(&r, request_time);
+	admin_row_int(&r, v->wait_us / USEC_PER_SEC);
+	admin_row_int(&r, v->wait_us % USEC_PER_SEC);
+	admin_row_int(&r, v->close_needed);
+	admin_row_str(&r, ptr);
+	admin_row_str(&r, link);
+	admin_row_u64(&r, v->remote_pid);
 	char tls[128];
 	tls_describe(v->ssl, tls, sizeof(tls));
-	row_str(&r, tls);
-	row_str(&r, v->app_name ? v->app_name : "");
+	admin_row_str(&r, tls);
+	admin_row_str(&r, v->app_name ? v->app_name : "");
 	if (mode != SOCK_STD)
 		sock_debug_cells(&r, v);
-	rs_row(rs, &r);
+	admin_rs_row(rs, &r);
 }
 
 static void show_client_list(ResultSet *rs, List *list, const char *state, SockMode mode)
@@ -452,7 +452,7 @@ static void admin_show_clients(Client *c)
 	int n;
 	Pool **pools = admin_pools_sorted(&n);
 
-	rs_begin(&rs, socket_cols, SOCKET_STD_COLS);
+	admin_rs_begin(&rs, socket_cols, SOCKET_STD_COLS);
 	for (int i = 0; i < n; i++) {
 		show_client_list(&rs, &pools[i]->active_clients, "active", SOCK_STD);
 		show_client_list(&rs, &pools[i]->waiting_clients, "waiting", SOCK_STD);
@@ -460,7 +460,7 @@ static void admin_show_clients(Client *c)
 		show_client_list(&rs, &pools[i]->waiting_login_clients, "waiting", SOCK_STD);
 	}
 	free(pools);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static void admin_show_servers(Client *c)
@@ -469,7 +469,7 @@ static void admin_show_servers(Client *c)
 	int n;
 	Pool **pools = admin_pools_sorted(&n);
 
-	rs_begin(&rs, socket_cols, SOCKET_STD_COLS);
+	admin_rs_begin(&rs, socket_cols, SOCKET_STD_COLS);
 	for (int i = 0; i < n; i++) {
 		show_server_list(&rs, &pools[i]->active_servers, "active", SOCK_STD);
 		show_server_list(&rs, &pools[i]->idle_servers, "idle", SOCK_STD);
@@ -478,7 +478,7 @@ static void admin_show_servers(Client *c)
 		show_server_list(&rs, &pools[i]->login_servers, "new", SOCK_STD);
 	}
 	free(pools);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static void admin_send_sockets(Client *c, SockMode mode)
@@ -501,7 +501,7 @@ static void admin_send_sockets(Client *c, SockMode mode)
 	}
 	free(pools);
 	show_client_list(&rs, &moat->worker->login_clients, "cl_login", mode);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static void admin_show_sockets(Client *c)
@@ -533,24 +533,24 @@ static void pool_row(Row *r, Pool *p, usec_t now)
 	pool_max_wait(p, now, &max_wait);
 	if (max_wait < 0)
 		max_wait = 0;
-	row_reset(r);
-	row_str(r, p->db->name);
-	row_str(r, p->user->name);
-	row_int(r, list_count(&p->active_clients));
-	row_int(r, list_count(&p->waiting_clients) + list_count(&p->waiting_login_clients));
+	admin_row_reset(r);
+	admin_row_str(r, p->db->name);
+	admin_row_str(r, p->user->name);
+	admin_row_int(r, list_count(&p->active_clients));
+	admin_row_int(r, list_count(&p->waiting_clients) + list_count(&p->waiting_login_clients));
 	/* cancel requests are forwarded at once, never queued on a pool */
-	row_int(r, 0);
-	row_int(r, 0);
-	row_int(r, list_count(&p->active_servers));
-	row_int(r, 0);
-	row_int(r, 0);
-	row_int(r, list_count(&p->idle_servers));
-	row_int(r, list_count(&p->used_servers));
-	row_int(r, list_count(&p->tested_servers));
-	row_int(r, list_count(&p->login_servers));
-	row_int(r, max_wait / USEC_PER_SEC);
-	row_int(r, max_wait % USEC_PER_SEC);
-	row_str(r, config_pool_mode_name(pool_effective_mode(p)));
+	admin_row_int(r, 0);
+	admin_row_int(r, 0);
+	admin_row_int(r, list_count(&p->active_servers));
+	admin_row_int(r, 0);
+	admin_row_int(r, 0);
+	admin_row_int(r, list_count(&p->idle_servers));
+	admin_row_int(r, list_count(&p->used_servers));
+	admin_row_int(r, list_count(&p->tested_servers));
+	admin_row_int(r, list_count(&p->login_servers));
+	admin_row_int(r, max_wait / USEC_PER_SEC);
+	admin_row_int(r, max_wait % USEC_PER_SEC);
+	admin_row_str(r, config_pool_mode_name(pool_effective_mode(p)));
 }
 
 static void admin_show_pools(Client *c)
@@ -564,10 +564,10 @@ static void admin_show_pools(Client *c)
 	RS_BEGIN(&rs, pools_cols);
 	for (int i = 0; i < n; i++) {
 		pool_row(&r, pools[i], now);
-		rs_row(&rs, &r);
+		admin_rs_row(&rs, &r);
 	}
 	free(pools);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 /* ------------------------------------------------------------- SHOW STATS */
@@ -604,26 +604,26 @@ typedef enum { STATS_ALL, STATS_TOTALS, STATS_AVERAGES } StatsPart;
 
 static void stats_cells(Row *r, const StatCounters *s)
 {
-	row_u64(r, s->xact_count);
-	row_u64(r, s->query_count);
-	row_u64(r, s->bytes_received);
-	row_u64(r, s->bytes_sent);
-	row_u64(r, s->xact_time);
-	row_u64(r, s->query_time);
-	row_u64(r, s->wait_time);
+	admin_row_u64(r, s->xact_count);
+	admin_row_u64(r, s->query_count);
+	admin_row_u64(r, s->bytes_received);
+	admin_row_u64(r, s->bytes_sent);
+	admin_row_u64(r, s->xact_time);
+	admin_row_u64(r, s->query_time);
+	admin_row_u64(r, s->wait_time);
 }
 
 static void stats_row(ResultSet *rs, const DbStats *d, StatsPart part)
 {
 	Row r;
 
-	row_reset(&r);
-	row_str(&r, d->name);
+	admin_row_reset(&r);
+	admin_row_str(&r, d->name);
 	if (part != STATS_AVERAGES)
 		stats_cells(&r, &d->total);
 	if (part != STATS_TOTALS)
 		stats_cells(&r, &d->avg);
-	rs_row(rs, &r);
+	admin_rs_row(rs, &r);
 }
 
 /* Sum pools [from, to) that share a database. */
@@ -664,7 +664,7 @@ static void admin_send_stats(Client *c, StatsPart part)
 		start = i;
 	}
 	free(pools);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static void admin_show_stats(Client *c)
@@ -692,10 +692,10 @@ static void totals_row(ResultSet *rs, const char *prefix, const char *name, uint
 	Row r;
 
 	snprintf(key, sizeof(key), "%s_%s", prefix, name);
-	row_reset(&r);
-	row_str(&r, key);
-	row_u64(&r, v);
-	rs_row(rs, &r);
+	admin_row_reset(&r);
+	admin_row_str(&r, key);
+	admin_row_u64(&r, v);
+	admin_rs_row(rs, &r);
 }
 
 static void totals_rows(ResultSet *rs, const char *prefix, const StatCounters *s)
@@ -729,7 +729,7 @@ static void admin_show_totals(Client *c)
 	RS_BEGIN(&rs, name_value_num_cols);
 	totals_rows(&rs, "total", &total);
 	totals_rows(&rs, "avg", &avg);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 /* --------------------------------------------------- SHOW DATABASES/USERS */
@@ -805,20 +805,20 @@ static void database_row(Row *r, const DbView *v)
 	const Config *g = moat->cfg;
 	bool is_admin = v->db && v->db->is_admin;
 
-	row_reset(r);
-	row_str(r, v->name);
-	row_str(r, dc->host);
-	row_int(r, is_admin ? g->listen_port : dc->port);
-	row_str(r, dc->dbname ? dc->dbname : v->name);
-	row_str(r, dc->user);
-	row_int(r, db_setting(dc->pool_size, g->default_pool_size));
-	row_int(r, db_setting(dc->min_pool_size, g->min_pool_size));
-	row_int(r, db_setting(dc->reserve_pool, g->reserve_pool_size));
-	row_str(r, dc->pool_mode >= 0 ? config_pool_mode_name((PoolMode)dc->pool_mode) : NULL);
-	row_int(r, db_setting(dc->max_db_connections, g->max_db_connections));
-	row_int(r, v->db ? v->db->connection_count : 0);
-	row_int(r, v->db ? v->db->paused : 0);
-	row_int(r, v->db ? v->db->disabled : 0);
+	admin_row_reset(r);
+	admin_row_str(r, v->name);
+	admin_row_str(r, dc->host);
+	admin_row_int(r, is_admin ? g->listen_port : dc->port);
+	admin_row_str(r, dc->dbname ? dc->dbname : v->name);
+	admin_row_str(r, dc->user);
+	admin_row_int(r, db_setting(dc->pool_size, g->default_pool_size));
+	admin_row_int(r, db_setting(dc->min_pool_size, g->min_pool_size));
+	admin_row_int(r, db_setting(dc->reserve_pool, g->reserve_pool_size));
+	admin_row_str(r, dc->pool_mode >= 0 ? config_pool_mode_name((PoolMode)dc->pool_mode) : NULL);
+	admin_row_int(r, db_setting(dc->max_db_connections, g->max_db_connections));
+	admin_row_int(r, v->db ? v->db->connection_count : 0);
+	admin_row_int(r, v->db ? v->db->paused : 0);
+	admin_row_int(r, v->db ? v->db->disabled : 0);
 }
 
 static void admin_show_databases(Client *c)
@@ -831,10 +831,10 @@ static void admin_show_databases(Client *c)
 	RS_BEGIN(&rs, databases_cols);
 	for (int i = 0; i < n; i++) {
 		database_row(&r, &views[i]);
-		rs_row(&rs, &r);
+		admin_rs_row(&rs, &r);
 	}
 	free(views);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn users_cols[] = {
@@ -873,13 +873,13 @@ static void admin_show_users(Client *c)
 	RS_BEGIN(&rs, users_cols);
 	for (int i = 0; i < n; i++) {
 		const UserConfig *uc = config_find_user(moat->cfg, names[i]);
-		row_reset(&r);
-		row_str(&r, names[i]);
-		row_str(&r, uc && uc->pool_mode >= 0 ? config_pool_mode_name((PoolMode)uc->pool_mode) : NULL);
-		rs_row(&rs, &r);
+		admin_row_reset(&r);
+		admin_row_str(&r, names[i]);
+		admin_row_str(&r, uc && uc->pool_mode >= 0 ? config_pool_mode_name((PoolMode)uc->pool_mode) : NULL);
+		admin_rs_row(&rs, &r);
 	}
 	free(names);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 /* ------------------------------------------------- SHOW LISTS / MEM / ... */
@@ -892,10 +892,10 @@ static void list_row(ResultSet *rs, const char *name, int64_t items)
 {
 	Row r;
 
-	row_reset(&r);
-	row_str(&r, name);
-	row_int(&r, items);
-	rs_row(rs, &r);
+	admin_row_reset(&r);
+	admin_row_str(&r, name);
+	admin_row_int(&r, items);
+	admin_rs_row(rs, &r);
 }
 
 static void admin_show_lists(Client *c)
@@ -920,7 +920,7 @@ static void admin_show_lists(Client *c)
 	list_row(&rs, "dns_zones", 0);
 	list_row(&rs, "dns_queries", 0);
 	list_row(&rs, "dns_pending", 0);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn mem_cols[] = {
@@ -933,13 +933,13 @@ static void mem_row(ResultSet *rs, const char *name, size_t size, int used, int 
 {
 	Row r;
 
-	row_reset(&r);
-	row_str(&r, name);
-	row_u64(&r, size);
-	row_int(&r, used);
-	row_int(&r, free_count);
-	row_u64(&r, size * (size_t)(used + free_count));
-	rs_row(rs, &r);
+	admin_row_reset(&r);
+	admin_row_str(&r, name);
+	admin_row_u64(&r, size);
+	admin_row_int(&r, used);
+	admin_row_int(&r, free_count);
+	admin_row_u64(&r, size * (size_t)(used + free_count));
+	admin_rs_row(rs, &r);
 }
 
 static void admin_show_mem(Client *c)
@@ -955,7 +955,7 @@ static void admin_show_mem(Client *c)
 		list_count(&w->free_servers));
 	mem_row(&rs, "client_cache", sizeof(Client), list_count(&w->all_clients),
 		list_count(&w->free_clients));
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn config_cols[] = {
@@ -973,15 +973,15 @@ static void admin_show_config(Client *c)
 	for (int i = 0; i < n; i++) {
 		ConfigKeyView v;
 		config_key_view(moat->cfg, i, &v);
-		row_reset(&r);
-		row_str(&r, v.key);
-		row_str(&r, v.value);
-		row_str(&r, v.default_value);
-		row_str(&r, v.changeable ? "yes" : "no");
-		rs_row(&rs, &r);
+		admin_row_reset(&r);
+		admin_row_str(&r, v.key);
+		admin_row_str(&r, v.value);
+		admin_row_str(&r, v.default_value);
+		admin_row_str(&r, v.changeable ? "yes" : "no");
+		admin_rs_row(&rs, &r);
 		free(v.value);
 	}
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn version_cols[] = { { "version", COLTYPE_TEXT } };
@@ -993,10 +993,10 @@ static void admin_show_version(Client *c)
 
 	/* The pgbouncer prefix keeps exporters that parse it working. */
 	RS_BEGIN(&rs, version_cols);
-	row_reset(&r);
-	row_str(&r, "PgBouncer " ADMIN_COMPAT_VERSION " (pgmoat " PACKAGE_VERSION ")");
-	rs_row(&rs, &r);
-	rs_send(c, &rs, "SHOW");
+	admin_row_reset(&r);
+	admin_row_str(&r, "PgBouncer " ADMIN_COMPAT_VERSION " (pgmoat " PACKAGE_VERSION ")");
+	admin_rs_row(&rs, &r);
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 /*
@@ -1013,7 +1013,7 @@ static const AdminColumn policy_stats_cols[] = {
 
 static void row_ns_as_us(Row *r, uint64_t ns)
 {
-	row_fmt(r, "%" PRIu64 ".%03" PRIu64, ns / 1000, ns % 1000);
+	admin_row_fmt(r, "%" PRIu64 ".%03" PRIu64, ns / 1000, ns % 1000);
 }
 
 /* errors NULL: not counted for this row (SQL NULL). */
@@ -1025,19 +1025,19 @@ static void policy_stats_row(ResultSet *rs, const char *hook, const Histogram *w
 
 	histogram_init(&h);
 	histogram_merge(&h, w_hist);	/* every worker's, once there are more */
-	row_reset(&r);
-	row_str(&r, hook);
-	row_u64(&r, h.count);
+	admin_row_reset(&r);
+	admin_row_str(&r, hook);
+	admin_row_u64(&r, h.count);
 	if (errors)
-		row_u64(&r, *errors);
+		admin_row_u64(&r, *errors);
 	else
-		row_str(&r, NULL);
+		admin_row_str(&r, NULL);
 	row_ns_as_us(&r, histogram_mean(&h));
 	row_ns_as_us(&r, histogram_percentile(&h, 50));
 	row_ns_as_us(&r, histogram_percentile(&h, 90));
 	row_ns_as_us(&r, histogram_percentile(&h, 99));
 	row_ns_as_us(&r, h.max);
-	rs_row(rs, &r);
+	admin_rs_row(rs, &r);
 }
 
 static void admin_show_policy_stats(Client *c)
@@ -1048,7 +1048,7 @@ static void admin_show_policy_stats(Client *c)
 	RS_BEGIN(&rs, policy_stats_cols);
 	policy_stats_row(&rs, "on_query", &w->on_query_ns, &w->on_query_errors);
 	policy_stats_row(&rs, "on_query_lua", &w->on_query_lua_ns, NULL);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn fds_cols[] = {
@@ -1073,18 +1073,18 @@ static void fds_listener_row(int fd, const char *addr, int port, void *arg)
 	ResultSet *rs = arg;
 	Row r;
 
-	row_reset(&r);
-	row_int(&r, fd);
-	row_str(&r, "pooler");
-	row_str(&r, NULL);
-	row_str(&r, NULL);
-	row_str(&r, addr);
-	row_int(&r, port);
-	row_str(&r, NULL);	/* cancel */
-	row_str(&r, NULL);	/* link */
+	admin_row_reset(&r);
+	admin_row_int(&r, fd);
+	admin_row_str(&r, "pooler");
+	admin_row_str(&r, NULL);
+	admin_row_str(&r, NULL);
+	admin_row_str(&r, addr);
+	admin_row_int(&r, port);
+	admin_row_str(&r, NULL);	/* cancel */
+	admin_row_str(&r, NULL);	/* link */
 	for (int i = 0; i < 7; i++)
-		row_str(&r, NULL);	/* encoding .. scram_server_key */
-	rs_row(rs, &r);
+		admin_row_str(&r, NULL);	/* encoding .. scram_server_key */
+	admin_rs_row(rs, &r);
 }
 
 static int fds_bev_fd(struct bufferevent *bev)
@@ -1097,26 +1097,26 @@ static void fds_conn_row(ResultSet *rs, const char *task, int fd, const char *us
 {
 	Row r;
 
-	row_reset(&r);
-	row_int(&r, fd);
-	row_str(&r, task);
-	row_str(&r, user);
-	row_str(&r, db);
-	row_str(&r, remote->host);
-	row_int(&r, remote->port);
-	row_u64(&r, cancel);
+	admin_row_reset(&r);
+	admin_row_int(&r, fd);
+	admin_row_str(&r, task);
+	admin_row_str(&r, user);
+	admin_row_str(&r, db);
+	admin_row_str(&r, remote->host);
+	admin_row_int(&r, remote->port);
+	admin_row_u64(&r, cancel);
 	if (link >= 0)
-		row_int(&r, link);
+		admin_row_int(&r, link);
 	else
-		row_str(&r, NULL);
-	row_str(&r, vars->values[VAR_CLIENT_ENCODING]);
-	row_str(&r, vars->values[VAR_STANDARD_CONFORMING_STRINGS]);
-	row_str(&r, vars->values[VAR_DATESTYLE]);
-	row_str(&r, vars->values[VAR_TIMEZONE]);
-	row_str(&r, NULL);	/* password: never shown */
-	row_str(&r, NULL);	/* scram_client_key */
-	row_str(&r, NULL);	/* scram_server_key */
-	rs_row(rs, &r);
+		admin_row_str(&r, NULL);
+	admin_row_str(&r, vars->values[VAR_CLIENT_ENCODING]);
+	admin_row_str(&r, vars->values[VAR_STANDARD_CONFORMING_STRINGS]);
+	admin_row_str(&r, vars->values[VAR_DATESTYLE]);
+	admin_row_str(&r, vars->values[VAR_TIMEZONE]);
+	admin_row_str(&r, NULL);	/* password: never shown */
+	admin_row_str(&r, NULL);	/* scram_client_key */
+	admin_row_str(&r, NULL);	/* scram_server_key */
+	admin_rs_row(rs, &r);
 }
 
 static void admin_show_fds(Client *c)
@@ -1144,7 +1144,7 @@ static void admin_show_fds(Client *c)
 			     &s->remote, (uint64_t)s->backend_pid << 32 | s->backend_key,
 			     s->link ? s->link->fd : -1, &s->vars);
 	}
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn key_value_cols[] = {
@@ -1155,10 +1155,10 @@ static void state_row(ResultSet *rs, const char *key, bool yes)
 {
 	Row r;
 
-	row_reset(&r);
-	row_str(&r, key);
-	row_str(&r, yes ? "yes" : "no");
-	rs_row(rs, &r);
+	admin_row_reset(&r);
+	admin_row_str(&r, key);
+	admin_row_str(&r, yes ? "yes" : "no");
+	admin_rs_row(rs, &r);
 }
 
 /* From pgbouncer 1.21; harmless and useful before it. */
@@ -1170,7 +1170,7 @@ static void admin_show_state(Client *c)
 	state_row(&rs, "active", moat->state == MOAT_RUNNING);
 	state_row(&rs, "paused", moat->state == MOAT_PAUSED);
 	state_row(&rs, "suspended", moat->state == MOAT_SUSPENDED);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn dns_hosts_cols[] = {
@@ -1186,7 +1186,7 @@ static void admin_show_dns_hosts(Client *c)
 	ResultSet rs;
 
 	RS_BEGIN(&rs, dns_hosts_cols);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static void admin_show_dns_zones(Client *c)
@@ -1194,7 +1194,7 @@ static void admin_show_dns_zones(Client *c)
 	ResultSet rs;
 
 	RS_BEGIN(&rs, dns_zones_cols);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const char admin_help_text[] =
@@ -1271,10 +1271,10 @@ static void admin_show_fake(Client *c, int idx)
 	Row r;
 
 	RS_BEGIN(&rs, col);
-	row_reset(&r);
-	row_str(&r, admin_fake_params[idx].value);
-	rs_row(&rs, &r);
-	rs_send(c, &rs, "SHOW");
+	admin_row_reset(&r);
+	admin_row_str(&r, admin_fake_params[idx].value);
+	admin_rs_row(&rs, &r);
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 /* --------------------------------------------------------- PAUSE waiters */
@@ -1780,25 +1780,25 @@ static void approval_row(ResultSet *rs, const ApprovalInfo *ai)
 
 	admin_format_time(held, sizeof(held), ai->held_at);
 	admin_format_time(until, sizeof(until), ai->timeout_at);
-	row_reset(&r);
-	row_u64(&r, ai->id);
-	row_fmt(&r, "C-%" PRIu64, ai->client_id);
-	row_str(&r, ai->user);
-	row_str(&r, ai->database);
-	row_str(&r, ai->statement);
-	row_str(&r, ai->reason);
-	row_str(&r, ai->policy);
-	row_str(&r, ai->protocol);
+	admin_row_reset(&r);
+	admin_row_u64(&r, ai->id);
+	admin_row_fmt(&r, "C-%" PRIu64, ai->client_id);
+	admin_row_str(&r, ai->user);
+	admin_row_str(&r, ai->database);
+	admin_row_str(&r, ai->statement);
+	admin_row_str(&r, ai->reason);
+	admin_row_str(&r, ai->policy);
+	admin_row_str(&r, ai->protocol);
 	if (ai->server_id)
-		row_fmt(&r, "S-%" PRIu64, ai->server_id);
+		admin_row_fmt(&r, "S-%" PRIu64, ai->server_id);
 	else
-		row_str(&r, NULL);
-	row_str(&r, held);
-	row_int(&r, ai->waited / USEC_PER_SEC);
-	row_int(&r, ai->waited % USEC_PER_SEC);
-	row_str(&r, until);
-	row_str(&r, ai->replica);
-	rs_row(rs, &r);
+		admin_row_str(&r, NULL);
+	admin_row_str(&r, held);
+	admin_row_int(&r, ai->waited / USEC_PER_SEC);
+	admin_row_int(&r, ai->waited % USEC_PER_SEC);
+	admin_row_str(&r, until);
+	admin_row_str(&r, ai->replica);
+	admin_rs_row(rs, &r);
 }
 
 static void admin_show_approvals(Client *c)
@@ -1811,7 +1811,7 @@ static void admin_show_approvals(Client *c)
 	for (int i = 0; i < n; i++)
 		approval_row(&rs, &list[i]);
 	free(list);
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 static const AdminColumn policy_cols[] = {
@@ -1831,14 +1831,14 @@ static void admin_show_policies(Client *c)
 		Row r;
 
 		policy_engine_script_hooks(e, i, hooks, sizeof(hooks));
-		row_reset(&r);
-		row_int(&r, i + 1);
-		row_str(&r, policy_engine_script_path(e, i));
-		row_str(&r, hooks);
-		row_str(&r, policy_mode_name(moat->cfg->policy.mode));
-		rs_row(&rs, &r);
+		admin_row_reset(&r);
+		admin_row_int(&r, i + 1);
+		admin_row_str(&r, policy_engine_script_path(e, i));
+		admin_row_str(&r, hooks);
+		admin_row_str(&r, policy_mode_name(moat->cfg->policy.mode));
+		admin_rs_row(&rs, &r);
 	}
-	rs_send(c, &rs, "SHOW");
+	admin_rs_send(c, &rs, "SHOW");
 }
 
 /* An approval id: a positive decimal number. */
