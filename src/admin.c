@@ -3,11 +3,7 @@
  * 1.18's console language, so that psql habits, monitoring exporters and
  * runbooks written for pgbouncer keep working. This file reads a command,
  * decides who may run it and hands it to its file (admin_int.h lists them).
- *
- * Grammar (pgbouncer's, case-insensitive, one statement per query):
- *     WORD [WORD] [;]                  SHOW POOLS, PAUSE app, RELOAD, ...
- *     SET WORD (=|TO) (WORD|'string') [;]
- * where WORD is [0-9A-Za-z_]+ or a "double-quoted" name.
+ * The grammar is in admin_parse.h.
  *
  * Answers are built as whole result sets in one PktBuf and queued at once
  * (admin_result.c). PAUSE, WAIT_CLOSE and SUSPEND answer only once their
@@ -220,170 +216,10 @@ static void admin_exec(Client *c, const char *cmd, const char *arg)
 	admin_syntax_error(c);
 }
 
-/* ---------------------------------------------------------------- parsing */
-
-typedef enum { PARSE_OK, PARSE_NO_MATCH, PARSE_TOO_LONG } ParseResult;
-
-static bool parse_is_space(char ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
-
-static bool parse_is_word_char(char ch)
-{
-	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
-}
-
-/* Skip blanks; true when there was at least one. */
-static bool parse_space(const char **p)
-{
-	const char *start = *p;
-
-	while (parse_is_space(**p))
-		(*p)++;
-	return *p != start;
-}
-
-/* A quoted token: quote ... quote, the quote doubled inside stands for itself. */
-static ParseResult parse_quoted(const char **p, char quote, char *out, size_t outsz)
-{
-	const char *s = *p + 1;
-	size_t n = 0;
-
-	for (;;) {
-		if (*s == '\0')
-			return PARSE_NO_MATCH;
-		if (*s == quote && s[1] != quote)
-			break;
-		if (*s == quote)
-			s++;
-		if (n + 1 >= outsz)
-			return PARSE_TOO_LONG;
-		out[n++] = *s++;
-	}
-	out[n] = '\0';
-	*p = s + 1;
-	return PARSE_OK;
-}
-
-/* WORD: [0-9A-Za-z_]+ or "quoted". */
-static ParseResult parse_word(const char **p, char *out, size_t outsz)
-{
-	size_t n = 0;
-
-	if (**p == '"')
-		return parse_quoted(p, '"', out, outsz);
-	while (parse_is_word_char((*p)[n]))
-		n++;
-	if (n == 0)
-		return PARSE_NO_MATCH;
-	if (n >= outsz)
-		return PARSE_TOO_LONG;
-	memcpy(out, *p, n);
-	out[n] = '\0';
-	*p += n;
-	return PARSE_OK;
-}
-
-/* Optional blanks, one optional ';' with blanks, then the end. */
-static bool parse_end(const char *p)
-{
-	parse_space(&p);
-	if (*p == ';') {
-		p++;
-		parse_space(&p);
-	}
-	return *p == '\0';
-}
-
-/* Case-insensitive keyword (what follows is checked by the caller's grammar). */
-static bool parse_keyword(const char **p, const char *kw)
-{
-	size_t n = strlen(kw);
-
-	if (strncasecmp(*p, kw, n) != 0)
-		return false;
-	*p += n;
-	return true;
-}
-
-/* CMD [ARG] [;] */
-static ParseResult parse_command(const char *sql, char *cmd, char *arg)
-{
-	const char *p = sql;
-	ParseResult r;
-
-	arg[0] = '\0';
-	parse_space(&p);
-	r = parse_word(&p, cmd, ADMIN_CMD_MAX);
-	if (r != PARSE_OK)
-		return r;
-	if (parse_space(&p) && (parse_is_word_char(*p) || *p == '"')) {
-		r = parse_word(&p, arg, ADMIN_ARG_MAX);
-		if (r != PARSE_OK)
-			return r;
-	}
-	return parse_end(p) ? PARSE_OK : PARSE_NO_MATCH;
-}
-
-/* SET KEY (=|TO) (WORD|'string') [;] */
-static ParseResult parse_set(const char *sql, char *key, char *val)
-{
-	const char *p = sql;
-	ParseResult r;
-
-	parse_space(&p);
-	if (!parse_keyword(&p, "set") || !parse_space(&p))
-		return PARSE_NO_MATCH;
-	r = parse_word(&p, key, ADMIN_ARG_MAX);
-	if (r != PARSE_OK)
-		return r;
-	parse_space(&p);
-	if (!parse_keyword(&p, "=") && !parse_keyword(&p, "to"))
-		return PARSE_NO_MATCH;
-	parse_space(&p);
-	if (*p == '\'')
-		r = parse_quoted(&p, '\'', val, ADMIN_VAL_MAX);
-	else
-		r = parse_word(&p, val, ADMIN_VAL_MAX);
-	if (r != PARSE_OK)
-		return r;
-	if (!key[0])
-		return PARSE_TOO_LONG;	/* pgbouncer: an empty key is a bad argument */
-	return parse_end(p) ? PARSE_OK : PARSE_NO_MATCH;
-}
-
-/* DENY ID (WORD...|'string') [;]: the reason may be several words (pgmoat addition). */
-static ParseResult parse_deny(const char *sql, char *id, char *reason)
-{
-	const char *p = sql;
-	ParseResult r;
-	size_t n;
-
-	reason[0] = '\0';
-	parse_space(&p);
-	if (!parse_keyword(&p, "deny") || !parse_space(&p))
-		return PARSE_NO_MATCH;
-	r = parse_word(&p, id, ADMIN_ARG_MAX);
-	if (r != PARSE_OK || !parse_space(&p))
-		return r != PARSE_OK ? r : parse_end(p) ? PARSE_OK : PARSE_NO_MATCH;
-	if (*p == '\'')
-		return parse_quoted(&p, '\'', reason, ADMIN_VAL_MAX) == PARSE_OK && parse_end(p)
-		       ? PARSE_OK : PARSE_NO_MATCH;
-	n = strlen(p);
-	while (n > 0 && (parse_is_space(p[n - 1]) || p[n - 1] == ';'))
-		n--;
-	if (n >= ADMIN_VAL_MAX)
-		return PARSE_TOO_LONG;
-	memcpy(reason, p, n);
-	reason[n] = '\0';
-	return PARSE_OK;
-}
-
 static void admin_dispatch(Client *c, const char *sql)
 {
 	char cmd[ADMIN_CMD_MAX], arg[ADMIN_ARG_MAX], val[ADMIN_VAL_MAX];
-	ParseResult r = parse_deny(sql, arg, val);
+	ParseResult r = admin_parse_deny(sql, arg, val);
 
 	if (r == PARSE_OK) {
 		if (c->admin_can_write)
@@ -396,13 +232,13 @@ static void admin_dispatch(Client *c, const char *sql)
 		admin_error(c, "bad arguments");
 		return;
 	}
-	r = parse_command(sql, cmd, arg);
+	r = admin_parse_command(sql, cmd, arg);
 	if (r == PARSE_OK) {
 		admin_exec(c, cmd, arg);
 		return;
 	}
 	if (r == PARSE_NO_MATCH)
-		r = parse_set(sql, arg, val);
+		r = admin_parse_set(sql, arg, val);
 	/* a driver's SET of a faked parameter is for everyone: it is ignored */
 	if (r == PARSE_OK && !c->admin_can_write && admin_fake_param(arg) < 0)
 		admin_refuse_access(c);
@@ -451,7 +287,7 @@ bool admin_is_read_only(const char *sql)
 {
 	char cmd[ADMIN_CMD_MAX], arg[ADMIN_ARG_MAX];
 
-	return parse_command(sql, cmd, arg) == PARSE_OK &&
+	return admin_parse_command(sql, cmd, arg) == PARSE_OK &&
 	       (strcasecmp(cmd, "show") == 0 || strcasecmp(cmd, "select") == 0);
 }
 

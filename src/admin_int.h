@@ -1,10 +1,10 @@
 /*
  * What the admin console's files share; the rest of pgmoat uses admin.h.
  *
- *   admin.c         entry points, the console grammar, dispatch and
- *                   authorisation (what stats_users may run), answers (sent,
- *                   or captured for the extended protocol), the console's
- *                   database and welcome
+ *   admin.c         entry points, dispatch and authorisation (what
+ *                   stats_users may run), answers (sent, or captured for the
+ *                   extended protocol), the console's database and welcome
+ *   admin_parse.c   the console grammar (pure; fuzz_admin_parse)
  *   admin_result.c  building a result set in one PktBuf
  *   admin_show.c    pgbouncer 1.18's SHOW result sets (names and order of
  *                   columns are a contract: test_admin.py diffs them)
@@ -22,6 +22,7 @@
 #ifndef PGMOAT_ADMIN_INT_H
 #define PGMOAT_ADMIN_INT_H
 
+#include "admin_parse.h"
 #include "pgmoat.h"
 #include "pktbuf.h"
 
@@ -32,10 +33,6 @@
 #define ADMIN_SQLSTATE "08P01"
 /* The pgbouncer release whose console we reproduce. */
 #define ADMIN_COMPAT_VERSION "1.18.0"
-/* pgbouncer's limits for the parts of a command. */
-#define ADMIN_CMD_MAX 16
-#define ADMIN_ARG_MAX 64
-#define ADMIN_VAL_MAX 256
 
 /* ------------------------------------------------------ answers (admin.c) */
 
