@@ -162,6 +162,9 @@ struct PolicyEngine {
 	bool wd_registered;
 	uint64_t call_seq;	/* counts calls (engine_call_begin), for the watchdog */
 	uint64_t wd_overdue_seq;	/* the watchdog's: the call it last found overdue */
+	/* (idle watchdog) the watchdog's: call_seq at its last look; unchanged
+	 * and no call in flight means this engine was idle since */
+	uint64_t wd_seen_seq;
 };
 
 /* ------------------------------------------------------------- config */
@@ -455,6 +458,18 @@ void luastr_check_budget(lua_State *L)
  * read-modify-write of LuaJIT's hook mask is made again. Without the thread
  * (it could not start) each state keeps the count hook of old, checking the
  * clock every HOOK_TICK instructions.
+ *
+ * Idle, the thread sleeps: after a look that finds no call running and none
+ * begun since the look before, it sets wd.sleeping and waits on wd.wake
+ * until a call begins. A call pays no system call for this while the thread
+ * is awake: engine_call_begin stores in_call and then reads wd.sleeping (both
+ * sequentially consistent), and the thread stores wd.sleeping and then reads
+ * every in_call; of two such pairs at least one sees the other's store, so
+ * either the thread sees the call and stays awake, or the call sees the flag
+ * and wakes it (wd_wake, under wd.lock, which the thread holds from setting
+ * the flag until it waits: the wake cannot come between). Under a steady
+ * load every look finds a call begun since the last, and the thread never
+ * sleeps; at a trickle, a call that finds it asleep wakes it once.
  */
 static struct {
 	pthread_mutex_t lock;
@@ -463,7 +478,10 @@ static struct {
 	pid_t pid;		/* the process whose thread runs; a fork's child starts its own */
 	bool failed;		/* the thread could not start: count hooks instead */
 	int signo;
-} wd = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	/* (idle watchdog) the thread waits on wake, with sleeping set, while no call runs */
+	pthread_cond_t wake;
+	int sleeping;		/* read by every call (__atomic); written under lock */
+} wd = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
 static pthread_once_t wd_once = PTHREAD_ONCE_INIT;
 static __thread PolicyEngine *volatile wd_running;	/* this thread's engine, while in a call */
@@ -482,28 +500,82 @@ static void wd_signal_handler(int sig)
 	errno = saved;
 }
 
+/* One engine at one look (wd.lock held); true: it ran a call since the last look. */
+static bool wd_look_at(PolicyEngine *e, usec_t now)
+{
+	bool in_call = __atomic_load_n(&e->in_call, __ATOMIC_ACQUIRE);
+	uint64_t seq = __atomic_load_n(&e->call_seq, __ATOMIC_RELAXED);	/* (in flight: its call's) */
+	bool busy = in_call || seq != e->wd_seen_seq;
+
+	e->wd_seen_seq = seq;
+	if (!in_call || now < __atomic_load_n(&e->deadline, __ATOMIC_RELAXED))
+		return busy;
+	if (e->wd_overdue_seq == seq)
+		pthread_kill(__atomic_load_n(&e->call_thread, __ATOMIC_RELAXED), wd.signo);
+	e->wd_overdue_seq = seq;
+	return true;
+}
+
+/* A look at every engine (wd.lock held): the time to the next look; 0: all idle. */
+static usec_t wd_look_locked(void)
+{
+	usec_t period = WATCHDOG_MAX_PERIOD;
+	usec_t now = util_now_mono();
+	bool busy = false;
+
+	for (int i = 0; i < wd.n; i++) {
+		PolicyEngine *e = wd.engines[i];
+		if ((usec_t)e->cfg.time_budget / 4 < period)
+			period = (usec_t)e->cfg.time_budget / 4;
+		busy |= wd_look_at(e, now);
+	}
+	if (!busy)
+		return 0;
+	return period < WATCHDOG_MIN_PERIOD ? WATCHDOG_MIN_PERIOD : period;
+}
+
+static bool wd_any_in_call_locked(void)
+{
+	for (int i = 0; i < wd.n; i++) {
+		if (__atomic_load_n(&wd.engines[i]->in_call, __ATOMIC_SEQ_CST))
+			return true;
+	}
+	return false;
+}
+
+/* Nothing to watch (wd.lock held): wait until a call begins (see above for the order). */
+static void wd_sleep_locked(void)
+{
+	__atomic_store_n(&wd.sleeping, 1, __ATOMIC_SEQ_CST);
+	if (!wd_any_in_call_locked()) {
+		while (__atomic_load_n(&wd.sleeping, __ATOMIC_RELAXED))
+			pthread_cond_wait(&wd.wake, &wd.lock);
+	}
+	__atomic_store_n(&wd.sleeping, 0, __ATOMIC_RELAXED);
+}
+
+/* A call begins and found the thread asleep (or about to be). */
+static void wd_wake(void)
+{
+	pthread_mutex_lock(&wd.lock);
+	if (wd.sleeping) {
+		__atomic_store_n(&wd.sleeping, 0, __ATOMIC_RELAXED);
+		pthread_cond_signal(&wd.wake);
+	}
+	pthread_mutex_unlock(&wd.lock);
+}
+
 static void *wd_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
-		usec_t period = WATCHDOG_MAX_PERIOD;
 		pthread_mutex_lock(&wd.lock);
-		usec_t now = util_now_mono();
-		for (int i = 0; i < wd.n; i++) {
-			PolicyEngine *e = wd.engines[i];
-			if ((usec_t)e->cfg.time_budget / 4 < period)
-				period = (usec_t)e->cfg.time_budget / 4;
-			if (!__atomic_load_n(&e->in_call, __ATOMIC_ACQUIRE) ||
-			    now < __atomic_load_n(&e->deadline, __ATOMIC_RELAXED))
-				continue;
-			uint64_t seq = __atomic_load_n(&e->call_seq, __ATOMIC_RELAXED);
-			if (e->wd_overdue_seq == seq)
-				pthread_kill(__atomic_load_n(&e->call_thread, __ATOMIC_RELAXED), wd.signo);
-			e->wd_overdue_seq = seq;
-		}
+		usec_t period = wd_look_locked();
+		if (period == 0)
+			wd_sleep_locked();
 		pthread_mutex_unlock(&wd.lock);
-		if (period < WATCHDOG_MIN_PERIOD)
-			period = WATCHDOG_MIN_PERIOD;
+		if (period == 0)
+			continue;	/* a call began: look at it at once */
 		struct timespec ts = { (time_t)(period / 1000000), (long)(period % 1000000) * 1000 };
 		nanosleep(&ts, NULL);
 	}
@@ -522,7 +594,10 @@ static void wd_atfork_parent(void)
 
 static void wd_atfork_child(void)
 {
-	pthread_mutex_init(&wd.lock, NULL);	/* (the thread did not come along: wd.pid tells) */
+	/* (the thread did not come along: wd.pid tells; the child's starts awake) */
+	pthread_mutex_init(&wd.lock, NULL);
+	pthread_cond_init(&wd.wake, NULL);
+	wd.sleeping = 0;
 }
 
 static void wd_init(void)
@@ -564,6 +639,7 @@ static bool wd_start_locked(void)
 			    "check the clock instead", strerror(rc));
 		return false;
 	}
+	pthread_setname_np(t, "pgmoat-watchdog");	/* (top -H, ps -L; the tests find it by it) */
 	wd.pid = pid;
 	return true;
 }
@@ -606,7 +682,10 @@ static void engine_call_begin(PolicyEngine *e, usec_t deadline)
 	__atomic_store_n(&e->deadline, deadline, __ATOMIC_RELAXED);
 	__atomic_store_n(&e->call_thread, pthread_self(), __ATOMIC_RELAXED);
 	__atomic_store_n(&e->call_seq, e->call_seq + 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&e->in_call, true, __ATOMIC_RELEASE);	/* after the fields above */
+	/* after the fields above, and before the look at wd.sleeping (see "watchdog") */
+	__atomic_store_n(&e->in_call, true, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&wd.sleeping, __ATOMIC_SEQ_CST) && e->wd_registered)
+		wd_wake();
 	wd_running = e;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 }

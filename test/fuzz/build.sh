@@ -36,6 +36,7 @@ sources() {
 	fuzz_approvals_api) echo "approvals_api.c http_token.c audit_record.c util.c" ;;
 	fuzz_jwt) echo "auth_jwt.c util.c" ;;
 	fuzz_luastr) echo "luastr.c" ;;
+	fuzz_admin_parse) echo "admin_parse.c" ;;
 	*) echo "build.sh: unknown target $1" >&2; return 1 ;;
 	esac
 }
@@ -55,7 +56,7 @@ extra_libs() {
 	esac
 }
 
-targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api fuzz_jwt fuzz_luastr"}
+targets=${*:-"fuzz_startup fuzz_framer fuzz_scram fuzz_mask fuzz_sqlinfo fuzz_hba fuzz_proto_ext fuzz_approvals_msg fuzz_proxyproto fuzz_audit_verify fuzz_maskguard fuzz_errscrub fuzz_prepared fuzz_approvals_api fuzz_jwt fuzz_luastr fuzz_admin_parse"}
 mkdir -p "$out"
 for t in $targets; do
 	files=""

@@ -8,6 +8,7 @@ pgmoat-only: every proxy here is started from the native YAML with a
 """
 
 import contextlib
+import os
 import re
 import shutil
 import socket
@@ -844,6 +845,43 @@ def test_runaway_policy_denied_and_others_served(pg, failclosed, marker):
         out = simple(c, "INSERT INTO %s VALUES (3, 'fine')" % table)
         assert types(out) == [b"C", b"Z"], (types(out), errors(out))
     assert tags(pg, table) == ["fine"]
+
+
+def watchdog_runs(pid):
+    """How often the policy watchdog thread of process pid has run (its context switches)."""
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, task)) as f:
+                if f.read().strip() != "pgmoat-watchdog":
+                    continue
+            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+                return sum(int(line.split()[1]) for line in f
+                           if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+    raise AssertionError("pgmoat (pid %d) has no thread named pgmoat-watchdog" % pid)
+
+
+@pytest.mark.timeout(60)
+def test_idle_watchdog_sleeps_and_still_stops_a_runaway_policy(pg, failclosed):
+    """With policies loaded but no statement running, the watchdog thread does not wake
+    (a sidecar's CPU stays quiet); the first runaway statement after is still stopped."""
+    table = "pw_idle_wd"
+    fresh_table(pg, table)
+    with raw(failclosed) as c:
+        assert data_row_values(simple(c, "select 1")[1][1]) == ["1"]
+        time.sleep(0.3)  # (two looks find no call: it sleeps)
+        before = watchdog_runs(failclosed.proc.pid)
+        time.sleep(1.5)
+        idle = watchdog_runs(failclosed.proc.pid) - before
+        assert idle <= 2, "the idle watchdog ran %d times in 1.5 s" % idle
+        t0 = time.monotonic()
+        out = simple(c, "INSERT INTO %s VALUES (1, 'pw_spin')" % table, timeout=20)
+        assert_denied(out, None, b"I")
+        assert time.monotonic() - t0 < 5
+        assert watchdog_runs(failclosed.proc.pid) > before + idle, "the statement did not wake it"
+        assert data_row_values(simple(c, "select 2")[1][1]) == ["2"]
+    assert tags(pg, table) == []
 
 
 SPIN_CONNECT_POLICY = """\

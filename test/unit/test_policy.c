@@ -6,6 +6,7 @@
  * backstop.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -828,6 +829,91 @@ Test(policy, budget_stops_loop_in_forked_child)
 	}
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's loop was not stopped");
 	policy_engine_free(parent);
+}
+
+/*
+ * Idle, the watchdog sleeps, so that a sidecar with policies loaded but no
+ * traffic stays quiet: over an idle second its thread does not run (before,
+ * it looked every quarter of time_budget: 200 wake-ups here). The first call
+ * after wakes it, and a runaway one is still stopped within its budget.
+ */
+#define IDLE_USEC 1000000
+
+/* The watchdog's thread id (it is named), or -1. */
+static pid_t watchdog_tid(void)
+{
+	pid_t tid = -1;
+	char path[300], comm[32];
+	for (int i = 0; i < 100 && tid < 0; i++) {	/* (it may still be starting) */
+		DIR *d = opendir("/proc/self/task");
+		cr_assert_not_null(d);
+		struct dirent *de;
+		while (tid < 0 && (de = readdir(d))) {
+			snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+			FILE *f = de->d_name[0] != '.' ? fopen(path, "r") : NULL;
+			if (f && fgets(comm, sizeof(comm), f) && strcmp(comm, "pgmoat-watchdog\n") == 0)
+				tid = atoi(de->d_name);
+			if (f)
+				fclose(f);
+		}
+		closedir(d);
+		if (tid < 0)
+			usleep(10000);
+	}
+	return tid;
+}
+
+/* How often the thread has given up the CPU (it waited) or been made to: its runs. */
+static long task_switches(pid_t tid)
+{
+	char path[64], line[128];
+	long n = 0, total = 0;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "cannot read %s", path);
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1 ||
+		    sscanf(line, "nonvoluntary_ctxt_switches: %ld", &n) == 1)
+			total += n;
+	}
+	fclose(f);
+	return total;
+}
+
+Test(policy, watchdog_sleeps_while_idle_and_stops_a_loop_after)
+{
+	PolicyEngine *e = engine_cfg(20000, 0, POLICY_ENFORCE, "spin.lua", LOOP_POLICY("while true do end"), NULL);
+	PolicyDecision d;
+	cr_assert_eq(query1(e, "select 42", &d), POLICY_ALLOW);
+	policy_decision_free(&d);
+	pid_t tid = watchdog_tid();
+	cr_assert_gt(tid, 0, "no thread named pgmoat-watchdog");
+	usleep(100000);	/* (two looks find no call: it sleeps) */
+	long before = task_switches(tid);
+	usleep(IDLE_USEC);
+	long idle = task_switches(tid) - before;
+	cr_expect_leq(idle, 2, "the idle watchdog ran %ld times in %d ms", idle, IDLE_USEC / 1000);
+	usec_t took = timed_deny(e, "a loop after an idle period");
+	cr_assert_lt(took, 1000000, "took %lld us", (long long)took);
+	cr_assert_gt(task_switches(tid) - before, idle, "the call did not wake the watchdog");
+	assert_recovers(e);
+	policy_engine_free(e);
+}
+
+/*
+ * Calls one by one, after gaps from none to past the watchdog's falling
+ * asleep: whichever side sees the other first, each loop is stopped.
+ */
+Test(policy, watchdog_wakes_for_every_call_of_a_trickle)
+{
+	PolicyEngine *e = engine_cfg(20000, 0, POLICY_ENFORCE, "spin.lua", LOOP_POLICY("while true do end"), NULL);
+	for (int i = 0; i < 12; i++) {
+		usleep((useconds_t)(i * 2500));
+		usec_t took = timed_deny(e, "a loop of a trickle");
+		cr_assert_lt(took, 1000000, "call %d took %lld us", i, (long long)took);
+	}
+	assert_recovers(e);
+	policy_engine_free(e);
 }
 
 /* A second overrun in the same engine, and a normal call after each. */
