@@ -207,7 +207,8 @@ static void flusher_after_write(OutFlush *of, int n);
 /*
  * Encrypt and send what the output holds, a record at a time. The bytes of
  * a write that would block stay at the front of the output, contiguous
- * (pulled up), so the bufferevent_openssl can retry it as OpenSSL requires.
+ * (pulled up: one chain, which the hand-over moves whole), so the
+ * bufferevent_openssl can retry it as OpenSSL requires.
  * Returns bytes sent, or -1 with errno (EAGAIN when blocked).
  */
 static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
@@ -441,19 +442,10 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 	of->ssl = ssl;
 	list_init(&of->link);
 	bufferevent_disable(bev, EV_WRITE);
-	if (ssl) {
-		/* what was queued while the handshake ran goes out first, encrypted */
-		if (of->own) {
-			evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
-			buffer_give(of->own, true);
-			of->own = NULL;
-		}
-		of->buf = bufferevent_get_output(bev);
-	} else {
-		if (!of->own)
-			of->own = buffer_take();
-		of->buf = of->own;
-	}
+	/* what was queued while a TLS handshake ran goes out first, encrypted */
+	if (!of->own)
+		of->own = buffer_take();
+	of->buf = of->own;
 	if (!of->buf)
 		return false;
 	if (list_empty(&of->member))
