@@ -1,13 +1,13 @@
 #include "msgio.h"
 #include "build_config.h"
 #include "log.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <string.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h)
@@ -218,14 +218,13 @@ static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
 		if (len > TLS_RECORD_MAX)
 			len = TLS_RECORD_MAX;
 		unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)len);
-		ERR_clear_error();
 		int n = p ? SSL_write(ssl, p, (int)len) : -1;
 		if (n > 0) {
 			evbuffer_drain(out, (size_t)n);
 			sent += (size_t)n;
 			continue;
 		}
-		int e = p ? SSL_get_error(ssl, n) : SSL_ERROR_SSL;
+		int e = p ? tls_io_result(ssl, n) : SSL_ERROR_SSL;
 		errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EIO;
 		return sent > 0 ? (int)sent : -1;
 	}
@@ -578,7 +577,6 @@ static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bo
 	ssize_t rc = 1;
 	r->tls_more = false;
 	while (done < cap) {
-		ERR_clear_error();
 		int n = SSL_read(r->ssl, (char *)vec[0].iov_base + done, (int)(cap - done));
 		if (n > 0) {
 			done += (size_t)n;
@@ -586,7 +584,7 @@ static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bo
 				break;	/* the socket's next event brings more: no read just for EAGAIN */
 			continue;
 		}
-		int e = SSL_get_error(r->ssl, n);
+		int e = tls_io_result(r->ssl, n);
 		if (e == SSL_ERROR_ZERO_RETURN)
 			rc = 0;
 		else if (e != SSL_ERROR_WANT_READ)
