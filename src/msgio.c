@@ -547,6 +547,13 @@ void msgio_output_drained(struct bufferevent *bev)
 
 #define READ_CHUNK 16384	/* per read: larger reservations churn the heap */
 
+/*
+ * What a small read lands in before it is added to the input. One for both
+ * kinds of reads: static TLS comes out of every thread's stack, and a
+ * thread made with a small one has no room for two.
+ */
+static __thread uint8_t read_scratch[READ_CHUNK];
+
 static void reader_update(InReader *r)
 {
 	bool want = r->enabled && !r->suspended &&
@@ -563,21 +570,27 @@ static void reader_update(InReader *r)
 }
 
 /*
- * SSL_read into up to room bytes of the input. Stops when OpenSSL holds
- * nothing more (the socket's next event brings more), or when the room is
- * full (OpenSSL may still hold data: tls_more).
+ * SSL_read into up to room bytes of the input: into its own free space
+ * while a stream comes (bulk), else into a scratch buffer whose bytes are
+ * added after (a small chain, recycled, instead of a READ_CHUNK one: as
+ * reader_recv_copy). Stops when OpenSSL holds nothing more (the socket's
+ * next event brings more), or when the room is full (OpenSSL may still
+ * hold data: tls_more).
  */
 static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bool *got_data)
 {
 	struct evbuffer_iovec vec[1];
-	if (evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 1) != 1)
+	bool in_place = r->bulk;
+	if (in_place && evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 1) != 1)
 		return -1;
-	size_t cap = vec[0].iov_len < room ? vec[0].iov_len : room;
+	uint8_t *dst = in_place ? vec[0].iov_base : read_scratch;
+	size_t cap = in_place && vec[0].iov_len < room ? vec[0].iov_len : room;
 	size_t done = 0;
 	ssize_t rc = 1;
+	r->reserved |= in_place;
 	r->tls_more = false;
 	while (done < cap) {
-		int n = SSL_read(r->ssl, (char *)vec[0].iov_base + done, (int)(cap - done));
+		int n = SSL_read(r->ssl, dst + done, (int)(cap - done));
 		if (n > 0) {
 			done += (size_t)n;
 			if (!SSL_has_pending(r->ssl))
@@ -592,8 +605,13 @@ static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bo
 		break;
 	}
 	r->tls_more = done == cap;
-	vec[0].iov_len = done;
-	evbuffer_commit_space(in, vec, 1);
+	r->bulk = done >= READ_CHUNK / 2;
+	if (in_place) {
+		vec[0].iov_len = done;
+		evbuffer_commit_space(in, vec, 1);
+	} else if (done > 0 && evbuffer_add(in, read_scratch, done) != 0) {
+		return -1;
+	}
 	*got_data = done > 0;
 	/* Data first; an EOF or error behind it is seen on the next read. */
 	return done > 0 ? (ssize_t)done : rc;
@@ -636,9 +654,8 @@ static ssize_t reader_recv_in_place(int fd, struct evbuffer *in, size_t room)
  */
 static ssize_t reader_recv_copy(int fd, struct evbuffer *in, size_t room)
 {
-	static __thread uint8_t scratch[READ_CHUNK];
-	ssize_t n = recv(fd, scratch, room < sizeof(scratch) ? room : sizeof(scratch), 0);
-	if (n > 0 && evbuffer_add(in, scratch, (size_t)n) != 0)
+	ssize_t n = recv(fd, read_scratch, room < sizeof(read_scratch) ? room : sizeof(read_scratch), 0);
+	if (n > 0 && evbuffer_add(in, read_scratch, (size_t)n) != 0)
 		return -1;
 	return n;
 }
@@ -724,7 +741,7 @@ void msgio_reader_free(InReader *r)
 {
 	msgio_reader_stop(r);
 	if (r->buf)
-		buffer_give(r->buf, !r->reserved && !r->ssl);	/* (a reserved chunk may be left) */
+		buffer_give(r->buf, !r->reserved);	/* (a reserved chunk may be left) */
 	r->buf = NULL;
 }
 
