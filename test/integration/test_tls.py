@@ -1,8 +1,9 @@
 """TLS on both sides: client sslmodes with psql/libpq verify-full and client certificates,
 server_tls_sslmode up to verify-full against the harness's PostgreSQL with ssl=on, bytes
 smuggled behind SSLRequest (both directions), messages split across TLS records, big values
-and pgbench over TLS, a certificate changed at the same path picked up by RELOAD, clients
-closing inside a record or sending a corrupted one, and 100 MB each way with a slow reader.
+and pgbench over TLS, a certificate changed at the same path picked up by RELOAD,
+clients and servers closing inside a record, a corrupted record, and 100 MB each way with a
+slow reader.
 
 Certificates are made here with the openssl CLI in a temp dir: a CA, a proxy certificate
 (CN localhost, SAN localhost and 127.0.0.1), a client certificate (CN app), PostgreSQL's
@@ -24,7 +25,7 @@ import psycopg2
 import pytest
 
 from conftest import (IS_PGBOUNCER, PGBIN, PASSWORDS, ConnectionClosed, RawConn, chown_postgres,
-                      client_env, free_port, make_tempdir, parse_error_fields, parse_messages,
+                      client_env, cstr, free_port, make_tempdir, msg, parse_error_fields, parse_messages,
                       pgbench_cmd, PgbenchResult, query_msg, startup_msg, ssl_request,
                       start_yaml_proxy, wait_until)
 
@@ -715,12 +716,12 @@ def tls_both_sides(proxy_factory, certs, **extra):
 
 
 def test_client_closing_mid_record_or_mid_message_frees_its_server(proxy_factory, certs, pg_ssl):
-    """A TLS client that closes inside a record, or after a record holding
-    part of a message, is an EOF: its server goes back to the pool clean and
-    the next client is served on it."""
+    """A TLS client that closes inside a record, after a record holding part
+    of a message, or with close_notify, is an EOF: its server goes back to
+    the pool clean and the next client is served on it."""
     p = tls_both_sides(proxy_factory, certs, pool_mode="session", default_pool_size="1")
     q = query_msg("select 'cut' || 1")
-    for cut in ("mid-record", "mid-message", "between-messages"):
+    for cut in ("mid-record", "mid-message", "between-messages", "close_notify"):
         c = tls_by_hand(p, certs)
         c.login("app", "app")
         if cut == "mid-record":
@@ -728,6 +729,11 @@ def test_client_closing_mid_record_or_mid_message_frees_its_server(proxy_factory
             c.sock.raw.sendall(rec[:len(rec) // 2])
         elif cut == "mid-message":
             c.send(q[:9])
+        elif cut == "close_notify":
+            with pytest.raises(ssl.SSLWantReadError):
+                c.sock.tls.unwrap()  # sends close_notify, would wait for the proxy's
+            c.sock.raw.sendall(c.sock.out.read())
+            assert c.sock.closed_by_peer(10)
         else:
             c.send(q)
             assert any(t == b"D" for t, _ in c.read_until({b"Z"}, 10))
@@ -809,3 +815,114 @@ def test_100_mb_stream_both_ways_through_tls_on_both_sides(proxy_factory, certs,
         cur.copy_expert("copy (select * from tls8_stream order by i) to stdout", sink)
         assert (sink.n, sink.md5.hexdigest()) == (src.n, src.md5.hexdigest())
         assert all(backend_ssl(pg_ssl, p))
+
+
+class FakePgTlsServer(FakeServer):
+    """A PostgreSQL stand-in behind TLS (its records made in memory): logs
+    anyone in, answers a Query with CommandComplete and ReadyForQuery, and
+    answers one whose text holds `cutme` with half of the record of its
+    reply, then hangs up."""
+
+    def __init__(self, certs):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(certs / "proxy.crt"), str(certs / "proxy.key"))
+        self.cut = threading.Event()
+        super().__init__(b"S")
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                self.serve(conn)
+            except (OSError, ssl.SSLError, ConnectionClosed):
+                pass
+
+    def serve(self, conn):
+        self.got = conn.recv(8)
+        conn.sendall(self.answer)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(inc, out, server_side=True)
+        buf = b""
+
+        def pump():
+            data = conn.recv(65536)
+            if not data:
+                raise ConnectionClosed()
+            inc.write(data)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                conn.sendall(out.read())
+                pump()
+        conn.sendall(out.read())
+
+        def read_exact(n):
+            nonlocal buf
+            while len(buf) < n:
+                try:
+                    buf += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pump()
+            got, buf = buf[:n], buf[n:]
+            return got
+
+        n = struct.unpack("!I", read_exact(4))[0]
+        read_exact(n - 4)  # the startup packet
+        hello = (msg(b"R", struct.pack("!I", 0)) +
+                 b"".join(msg(b"S", cstr(k) + cstr(v)) for k, v in
+                          (("server_version", "15.0"), ("client_encoding", "UTF8"),
+                           ("standard_conforming_strings", "on"), ("DateStyle", "ISO, MDY"),
+                           ("TimeZone", "UTC"), ("integer_datetimes", "on"))) +
+                 msg(b"K", struct.pack("!II", 4242, 1)) + msg(b"Z", b"I"))
+        tls.write(hello)
+        conn.sendall(out.read())
+        while True:
+            t = read_exact(1)
+            body = read_exact(struct.unpack("!I", read_exact(4))[0] - 4)
+            if t == b"X":
+                return
+            if t != b"Q":
+                continue
+            if b"cutme" in body:
+                tls.write(msg(b"T", struct.pack("!H", 1) + cstr("x") + struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0)) +
+                          msg(b"D", struct.pack("!HI", 1, 5) + b"hello") + msg(b"C", cstr("SELECT 1")) +
+                          msg(b"Z", b"I"))
+                rec = out.read()
+                conn.sendall(rec[:len(rec) // 2])
+                self.cut.set()
+                return
+            tls.write(msg(b"C", cstr("SELECT 0")) + msg(b"Z", b"I"))
+            conn.sendall(out.read())
+
+
+def test_server_closing_mid_record_fails_its_client_not_the_proxy(proxy_factory, certs):
+    """A server that hangs up inside a record: its client gets an error at
+    once (no wait for the rest of the record), the proxy keeps serving."""
+    fake = FakePgTlsServer(certs)
+    try:
+        p = proxy_factory(settings=server_tls(certs, "require"),
+                          databases={"app": "host=127.0.0.1 port=%d dbname=app" % fake.port})
+        c = RawConn(p.port)
+        try:
+            c.login("app", "app")
+            assert c.simple_query("select 0")[-1][0] == b"Z"
+            t0 = time.monotonic()
+            c.send(query_msg("select 'cutme'"))
+            data, closed = c.read_until_close(10)
+            assert time.monotonic() - t0 < 5
+        finally:
+            c.close()
+        assert fake.cut.is_set()
+        msgs = parse_messages(data)
+        assert msgs and msgs[-1][0] == b"E", msgs
+        assert not any(t == b"D" for t, _ in msgs), msgs
+        assert p.alive()
+    finally:
+        fake.close()
