@@ -1,13 +1,13 @@
 #include "msgio.h"
 #include "build_config.h"
 #include "log.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <string.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h)
@@ -207,7 +207,8 @@ static void flusher_after_write(OutFlush *of, int n);
 /*
  * Encrypt and send what the output holds, a record at a time. The bytes of
  * a write that would block stay at the front of the output, contiguous
- * (pulled up), so the bufferevent_openssl can retry it as OpenSSL requires.
+ * (pulled up: one chain, which the hand-over moves whole), so the
+ * bufferevent_openssl can retry it as OpenSSL requires.
  * Returns bytes sent, or -1 with errno (EAGAIN when blocked).
  */
 static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
@@ -217,14 +218,13 @@ static int flusher_send_tls(struct evbuffer *out, SSL *ssl)
 		if (len > TLS_RECORD_MAX)
 			len = TLS_RECORD_MAX;
 		unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)len);
-		ERR_clear_error();
 		int n = p ? SSL_write(ssl, p, (int)len) : -1;
 		if (n > 0) {
 			evbuffer_drain(out, (size_t)n);
 			sent += (size_t)n;
 			continue;
 		}
-		int e = p ? SSL_get_error(ssl, n) : SSL_ERROR_SSL;
+		int e = p ? tls_io_result(ssl, n) : SSL_ERROR_SSL;
 		errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EIO;
 		return sent > 0 ? (int)sent : -1;
 	}
@@ -441,19 +441,10 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 	of->ssl = ssl;
 	list_init(&of->link);
 	bufferevent_disable(bev, EV_WRITE);
-	if (ssl) {
-		/* what was queued while the handshake ran goes out first, encrypted */
-		if (of->own) {
-			evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
-			buffer_give(of->own, true);
-			of->own = NULL;
-		}
-		of->buf = bufferevent_get_output(bev);
-	} else {
-		if (!of->own)
-			of->own = buffer_take();
-		of->buf = of->own;
-	}
+	/* what was queued while a TLS handshake ran goes out first, encrypted */
+	if (!of->own)
+		of->own = buffer_take();
+	of->buf = of->own;
 	if (!of->buf)
 		return false;
 	if (list_empty(&of->member))
@@ -556,6 +547,13 @@ void msgio_output_drained(struct bufferevent *bev)
 
 #define READ_CHUNK 16384	/* per read: larger reservations churn the heap */
 
+/*
+ * What a small read lands in before it is added to the input. One for both
+ * kinds of reads: static TLS comes out of every thread's stack, and a
+ * thread made with a small one has no room for two.
+ */
+static __thread uint8_t read_scratch[READ_CHUNK];
+
 static void reader_update(InReader *r)
 {
 	bool want = r->enabled && !r->suspended &&
@@ -572,29 +570,34 @@ static void reader_update(InReader *r)
 }
 
 /*
- * SSL_read into up to room bytes of the input. Stops when OpenSSL holds
- * nothing more (the socket's next event brings more), or when the room is
- * full (OpenSSL may still hold data: tls_more).
+ * SSL_read into up to room bytes of the input: into its own free space
+ * while a stream comes (bulk), else into a scratch buffer whose bytes are
+ * added after (a small chain, recycled, instead of a READ_CHUNK one: as
+ * reader_recv_copy). Stops when OpenSSL holds nothing more (the socket's
+ * next event brings more), or when the room is full (OpenSSL may still
+ * hold data: tls_more).
  */
 static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bool *got_data)
 {
 	struct evbuffer_iovec vec[1];
-	if (evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 1) != 1)
+	bool in_place = r->bulk;
+	if (in_place && evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 1) != 1)
 		return -1;
-	size_t cap = vec[0].iov_len < room ? vec[0].iov_len : room;
+	uint8_t *dst = in_place ? vec[0].iov_base : read_scratch;
+	size_t cap = in_place && vec[0].iov_len < room ? vec[0].iov_len : room;
 	size_t done = 0;
 	ssize_t rc = 1;
+	r->reserved |= in_place;
 	r->tls_more = false;
 	while (done < cap) {
-		ERR_clear_error();
-		int n = SSL_read(r->ssl, (char *)vec[0].iov_base + done, (int)(cap - done));
+		int n = SSL_read(r->ssl, dst + done, (int)(cap - done));
 		if (n > 0) {
 			done += (size_t)n;
 			if (!SSL_has_pending(r->ssl))
 				break;	/* the socket's next event brings more: no read just for EAGAIN */
 			continue;
 		}
-		int e = SSL_get_error(r->ssl, n);
+		int e = tls_io_result(r->ssl, n);
 		if (e == SSL_ERROR_ZERO_RETURN)
 			rc = 0;
 		else if (e != SSL_ERROR_WANT_READ)
@@ -602,8 +605,13 @@ static ssize_t reader_fill_tls(InReader *r, struct evbuffer *in, size_t room, bo
 		break;
 	}
 	r->tls_more = done == cap;
-	vec[0].iov_len = done;
-	evbuffer_commit_space(in, vec, 1);
+	r->bulk = done >= READ_CHUNK / 2;
+	if (in_place) {
+		vec[0].iov_len = done;
+		evbuffer_commit_space(in, vec, 1);
+	} else if (done > 0 && evbuffer_add(in, read_scratch, done) != 0) {
+		return -1;
+	}
 	*got_data = done > 0;
 	/* Data first; an EOF or error behind it is seen on the next read. */
 	return done > 0 ? (ssize_t)done : rc;
@@ -646,9 +654,8 @@ static ssize_t reader_recv_in_place(int fd, struct evbuffer *in, size_t room)
  */
 static ssize_t reader_recv_copy(int fd, struct evbuffer *in, size_t room)
 {
-	static __thread uint8_t scratch[READ_CHUNK];
-	ssize_t n = recv(fd, scratch, room < sizeof(scratch) ? room : sizeof(scratch), 0);
-	if (n > 0 && evbuffer_add(in, scratch, (size_t)n) != 0)
+	ssize_t n = recv(fd, read_scratch, room < sizeof(read_scratch) ? room : sizeof(read_scratch), 0);
+	if (n > 0 && evbuffer_add(in, read_scratch, (size_t)n) != 0)
 		return -1;
 	return n;
 }
@@ -734,7 +741,7 @@ void msgio_reader_free(InReader *r)
 {
 	msgio_reader_stop(r);
 	if (r->buf)
-		buffer_give(r->buf, !r->reserved && !r->ssl);	/* (a reserved chunk may be left) */
+		buffer_give(r->buf, !r->reserved);	/* (a reserved chunk may be left) */
 	r->buf = NULL;
 }
 

@@ -74,14 +74,17 @@ typedef struct OutFlush {
 	/*
 	 * Where the connection's output goes: writers take it with msgio_out(),
 	 * which marks the connection for the flusher (an evbuffer callback would
-	 * cost more than the write). A plain socket has a buffer of its own; only
+	 * cost more than the write). A socket has a buffer of its own; only
 	 * what would block is handed over to the bufferevent's output, which
-	 * writes it when the socket can take it. TLS writes through the
+	 * writes it when the socket can take it. With TLS that is the
 	 * bufferevent_openssl's output, which must see a blocked SSL_write's
-	 * bytes again unchanged. Read it directly only to look.
+	 * bytes again unchanged: they are handed over as they were tried (one
+	 * contiguous chain at the front). The bufferevent's output is not
+	 * written through otherwise: its callbacks add and delete the write
+	 * event (two epoll_ctl) for every message. Read it directly only to look.
 	 */
 	struct evbuffer *buf;
-	struct evbuffer *own;	/* plain: the buffer we own (buf); NULL with TLS */
+	struct evbuffer *own;	/* the buffer we own (buf while attached) */
 	List link;		/* in flusher->dirty while queued */
 	List member;		/* in flusher->all while attached */
 	struct bufferevent *bev;

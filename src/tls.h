@@ -90,6 +90,14 @@ bool tls_peer_common_name(struct ssl_st *ssl, char *buf, size_t len) MUST_CHECK;
 /* Best effort, never blocks: tell the peer we close (close_notify). NULL is a no-op. */
 void tls_close_notify(struct ssl_st *ssl);
 
+/*
+ * SSL_get_error for the data path's SSL_read/SSL_write (ret n), without
+ * needing the thread's error queue empty before the call: a read or write
+ * that would block is told by the SSL's state and its BIO's retry flags
+ * alone. Only a failure looks at the queue, which it leaves empty.
+ */
+int tls_io_result(struct ssl_st *ssl, int n);
+
 /* The SSL of a bufferevent made by tls_wrap_socket, or NULL. */
 struct ssl_st *tls_get_ssl(struct bufferevent *bev);
 

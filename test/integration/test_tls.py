@@ -1,7 +1,9 @@
 """TLS on both sides: client sslmodes with psql/libpq verify-full and client certificates,
 server_tls_sslmode up to verify-full against the harness's PostgreSQL with ssl=on, bytes
 smuggled behind SSLRequest (both directions), messages split across TLS records, big values
-and pgbench over TLS, and a certificate changed at the same path picked up by RELOAD.
+and pgbench over TLS, a certificate changed at the same path picked up by RELOAD,
+clients and servers closing inside a record, a corrupted record, and 100 MB each way with a
+slow reader.
 
 Certificates are made here with the openssl CLI in a temp dir: a CA, a proxy certificate
 (CN localhost, SAN localhost and 127.0.0.1), a client certificate (CN app), PostgreSQL's
@@ -23,7 +25,7 @@ import psycopg2
 import pytest
 
 from conftest import (IS_PGBOUNCER, PGBIN, PASSWORDS, ConnectionClosed, RawConn, chown_postgres,
-                      client_env, free_port, make_tempdir, parse_error_fields, parse_messages,
+                      client_env, cstr, free_port, make_tempdir, msg, parse_error_fields, parse_messages,
                       pgbench_cmd, PgbenchResult, query_msg, startup_msg, ssl_request,
                       start_yaml_proxy, wait_until)
 
@@ -630,6 +632,297 @@ def test_server_answer_to_ssl_request(proxy_factory, certs, answer, mode, log):
             p.connect()
         p.wait_log(log)
         assert fake.got == ssl_request()
+        assert p.alive()
+    finally:
+        fake.close()
+
+
+# ------------------------------------- the data path's reads and writes (tls8)
+
+class MemoryTlsSocket:
+    """A socket whose TLS runs in memory (ssl.MemoryBIO), for RawConn: a
+    test decides which encrypted bytes reach the proxy (raw.sendall), part
+    of a record or a record with a byte changed."""
+
+    def __init__(self, proxy, certs):
+        self.raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        self.raw.sendall(ssl_request())
+        assert self.raw.recv(1) == b"S"
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = client_ctx(certs).wrap_bio(self.inc, self.out, server_hostname="localhost")
+        for _ in range(100):
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.raw.sendall(self.out.read())
+                data = self.raw.recv(65536)
+                assert data, "proxy closed during the handshake"
+                self.inc.write(data)
+        self.raw.sendall(self.out.read())
+
+    def records(self, data):
+        """data encrypted, not sent."""
+        self.tls.write(data)
+        return self.out.read()
+
+    def sendall(self, data):
+        self.raw.sendall(self.records(data))
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.tls.read(n)
+            except ssl.SSLWantReadError:
+                data = self.raw.recv(65536)
+                if not data:
+                    return b""
+                self.inc.write(data)
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def settimeout(self, t):
+        self.raw.settimeout(t)
+
+    def setsockopt(self, *args):
+        self.raw.setsockopt(*args)
+
+    def closed_by_peer(self, timeout=10):
+        """True once the proxy closed (EOF or reset); what it sends is skipped."""
+        self.raw.settimeout(timeout)
+        try:
+            while self.raw.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        return True
+
+    def close(self):
+        self.raw.close()
+
+
+def tls_by_hand(proxy, certs):
+    """A RawConn on a MemoryTlsSocket (RawConn's own fields, no socket of its own)."""
+    c = RawConn.__new__(RawConn)
+    c.buf, c.backend_pid, c.backend_key, c.params = b"", None, None, {}
+    c.sock = MemoryTlsSocket(proxy, certs)
+    return c
+
+
+def tls_both_sides(proxy_factory, certs, **extra):
+    s = tls_settings(certs, "require")
+    s.update(server_tls(certs, "verify-ca"), **extra)
+    return proxy_factory(settings=s)
+
+
+def test_client_closing_mid_record_or_mid_message_frees_its_server(proxy_factory, certs, pg_ssl):
+    """A TLS client that closes inside a record, after a record holding part
+    of a message, or with close_notify, is an EOF: its server goes back to
+    the pool clean and the next client is served on it."""
+    p = tls_both_sides(proxy_factory, certs, pool_mode="session", default_pool_size="1")
+    q = query_msg("select 'cut' || 1")
+    for cut in ("mid-record", "mid-message", "between-messages", "close_notify"):
+        c = tls_by_hand(p, certs)
+        c.login("app", "app")
+        if cut == "mid-record":
+            rec = c.sock.records(q)
+            c.sock.raw.sendall(rec[:len(rec) // 2])
+        elif cut == "mid-message":
+            c.send(q[:9])
+        elif cut == "close_notify":
+            with pytest.raises(ssl.SSLWantReadError):
+                c.sock.tls.unwrap()  # sends close_notify, would wait for the proxy's
+            c.sock.raw.sendall(c.sock.out.read())
+            assert c.sock.closed_by_peer(10)
+        else:
+            c.send(q)
+            assert any(t == b"D" for t, _ in c.read_until({b"Z"}, 10))
+        c.close()
+        # pool size 1: the next client is served on the same server, which is clean
+        with contextlib.closing(libpq_connect(p, certs, "verify-full")) as conn:
+            assert one(conn, "select count(*) from pg_stat_activity where state = 'active'") == 1
+            assert one(conn, "select 'next'") == "next", cut
+    assert p.alive()
+
+
+def test_a_corrupted_record_closes_that_client_only(proxy_factory, certs, pg_ssl):
+    """A record whose authentication fails is a TLS error (not a would-block
+    that waits for more): the client is closed at once, others keep going."""
+    p = tls_both_sides(proxy_factory, certs)
+    with contextlib.closing(libpq_connect(p, certs, "verify-full")) as other:
+        c = tls_by_hand(p, certs)
+        c.login("app", "app")
+        rec = bytearray(c.sock.records(query_msg("select 1")))
+        rec[-3] ^= 0x40	# in the AEAD tag
+        t0 = time.monotonic()
+        c.sock.raw.sendall(bytes(rec))
+        assert c.sock.closed_by_peer(10)
+        assert time.monotonic() - t0 < 5
+        c.close()
+        assert one(other, "select 'still'") == "still"
+    assert p.alive()
+
+
+class SlowSink:
+    """A file psycopg2's copy_expert writes to: hashes, and stalls now and
+    then so the proxy's writes to this client block (backpressure)."""
+
+    def __init__(self):
+        self.md5, self.n, self.calls = hashlib.md5(), 0, 0
+
+    def write(self, b):
+        b = b.encode() if isinstance(b, str) else b
+        self.md5.update(b)
+        self.n += len(b)
+        self.calls += 1
+        if self.calls % 5000 == 0:
+            time.sleep(0.2)
+
+
+class GeneratedSource:
+    """COPY FROM STDIN input: `rows` lines made on the fly, hashed as read."""
+
+    def __init__(self, rows):
+        self.i, self.rows, self.md5, self.n = 0, rows, hashlib.md5(), 0
+
+    def read(self, size=65536):
+        out = []
+        while self.i < self.rows and sum(map(len, out)) < size:
+            self.i += 1
+            out.append(("%d\t%s\n" % (self.i, hashlib.md5(str(self.i).encode()).hexdigest() * 30)).encode())
+        b = b"".join(out)
+        self.md5.update(b)
+        self.n += len(b)
+        return b
+
+    readline = read
+
+
+def test_100_mb_stream_both_ways_through_tls_on_both_sides(proxy_factory, certs, pg_ssl):
+    """About 100 MB each way through TLS on both sides, with a client that
+    reads slowly: writes that block are finished by the bufferevent_openssl
+    behind the proxy's own buffer; every byte arrives, in order."""
+    p = tls_both_sides(proxy_factory, certs)
+    rows = 100000	# 967 bytes a line: 97 MB
+    with contextlib.closing(libpq_connect(p, certs, "verify-full")) as c, c.cursor() as cur:
+        cur.execute("create temp table tls8_stream (i int, v text)")
+        src = GeneratedSource(rows)
+        cur.copy_expert("copy tls8_stream from stdin", src)
+        assert src.n > 90 * 1024 * 1024
+        cur.execute("select count(*), sum(length(v) + length(i::text) + 2) from tls8_stream")
+        assert cur.fetchone() == (rows, src.n)
+        sink = SlowSink()
+        cur.copy_expert("copy (select * from tls8_stream order by i) to stdout", sink)
+        assert (sink.n, sink.md5.hexdigest()) == (src.n, src.md5.hexdigest())
+        assert all(backend_ssl(pg_ssl, p))
+
+
+class FakePgTlsServer(FakeServer):
+    """A PostgreSQL stand-in behind TLS (its records made in memory): logs
+    anyone in, answers a Query with CommandComplete and ReadyForQuery, and
+    answers one whose text holds `cutme` with half of the record of its
+    reply, then hangs up."""
+
+    def __init__(self, certs):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(certs / "proxy.crt"), str(certs / "proxy.key"))
+        self.cut = threading.Event()
+        super().__init__(b"S")
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                self.serve(conn)
+            except (OSError, ssl.SSLError, ConnectionClosed):
+                pass
+
+    def serve(self, conn):
+        self.got = conn.recv(8)
+        conn.sendall(self.answer)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(inc, out, server_side=True)
+        buf = b""
+
+        def pump():
+            data = conn.recv(65536)
+            if not data:
+                raise ConnectionClosed()
+            inc.write(data)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                conn.sendall(out.read())
+                pump()
+        conn.sendall(out.read())
+
+        def read_exact(n):
+            nonlocal buf
+            while len(buf) < n:
+                try:
+                    buf += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pump()
+            got, buf = buf[:n], buf[n:]
+            return got
+
+        n = struct.unpack("!I", read_exact(4))[0]
+        read_exact(n - 4)  # the startup packet
+        hello = (msg(b"R", struct.pack("!I", 0)) +
+                 b"".join(msg(b"S", cstr(k) + cstr(v)) for k, v in
+                          (("server_version", "15.0"), ("client_encoding", "UTF8"),
+                           ("standard_conforming_strings", "on"), ("DateStyle", "ISO, MDY"),
+                           ("TimeZone", "UTC"), ("integer_datetimes", "on"))) +
+                 msg(b"K", struct.pack("!II", 4242, 1)) + msg(b"Z", b"I"))
+        tls.write(hello)
+        conn.sendall(out.read())
+        while True:
+            t = read_exact(1)
+            body = read_exact(struct.unpack("!I", read_exact(4))[0] - 4)
+            if t == b"X":
+                return
+            if t != b"Q":
+                continue
+            if b"cutme" in body:
+                tls.write(msg(b"T", struct.pack("!H", 1) + cstr("x") + struct.pack("!IHIhih", 0, 0, 25, -1, -1, 0)) +
+                          msg(b"D", struct.pack("!HI", 1, 5) + b"hello") + msg(b"C", cstr("SELECT 1")) +
+                          msg(b"Z", b"I"))
+                rec = out.read()
+                conn.sendall(rec[:len(rec) // 2])
+                self.cut.set()
+                return
+            tls.write(msg(b"C", cstr("SELECT 0")) + msg(b"Z", b"I"))
+            conn.sendall(out.read())
+
+
+def test_server_closing_mid_record_fails_its_client_not_the_proxy(proxy_factory, certs):
+    """A server that hangs up inside a record: its client gets an error at
+    once (no wait for the rest of the record), the proxy keeps serving."""
+    fake = FakePgTlsServer(certs)
+    try:
+        p = proxy_factory(settings=server_tls(certs, "require"),
+                          databases={"app": "host=127.0.0.1 port=%d dbname=app" % fake.port})
+        c = RawConn(p.port)
+        try:
+            c.login("app", "app")
+            assert c.simple_query("select 0")[-1][0] == b"Z"
+            t0 = time.monotonic()
+            c.send(query_msg("select 'cutme'"))
+            data, closed = c.read_until_close(10)
+            assert time.monotonic() - t0 < 5
+        finally:
+            c.close()
+        assert fake.cut.is_set()
+        msgs = parse_messages(data)
+        assert msgs and msgs[-1][0] == b"E", msgs
+        assert not any(t == b"D" for t, _ in msgs), msgs
         assert p.alive()
     finally:
         fake.close()
