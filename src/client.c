@@ -30,6 +30,7 @@
 #include "auth_jwt.h"
 #include "tls.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -969,6 +970,39 @@ static void client_answer_encryption_request(Client *c, bool ssl_request)
 		client_disconnect(c, NULL, "could not answer the encryption request");
 }
 
+/*
+ * The first packet at pkt (len bytes, complete): its parameters applied.
+ * False: the client was disconnected (the input is gone).
+ */
+static bool client_take_first_packet(Client *c, const uint8_t *pkt, uint32_t len, StartupPacket *sp,
+				     bool *parsed, char *err, size_t errlen)
+{
+	err[0] = '\0';
+	*parsed = proto_parse_startup(pkt, len, sp, err, errlen);
+	if (*parsed && sp->kind == STARTUP_NORMAL) {
+		c->seen_startup = true;
+		if (!client_apply_startup_params(c, sp))
+			return false;
+	}
+	return true;
+}
+
+/* The answer to the first packet, once it left the input. True when more input may be processed. */
+static bool client_answer_first_packet(Client *c, const StartupPacket *sp, bool parsed, const char *err)
+{
+	if (!parsed) {
+		client_disconnect(c, "08P01", "%s", err);
+	} else if (sp->kind == STARTUP_SSL || sp->kind == STARTUP_GSSENC) {
+		client_answer_encryption_request(c, sp->kind == STARTUP_SSL);
+	} else if (sp->kind == STARTUP_CANCEL) {
+		cancel_forward(c->worker, sp->cancel_pid, sp->cancel_key);
+		client_disconnect(c, NULL, "cancel request forwarded");
+	} else {
+		client_handle_startup(c);
+	}
+	return c->state == CL_LOGIN;
+}
+
 /* The first packet(s) of a connection. True when more input may be processed. */
 static bool client_read_first_packet(Client *c)
 {
@@ -991,29 +1025,15 @@ static bool client_read_first_packet(Client *c)
 	}
 	StartupPacket sp;
 	char err[256];
-	err[0] = '\0';
-	bool parsed = proto_parse_startup(pkt, len, &sp, err, sizeof(err));
-	if (parsed && sp.kind == STARTUP_NORMAL) {
-		c->seen_startup = true;
-		if (!client_apply_startup_params(c, &sp))
-			return false;	/* disconnected: the input is gone */
-	}
+	bool parsed;
+	if (!client_take_first_packet(c, pkt, len, &sp, &parsed, err, sizeof(err)))
+		return false;
 	/*
 	 * sp points into the packet: nothing uses it past here. It goes before
 	 * the answer: the login may complete, and read on, from inside it.
 	 */
 	evbuffer_drain(in, len);
-	if (!parsed) {
-		client_disconnect(c, "08P01", "%s", err);
-	} else if (sp.kind == STARTUP_SSL || sp.kind == STARTUP_GSSENC) {
-		client_answer_encryption_request(c, sp.kind == STARTUP_SSL);
-	} else if (sp.kind == STARTUP_CANCEL) {
-		cancel_forward(c->worker, sp.cancel_pid, sp.cancel_key);
-		client_disconnect(c, NULL, "cancel request forwarded");
-	} else {
-		client_handle_startup(c);
-	}
-	return c->state == CL_LOGIN;
+	return client_answer_first_packet(c, &sp, parsed, err);
 }
 
 /* Typed messages during authentication. */
@@ -2091,6 +2111,59 @@ static bool client_new_cancel_key(uint32_t key[2])
 	return true;
 }
 
+/*
+ * conn8: the first read of a plain connection goes to the stack. libpq sends
+ * its StartupMessage with the connection, so it is nearly always there
+ * whole when the connection is accepted: parsed in place, only what follows
+ * it (if anything) enters the input, before the answer, which may read on.
+ * A packet in pieces, or larger than the buffer, takes the usual way.
+ */
+#define FIRST_READ_MAX 1024
+
+static void client_take_first_read(Client *c, const uint8_t *buf, size_t n)
+{
+	uint32_t len;
+	if (proto_startup_length(buf, n, &len) == FRAME_OK && len <= n) {
+		StartupPacket sp;
+		char err[256];
+		bool parsed;
+		if (!client_take_first_packet(c, buf, len, &sp, &parsed, err, sizeof(err)))
+			return;
+		if (n > len && evbuffer_add(c->in.buf, buf + len, n - len) != 0) {
+			client_disconnect(c, NULL, "out of memory reading the startup packet");
+			return;
+		}
+		if (!client_answer_first_packet(c, &sp, parsed, err))
+			return;
+	} else if (evbuffer_add(c->in.buf, buf, n) != 0) {
+		client_disconnect(c, NULL, "out of memory reading the startup packet");
+		return;
+	}
+	client_process_input(c);
+}
+
+static void client_read_at_accept(Client *c)
+{
+	if (c->proxy_pending || moat->state == MOAT_SUSPENDED) {
+		msgio_reader_try_now(&c->in);	/* (not reading while suspended) */
+		return;
+	}
+	uint8_t buf[FIRST_READ_MAX];
+	ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;	/* the reader's event waits for it */
+	if (n <= 0) {
+		client_event_cb(NULL, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+		return;
+	}
+	Worker *w = c->worker;
+	util_clock_scope_begin();
+	msgio_flusher_begin(&w->flusher);
+	client_take_first_read(c, buf, (size_t)n);
+	msgio_flusher_end(&w->flusher);	/* c may be gone after this */
+	util_clock_scope_end();
+}
+
 void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
 {
 	Client *c = client_alloc();
@@ -2127,7 +2200,7 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		client_disconnect(c, NULL, "could not create the read event");
 		return;
 	}
-	msgio_reader_try_now(&c->in);
+	client_read_at_accept(c);
 }
 
 /* Called from the worker's deferred-free event: the client's callbacks are done. */
