@@ -311,12 +311,6 @@ void client_send_error_ready(Client *c, const char *sqlstate, const char *fmt, .
 
 /* ---- login ---------------------------------------------------------- */
 
-/* Allowed besides the tracked parameters (varcache). */
-static bool startup_param_identity(const char *name)
-{
-	return strcmp(name, "user") == 0 || strcmp(name, "database") == 0;
-}
-
 static bool startup_param_ignored(const char *name)
 {
 	const StrList *l = &moat->cfg->ignore_startup_parameters;
@@ -324,6 +318,12 @@ static bool startup_param_ignored(const char *name)
 		if (strcasecmp(l->items[i], name) == 0)
 			return true;
 	return false;
+}
+
+/* Allowed besides the tracked parameters (varcache). */
+static bool startup_param_identity(const char *name)
+{
+	return strcmp(name, "user") == 0 || strcmp(name, "database") == 0;
 }
 
 /* False (client disconnected) on a parameter we cannot honour. */
@@ -335,6 +335,9 @@ static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
 	}
 	for (int i = 0; i < sp->nparams; i++) {
 		const StartupParam *p = &sp->params[i];
+		if (p->value == sp->user || p->value == sp->database)
+			continue;	/* (the parser found them: no names to compare; an empty
+					 * database is not sp->database, and is compared below) */
 		int id = varcache_lookup(p->name);	/* once: every parameter of every login */
 		if (id >= 0) {
 			varcache_set_id(&c->vars, (VarId)id, p->value);	/* (names are unique: nothing to compare) */
@@ -541,7 +544,7 @@ static void client_start_auth(Client *c)
 	/* pgbouncer: auth_file first; a user it lacks is looked up with auth_query */
 	if (auth_method_needs_secret(c->auth_method) && !admin_is_console_db(c->db_name) &&
 	    !client_userlist_entry(c)) {
-		Database *db = pool_find_database(c->db_name);
+		Database *db = c->login_db ? c->login_db : pool_find_database(c->db_name);
 		const char *auth_user = auth_query_user_for(db);
 		if (db && auth_user) {
 			auth_query_start(c, db, auth_user);
@@ -734,15 +737,10 @@ void client_finish_login(Client *c)
 	uint8_t welcome[WELCOME_ON_STACK];
 	PktBuf pb;
 	pktbuf_init_on(&pb, welcome, sizeof(welcome));
-	size_t uncounted = 0;
-	if (c->auth_ok_due) {	/* (as before: sent before the client had a pool) */
-		c->auth_ok_due = false;
-		pktbuf_auth_ok(&pb);
-		uncounted = pb.len;
-	}
-	welcome_build(pool, &c->vars, &pb);
-	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
-	pktbuf_ready(&pb, 'I');
+	/* (AuthenticationOk is not counted, as before: sent before the client had a pool) */
+	size_t uncounted = c->auth_ok_due ? WELCOME_AUTH_OK_LEN : 0;
+	welcome_build(pool, &c->vars, c->auth_ok_due, c->cancel_pid, c->cancel_key, &pb);
+	c->auth_ok_due = false;
 	c->tx_status = 'I';
 	client_set_state(c, CL_ACTIVE);
 	prepared_client_init(c);
@@ -796,7 +794,7 @@ static void client_auth_ok(Client *c)
 		client_login_console(c);
 		return;
 	}
-	Database *db = pool_find_database(c->db_name);
+	Database *db = c->login_db ? c->login_db : pool_find_database(c->db_name);
 	if (!db) {
 		client_disconnect(c, "3D000", "no such database: %s", c->db_name);
 		return;
@@ -855,6 +853,7 @@ static bool client_precheck_login(Client *c)
 		client_disconnect(c, "08P01", "database does not allow connections: %s", c->db_name);
 		return false;
 	}
+	c->login_db = db;
 	return true;
 }
 
@@ -872,8 +871,15 @@ static void client_handle_startup(Client *c)
 		client_disconnect(c, "08P01", "SSL required");
 		return;
 	}
-	if (client_precheck_login(c))
+	if (client_precheck_login(c)) {
 		client_start_auth(c);
+		/*
+		 * Valid only until this callback returns: a database dropped by a
+		 * reload is freed by the janitor, so a login that continues later
+		 * (a password, auth_query) looks it up again.
+		 */
+		c->login_db = NULL;	/* (c's memory outlives a disconnect until the loop frees it) */
+	}
 }
 
 static void client_read_cb(struct bufferevent *bev, void *arg);

@@ -251,6 +251,13 @@ struct Client {
 	 * to the output, not two.
 	 */
 	bool auth_ok_due;
+
+	/*
+	 * ---- conn8: the database client_precheck_login found, for the rest of
+	 * the same callback only (a synchronous login: trust, console); NULL
+	 * otherwise, when the login looks it up again.
+	 */
+	Database *login_db;
 };
 
 /* The client's socket is still open (its output can be written). */

@@ -213,3 +213,12 @@ def test_half_close_after_the_startup_closes_cleanly(fr):
     msgs = parse_messages(data)
     assert msgs and is_auth_ok(msgs[0]) and msgs[-1][0] == b"Z", [t for t, _ in msgs]
     assert_still_serving(fr)
+
+
+def test_empty_database_parameter_means_the_user_name(fr):
+    # (as PostgreSQL: database "" is the user's name; the parameter is allowed)
+    with contextlib.closing(connect_and_send_frozen(fr, startup_msg("app", "") +
+                                                    query_msg("select 41 + 1"))) as c:
+        msgs = c.read_until([b"Z"], 10)
+        assert is_auth_ok(msgs[0]), welcome_types(msgs)
+        assert_answer_42(c)

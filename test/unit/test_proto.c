@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <criterion/criterion.h>
 
@@ -874,6 +875,27 @@ Test(varcache, lookup_is_case_insensitive_and_name_canonical)
 	cr_assert_str_eq(varcache_name(VAR_DATESTYLE), "DateStyle");
 	cr_assert_str_eq(varcache_name(VAR_INTERVALSTYLE), "IntervalStyle");
 	cr_assert_str_eq(varcache_name(VAR_APPLICATION_NAME), "application_name");
+}
+
+/* conn8: the lookup picks its candidate by first letter: every name must still be found */
+Test(varcache, lookup_finds_every_tracked_name_and_no_near_miss)
+{
+	for (int i = 0; i < VAR_COUNT; i++) {
+		const char *name = varcache_name((VarId)i);
+		cr_assert_eq(varcache_lookup(name), i, "%s", name);
+		char upper[64];
+		size_t n = strlen(name);
+		cr_assert_lt(n, sizeof(upper));
+		for (size_t j = 0; j <= n; j++)
+			upper[j] = (char)toupper((unsigned char)name[j]);
+		cr_assert_eq(varcache_lookup(upper), i, "%s", upper);
+		upper[n - 1] = '\0';	/* a prefix is not the name */
+		cr_assert_eq(varcache_lookup(upper), -1, "%s", upper);
+	}
+	const char *others[] = { "user", "database", "options", "client_encodingx", "datestyle2",
+				 "", "_", "replication", "search_path", "TimeZoneX" };
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		cr_assert_eq(varcache_lookup(others[i]), -1, "%s", others[i]);
 }
 
 Test(varcache, set_reports_changes_only)
