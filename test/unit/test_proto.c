@@ -865,6 +865,48 @@ Test(pktbuf, nested_start_fails)
 	pktbuf_free(&pb);
 }
 
+/*
+ * conn8: the startup parser finds a string's end eight bytes at a time:
+ * names and values of every length from 1 to 40, at every alignment, come
+ * back whole, and a packet whose last string lacks its NUL is refused.
+ */
+Test(startup, strings_of_every_length_and_alignment)
+{
+	static Bytes x;
+	char name[48], value[48];
+	for (size_t pad = 0; pad < 8; pad++) {
+		for (size_t len = 1; len <= 40; len++) {
+			startup_begin(&x, PROTO_VERSION_3);
+			putstr(&x, "user");
+			putstr(&x, "u");
+			memset(name, 'p', pad + 1);
+			name[pad + 1] = '\0';	/* shifts what follows by pad */
+			putstr(&x, name);
+			putstr(&x, "v");
+			for (size_t i = 0; i < len; i++) {
+				name[i] = (char)('a' + i % 26);
+				value[i] = (char)('A' + (i * 7) % 26);
+			}
+			name[0] = 'x';	/* (not a tracked or duplicate name) */
+			name[len] = value[len] = '\0';
+			putstr(&x, name);
+			putstr(&x, value);
+			x.b[x.n++] = 0;
+			patch_len(&x);
+			StartupPacket sp;
+			char err[128];
+			cr_assert(parse(&x, &sp, err), "pad %zu len %zu: %s", pad, len, err);
+			cr_assert_eq(sp.nparams, 3);
+			cr_assert_str_eq(sp.params[2].name, name);
+			cr_assert_str_eq(sp.params[2].value, value);
+			cr_assert_str_eq(sp.user, "u");
+			x.n -= 2;	/* the terminator and the value's NUL gone */
+			patch_len(&x);
+			cr_assert_not(parse(&x, &sp, err), "pad %zu len %zu", pad, len);
+		}
+	}
+}
+
 /* --- varcache --- */
 
 Test(varcache, lookup_is_case_insensitive_and_name_canonical)
