@@ -453,11 +453,11 @@ static void client_auth_cert(Client *c)
 /* Ask for the password (or trust) by c->auth_method, with the secret known by now. */
 static void client_request_password(Client *c)
 {
-	const UserlistEntry *ue = client_userlist_entry(c);
+	const UserlistEntry *ue;
 	switch (c->auth_method) {
 	case AUTH_TRUST:
 	case AUTH_ANY:
-		client_auth_ok(c);
+		client_auth_ok(c);	/* (no userlist lookup: nothing to check) */
 		return;
 	case AUTH_PLAIN:
 		c->auth_phase = AUTH_PHASE_PASSWORD;
@@ -465,13 +465,14 @@ static void client_request_password(Client *c)
 			client_disconnect(c, NULL, "could not send the authentication request");
 		return;
 	case AUTH_MD5:
+		ue = client_userlist_entry(c);
 		if (ue && ue->kind == SECRET_SCRAM)
 			client_start_scram(c, ue);
 		else
 			client_start_md5(c);
 		return;
 	case AUTH_SCRAM:
-		client_start_scram(c, ue);
+		client_start_scram(c, client_userlist_entry(c));
 		return;
 	case AUTH_JWT:
 		client_request_jwt(c);
@@ -896,8 +897,10 @@ static bool client_attach_io(Client *c)
 		    !msgio_reader_init_fd(&c->in, w->base, c->fd, MSGIO_READ_HIGH, client_read_cb,
 					  client_event_cb, c))
 			return false;
+		/* (a new reader is not suspended: one event update, not two) */
+		if (moat->state == MOAT_SUSPENDED)
+			msgio_reader_suspend(&c->in, true);	/* accepted just before SUSPEND */
 		msgio_reader_enable(&c->in, true);
-		msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);
 		return true;
 	}
 	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
@@ -907,8 +910,9 @@ static bool client_attach_io(Client *c)
 		return false;
 	if (c->ssl)
 		msgio_reader_use_tls(&c->in, c->ssl);
+	if (moat->state == MOAT_SUSPENDED)
+		msgio_reader_suspend(&c->in, true);	/* accepted just before SUSPEND */
 	msgio_reader_enable(&c->in, true);
-	msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);	/* accepted just before SUSPEND */
 	return true;
 }
 
