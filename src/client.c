@@ -346,9 +346,12 @@ static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
 			return false;
 		}
 	}
-	/* one block for both (client_free frees user_name): one allocation less per login */
+	/*
+	 * One block for both (client_free frees user_name): in the Client itself
+	 * when they fit, as they nearly always do (conn8: no allocation per login).
+	 */
 	size_t ulen = strlen(sp->user) + 1, dlen = strlen(sp->database) + 1;
-	c->user_name = xmalloc(ulen + dlen);
+	c->user_name = ulen + dlen <= sizeof(c->names) ? c->names : xmalloc(ulen + dlen);
 	memcpy(c->user_name, sp->user, ulen);
 	c->db_name = c->user_name + ulen;
 	memcpy(c->db_name, sp->database, dlen);
@@ -2219,7 +2222,8 @@ void client_free(Client *c)
 	list_del(&c->head);
 	list_del(&c->all_head);
 	varcache_free(&c->vars);
-	free(c->user_name);	/* db_name with it (client_apply_startup_params) */
+	if (c->user_name != c->names)
+		free(c->user_name);	/* db_name with it (client_apply_startup_params) */
 	free(c->jwt_claims);
 	free(c->jwt_role);
 	admin_ext_free(c);

@@ -258,6 +258,8 @@ struct Client {
 	 * otherwise, when the login looks it up again.
 	 */
 	Database *login_db;
+	/* user_name and db_name when both fit (PostgreSQL's names are at most 63 bytes) */
+	char names[128];
 };
 
 /* The client's socket is still open (its output can be written). */

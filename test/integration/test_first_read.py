@@ -222,3 +222,17 @@ def test_empty_database_parameter_means_the_user_name(fr):
         msgs = c.read_until([b"Z"], 10)
         assert is_auth_ok(msgs[0]), welcome_types(msgs)
         assert_answer_42(c)
+
+
+@pytest.mark.parametrize("dblen", [1, 60, 123, 124, 200, 400])
+def test_names_of_every_size_are_kept_whole(fr, dblen):
+    # user and database names share one block, in the Client itself when
+    # they fit (128 bytes with their NULs), else allocated: either way the
+    # error names the database whole
+    db = ("q%d_" % dblen + "d" * dblen)[:dblen]
+    with contextlib.closing(connect_and_send_frozen(fr, startup_msg("app", db))) as c:
+        data, closed = c.read_until_close(CLOSE_WITHIN)
+        assert closed
+    errs = [p for t, p in parse_messages(data) if t == b"E"]
+    assert errs and b"3D000" in errs[0], data[:200]
+    assert ("no such database: %s" % db).encode() + b"\0" in errs[0]
