@@ -809,7 +809,7 @@ static void client_auth_ok(Client *c)
 		return;
 	}
 	const char *pool_user = role ? role->user : db->cfg->user ? db->cfg->user : c->user_name;
-	Pool *pool = pool_get_for_role(db, pool_get_user(pool_user), c->jwt_role);
+	Pool *pool = pool_get_for_login(db, pool_user, c->jwt_role);
 	c->pool = pool;
 	pool->user->client_count++;
 	if (c->scram.recovered.valid && !db->cfg->user)

@@ -85,6 +85,8 @@ struct Database {
 	bool dead;		/* removed from config; freed when its pools empty */
 	int connection_count;	/* servers over all its pools (max_db_connections) */
 	usec_t inactive_since;	/* autodb_idle_timeout */
+	/* ---- conn8: the last plain pool a login of this database got (pool_get_for_login) */
+	Pool *login_pool;
 };
 
 /* Runtime view of a user: counts for max_user_connections. */
