@@ -755,7 +755,7 @@ void client_finish_login(Client *c)
 		return;
 	}
 	slog_debug(c, "login ok");
-	c->request_time = util_now_mono();
+	c->request_time = util_now_cached();
 	client_resume_reading(c);
 }
 
@@ -2188,7 +2188,7 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	if (is_unix)
 		snprintf(c->remote.host, sizeof(c->remote.host), "unix");
 	c->connect_time = util_now_wall();
-	c->request_time = util_now_mono();
+	c->request_time = util_now_cached();
 	if (moat->cfg->client_login_timeout > 0)
 		c->login_deadline = c->request_time + moat->cfg->client_login_timeout;
 	client_expect_proxy_header(c, sa);
