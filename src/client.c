@@ -163,7 +163,11 @@ bool client_send_pktbuf(Client *c, PktBuf *pb)
 
 static void client_free_later(Client *c)
 {
-	event_active(c->worker->free_ev, EV_WRITE, 0);
+	Worker *w = c->worker;
+	if (w->free_armed)
+		return;	/* (a -C run closes several clients per loop pass: one activation) */
+	w->free_armed = true;
+	event_active(w->free_ev, EV_WRITE, 0);
 }
 
 static void client_close_socket(Client *c)

@@ -349,6 +349,9 @@ struct Worker {
 	 * free of its words, so that a Parse sent again and again is scanned once */
 	char *ss_clean_sql;
 	size_t ss_clean_len, ss_clean_cap;
+
+	/* ---- conn8: free_ev was activated and has not run yet (one activation per batch of closes) */
+	bool free_armed;
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;
