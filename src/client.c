@@ -315,6 +315,12 @@ void client_send_error_ready(Client *c, const char *sqlstate, const char *fmt, .
 
 /* ---- login ---------------------------------------------------------- */
 
+/* Allowed besides the tracked parameters (varcache). */
+static bool startup_param_identity(const char *name)
+{
+	return strcmp(name, "user") == 0 || strcmp(name, "database") == 0;
+}
+
 static bool startup_param_ignored(const char *name)
 {
 	const StrList *l = &moat->cfg->ignore_startup_parameters;
@@ -322,12 +328,6 @@ static bool startup_param_ignored(const char *name)
 		if (strcasecmp(l->items[i], name) == 0)
 			return true;
 	return false;
-}
-
-/* Allowed besides the tracked parameters (varcache). */
-static bool startup_param_identity(const char *name)
-{
-	return strcmp(name, "user") == 0 || strcmp(name, "database") == 0;
 }
 
 /* False (client disconnected) on a parameter we cannot honour. */
