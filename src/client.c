@@ -30,6 +30,7 @@
 #include "auth_jwt.h"
 #include "tls.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,7 +163,11 @@ bool client_send_pktbuf(Client *c, PktBuf *pb)
 
 static void client_free_later(Client *c)
 {
-	event_active(c->worker->free_ev, EV_WRITE, 0);
+	Worker *w = c->worker;
+	if (w->free_armed)
+		return;	/* (a -C run closes several clients per loop pass: one activation) */
+	w->free_armed = true;
+	event_active(w->free_ev, EV_WRITE, 0);
 }
 
 static void client_close_socket(Client *c)
@@ -334,6 +339,9 @@ static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
 	}
 	for (int i = 0; i < sp->nparams; i++) {
 		const StartupParam *p = &sp->params[i];
+		if (p->value == sp->user || p->value == sp->database)
+			continue;	/* (the parser found them: no names to compare; an empty
+					 * database is not sp->database, and is compared below) */
 		int id = varcache_lookup(p->name);	/* once: every parameter of every login */
 		if (id >= 0) {
 			varcache_set_id(&c->vars, (VarId)id, p->value);	/* (names are unique: nothing to compare) */
@@ -342,9 +350,12 @@ static bool client_apply_startup_params(Client *c, const StartupPacket *sp)
 			return false;
 		}
 	}
-	/* one block for both (client_free frees user_name): one allocation less per login */
+	/*
+	 * One block for both (client_free frees user_name): in the Client itself
+	 * when they fit, as they nearly always do (conn8: no allocation per login).
+	 */
 	size_t ulen = strlen(sp->user) + 1, dlen = strlen(sp->database) + 1;
-	c->user_name = xmalloc(ulen + dlen);
+	c->user_name = ulen + dlen <= sizeof(c->names) ? c->names : xmalloc(ulen + dlen);
 	memcpy(c->user_name, sp->user, ulen);
 	c->db_name = c->user_name + ulen;
 	memcpy(c->db_name, sp->database, dlen);
@@ -449,11 +460,11 @@ static void client_auth_cert(Client *c)
 /* Ask for the password (or trust) by c->auth_method, with the secret known by now. */
 static void client_request_password(Client *c)
 {
-	const UserlistEntry *ue = client_userlist_entry(c);
+	const UserlistEntry *ue;
 	switch (c->auth_method) {
 	case AUTH_TRUST:
 	case AUTH_ANY:
-		client_auth_ok(c);
+		client_auth_ok(c);	/* (no userlist lookup: nothing to check) */
 		return;
 	case AUTH_PLAIN:
 		c->auth_phase = AUTH_PHASE_PASSWORD;
@@ -461,13 +472,14 @@ static void client_request_password(Client *c)
 			client_disconnect(c, NULL, "could not send the authentication request");
 		return;
 	case AUTH_MD5:
+		ue = client_userlist_entry(c);
 		if (ue && ue->kind == SECRET_SCRAM)
 			client_start_scram(c, ue);
 		else
 			client_start_md5(c);
 		return;
 	case AUTH_SCRAM:
-		client_start_scram(c, ue);
+		client_start_scram(c, client_userlist_entry(c));
 		return;
 	case AUTH_JWT:
 		client_request_jwt(c);
@@ -540,7 +552,7 @@ static void client_start_auth(Client *c)
 	/* pgbouncer: auth_file first; a user it lacks is looked up with auth_query */
 	if (auth_method_needs_secret(c->auth_method) && !admin_is_console_db(c->db_name) &&
 	    !client_userlist_entry(c)) {
-		Database *db = pool_find_database(c->db_name);
+		Database *db = c->login_db ? c->login_db : pool_find_database(c->db_name);
 		const char *auth_user = auth_query_user_for(db);
 		if (db && auth_user) {
 			auth_query_start(c, db, auth_user);
@@ -733,15 +745,10 @@ void client_finish_login(Client *c)
 	uint8_t welcome[WELCOME_ON_STACK];
 	PktBuf pb;
 	pktbuf_init_on(&pb, welcome, sizeof(welcome));
-	size_t uncounted = 0;
-	if (c->auth_ok_due) {	/* (as before: sent before the client had a pool) */
-		c->auth_ok_due = false;
-		pktbuf_auth_ok(&pb);
-		uncounted = pb.len;
-	}
-	welcome_build(pool, &c->vars, &pb);
-	pktbuf_backend_key(&pb, c->cancel_pid, c->cancel_key);
-	pktbuf_ready(&pb, 'I');
+	/* (AuthenticationOk is not counted, as before: sent before the client had a pool) */
+	size_t uncounted = c->auth_ok_due ? WELCOME_AUTH_OK_LEN : 0;
+	welcome_build(pool, &c->vars, c->auth_ok_due, c->cancel_pid, c->cancel_key, &pb);
+	c->auth_ok_due = false;
 	c->tx_status = 'I';
 	client_set_state(c, CL_ACTIVE);
 	prepared_client_init(c);
@@ -752,7 +759,7 @@ void client_finish_login(Client *c)
 		return;
 	}
 	slog_debug(c, "login ok");
-	c->request_time = util_now_mono();
+	c->request_time = util_now_cached();
 	client_resume_reading(c);
 }
 
@@ -795,7 +802,7 @@ static void client_auth_ok(Client *c)
 		client_login_console(c);
 		return;
 	}
-	Database *db = pool_find_database(c->db_name);
+	Database *db = c->login_db ? c->login_db : pool_find_database(c->db_name);
 	if (!db) {
 		client_disconnect(c, "3D000", "no such database: %s", c->db_name);
 		return;
@@ -806,7 +813,7 @@ static void client_auth_ok(Client *c)
 		return;
 	}
 	const char *pool_user = role ? role->user : db->cfg->user ? db->cfg->user : c->user_name;
-	Pool *pool = pool_get_for_role(db, pool_get_user(pool_user), c->jwt_role);
+	Pool *pool = pool_get_for_login(db, pool_user, c->jwt_role);
 	c->pool = pool;
 	pool->user->client_count++;
 	if (c->scram.recovered.valid && !db->cfg->user)
@@ -854,6 +861,7 @@ static bool client_precheck_login(Client *c)
 		client_disconnect(c, "08P01", "database does not allow connections: %s", c->db_name);
 		return false;
 	}
+	c->login_db = db;
 	return true;
 }
 
@@ -871,8 +879,15 @@ static void client_handle_startup(Client *c)
 		client_disconnect(c, "08P01", "SSL required");
 		return;
 	}
-	if (client_precheck_login(c))
+	if (client_precheck_login(c)) {
 		client_start_auth(c);
+		/*
+		 * Valid only until this callback returns: a database dropped by a
+		 * reload is freed by the janitor, so a login that continues later
+		 * (a password, auth_query) looks it up again.
+		 */
+		c->login_db = NULL;	/* (c's memory outlives a disconnect until the loop frees it) */
+	}
 }
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
@@ -889,8 +904,10 @@ static bool client_attach_io(Client *c)
 		    !msgio_reader_init_fd(&c->in, w->base, c->fd, MSGIO_READ_HIGH, client_read_cb,
 					  client_event_cb, c))
 			return false;
+		/* (a new reader is not suspended: one event update, not two) */
+		if (moat->state == MOAT_SUSPENDED)
+			msgio_reader_suspend(&c->in, true);	/* accepted just before SUSPEND */
 		msgio_reader_enable(&c->in, true);
-		msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);
 		return true;
 	}
 	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
@@ -900,8 +917,9 @@ static bool client_attach_io(Client *c)
 		return false;
 	if (c->ssl)
 		msgio_reader_use_tls(&c->in, c->ssl);
+	if (moat->state == MOAT_SUSPENDED)
+		msgio_reader_suspend(&c->in, true);	/* accepted just before SUSPEND */
 	msgio_reader_enable(&c->in, true);
-	msgio_reader_suspend(&c->in, moat->state == MOAT_SUSPENDED);	/* accepted just before SUSPEND */
 	return true;
 }
 
@@ -969,6 +987,39 @@ static void client_answer_encryption_request(Client *c, bool ssl_request)
 		client_disconnect(c, NULL, "could not answer the encryption request");
 }
 
+/*
+ * The first packet at pkt (len bytes, complete): its parameters applied.
+ * False: the client was disconnected (the input is gone).
+ */
+static bool client_take_first_packet(Client *c, const uint8_t *pkt, uint32_t len, StartupPacket *sp,
+				     bool *parsed, char *err, size_t errlen)
+{
+	err[0] = '\0';
+	*parsed = proto_parse_startup(pkt, len, sp, err, errlen);
+	if (*parsed && sp->kind == STARTUP_NORMAL) {
+		c->seen_startup = true;
+		if (!client_apply_startup_params(c, sp))
+			return false;
+	}
+	return true;
+}
+
+/* The answer to the first packet, once it left the input. True when more input may be processed. */
+static bool client_answer_first_packet(Client *c, const StartupPacket *sp, bool parsed, const char *err)
+{
+	if (!parsed) {
+		client_disconnect(c, "08P01", "%s", err);
+	} else if (sp->kind == STARTUP_SSL || sp->kind == STARTUP_GSSENC) {
+		client_answer_encryption_request(c, sp->kind == STARTUP_SSL);
+	} else if (sp->kind == STARTUP_CANCEL) {
+		cancel_forward(c->worker, sp->cancel_pid, sp->cancel_key);
+		client_disconnect(c, NULL, "cancel request forwarded");
+	} else {
+		client_handle_startup(c);
+	}
+	return c->state == CL_LOGIN;
+}
+
 /* The first packet(s) of a connection. True when more input may be processed. */
 static bool client_read_first_packet(Client *c)
 {
@@ -991,29 +1042,15 @@ static bool client_read_first_packet(Client *c)
 	}
 	StartupPacket sp;
 	char err[256];
-	err[0] = '\0';
-	bool parsed = proto_parse_startup(pkt, len, &sp, err, sizeof(err));
-	if (parsed && sp.kind == STARTUP_NORMAL) {
-		c->seen_startup = true;
-		if (!client_apply_startup_params(c, &sp))
-			return false;	/* disconnected: the input is gone */
-	}
+	bool parsed;
+	if (!client_take_first_packet(c, pkt, len, &sp, &parsed, err, sizeof(err)))
+		return false;
 	/*
 	 * sp points into the packet: nothing uses it past here. It goes before
 	 * the answer: the login may complete, and read on, from inside it.
 	 */
 	evbuffer_drain(in, len);
-	if (!parsed) {
-		client_disconnect(c, "08P01", "%s", err);
-	} else if (sp.kind == STARTUP_SSL || sp.kind == STARTUP_GSSENC) {
-		client_answer_encryption_request(c, sp.kind == STARTUP_SSL);
-	} else if (sp.kind == STARTUP_CANCEL) {
-		cancel_forward(c->worker, sp.cancel_pid, sp.cancel_key);
-		client_disconnect(c, NULL, "cancel request forwarded");
-	} else {
-		client_handle_startup(c);
-	}
-	return c->state == CL_LOGIN;
+	return client_answer_first_packet(c, &sp, parsed, err);
 }
 
 /* Typed messages during authentication. */
@@ -2091,6 +2128,59 @@ static bool client_new_cancel_key(uint32_t key[2])
 	return true;
 }
 
+/*
+ * conn8: the first read of a plain connection goes to the stack. libpq sends
+ * its StartupMessage with the connection, so it is nearly always there
+ * whole when the connection is accepted: parsed in place, only what follows
+ * it (if anything) enters the input, before the answer, which may read on.
+ * A packet in pieces, or larger than the buffer, takes the usual way.
+ */
+#define FIRST_READ_MAX 1024
+
+static void client_take_first_read(Client *c, const uint8_t *buf, size_t n)
+{
+	uint32_t len;
+	if (proto_startup_length(buf, n, &len) == FRAME_OK && len <= n) {
+		StartupPacket sp;
+		char err[256];
+		bool parsed;
+		if (!client_take_first_packet(c, buf, len, &sp, &parsed, err, sizeof(err)))
+			return;
+		if (n > len && evbuffer_add(c->in.buf, buf + len, n - len) != 0) {
+			client_disconnect(c, NULL, "out of memory reading the startup packet");
+			return;
+		}
+		if (!client_answer_first_packet(c, &sp, parsed, err))
+			return;
+	} else if (evbuffer_add(c->in.buf, buf, n) != 0) {
+		client_disconnect(c, NULL, "out of memory reading the startup packet");
+		return;
+	}
+	client_process_input(c);
+}
+
+static void client_read_at_accept(Client *c)
+{
+	if (c->proxy_pending || moat->state == MOAT_SUSPENDED) {
+		msgio_reader_try_now(&c->in);	/* (not reading while suspended) */
+		return;
+	}
+	uint8_t buf[FIRST_READ_MAX];
+	ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;	/* the reader's event waits for it */
+	if (n <= 0) {
+		client_event_cb(NULL, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+		return;
+	}
+	Worker *w = c->worker;
+	util_clock_scope_begin();
+	msgio_flusher_begin(&w->flusher);
+	client_take_first_read(c, buf, (size_t)n);
+	msgio_flusher_end(&w->flusher);	/* c may be gone after this */
+	util_clock_scope_end();
+}
+
 void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
 {
 	Client *c = client_alloc();
@@ -2102,7 +2192,7 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 	if (is_unix)
 		snprintf(c->remote.host, sizeof(c->remote.host), "unix");
 	c->connect_time = util_now_wall();
-	c->request_time = util_now_mono();
+	c->request_time = util_now_cached();
 	if (moat->cfg->client_login_timeout > 0)
 		c->login_deadline = c->request_time + moat->cfg->client_login_timeout;
 	client_expect_proxy_header(c, sa);
@@ -2127,7 +2217,7 @@ void client_accept(Worker *w, int fd, const struct sockaddr *sa, socklen_t salen
 		client_disconnect(c, NULL, "could not create the read event");
 		return;
 	}
-	msgio_reader_try_now(&c->in);
+	client_read_at_accept(c);
 }
 
 /* Called from the worker's deferred-free event: the client's callbacks are done. */
@@ -2136,7 +2226,8 @@ void client_free(Client *c)
 	list_del(&c->head);
 	list_del(&c->all_head);
 	varcache_free(&c->vars);
-	free(c->user_name);	/* db_name with it (client_apply_startup_params) */
+	if (c->user_name != c->names)
+		free(c->user_name);	/* db_name with it (client_apply_startup_params) */
 	free(c->jwt_claims);
 	free(c->jwt_role);
 	admin_ext_free(c);

@@ -37,7 +37,9 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 	/* evconnlistener accepts with SOCK_NONBLOCK already. */
 	if (!l->is_unix && !sockopt_accepted(fd, moat->cfg, &l->inherit))
 		log_warning("could not set the TCP options of client socket %d: %s", fd, strerror(errno));
+	util_clock_scope_begin();	/* (one clock read for the accept and the login it may complete) */
 	client_accept(moat->worker, fd, sa, (socklen_t)salen, l->is_unix);
+	util_clock_scope_end();
 }
 
 static void listener_error_cb(struct evconnlistener *evl, void *arg)

@@ -149,6 +149,7 @@ static void free_deferred_cb(evutil_socket_t fd, short what, void *arg)
 {
 	Worker *w = arg;
 	List *item, *tmp;
+	w->free_armed = false;
 	list_for_each_safe(item, &w->free_clients, tmp) {
 		Client *c = container_of(item, Client, head);
 		if (!client_has_socket(c))

@@ -85,6 +85,8 @@ struct Database {
 	bool dead;		/* removed from config; freed when its pools empty */
 	int connection_count;	/* servers over all its pools (max_db_connections) */
 	usec_t inactive_since;	/* autodb_idle_timeout */
+	/* ---- conn8: the last plain pool a login of this database got (pool_get_for_login) */
+	Pool *login_pool;
 };
 
 /* Runtime view of a user: counts for max_user_connections. */
@@ -251,6 +253,15 @@ struct Client {
 	 * to the output, not two.
 	 */
 	bool auth_ok_due;
+
+	/*
+	 * ---- conn8: the database client_precheck_login found, for the rest of
+	 * the same callback only (a synchronous login: trust, console); NULL
+	 * otherwise, when the login looks it up again.
+	 */
+	Database *login_db;
+	/* user_name and db_name when both fit (PostgreSQL's names are at most 63 bytes) */
+	char names[128];
 };
 
 /* The client's socket is still open (its output can be written). */
@@ -338,6 +349,9 @@ struct Worker {
 	 * free of its words, so that a Parse sent again and again is scanned once */
 	char *ss_clean_sql;
 	size_t ss_clean_len, ss_clean_cap;
+
+	/* ---- conn8: free_ev was activated and has not run yet (one activation per batch of closes) */
+	bool free_armed;
 };
 
 typedef enum { MOAT_RUNNING, MOAT_PAUSED, MOAT_SUSPENDED, MOAT_DRAINING } MoatState;

@@ -115,6 +115,22 @@ PoolUser *pool_get_user(const char *name)
 	return u;
 }
 
+/*
+ * conn8: a login's pool. The database remembers the last plain pool a login
+ * got, which nearly every next login of it wants: one name compared instead
+ * of a walk over the users and another over the pools.
+ */
+Pool *pool_get_for_login(Database *db, const char *user, const char *role)
+{
+	Pool *p = db->login_pool;
+	if (p && !role && !p->jwt_role && strcmp(p->user->name, user) == 0)
+		return p;
+	p = pool_get_for_role(db, pool_get_user(user), role);
+	if (!role)
+		db->login_pool = p;
+	return p;
+}
+
 Pool *pool_get(Database *db, PoolUser *user)
 {
 	return pool_get_for_role(db, user, NULL);
@@ -676,6 +692,8 @@ static bool pool_is_empty(const Pool *p)
 
 static void pool_free(Pool *p)
 {
+	if (p->db->login_pool == p)
+		p->db->login_pool = NULL;
 	list_del(&p->head);
 	paramlist_free(&p->welcome);
 	welcome_reset(&p->welcome_cache);

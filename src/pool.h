@@ -14,6 +14,8 @@ Database *pool_find_database(const char *name);	/* creates from "*" when configu
 PoolUser *pool_get_user(const char *name);
 Pool *pool_get(Database *db, PoolUser *user);
 Pool *pool_get_for_role(Database *db, PoolUser *user, const char *role);	/* jwt; NULL: no role */
+/* The pool of a login as user (role: jwt, or NULL), remembered per database for the next login. */
+Pool *pool_get_for_login(Database *db, const char *user, const char *role);
 
 /* Cached per pool, computed again when the configuration changed (moat->cfg_epoch). */
 PoolMode pool_mode_refresh(Pool *pool);

@@ -134,6 +134,41 @@ static bool startup_param_seen(const StartupPacket *out, const char *name)
 }
 
 /*
+ * conn8: a startup string and its length, eight bytes at a time: names and
+ * values run 4 to 20 bytes, past proto_read_cstring's byte-wise look at the
+ * first eight. A zero byte is found exactly (the lowest flagged byte of the
+ * word trick is always a real zero).
+ */
+static bool startup_read_cstring(PktReader *r, const char **out, size_t *len)
+{
+	const uint8_t *p = r->pos, *end = r->end;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	while ((size_t)(end - p) >= 8) {
+		uint64_t w;
+		memcpy(&w, p, sizeof(w));
+		uint64_t zero = (w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull;
+		if (zero) {
+			p += (unsigned)__builtin_ctzll(zero) / 8;
+			goto found;
+		}
+		p += 8;
+	}
+#endif
+	while (p < end && *p != '\0')
+		p++;
+	if (p == end)
+		return false;
+found:
+	*out = (const char *)r->pos;
+	*len = (size_t)(p - r->pos);
+	r->pos = p + 1;
+	return true;
+}
+
+/* name (nlen bytes) is the literal lit */
+#define STARTUP_NAME_IS(name, nlen, lit) ((nlen) == sizeof(lit) - 1 && memcmp((name), (lit), sizeof(lit) - 1) == 0)
+
+/*
  * name/value pairs up to an empty name that must be the packet's last byte.
  * Duplicate names are refused: the server would take the last one, and a
  * gateway that checked the first would be fooled.
@@ -142,11 +177,12 @@ static bool startup_parse_params(PktReader *r, StartupPacket *out, char *err, si
 {
 	for (;;) {
 		const char *name, *value;
-		if (!proto_read_cstring(r, &name))
+		size_t nlen, vlen;
+		if (!startup_read_cstring(r, &name, &nlen))
 			return startup_fail(err, errlen, "invalid startup packet layout: expected terminator as last byte");
-		if (name[0] == '\0')
+		if (nlen == 0)
 			break;
-		if (!proto_read_cstring(r, &value))
+		if (!startup_read_cstring(r, &value, &vlen))
 			return startup_fail(err, errlen, "invalid startup packet layout: missing parameter value");
 		if (out->nparams >= PROTO_MAX_STARTUP_PARAMS)
 			return startup_fail(err, errlen, "too many parameters in startup packet");
@@ -155,11 +191,11 @@ static bool startup_parse_params(PktReader *r, StartupPacket *out, char *err, si
 		out->params[out->nparams].name = name;
 		out->params[out->nparams].value = value;
 		out->nparams++;
-		if (name[0] == 'u' && strcmp(name, "user") == 0)
+		if (STARTUP_NAME_IS(name, nlen, "user"))
 			out->user = value;
-		else if (name[0] == 'd' && strcmp(name, "database") == 0)
+		else if (STARTUP_NAME_IS(name, nlen, "database"))
 			out->database = value;
-		else if (name[0] == 'r' && strcmp(name, "replication") == 0)
+		else if (STARTUP_NAME_IS(name, nlen, "replication"))
 			out->has_replication = true;
 	}
 	if (proto_reader_left(r) != 0)

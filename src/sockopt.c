@@ -21,6 +21,10 @@ bool sockopt_listener(int fd, const Config *cfg)
 /* What sockopt_connection() sets besides TCP_NODELAY and SO_KEEPALIVE. */
 static bool set_rest(int fd, const Config *cfg)
 {
+	/* (the defaults: nothing to set, every connection) */
+	if ((cfg->tcp_keepalive ? cfg->tcp_keepidle | cfg->tcp_keepintvl | cfg->tcp_keepcnt : 0) == 0 &&
+	    (cfg->tcp_user_timeout | cfg->tcp_socket_buffer) == 0)
+		return true;
 	bool ok = true;
 	if (cfg->tcp_keepalive) {
 		ok &= set_int_if(fd, IPPROTO_TCP, TCP_KEEPIDLE, cfg->tcp_keepidle);

@@ -20,13 +20,26 @@ static const char *const var_names[VAR_COUNT] = {
 	[VAR_APPLICATION_NAME] = "application_name",
 };
 
+_Static_assert(VAR_COUNT == 6, "varcache_lookup's switch names every tracked parameter");
+
 int varcache_lookup(const char *name)
 {
-	/* every startup parameter and ParameterStatus comes through here: first letters first */
-	for (int i = 0; i < VAR_COUNT; i++)
-		if ((name[0] | 0x20) == (var_names[i][0] | 0x20) && strcasecmp(name, var_names[i]) == 0)
-			return i;
-	return -1;
+	/*
+	 * Every startup parameter and ParameterStatus comes through here: the
+	 * names' first letters differ, so the first letter (folded) picks the one
+	 * candidate to compare (conn8: no loop over the table).
+	 */
+	int id;
+	switch (name[0] | 0x20) {
+	case 'c': id = VAR_CLIENT_ENCODING; break;
+	case 'd': id = VAR_DATESTYLE; break;
+	case 't': id = VAR_TIMEZONE; break;
+	case 'i': id = VAR_INTERVALSTYLE; break;
+	case 's': id = VAR_STANDARD_CONFORMING_STRINGS; break;
+	case 'a': id = VAR_APPLICATION_NAME; break;
+	default: return -1;
+	}
+	return strcasecmp(name, var_names[id]) == 0 ? id : -1;
 }
 
 const char *varcache_name(VarId id)

@@ -24,46 +24,67 @@ static void welcome_build_fixed(WelcomeCache *wc, const ParamList *welcome)
 	}
 }
 
-/* The tracked parameters' messages for a client holding vars. */
-static void welcome_build_tracked(WelcomeCache *wc, const ParamList *welcome, const VarCache *vars)
+/*
+ * The whole welcome for a client holding vars: AuthenticationOk, the fixed
+ * and the tracked ParameterStatus, a BackendKeyData to fill in, and
+ * ReadyForQuery: one copy per login, no message built (conn8).
+ */
+static void welcome_build_whole(WelcomeCache *wc, const ParamList *welcome, const VarCache *vars)
 {
-	if (wc->have_tracked)
-		pktbuf_reset(&wc->tracked);
+	if (wc->have_whole)
+		pktbuf_reset(&wc->whole);
 	else
-		pktbuf_init(&wc->tracked);
+		pktbuf_init(&wc->whole);
+	pktbuf_auth_ok(&wc->whole);
+	pktbuf_put_bytes(&wc->whole, wc->fixed.data, wc->fixed.len);
 	for (int i = 0; i < welcome->count; i++) {
 		int id = wc->var[i];
 		if (id >= 0)
-			pktbuf_param_status(&wc->tracked, welcome->names[i], vars->values[id]);
+			pktbuf_param_status(&wc->whole, welcome->names[i], vars->values[id]);
 	}
-	varcache_copy(&wc->tracked_for, vars);
-	wc->have_tracked = true;
+	pktbuf_backend_key(&wc->whole, 0, 0);
+	pktbuf_ready(&wc->whole, 'I');
+	varcache_copy(&wc->whole_for, vars);
+	wc->have_whole = true;
 }
 
-void welcome_build(Pool *pool, VarCache *client_vars, PktBuf *pb)
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+void welcome_build(Pool *pool, VarCache *client_vars, bool auth_ok, uint32_t pid, uint32_t key, PktBuf *pb)
 {
 	WelcomeCache *wc = &pool->welcome_cache;
 	if (!wc->var)
 		welcome_build_fixed(wc, &pool->welcome);
 	varcache_fill_unset(client_vars, &wc->server);
-	if (!wc->have_tracked || !varcache_same(&wc->tracked_for, client_vars))
-		welcome_build_tracked(wc, &pool->welcome, client_vars);
-	if (!pktbuf_ok(&wc->fixed) || !pktbuf_ok(&wc->tracked)) {
+	if (!wc->have_whole || !varcache_same(&wc->whole_for, client_vars))
+		welcome_build_whole(wc, &pool->welcome, client_vars);
+	if (!pktbuf_ok(&wc->fixed) || !pktbuf_ok(&wc->whole)) {
 		pb->failed = true;	/* the login is refused */
 		return;
 	}
-	pktbuf_put_bytes(pb, wc->fixed.data, wc->fixed.len);
-	pktbuf_put_bytes(pb, wc->tracked.data, wc->tracked.len);
+	size_t skip = auth_ok ? 0 : WELCOME_AUTH_OK_LEN;
+	pktbuf_put_bytes(pb, wc->whole.data + skip, wc->whole.len - skip);
+	if (!pktbuf_ok(pb))
+		return;
+	uint8_t *k = pb->data + pb->len - WELCOME_READY_LEN - WELCOME_KEY_LEN;
+	put_be32(k + 5, pid);
+	put_be32(k + 9, key);
 }
 
 void welcome_reset(WelcomeCache *wc)
 {
 	if (wc->var)
 		pktbuf_free(&wc->fixed);
-	if (wc->have_tracked)
-		pktbuf_free(&wc->tracked);
+	if (wc->have_whole)
+		pktbuf_free(&wc->whole);
 	free(wc->var);
 	varcache_free(&wc->server);
-	varcache_free(&wc->tracked_for);
+	varcache_free(&wc->whole_for);
 	memset(wc, 0, sizeof(*wc));
 }

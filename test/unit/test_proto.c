@@ -2,9 +2,12 @@
 #include "src/proto.h"
 #include "src/pktbuf.h"
 #include "src/varcache.h"
+#include "src/pgmoat.h"
+#include "src/welcome.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <criterion/criterion.h>
 
@@ -864,6 +867,48 @@ Test(pktbuf, nested_start_fails)
 	pktbuf_free(&pb);
 }
 
+/*
+ * conn8: the startup parser finds a string's end eight bytes at a time:
+ * names and values of every length from 1 to 40, at every alignment, come
+ * back whole, and a packet whose last string lacks its NUL is refused.
+ */
+Test(startup, strings_of_every_length_and_alignment)
+{
+	static Bytes x;
+	char name[48], value[48];
+	for (size_t pad = 0; pad < 8; pad++) {
+		for (size_t len = 1; len <= 40; len++) {
+			startup_begin(&x, PROTO_VERSION_3);
+			putstr(&x, "user");
+			putstr(&x, "u");
+			memset(name, 'p', pad + 1);
+			name[pad + 1] = '\0';	/* shifts what follows by pad */
+			putstr(&x, name);
+			putstr(&x, "v");
+			for (size_t i = 0; i < len; i++) {
+				name[i] = (char)('a' + i % 26);
+				value[i] = (char)('A' + (i * 7) % 26);
+			}
+			name[0] = 'x';	/* (not a tracked or duplicate name) */
+			name[len] = value[len] = '\0';
+			putstr(&x, name);
+			putstr(&x, value);
+			x.b[x.n++] = 0;
+			patch_len(&x);
+			StartupPacket sp;
+			char err[128];
+			cr_assert(parse(&x, &sp, err), "pad %zu len %zu: %s", pad, len, err);
+			cr_assert_eq(sp.nparams, 3);
+			cr_assert_str_eq(sp.params[2].name, name);
+			cr_assert_str_eq(sp.params[2].value, value);
+			cr_assert_str_eq(sp.user, "u");
+			x.n -= 2;	/* the terminator and the value's NUL gone */
+			patch_len(&x);
+			cr_assert_not(parse(&x, &sp, err), "pad %zu len %zu", pad, len);
+		}
+	}
+}
+
 /* --- varcache --- */
 
 Test(varcache, lookup_is_case_insensitive_and_name_canonical)
@@ -874,6 +919,27 @@ Test(varcache, lookup_is_case_insensitive_and_name_canonical)
 	cr_assert_str_eq(varcache_name(VAR_DATESTYLE), "DateStyle");
 	cr_assert_str_eq(varcache_name(VAR_INTERVALSTYLE), "IntervalStyle");
 	cr_assert_str_eq(varcache_name(VAR_APPLICATION_NAME), "application_name");
+}
+
+/* conn8: the lookup picks its candidate by first letter: every name must still be found */
+Test(varcache, lookup_finds_every_tracked_name_and_no_near_miss)
+{
+	for (int i = 0; i < VAR_COUNT; i++) {
+		const char *name = varcache_name((VarId)i);
+		cr_assert_eq(varcache_lookup(name), i, "%s", name);
+		char upper[64];
+		size_t n = strlen(name);
+		cr_assert_lt(n, sizeof(upper));
+		for (size_t j = 0; j <= n; j++)
+			upper[j] = (char)toupper((unsigned char)name[j]);
+		cr_assert_eq(varcache_lookup(upper), i, "%s", upper);
+		upper[n - 1] = '\0';	/* a prefix is not the name */
+		cr_assert_eq(varcache_lookup(upper), -1, "%s", upper);
+	}
+	const char *others[] = { "user", "database", "options", "client_encodingx", "datestyle2",
+				 "", "_", "replication", "search_path", "TimeZoneX" };
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		cr_assert_eq(varcache_lookup(others[i]), -1, "%s", others[i]);
 }
 
 Test(varcache, set_reports_changes_only)
@@ -986,4 +1052,95 @@ Test(pktbuf, param_status_refuses_nesting_and_overflow)
 	pktbuf_param_status(&pb, "TimeZone", "UTC");
 	cr_assert(!pktbuf_ok(&pb), "over the buffer's limit");
 	pktbuf_free(&pb);
+}
+
+/* --- welcome (conn8: cached whole, the cancel key written into the copy) --- */
+
+static const uint8_t *next_msg(const uint8_t *p, const uint8_t *end, uint8_t *type, uint32_t *len)
+{
+	cr_assert_geq(end - p, 5);
+	*type = p[0];
+	*len = ((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) | p[4];
+	cr_assert_geq((size_t)(end - p), 1 + (size_t)*len);
+	return p + 1 + *len;
+}
+
+static void check_welcome(const PktBuf *pb, bool auth_ok, uint32_t pid, uint32_t key, const char *app)
+{
+	const uint8_t *p = pb->data, *end = pb->data + pb->len;
+	uint8_t t;
+	uint32_t len;
+	const uint8_t *msg = p;
+	p = next_msg(p, end, &t, &len);
+	if (auth_ok) {
+		cr_assert_eq(t, 'R');
+		cr_assert_eq(len, 8);
+		cr_assert_eq(msg[8], 0);
+		msg = p;
+		p = next_msg(p, end, &t, &len);
+	}
+	int statuses = 0;
+	bool saw_app = false;
+	while (t == 'S') {
+		const char *name = (const char *)msg + 5;
+		const char *value = name + strlen(name) + 1;
+		if (strcmp(name, "application_name") == 0) {
+			cr_assert_str_eq(value, app);
+			saw_app = true;
+		}
+		if (strcmp(name, "server_version") == 0)
+			cr_assert_str_eq(value, "15.0");
+		statuses++;
+		msg = p;
+		p = next_msg(p, end, &t, &len);
+	}
+	cr_assert_eq(statuses, 3);
+	cr_assert(saw_app);
+	cr_assert_eq(t, 'K');
+	cr_assert_eq(len, 12);
+	uint32_t got_pid = ((uint32_t)msg[5] << 24) | ((uint32_t)msg[6] << 16) | ((uint32_t)msg[7] << 8) | msg[8];
+	uint32_t got_key = ((uint32_t)msg[9] << 24) | ((uint32_t)msg[10] << 16) | ((uint32_t)msg[11] << 8) | msg[12];
+	cr_assert_eq(got_pid, pid);
+	cr_assert_eq(got_key, key);
+	msg = p;
+	p = next_msg(p, end, &t, &len);
+	cr_assert_eq(t, 'Z');
+	cr_assert_eq(msg[5], 'I');
+	cr_assert_eq(p, end);
+}
+
+Test(welcome, whole_welcome_with_and_without_auth_ok_and_each_clients_key)
+{
+	static Pool pool;
+	char *names[] = { "server_version", "application_name", "client_encoding" };
+	char *values[] = { "15.0", "server_app", "UTF8" };
+	pool.welcome.count = 3;
+	pool.welcome.names = names;
+	pool.welcome.values = values;
+	VarCache a = { 0 }, b = { 0 }, c = { 0 };
+	varcache_set(&a, "application_name", "pgbench");
+	varcache_set(&b, "application_name", "other");
+	struct { VarCache *vars; bool auth_ok; uint32_t pid, key; const char *app; } logins[] = {
+		{ &a, true, 0x01020304u, 0xa0b0c0d0u, "pgbench" },
+		{ &a, false, 0xffffffffu, 0u, "pgbench" },	/* (cached: copied again) */
+		{ &b, true, 7u, 8u, "other" },			/* other values: rebuilt */
+		{ &c, false, 9u, 10u, "server_app" },		/* unset: the server's */
+		{ &a, true, 11u, 12u, "pgbench" },
+	};
+	for (size_t i = 0; i < sizeof(logins) / sizeof(logins[0]); i++) {
+		PktBuf pb;
+		pktbuf_init(&pb);
+		pktbuf_put_uint8(&pb, 'x');	/* (appended after what pb holds) */
+		welcome_build(&pool, logins[i].vars, logins[i].auth_ok, logins[i].pid, logins[i].key, &pb);
+		cr_assert(pktbuf_ok(&pb));
+		PktBuf rest = pb;
+		rest.data = pb.data + 1;
+		rest.len = pb.len - 1;
+		check_welcome(&rest, logins[i].auth_ok, logins[i].pid, logins[i].key, logins[i].app);
+		pktbuf_free(&pb);
+	}
+	welcome_reset(&pool.welcome_cache);
+	varcache_free(&a);
+	varcache_free(&b);
+	varcache_free(&c);
 }
