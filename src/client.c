@@ -47,7 +47,7 @@
 #define JUDGE_MSG_MAX (SQLINFO_MAX_SQL + 65536)	/* larger statements are denied unread */
 
 static void client_process_input(Client *c);
-static void client_move_run(Client *c, Server *s, size_t total);
+static void client_move_run(Client *c, Server *s, size_t total, const uint8_t *at);
 
 const char *client_state_name(ClientState s)
 {
@@ -1295,7 +1295,7 @@ static void client_forward_unread(Client *c, Server *s, const MsgHeader *h)
 	if (send) {
 		if (prepared_on(c))
 			prepared_track(s, h->type);
-		client_move_run(c, s, total);
+		client_move_run(c, s, total, NULL);
 	} else {
 		client_send_instead_of_unread(c, s, &pb, total);
 	}
@@ -1370,7 +1370,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 			/* unchanged (unnamed, a portal, a plain Query): it moves with what is behind it */
 			pktbuf_free(&pb);
 			prepared_track(s, msg[0]);
-			client_move_run(c, s, total);
+			client_move_run(c, s, total, msg);
 			return true;
 		}
 		/* (what it sends is copied: the input is drained after, unless c is gone) */
@@ -1390,9 +1390,10 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		evbuffer_drain(in, total);
 		evbuffer_add(msgio_out(&s->out), pb.data, pb.len);
 	} else {
-		client_move_run(c, s, total);	/* with the plain messages behind it */
+		client_move_run(c, s, total, msg);	/* with the plain messages behind it */
 	}
-	pktbuf_free(&pb);
+	if (pb.data)	/* (only a refusal wrote one) */
+		pktbuf_free(&pb);
 	return true;
 }
 
@@ -1714,15 +1715,19 @@ static TakeCb *client_take_cb(const Client *c)
  * Move the accounted message of total bytes at the head of the input, and the
  * plain messages behind it, to s in one go; a message not all here yet streams.
  */
-static void client_move_run(Client *c, Server *s, size_t total)
+static void client_move_run(Client *c, Server *s, size_t total, const uint8_t *at)
 {
 	struct evbuffer *in = c->in.buf;
-	if (evbuffer_get_length(in) > total) {	/* (nothing behind a simple Query) */
+	size_t in_len = evbuffer_get_length(in);
+	if (in_len > total) {	/* (nothing behind a simple Query) */
 		TakeThrough through = { c, total, NULL, 0 };
+		struct evbuffer_iovec first;
 		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 client_take_cb(c), &through, NULL);
+					 client_take_cb(c), &through, &first);
+		at = total <= first.iov_len ? first.iov_base : NULL;
 	}
-	size_t moved = msgio_move(in, msgio_out(&s->out), total);
+	/* (a run that empties the input may go straight to the server's socket) */
+	size_t moved = msgio_move_out(in, in_len, at, total, &s->out);
 	c->fwd_remaining = total - moved;
 	c->fwd_discard = false;
 }
@@ -1778,7 +1783,7 @@ static NOINLINE bool client_forward_bind(Client *c, Server *s, const MsgHeader *
 	if (pbr == PREPARED_BIND_REWRITTEN)
 		client_move_rewritten_run(c, s, &head, total);
 	else if (pbr == PREPARED_BIND_PASS)
-		client_move_run(c, s, total);
+		client_move_run(c, s, total, NULL);
 	return true;	/* (DONE: refused, dropped as it streams) */
 }
 
@@ -1864,7 +1869,7 @@ static void client_forward(Client *c)
 		size_t total = proto_msg_total(&h);
 		TakeThrough through = { c, 0, NULL, 0 };
 		if (client_take_cb(c)(&through, &h)) {
-			client_move_run(c, s, total);	/* the common case: nothing to read */
+			client_move_run(c, s, total, NULL);	/* the common case: nothing to read */
 			continue;
 		}
 		if (enforce_active(c->worker) && enforce_judges(h.type)) {
@@ -1900,7 +1905,7 @@ static void client_forward(Client *c)
 			prepared_track(s, h.type);
 		}
 		client_account_message(c, s, h.type, total);
-		client_move_run(c, s, total);
+		client_move_run(c, s, total, NULL);
 	}
 }
 

@@ -73,6 +73,44 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 	return evbuffer_drain(in, n) == 0 ? n : 0;
 }
 
+/* The socket of a plain output, asked of its bufferevent once it has one (after the connect). */
+static int output_fd(OutFlush *of)
+{
+	if (of->fd < 0 && of->bev)
+		of->fd = bufferevent_getfd(of->bev);
+	return of->fd;
+}
+
+/* Nothing waits for of's socket: no queued bytes, no write that blocked. */
+static bool output_idle_plain(const OutFlush *of)
+{
+	if (!of->own || of->ssl || of->queued)
+		return false;
+	if (of->bare)
+		return !of->wev_added;
+	return of->bev && !(bufferevent_get_enabled(of->bev) & EV_WRITE);
+}
+
+size_t msgio_move_out(struct evbuffer *in, size_t in_len, const uint8_t *at, size_t n, OutFlush *of)
+{
+	if (at && n > 0 && n == in_len && output_idle_plain(of)) {
+#ifdef PGMOAT_CASSERT
+		if (evbuffer_get_length(in) != in_len || evbuffer_get_length(of->buf) != 0) {
+			log_fatal("msgio_move_out: an input of %zu bytes (told %zu), an idle output of %zu",
+				  evbuffer_get_length(in), in_len, evbuffer_get_length(of->buf));
+			abort();
+		}
+#endif
+		ssize_t sent = send(output_fd(of), at, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (sent == (ssize_t)n)
+			return evbuffer_drain(in, n) == 0 ? n : 0;
+		if (sent > 0 && evbuffer_drain(in, (size_t)sent) == 0)
+			return (size_t)sent + msgio_move(in, msgio_out(of), n - (size_t)sent);
+		/* (blocked, or an error the flusher's own send meets again and reports) */
+	}
+	return msgio_move(in, msgio_out(of), n);
+}
+
 /*
  * Empty evbuffers of closed connections, per thread, for the next ones: a
  * connection-per-transaction client would otherwise build and tear down two
@@ -308,7 +346,7 @@ static void flusher_write_one(OutFlush *of)
 	} else {
 		if (evbuffer_get_length(of->buf) == 0)
 			return;
-		n = flusher_send(of->buf, of->bare ? of->fd : bufferevent_getfd(of->bev));
+		n = flusher_send(of->buf, output_fd(of));
 	}
 	flusher_after_write(of, n);
 }
@@ -439,6 +477,7 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 	of->owner = f;
 	of->queued = false;
 	of->ssl = ssl;
+	of->fd = bufferevent_getfd(bev);	/* -1 before a connect: see output_fd() */
 	list_init(&of->link);
 	bufferevent_disable(bev, EV_WRITE);
 	if (ssl) {
@@ -556,10 +595,11 @@ void msgio_output_drained(struct bufferevent *bev)
 
 #define READ_CHUNK 16384	/* per read: larger reservations churn the heap */
 
-static void reader_update(InReader *r)
+/* have: what r->buf holds, or SIZE_MAX: not known, ask the buffer (if it matters) */
+static void reader_update_have(InReader *r, size_t have)
 {
 	bool want = r->enabled && !r->suspended &&
-		    (r->high == 0 || evbuffer_get_length(r->buf) < r->high);
+		    (r->high == 0 || (have != SIZE_MAX ? have : evbuffer_get_length(r->buf)) < r->high);
 	if (want && !r->added) {
 		event_add(r->ev, NULL);
 		r->added = true;
@@ -569,6 +609,11 @@ static void reader_update(InReader *r)
 	}
 	if (want && r->tls_more)
 		event_active(r->ev, EV_READ, 0);	/* OpenSSL holds bytes no socket event announces */
+}
+
+static void reader_update(InReader *r)
+{
+	reader_update_have(r, SIZE_MAX);
 }
 
 /*
@@ -653,25 +698,33 @@ static ssize_t reader_recv_copy(int fd, struct evbuffer *in, size_t room)
 	return n;
 }
 
-/* Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN). */
-static ssize_t reader_fill(InReader *r, bool *got_data)
+/*
+ * Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN).
+ * *have_after: what the input holds then (pertx8: reader_update need not ask).
+ */
+static ssize_t reader_fill(InReader *r, bool *got_data, size_t *have_after)
 {
 	struct evbuffer *in = r->buf;
 	size_t room = READ_CHUNK;
 	size_t have = evbuffer_get_length(in);
 	*got_data = false;
+	*have_after = have;
 	if (r->high && have >= r->high)
 		return 1;	/* full: wait until the connection consumed some */
 	if (r->high && have < r->high && r->high - have < room)
 		room = r->high - have;
-	if (r->ssl)
+	if (r->ssl) {
+		*have_after = SIZE_MAX;	/* (TLS: not counted here) */
 		return reader_fill_tls(r, in, room, got_data);
+	}
 	int fd = event_get_fd(r->ev);
 	r->reserved |= r->bulk;
 	ssize_t n = r->bulk ? reader_recv_in_place(fd, in, room) : reader_recv_copy(fd, in, room);
 	/* a read that filled its room announces a stream: read in place until it ebbs */
 	r->bulk = n >= (ssize_t)(READ_CHUNK / 2);
 	*got_data = n > 0;
+	if (n > 0)
+		*have_after = have + (size_t)n;
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return 1;
 	return n;
@@ -681,10 +734,11 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
 	InReader *r = arg;
 	bool got = false;
-	ssize_t n = (what & EV_READ) && r->enabled && !r->suspended ? reader_fill(r, &got) : 1;
+	size_t have = SIZE_MAX;
+	ssize_t n = (what & EV_READ) && r->enabled && !r->suspended ? reader_fill(r, &got, &have) : 1;
 	bool kicked = r->kicked;
 	r->kicked = false;
-	reader_update(r);	/* before the callbacks: they may free r */
+	reader_update_have(r, have);	/* before the callbacks: they may free r */
 	if (n == 0)
 		r->event_cb(r->bev, BEV_EVENT_READING | BEV_EVENT_EOF, r->arg);
 	else if (n < 0)

@@ -45,6 +45,18 @@ size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 /* Move up to n bytes from in to out without copying where possible; returns bytes moved. */
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
 
+struct OutFlush;
+/*
+ * pertx8: msgio_move() into of's output (msgio_out). When the n bytes are all
+ * that in holds (in_len, the caller's count) and lie contiguous at at (its first chunk; NULL: unknown), and
+ * of is a plain socket with nothing waiting before them, they are sent from
+ * where they lie and drained: no buffer chain moved, marked and written later.
+ * What the socket does not take moves to the output as usual. Only for the
+ * last writer of a callback to that output (a run that empties its input):
+ * else one write would become two.
+ */
+size_t msgio_move_out(struct evbuffer *in, size_t in_len, const uint8_t *at, size_t n, struct OutFlush *of);
+
 
 
 /*
@@ -98,7 +110,7 @@ typedef struct OutFlush {
 	 * the low watermark, event_cb on an error or after timeout_sec.
 	 */
 	bool bare;
-	int fd;
+	int fd;			/* bare, or plain attached: the socket (pertx8: asked once) */
 	struct event *wev;	/* EV_WRITE|EV_PERSIST, made at the first blocked write */
 	bool wev_added;
 	size_t low;		/* write_cb once a blocked output drains to this */

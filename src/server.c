@@ -848,7 +848,8 @@ static bool server_ready_passed(Server *s, uint8_t status, bool whole)
 	return s->state != SV_FREE;
 }
 
-static bool server_forward_one(Server *s, struct evbuffer *in)
+/* in_len: what in holds (the caller just asked) */
+static bool server_forward_one(Server *s, struct evbuffer *in, size_t in_len)
 {
 	MsgHeader h;
 	FrameResult fr = msgio_peek_header(in, (uint32_t)moat->cfg->max_packet_size, &h);
@@ -875,7 +876,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		uint8_t small[SERVER_INSPECT_SMALL];
 		size_t total = proto_msg_total(&h);
 		uint8_t *msg = total <= sizeof(small) ? small : NULL;
-		if (msg && evbuffer_get_length(in) >= total)
+		if (msg && in_len >= total)
 			evbuffer_remove(in, msg, total);
 		else
 			msg = msgio_take(in, &h);
@@ -911,7 +912,9 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 	if (run.ready)	/* (its ReadyForQuery ended the run, in the first chunk) */
 		status = total <= first.iov_len ? ((const uint8_t *)first.iov_base)[total - 1]
 						: evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];
-	size_t moved = msgio_move(in, msgio_out(&c->out), total);
+	/* (a run that empties the input may go straight to the client's socket) */
+	const uint8_t *at = total <= first.iov_len ? first.iov_base : NULL;
+	size_t moved = msgio_move_out(in, in_len, at, total, &c->out);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
 	s->fwd_discard = false;
@@ -921,7 +924,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 static void server_forward(Server *s)
 {
 	struct evbuffer *in = s->in.buf;
-	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0 &&
+	size_t in_len;
+	while (s->state != SV_FREE && s->state != SV_LOGIN && (in_len = evbuffer_get_length(in)) > 0 &&
 	       !maskwire_waiting(s)) {
 		Client *c = s->link;
 		if (c && msgio_output_pending(&c->out) > MSGIO_OUT_HIGH) {
@@ -936,7 +940,7 @@ static void server_forward(Server *s)
 				s->pool->stats.total.bytes_sent += moved;
 			if (s->fwd_remaining == 0 && c && c->held)
 				approvals_flush_notice(c);
-		} else if (!server_forward_one(s, in)) {
+		} else if (!server_forward_one(s, in, in_len)) {
 			return;
 		}
 		if (s->fwd_remaining == 0 && s->link && prepared_on(s->link))
