@@ -1742,7 +1742,6 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 				      size_t total)
 {
 	struct evbuffer *in = c->in.buf;
-	struct evbuffer *out = msgio_out(&s->out);
 	TakeThrough through = { c, total, head->chunk, head->chunk_len };	/* (input unchanged since) */
 	struct evbuffer_iovec first;
 	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
@@ -1756,10 +1755,12 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 	if (head->len + rest <= sizeof(piece) && through.chunk && through.chunk_len >= end) {
 		memcpy(piece, head->data, head->len);
 		memcpy(piece + head->len, through.chunk + head->replaces, rest);
-		evbuffer_add(out, piece, head->len + rest);
 		evbuffer_drain(in, end);
+		/* (a run that empties the input may go straight to the server's socket) */
+		msgio_add_out(&s->out, piece, head->len + rest, evbuffer_get_length(in) == 0);
 		c->fwd_remaining = 0;
 	} else {
+		struct evbuffer *out = msgio_out(&s->out);
 		evbuffer_add(out, head->data, head->len);
 		evbuffer_drain(in, head->replaces);
 		c->fwd_remaining = rest - msgio_move(in, out, rest);

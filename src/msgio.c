@@ -91,24 +91,51 @@ static bool output_idle_plain(const OutFlush *of)
 	return of->bev && !(bufferevent_get_enabled(of->bev) & EV_WRITE);
 }
 
+/*
+ * Send n bytes at p to an idle plain output's socket now: what it took (0 when
+ * blocked, or on an error that the flusher's own send meets again and reports).
+ */
+static size_t output_send_idle(OutFlush *of, const void *p, size_t n)
+{
+#ifdef PGMOAT_CASSERT
+	if (evbuffer_get_length(of->buf) != 0) {
+		log_fatal("an idle output holds %zu bytes", evbuffer_get_length(of->buf));
+		abort();
+	}
+#endif
+	ssize_t sent = send(output_fd(of), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return sent > 0 ? (size_t)sent : 0;
+}
+
 size_t msgio_move_out(struct evbuffer *in, size_t in_len, const uint8_t *at, size_t n, OutFlush *of)
 {
 	if (at && n > 0 && n == in_len && output_idle_plain(of)) {
 #ifdef PGMOAT_CASSERT
-		if (evbuffer_get_length(in) != in_len || evbuffer_get_length(of->buf) != 0) {
-			log_fatal("msgio_move_out: an input of %zu bytes (told %zu), an idle output of %zu",
-				  evbuffer_get_length(in), in_len, evbuffer_get_length(of->buf));
+		if (evbuffer_get_length(in) != in_len) {
+			log_fatal("msgio_move_out: the input holds %zu bytes, not %zu", evbuffer_get_length(in), in_len);
 			abort();
 		}
 #endif
-		ssize_t sent = send(output_fd(of), at, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (sent == (ssize_t)n)
-			return evbuffer_drain(in, n) == 0 ? n : 0;
-		if (sent > 0 && evbuffer_drain(in, (size_t)sent) == 0)
-			return (size_t)sent + msgio_move(in, msgio_out(of), n - (size_t)sent);
-		/* (blocked, or an error the flusher's own send meets again and reports) */
+		size_t sent = output_send_idle(of, at, n);
+		if (sent > 0 && evbuffer_drain(in, sent) != 0)
+			return 0;
+		if (sent == n)
+			return n;
+		return sent + msgio_move(in, msgio_out(of), n - sent);
 	}
 	return msgio_move(in, msgio_out(of), n);
+}
+
+void msgio_add_out(OutFlush *of, const void *data, size_t len, bool last)
+{
+	if (last && len > 0 && output_idle_plain(of)) {
+		size_t sent = output_send_idle(of, data, len);
+		if (sent == len)
+			return;
+		data = (const uint8_t *)data + sent;
+		len -= sent;
+	}
+	evbuffer_add(msgio_out(of), data, len);
 }
 
 /*

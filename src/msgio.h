@@ -56,6 +56,12 @@ struct OutFlush;
  * else one write would become two.
  */
 size_t msgio_move_out(struct evbuffer *in, size_t in_len, const uint8_t *at, size_t n, struct OutFlush *of);
+/*
+ * pertx8: add len bytes to of's output (msgio_out); with last (nothing else
+ * goes to of in this callback), sent at once where msgio_move_out would send.
+ * What could not be queued (no memory) is lost, as with evbuffer_add.
+ */
+void msgio_add_out(struct OutFlush *of, const void *data, size_t len, bool last);
 
 
 
