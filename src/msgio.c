@@ -32,6 +32,35 @@ uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h)
 	return msg;
 }
 
+FrameResult msgio_peek_header_chunk(struct evbuffer *in, uint32_t max_len, MsgHeader *h,
+				    struct evbuffer_iovec *chunk)
+{
+	const uint8_t *hdr = evbuffer_pullup(in, PROTO_HEADER_LEN);
+	chunk->iov_base = (void *)hdr;
+	chunk->iov_len = hdr ? evbuffer_get_contiguous_space(in) : 0;
+	if (!hdr)
+		return FRAME_NEED_MORE;
+	return proto_frame_header(hdr, PROTO_HEADER_LEN, max_len, h);
+}
+
+size_t msgio_extend_run_in(const struct evbuffer_iovec *chunk, size_t from, uint32_t max_len,
+			   bool (*passes)(void *arg, const MsgHeader *h), void *arg)
+{
+	const uint8_t *p = chunk->iov_base;
+	size_t len = chunk->iov_len;
+	size_t end = from;
+	while (end + PROTO_HEADER_LEN <= len) {
+		MsgHeader h;
+		if (proto_frame_header(p + end, len - end, max_len, &h) != FRAME_OK)
+			break;
+		size_t total = proto_msg_total(&h);
+		if (total > len - end || !passes(arg, &h))
+			break;
+		end += total;
+	}
+	return end;
+}
+
 size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 			bool (*passes)(void *arg, const MsgHeader *h), void *arg,
 			struct evbuffer_iovec *first)
@@ -43,20 +72,7 @@ size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 	}
 	if (first)
 		*first = v;
-	if (v.iov_len == 0)
-		return from;
-	const uint8_t *p = v.iov_base;
-	size_t end = from;
-	while (end + PROTO_HEADER_LEN <= v.iov_len) {
-		MsgHeader h;
-		if (proto_frame_header(p + end, v.iov_len - end, max_len, &h) != FRAME_OK)
-			break;
-		size_t total = proto_msg_total(&h);
-		if (total > v.iov_len - end || !passes(arg, &h))
-			break;
-		end += total;
-	}
-	return end;
+	return msgio_extend_run_in(&v, from, max_len, passes, arg);
 }
 
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
@@ -88,7 +104,7 @@ static bool output_idle_plain(const OutFlush *of)
 		return false;
 	if (of->bare)
 		return !of->wev_added;
-	return of->bev && !(bufferevent_get_enabled(of->bev) & EV_WRITE);
+	return of->bev && !of->writing;
 }
 
 /*
@@ -352,11 +368,15 @@ static void flusher_hand_over(OutFlush *of)
 	}
 	msgio_output_hand_over(of, of->bev);
 	bufferevent_enable(of->bev, EV_WRITE);
+	of->writing = true;
 }
 
 static bool output_write_blocked(const OutFlush *of)
 {
-	return of->bare ? of->wev_added : (bufferevent_get_enabled(of->bev) & EV_WRITE) != 0;
+	if (of->bare)
+		return of->wev_added;
+	/* (a closing TLS client's bufferevent is enabled where the flag does not see it) */
+	return of->ssl ? (bufferevent_get_enabled(of->bev) & EV_WRITE) != 0 : of->writing;
 }
 
 static void flusher_write_one(OutFlush *of)
@@ -507,6 +527,7 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 	of->fd = bufferevent_getfd(bev);	/* -1 before a connect: see output_fd() */
 	list_init(&of->link);
 	bufferevent_disable(bev, EV_WRITE);
+	of->writing = false;
 	if (ssl) {
 		/* what was queued while the handshake ran goes out first, encrypted */
 		if (of->own) {
@@ -611,12 +632,14 @@ void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev)
 		evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
 }
 
-void msgio_output_drained(struct bufferevent *bev)
+void msgio_output_drained(OutFlush *of)
 {
 	/* after every direct write: only a write the bufferevent finished left EV_WRITE on */
-	if (bev && (bufferevent_get_enabled(bev) & EV_WRITE) &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	struct bufferevent *bev = of->bev;
+	if (bev && of->writing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
 		bufferevent_disable(bev, EV_WRITE);
+		of->writing = false;
+	}
 }
 
 
@@ -744,7 +767,7 @@ static ssize_t reader_fill(InReader *r, bool *got_data, size_t *have_after)
 		*have_after = SIZE_MAX;	/* (TLS: not counted here) */
 		return reader_fill_tls(r, in, room, got_data);
 	}
-	int fd = event_get_fd(r->ev);
+	int fd = r->fd;
 	r->reserved |= r->bulk;
 	ssize_t n = r->bulk ? reader_recv_in_place(fd, in, room) : reader_recv_copy(fd, in, room);
 	/* a read that filled its room announces a stream: read in place until it ebbs */
@@ -786,6 +809,7 @@ bool msgio_reader_init_fd(InReader *r, struct event_base *base, int fd, size_t h
 	r->read_cb = read_cb;
 	r->event_cb = event_cb;
 	r->arg = arg;
+	r->fd = fd;
 	r->ev = reader_event_take(base, fd, reader_cb, r);
 	return r->ev != NULL;
 }

@@ -22,6 +22,14 @@
 /* FRAME_NEED_MORE below 5 bytes; FRAME_BAD on an impossible length. */
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h);
 
+/*
+ * pertx8: the same, and chunk gets the input's first contiguous chunk, which
+ * holds the header (iov_len 0 on FRAME_NEED_MORE): valid until the input
+ * changes, for msgio_extend_run_in and for reading the message where it lies.
+ */
+FrameResult msgio_peek_header_chunk(struct evbuffer *in, uint32_t max_len, MsgHeader *h,
+				    struct evbuffer_iovec *chunk);
+
 /* Remove a whole message (header included) into a new buffer; NULL if not all there. */
 uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h);
 
@@ -41,6 +49,10 @@ static inline size_t msgio_body_len(const MsgHeader *h) { return h->len - 4; }
 size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 			bool (*passes)(void *arg, const MsgHeader *h), void *arg,
 			struct evbuffer_iovec *first);
+
+/* msgio_extend_run over the input's first chunk, known already (msgio_peek_header_chunk). */
+size_t msgio_extend_run_in(const struct evbuffer_iovec *chunk, size_t from, uint32_t max_len,
+			   bool (*passes)(void *arg, const MsgHeader *h), void *arg);
 
 /* Move up to n bytes from in to out without copying where possible; returns bytes moved. */
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
@@ -105,6 +117,7 @@ typedef struct OutFlush {
 	struct bufferevent *bev;
 	Flusher *owner;
 	bool queued;
+	bool writing;		/* pertx8: flusher_hand_over enabled bev's EV_WRITE (asked per write otherwise) */
 	struct ssl_st *ssl;	/* TLS: SSL_write instead of send(); bev is its bufferevent_openssl */
 
 	/*
@@ -179,8 +192,8 @@ void msgio_output_free(OutFlush *of);
 size_t msgio_output_pending(const OutFlush *of);
 /* Give what waits in our own buffer to bev, to write as the bufferevent does (closing). */
 void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev);
-/* From a bufferevent write callback: stop EV_WRITE once everything is out (NULL: bare, nothing to do). */
-void msgio_output_drained(struct bufferevent *bev);
+/* From a write callback: stop the bufferevent's EV_WRITE once everything is out (bare: nothing to do). */
+void msgio_output_drained(OutFlush *of);
 
 /*
  * Direct input. libevent's bufferevent reads ask the kernel how much is
@@ -196,6 +209,7 @@ typedef struct InReader {
 	 * whose end libevent keeps frozen (two calls around every read). */
 	struct evbuffer *buf;
 	struct event *ev;	/* EV_READ|EV_PERSIST on the socket */
+	int fd;			/* ev's (pertx8: not asked of it per read) */
 	struct bufferevent *bev;	/* whose input buffer is filled */
 	size_t high;		/* stop reading at this much unprocessed input; 0: no limit */
 	bool enabled;		/* the connection wants input */
