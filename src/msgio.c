@@ -133,8 +133,8 @@ size_t msgio_move_out(struct evbuffer *in, size_t in_len, const uint8_t *at, siz
 		}
 #endif
 		size_t sent = output_send_idle(of, at, n);
-		if (sent > 0 && evbuffer_drain(in, sent) != 0)
-			return 0;
+		if (sent > 0)
+			evbuffer_drain(in, sent);	/* (our own input: never frozen, so it cannot fail) */
 		if (sent == n)
 			return n;
 		return sent + msgio_move(in, msgio_out(of), n - sent);
@@ -456,20 +456,14 @@ void msgio_flusher_run(Flusher *f)
 	flusher_check_nothing_left(f);
 }
 
-void msgio_flusher_begin(Flusher *f)
-{
-	f->batch_depth++;
-}
-
-void msgio_flusher_end(Flusher *f)
-{
-	if (--f->batch_depth == 0)
-		msgio_flusher_run(f);
-}
-
 bool msgio_flusher_init(Flusher *f, struct event_base *base)
 {
 	f->batch_depth = 0;
+#ifdef PGMOAT_CASSERT
+	f->check_always = true;
+#else
+	f->check_always = false;
+#endif
 	list_init(&f->dirty);
 	list_init(&f->all);
 	f->ev = event_new(base, -1, 0, flusher_run, f);
@@ -618,12 +612,9 @@ void msgio_output_free(OutFlush *of)
 	of->buf = NULL;
 }
 
-size_t msgio_output_pending(const OutFlush *of)
+size_t msgio_output_pending_bev(const OutFlush *of)
 {
-	size_t n = of->buf ? evbuffer_get_length(of->buf) : 0;
-	if (of->own && of->bev)
-		n += evbuffer_get_length(bufferevent_get_output(of->bev));
-	return n;
+	return evbuffer_get_length(bufferevent_get_output(of->bev));
 }
 
 void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev)
@@ -874,10 +865,9 @@ void msgio_reader_set_high(InReader *r, size_t high)
 	reader_update(r);
 }
 
-void msgio_reader_consumed(InReader *r)
+void msgio_reader_resume(InReader *r)
 {
-	if (r->ev && r->enabled && !r->added)
-		reader_update(r);
+	reader_update(r);
 }
 
 void msgio_reader_try_now(InReader *r)

@@ -96,6 +96,7 @@ typedef struct Flusher {
 	List all;		/* every attached OutFlush (checked in assertion builds) */
 	struct event *ev;	/* deferred: runs once per loop pass */
 	int batch_depth;	/* inside msgio_flusher_begin/end: the end writes, not ev */
+	bool check_always;	/* assertion builds: run (and check) at every end, dirty or not */
 } Flusher;
 
 struct ssl_st;
@@ -151,8 +152,17 @@ void msgio_flusher_run(Flusher *f);
  * queue is written at the end (msgio_flusher_run), and the deferred event is
  * not scheduled for it, so a reply costs no extra pass through the loop.
  */
-void msgio_flusher_begin(Flusher *f);
-void msgio_flusher_end(Flusher *f);
+static inline void msgio_flusher_begin(Flusher *f)
+{
+	f->batch_depth++;
+}
+
+static inline void msgio_flusher_end(Flusher *f)
+{
+	/* (pertx8: inline, and no call when nothing was queued; assertion builds always check) */
+	if (--f->batch_depth == 0 && (f->check_always || !list_empty(&f->dirty)))
+		msgio_flusher_run(f);
+}
 void msgio_flusher_free(Flusher *f);
 /*
  * Take over the output side of bev; call msgio_output_detach before freeing
@@ -188,8 +198,15 @@ bool msgio_output_send_now(OutFlush *of, const void *data, size_t len) MUST_CHEC
 void msgio_output_detach(OutFlush *of);
 /* Detach and free the buffer: the connection is closing. */
 void msgio_output_free(OutFlush *of);
-/* Bytes not yet written, wherever they wait. */
-size_t msgio_output_pending(const OutFlush *of);
+size_t msgio_output_pending_bev(const OutFlush *of);
+/* Bytes not yet written, wherever they wait (pertx8: inline: asked per message forwarded). */
+static inline size_t msgio_output_pending(const OutFlush *of)
+{
+	size_t n = of->buf ? evbuffer_get_length(of->buf) : 0;
+	if (of->own && of->bev)
+		n += msgio_output_pending_bev(of);
+	return n;
+}
 /* Give what waits in our own buffer to bev, to write as the bufferevent does (closing). */
 void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev);
 /* From a write callback: stop the bufferevent's EV_WRITE once everything is out (bare: nothing to do). */
@@ -248,8 +265,13 @@ void msgio_reader_enable(InReader *r, bool on);
 void msgio_reader_set_high(InReader *r, size_t high);
 /* SUSPEND/RESUME: overrides enabled while on. */
 void msgio_reader_suspend(InReader *r, bool on);
+void msgio_reader_resume(InReader *r);
 /* After input was consumed: resume reading if it had stopped at the watermark. */
-void msgio_reader_consumed(InReader *r);
+static inline void msgio_reader_consumed(InReader *r)
+{
+	if (r->ev && r->enabled && !r->added)
+		msgio_reader_resume(r);
+}
 /* Run the read callback from the event loop soon (same pass), even with no new bytes. */
 void msgio_reader_kick(InReader *r);
 /*
