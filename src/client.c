@@ -48,7 +48,7 @@
 #define JUDGE_MSG_MAX (SQLINFO_MAX_SQL + 65536)	/* larger statements are denied unread */
 
 static void client_process_input(Client *c);
-static void client_move_run(Client *c, Server *s, size_t total);
+static void client_move_run(Client *c, Server *s, size_t total, const struct evbuffer_iovec *chunk);
 
 const char *client_state_name(ClientState s)
 {
@@ -1126,15 +1126,13 @@ static bool client_read_login(Client *c)
 
 /* ---- after login ---------------------------------------------------- */
 
-static bool client_msg_type_valid(uint8_t t)
+static inline bool client_msg_type_valid(uint8_t t)
 {
-	switch (t) {
-	case 'Q': case 'P': case 'B': case 'E': case 'D': case 'S':
-	case 'C': case 'H': case 'F': case 'd': case 'c': case 'f':
-		return true;
-	default:
-		return false;
-	}
+	static const bool valid[256] = {	/* (one load per message, not a switch) */
+		['Q'] = true, ['P'] = true, ['B'] = true, ['E'] = true, ['D'] = true, ['S'] = true,
+		['C'] = true, ['H'] = true, ['F'] = true, ['d'] = true, ['c'] = true, ['f'] = true,
+	};
+	return valid[t];
 }
 
 /* Backpressure: the server's output is full. */
@@ -1273,11 +1271,15 @@ static uint8_t *client_take_whole(Client *c, const MsgHeader *h)
 	return msg;
 }
 
-/* The same, left where it lies at the head of the input (valid until the input changes). */
-static const uint8_t *client_peek_whole(Client *c, const MsgHeader *h)
+/*
+ * The same, left where it lies at the head of the input (valid until the input
+ * changes); chunk (may be NULL): the input's first chunk, if known.
+ */
+static const uint8_t *client_peek_whole(Client *c, const MsgHeader *h, const struct evbuffer_iovec *chunk)
 {
 	size_t total = proto_msg_total(h);
-	const uint8_t *msg = evbuffer_pullup(c->in.buf, (ev_ssize_t)total);
+	const uint8_t *msg = chunk && chunk->iov_len >= total ? chunk->iov_base
+			     : evbuffer_pullup(c->in.buf, (ev_ssize_t)total);
 	client_read_whole(c, total, msg == NULL);
 	return msg;
 }
@@ -1332,7 +1334,7 @@ static void client_forward_unread(Client *c, Server *s, const MsgHeader *h)
 	if (send) {
 		if (prepared_on(c))
 			prepared_track(s, h->type);
-		client_move_run(c, s, total);
+		client_move_run(c, s, total, NULL);
 	} else {
 		client_send_instead_of_unread(c, s, &pb, total);
 	}
@@ -1396,9 +1398,13 @@ static bool client_forward_judged(Client *c, Server *s, const MsgHeader *h)
  * Describe, Execute and Sync behind a Parse).
  * False when c is gone.
  */
-static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total)
+static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t total,
+			     const struct evbuffer_iovec *chunk)
 {
 	struct evbuffer *in = c->in.buf;
+	struct evbuffer_iovec head = { (void *)msg, total };	/* at least that much lies there */
+	if (!chunk)
+		chunk = &head;
 	if (prepared_on(c)) {
 		PktBuf pb;
 		pktbuf_init(&pb);
@@ -1407,7 +1413,7 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 			/* unchanged (unnamed, a portal, a plain Query): it moves with what is behind it */
 			pktbuf_free(&pb);
 			prepared_track(s, msg[0]);
-			client_move_run(c, s, total);
+			client_move_run(c, s, total, chunk);
 			return true;
 		}
 		/* (what it sends is copied: the input is drained after, unless c is gone) */
@@ -1427,10 +1433,16 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 		evbuffer_drain(in, total);
 		evbuffer_add(msgio_out(&s->out), pb.data, pb.len);
 	} else {
-		client_move_run(c, s, total);	/* with the plain messages behind it */
+		client_move_run(c, s, total, chunk);	/* with the plain messages behind it */
 	}
-	pktbuf_free(&pb);
+	if (pb.data)	/* (only a refusal wrote one) */
+		pktbuf_free(&pb);
 	return true;
+}
+
+static inline const void *chunk_base(const struct evbuffer_iovec *chunk)
+{
+	return chunk ? chunk->iov_base : NULL;
 }
 
 /*
@@ -1438,13 +1450,14 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
  * this runs for every Query and Parse in transaction pooling. False: wait for
  * bytes.
  */
-static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h)
+static bool client_forward_whole(Client *c, Server *s, const MsgHeader *h,
+				 const struct evbuffer_iovec *chunk)
 {
-	const uint8_t *msg = client_peek_whole(c, h);
+	const uint8_t *msg = client_peek_whole(c, h, chunk);
 	if (!msg)
 		return false;
 	client_account_message(c, s, h->type, proto_msg_total(h));
-	return client_send_head(c, s, msg, proto_msg_total(h));
+	return client_send_head(c, s, msg, proto_msg_total(h), msg == chunk_base(chunk) ? chunk : NULL);
 }
 
 /*
@@ -1502,7 +1515,7 @@ static bool client_judge_unlinked(Client *c, const MsgHeader *h)
 {
 	struct evbuffer *in = c->in.buf;
 	size_t total = proto_msg_total(h);
-	const uint8_t *msg = client_peek_whole(c, h);
+	const uint8_t *msg = client_peek_whole(c, h, NULL);
 	if (!msg)
 		return false;
 	c->request_time = util_now_mono();
@@ -1554,7 +1567,7 @@ static void client_send_stash(Client *c, Server *s)
 			client_disconnect(c, "08P01", "the message judged is no longer in the input");
 			return;
 		}
-		(void)client_send_head(c, s, msg, c->stash_len);
+		(void)client_send_head(c, s, msg, c->stash_len, NULL);
 		return;
 	}
 	client_send_whole(c, s, c->stash, c->stash_len);
@@ -1751,15 +1764,23 @@ static TakeCb *client_take_cb(const Client *c)
  * Move the accounted message of total bytes at the head of the input, and the
  * plain messages behind it, to s in one go; a message not all here yet streams.
  */
-static void client_move_run(Client *c, Server *s, size_t total)
+static void client_move_run(Client *c, Server *s, size_t total, const struct evbuffer_iovec *chunk)
 {
 	struct evbuffer *in = c->in.buf;
-	if (evbuffer_get_length(in) > total) {	/* (nothing behind a simple Query) */
-		TakeThrough through = { c, total, NULL, 0 };
-		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 client_take_cb(c), &through, NULL);
+	size_t in_len = evbuffer_get_length(in);
+	struct evbuffer_iovec first = chunk ? *chunk : (struct evbuffer_iovec){ NULL, 0 };
+	if (in_len > total) {	/* (nothing behind a simple Query) */
+		TakeThrough through = { c, total, first.iov_base, first.iov_len };
+		if (first.iov_len > total)	/* (the chunk is known past the head) */
+			total = msgio_extend_run_in(&first, total, (uint32_t)moat->cfg->max_packet_size,
+						    client_take_cb(c), &through);
+		else
+			total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+						 client_take_cb(c), &through, &first);
 	}
-	size_t moved = msgio_move(in, msgio_out(&s->out), total);
+	/* (a run that empties the input may go straight to the server's socket) */
+	const uint8_t *at = first.iov_base && total <= first.iov_len ? first.iov_base : NULL;
+	size_t moved = msgio_move_out(in, in_len, at, total, &s->out);
 	c->fwd_remaining = total - moved;
 	c->fwd_discard = false;
 }
@@ -1774,11 +1795,13 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 				      size_t total)
 {
 	struct evbuffer *in = c->in.buf;
-	struct evbuffer *out = msgio_out(&s->out);
 	TakeThrough through = { c, total, head->chunk, head->chunk_len };	/* (input unchanged since) */
-	struct evbuffer_iovec first;
-	size_t end = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-				      client_take_cb(c), &through, &first);
+	struct evbuffer_iovec first = { (void *)head->chunk, head->chunk_len };
+	size_t end = head->chunk
+		     ? msgio_extend_run_in(&first, total, (uint32_t)moat->cfg->max_packet_size,
+					   client_take_cb(c), &through)
+		     : msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
+					client_take_cb(c), &through, &first);
 	uint8_t piece[2048];
 	size_t rest = end - head->replaces;
 	if (!through.chunk && first.iov_len > 0) {
@@ -1788,10 +1811,12 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
 	if (head->len + rest <= sizeof(piece) && through.chunk && through.chunk_len >= end) {
 		memcpy(piece, head->data, head->len);
 		memcpy(piece + head->len, through.chunk + head->replaces, rest);
-		evbuffer_add(out, piece, head->len + rest);
 		evbuffer_drain(in, end);
+		/* (a run that empties the input may go straight to the server's socket) */
+		msgio_add_out(&s->out, piece, head->len + rest, evbuffer_get_length(in) == 0);
 		c->fwd_remaining = 0;
 	} else {
+		struct evbuffer *out = msgio_out(&s->out);
 		evbuffer_add(out, head->data, head->len);
 		evbuffer_drain(in, head->replaces);
 		c->fwd_remaining = rest - msgio_move(in, out, rest);
@@ -1804,18 +1829,19 @@ static void client_move_rewritten_run(Client *c, Server *s, const PreparedBindHe
  * passed unchanged). False: wait for bytes. (Its buffers stay out of
  * client_forward's frame.)
  */
-static NOINLINE bool client_forward_bind(Client *c, Server *s, const MsgHeader *h)
+static NOINLINE bool client_forward_bind(Client *c, Server *s, const MsgHeader *h,
+					 const struct evbuffer_iovec *chunk)
 {
 	size_t total = proto_msg_total(h);
 	PreparedBindHead head;
-	PreparedBind pbr = prepared_forward_bind(c, s, h, &head);
+	PreparedBind pbr = prepared_forward_bind(c, s, h, chunk, &head);
 	if (pbr == PREPARED_BIND_WAIT)
 		return false;
 	client_account_message(c, s, h->type, total);
 	if (pbr == PREPARED_BIND_REWRITTEN)
 		client_move_rewritten_run(c, s, &head, total);
 	else if (pbr == PREPARED_BIND_PASS)
-		client_move_run(c, s, total);
+		client_move_run(c, s, total, NULL);
 	return true;	/* (DONE: refused, dropped as it streams) */
 }
 
@@ -1840,7 +1866,8 @@ static void client_forward(Client *c)
 			continue;
 		}
 		MsgHeader h;
-		FrameResult fr = msgio_peek_header(in, (uint32_t)moat->cfg->max_packet_size, &h);
+		struct evbuffer_iovec chunk;	/* the input's first chunk, while nothing changes it */
+		FrameResult fr = msgio_peek_header_chunk(in, (uint32_t)moat->cfg->max_packet_size, &h, &chunk);
 		if (fr == FRAME_NEED_MORE)
 			return;
 		if (fr == FRAME_BAD) {
@@ -1901,7 +1928,7 @@ static void client_forward(Client *c)
 		size_t total = proto_msg_total(&h);
 		TakeThrough through = { c, 0, NULL, 0 };
 		if (client_take_cb(c)(&through, &h)) {
-			client_move_run(c, s, total);	/* the common case: nothing to read */
+			client_move_run(c, s, total, &chunk);	/* the common case: nothing to read */
 			continue;
 		}
 		if (enforce_active(c->worker) && enforce_judges(h.type)) {
@@ -1920,8 +1947,10 @@ static void client_forward(Client *c)
 				return;
 			continue;
 		}
+		/* (audit and masking may have pulled the input up: the chunk moved) */
+		const struct evbuffer_iovec *known = c->audit || maskwire_active(c->worker) ? NULL : &chunk;
 		if (client_wants_whole(c, &h)) {
-			if (!client_forward_whole(c, s, &h))
+			if (!client_forward_whole(c, s, &h, known))
 				return;
 			continue;
 		}
@@ -1930,14 +1959,14 @@ static void client_forward(Client *c)
 			continue;
 		}
 		if (prepared_on(c) && h.type == 'B') {
-			if (!client_forward_bind(c, s, &h))
+			if (!client_forward_bind(c, s, &h, known))
 				return;
 			continue;
 		} else if (prepared_on(c)) {
 			prepared_track(s, h.type);
 		}
 		client_account_message(c, s, h.type, total);
-		client_move_run(c, s, total);
+		client_move_run(c, s, total, NULL);
 	}
 }
 
@@ -2031,7 +2060,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 static void client_write_cb(struct bufferevent *bev, void *arg)
 {
 	Client *c = arg;
-	msgio_output_drained(bev);
+	msgio_output_drained(&c->out);
 	if (c->link && c->link->reading_paused)
 		server_resume_reading(c->link);
 }

@@ -32,6 +32,35 @@ uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h)
 	return msg;
 }
 
+FrameResult msgio_peek_header_chunk(struct evbuffer *in, uint32_t max_len, MsgHeader *h,
+				    struct evbuffer_iovec *chunk)
+{
+	const uint8_t *hdr = evbuffer_pullup(in, PROTO_HEADER_LEN);
+	chunk->iov_base = (void *)hdr;
+	chunk->iov_len = hdr ? evbuffer_get_contiguous_space(in) : 0;
+	if (!hdr)
+		return FRAME_NEED_MORE;
+	return proto_frame_header(hdr, PROTO_HEADER_LEN, max_len, h);
+}
+
+size_t msgio_extend_run_in(const struct evbuffer_iovec *chunk, size_t from, uint32_t max_len,
+			   bool (*passes)(void *arg, const MsgHeader *h), void *arg)
+{
+	const uint8_t *p = chunk->iov_base;
+	size_t len = chunk->iov_len;
+	size_t end = from;
+	while (end + PROTO_HEADER_LEN <= len) {
+		MsgHeader h;
+		if (proto_frame_header(p + end, len - end, max_len, &h) != FRAME_OK)
+			break;
+		size_t total = proto_msg_total(&h);
+		if (total > len - end || !passes(arg, &h))
+			break;
+		end += total;
+	}
+	return end;
+}
+
 size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 			bool (*passes)(void *arg, const MsgHeader *h), void *arg,
 			struct evbuffer_iovec *first)
@@ -43,20 +72,7 @@ size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 	}
 	if (first)
 		*first = v;
-	if (v.iov_len == 0)
-		return from;
-	const uint8_t *p = v.iov_base;
-	size_t end = from;
-	while (end + PROTO_HEADER_LEN <= v.iov_len) {
-		MsgHeader h;
-		if (proto_frame_header(p + end, v.iov_len - end, max_len, &h) != FRAME_OK)
-			break;
-		size_t total = proto_msg_total(&h);
-		if (total > v.iov_len - end || !passes(arg, &h))
-			break;
-		end += total;
-	}
-	return end;
+	return msgio_extend_run_in(&v, from, max_len, passes, arg);
 }
 
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
@@ -71,6 +87,71 @@ size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n)
 	if (n == 0)
 		return 0;
 	return evbuffer_drain(in, n) == 0 ? n : 0;
+}
+
+/* The socket of a plain output, asked of its bufferevent once it has one (after the connect). */
+static int output_fd(OutFlush *of)
+{
+	if (of->fd < 0 && of->bev)
+		of->fd = bufferevent_getfd(of->bev);
+	return of->fd;
+}
+
+/* Nothing waits for of's socket: no queued bytes, no write that blocked. */
+static bool output_idle_plain(const OutFlush *of)
+{
+	if (!of->own || of->ssl || of->queued)
+		return false;
+	if (of->bare)
+		return !of->wev_added;
+	return of->bev && !of->writing;
+}
+
+/*
+ * Send n bytes at p to an idle plain output's socket now: what it took (0 when
+ * blocked, or on an error that the flusher's own send meets again and reports).
+ */
+static size_t output_send_idle(OutFlush *of, const void *p, size_t n)
+{
+#ifdef PGMOAT_CASSERT
+	if (evbuffer_get_length(of->buf) != 0) {
+		log_fatal("an idle output holds %zu bytes", evbuffer_get_length(of->buf));
+		abort();
+	}
+#endif
+	ssize_t sent = send(output_fd(of), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return sent > 0 ? (size_t)sent : 0;
+}
+
+size_t msgio_move_out(struct evbuffer *in, size_t in_len, const uint8_t *at, size_t n, OutFlush *of)
+{
+	if (at && n > 0 && n == in_len && output_idle_plain(of)) {
+#ifdef PGMOAT_CASSERT
+		if (evbuffer_get_length(in) != in_len) {
+			log_fatal("msgio_move_out: the input holds %zu bytes, not %zu", evbuffer_get_length(in), in_len);
+			abort();
+		}
+#endif
+		size_t sent = output_send_idle(of, at, n);
+		if (sent > 0)
+			evbuffer_drain(in, sent);	/* (our own input: never frozen, so it cannot fail) */
+		if (sent == n)
+			return n;
+		return sent + msgio_move(in, msgio_out(of), n - sent);
+	}
+	return msgio_move(in, msgio_out(of), n);
+}
+
+void msgio_add_out(OutFlush *of, const void *data, size_t len, bool last)
+{
+	if (last && len > 0 && output_idle_plain(of)) {
+		size_t sent = output_send_idle(of, data, len);
+		if (sent == len)
+			return;
+		data = (const uint8_t *)data + sent;
+		len -= sent;
+	}
+	evbuffer_add(msgio_out(of), data, len);
 }
 
 /*
@@ -287,11 +368,15 @@ static void flusher_hand_over(OutFlush *of)
 	}
 	msgio_output_hand_over(of, of->bev);
 	bufferevent_enable(of->bev, EV_WRITE);
+	of->writing = true;
 }
 
 static bool output_write_blocked(const OutFlush *of)
 {
-	return of->bare ? of->wev_added : (bufferevent_get_enabled(of->bev) & EV_WRITE) != 0;
+	if (of->bare)
+		return of->wev_added;
+	/* (a closing TLS client's bufferevent is enabled where the flag does not see it) */
+	return of->ssl ? (bufferevent_get_enabled(of->bev) & EV_WRITE) != 0 : of->writing;
 }
 
 static void flusher_write_one(OutFlush *of)
@@ -308,7 +393,7 @@ static void flusher_write_one(OutFlush *of)
 	} else {
 		if (evbuffer_get_length(of->buf) == 0)
 			return;
-		n = flusher_send(of->buf, of->bare ? of->fd : bufferevent_getfd(of->bev));
+		n = flusher_send(of->buf, output_fd(of));
 	}
 	flusher_after_write(of, n);
 }
@@ -371,20 +456,14 @@ void msgio_flusher_run(Flusher *f)
 	flusher_check_nothing_left(f);
 }
 
-void msgio_flusher_begin(Flusher *f)
-{
-	f->batch_depth++;
-}
-
-void msgio_flusher_end(Flusher *f)
-{
-	if (--f->batch_depth == 0)
-		msgio_flusher_run(f);
-}
-
 bool msgio_flusher_init(Flusher *f, struct event_base *base)
 {
 	f->batch_depth = 0;
+#ifdef PGMOAT_CASSERT
+	f->check_always = true;
+#else
+	f->check_always = false;
+#endif
 	list_init(&f->dirty);
 	list_init(&f->all);
 	f->ev = event_new(base, -1, 0, flusher_run, f);
@@ -439,8 +518,10 @@ bool msgio_output_attach(OutFlush *of, Flusher *f, struct bufferevent *bev, SSL 
 	of->owner = f;
 	of->queued = false;
 	of->ssl = ssl;
+	of->fd = bufferevent_getfd(bev);	/* -1 before a connect: see output_fd() */
 	list_init(&of->link);
 	bufferevent_disable(bev, EV_WRITE);
+	of->writing = false;
 	/* what was queued while a TLS handshake ran goes out first, encrypted */
 	if (!of->own)
 		of->own = buffer_take();
@@ -522,12 +603,9 @@ void msgio_output_free(OutFlush *of)
 	of->buf = NULL;
 }
 
-size_t msgio_output_pending(const OutFlush *of)
+size_t msgio_output_pending_bev(const OutFlush *of)
 {
-	size_t n = of->buf ? evbuffer_get_length(of->buf) : 0;
-	if (of->own && of->bev)
-		n += evbuffer_get_length(bufferevent_get_output(of->bev));
-	return n;
+	return evbuffer_get_length(bufferevent_get_output(of->bev));
 }
 
 void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev)
@@ -536,12 +614,14 @@ void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev)
 		evbuffer_add_buffer(bufferevent_get_output(bev), of->own);
 }
 
-void msgio_output_drained(struct bufferevent *bev)
+void msgio_output_drained(OutFlush *of)
 {
 	/* after every direct write: only a write the bufferevent finished left EV_WRITE on */
-	if (bev && (bufferevent_get_enabled(bev) & EV_WRITE) &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	struct bufferevent *bev = of->bev;
+	if (bev && of->writing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
 		bufferevent_disable(bev, EV_WRITE);
+		of->writing = false;
+	}
 }
 
 
@@ -554,10 +634,11 @@ void msgio_output_drained(struct bufferevent *bev)
  */
 static __thread uint8_t read_scratch[READ_CHUNK];
 
-static void reader_update(InReader *r)
+/* have: what r->buf holds, or SIZE_MAX: not known, ask the buffer (if it matters) */
+static void reader_update_have(InReader *r, size_t have)
 {
 	bool want = r->enabled && !r->suspended &&
-		    (r->high == 0 || evbuffer_get_length(r->buf) < r->high);
+		    (r->high == 0 || (have != SIZE_MAX ? have : evbuffer_get_length(r->buf)) < r->high);
 	if (want && !r->added) {
 		event_add(r->ev, NULL);
 		r->added = true;
@@ -567,6 +648,11 @@ static void reader_update(InReader *r)
 	}
 	if (want && r->tls_more)
 		event_active(r->ev, EV_READ, 0);	/* OpenSSL holds bytes no socket event announces */
+}
+
+static void reader_update(InReader *r)
+{
+	reader_update_have(r, SIZE_MAX);
 }
 
 /*
@@ -660,25 +746,33 @@ static ssize_t reader_recv_copy(int fd, struct evbuffer *in, size_t room)
 	return n;
 }
 
-/* Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN). */
-static ssize_t reader_fill(InReader *r, bool *got_data)
+/*
+ * Read once; <0 error, 0 EOF, >0 bytes (or 1 with nothing new on EAGAIN).
+ * *have_after: what the input holds then (pertx8: reader_update need not ask).
+ */
+static ssize_t reader_fill(InReader *r, bool *got_data, size_t *have_after)
 {
 	struct evbuffer *in = r->buf;
 	size_t room = READ_CHUNK;
 	size_t have = evbuffer_get_length(in);
 	*got_data = false;
+	*have_after = have;
 	if (r->high && have >= r->high)
 		return 1;	/* full: wait until the connection consumed some */
 	if (r->high && have < r->high && r->high - have < room)
 		room = r->high - have;
-	if (r->ssl)
+	if (r->ssl) {
+		*have_after = SIZE_MAX;	/* (TLS: not counted here) */
 		return reader_fill_tls(r, in, room, got_data);
-	int fd = event_get_fd(r->ev);
+	}
+	int fd = r->fd;
 	r->reserved |= r->bulk;
 	ssize_t n = r->bulk ? reader_recv_in_place(fd, in, room) : reader_recv_copy(fd, in, room);
 	/* a read that filled its room announces a stream: read in place until it ebbs */
 	r->bulk = n >= (ssize_t)(READ_CHUNK / 2);
 	*got_data = n > 0;
+	if (n > 0)
+		*have_after = have + (size_t)n;
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return 1;
 	return n;
@@ -688,10 +782,11 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
 	InReader *r = arg;
 	bool got = false;
-	ssize_t n = (what & EV_READ) && r->enabled && !r->suspended ? reader_fill(r, &got) : 1;
+	size_t have = SIZE_MAX;
+	ssize_t n = (what & EV_READ) && r->enabled && !r->suspended ? reader_fill(r, &got, &have) : 1;
 	bool kicked = r->kicked;
 	r->kicked = false;
-	reader_update(r);	/* before the callbacks: they may free r */
+	reader_update_have(r, have);	/* before the callbacks: they may free r */
 	if (n == 0)
 		r->event_cb(r->bev, BEV_EVENT_READING | BEV_EVENT_EOF, r->arg);
 	else if (n < 0)
@@ -712,6 +807,7 @@ bool msgio_reader_init_fd(InReader *r, struct event_base *base, int fd, size_t h
 	r->read_cb = read_cb;
 	r->event_cb = event_cb;
 	r->arg = arg;
+	r->fd = fd;
 	r->ev = reader_event_take(base, fd, reader_cb, r);
 	return r->ev != NULL;
 }
@@ -776,10 +872,9 @@ void msgio_reader_set_high(InReader *r, size_t high)
 	reader_update(r);
 }
 
-void msgio_reader_consumed(InReader *r)
+void msgio_reader_resume(InReader *r)
 {
-	if (r->ev && r->enabled && !r->added)
-		reader_update(r);
+	reader_update(r);
 }
 
 void msgio_reader_try_now(InReader *r)

@@ -22,6 +22,14 @@
 /* FRAME_NEED_MORE below 5 bytes; FRAME_BAD on an impossible length. */
 FrameResult msgio_peek_header(struct evbuffer *in, uint32_t max_len, MsgHeader *h);
 
+/*
+ * pertx8: the same, and chunk gets the input's first contiguous chunk, which
+ * holds the header (iov_len 0 on FRAME_NEED_MORE): valid until the input
+ * changes, for msgio_extend_run_in and for reading the message where it lies.
+ */
+FrameResult msgio_peek_header_chunk(struct evbuffer *in, uint32_t max_len, MsgHeader *h,
+				    struct evbuffer_iovec *chunk);
+
 /* Remove a whole message (header included) into a new buffer; NULL if not all there. */
 uint8_t *msgio_take(struct evbuffer *in, const MsgHeader *h);
 
@@ -42,8 +50,30 @@ size_t msgio_extend_run(struct evbuffer *in, size_t from, uint32_t max_len,
 			bool (*passes)(void *arg, const MsgHeader *h), void *arg,
 			struct evbuffer_iovec *first);
 
+/* msgio_extend_run over the input's first chunk, known already (msgio_peek_header_chunk). */
+size_t msgio_extend_run_in(const struct evbuffer_iovec *chunk, size_t from, uint32_t max_len,
+			   bool (*passes)(void *arg, const MsgHeader *h), void *arg);
+
 /* Move up to n bytes from in to out without copying where possible; returns bytes moved. */
 size_t msgio_move(struct evbuffer *in, struct evbuffer *out, size_t n);
+
+struct OutFlush;
+/*
+ * pertx8: msgio_move() into of's output (msgio_out). When the n bytes are all
+ * that in holds (in_len, the caller's count) and lie contiguous at at (its first chunk; NULL: unknown), and
+ * of is a plain socket with nothing waiting before them, they are sent from
+ * where they lie and drained: no buffer chain moved, marked and written later.
+ * What the socket does not take moves to the output as usual. Only for the
+ * last writer of a callback to that output (a run that empties its input):
+ * else one write would become two.
+ */
+size_t msgio_move_out(struct evbuffer *in, size_t in_len, const uint8_t *at, size_t n, struct OutFlush *of);
+/*
+ * pertx8: add len bytes to of's output (msgio_out); with last (nothing else
+ * goes to of in this callback), sent at once where msgio_move_out would send.
+ * What could not be queued (no memory) is lost, as with evbuffer_add.
+ */
+void msgio_add_out(struct OutFlush *of, const void *data, size_t len, bool last);
 
 
 
@@ -66,6 +96,7 @@ typedef struct Flusher {
 	List all;		/* every attached OutFlush (checked in assertion builds) */
 	struct event *ev;	/* deferred: runs once per loop pass */
 	int batch_depth;	/* inside msgio_flusher_begin/end: the end writes, not ev */
+	bool check_always;	/* assertion builds: run (and check) at every end, dirty or not */
 } Flusher;
 
 struct ssl_st;
@@ -90,6 +121,7 @@ typedef struct OutFlush {
 	struct bufferevent *bev;
 	Flusher *owner;
 	bool queued;
+	bool writing;		/* pertx8: flusher_hand_over enabled bev's EV_WRITE (asked per write otherwise) */
 	struct ssl_st *ssl;	/* TLS: SSL_write instead of send(); bev is its bufferevent_openssl */
 
 	/*
@@ -101,7 +133,7 @@ typedef struct OutFlush {
 	 * the low watermark, event_cb on an error or after timeout_sec.
 	 */
 	bool bare;
-	int fd;
+	int fd;			/* bare, or plain attached: the socket (pertx8: asked once) */
 	struct event *wev;	/* EV_WRITE|EV_PERSIST, made at the first blocked write */
 	bool wev_added;
 	size_t low;		/* write_cb once a blocked output drains to this */
@@ -123,8 +155,17 @@ void msgio_flusher_run(Flusher *f);
  * queue is written at the end (msgio_flusher_run), and the deferred event is
  * not scheduled for it, so a reply costs no extra pass through the loop.
  */
-void msgio_flusher_begin(Flusher *f);
-void msgio_flusher_end(Flusher *f);
+static inline void msgio_flusher_begin(Flusher *f)
+{
+	f->batch_depth++;
+}
+
+static inline void msgio_flusher_end(Flusher *f)
+{
+	/* (pertx8: inline, and no call when nothing was queued; assertion builds always check) */
+	if (--f->batch_depth == 0 && (f->check_always || !list_empty(&f->dirty)))
+		msgio_flusher_run(f);
+}
 void msgio_flusher_free(Flusher *f);
 /*
  * Take over the output side of bev; call msgio_output_detach before freeing
@@ -160,12 +201,19 @@ bool msgio_output_send_now(OutFlush *of, const void *data, size_t len) MUST_CHEC
 void msgio_output_detach(OutFlush *of);
 /* Detach and free the buffer: the connection is closing. */
 void msgio_output_free(OutFlush *of);
-/* Bytes not yet written, wherever they wait. */
-size_t msgio_output_pending(const OutFlush *of);
+size_t msgio_output_pending_bev(const OutFlush *of);
+/* Bytes not yet written, wherever they wait (pertx8: inline: asked per message forwarded). */
+static inline size_t msgio_output_pending(const OutFlush *of)
+{
+	size_t n = of->buf ? evbuffer_get_length(of->buf) : 0;
+	if (of->own && of->bev)
+		n += msgio_output_pending_bev(of);
+	return n;
+}
 /* Give what waits in our own buffer to bev, to write as the bufferevent does (closing). */
 void msgio_output_hand_over(OutFlush *of, struct bufferevent *bev);
-/* From a bufferevent write callback: stop EV_WRITE once everything is out (NULL: bare, nothing to do). */
-void msgio_output_drained(struct bufferevent *bev);
+/* From a write callback: stop the bufferevent's EV_WRITE once everything is out (bare: nothing to do). */
+void msgio_output_drained(OutFlush *of);
 
 /*
  * Direct input. libevent's bufferevent reads ask the kernel how much is
@@ -181,6 +229,7 @@ typedef struct InReader {
 	 * whose end libevent keeps frozen (two calls around every read). */
 	struct evbuffer *buf;
 	struct event *ev;	/* EV_READ|EV_PERSIST on the socket */
+	int fd;			/* ev's (pertx8: not asked of it per read) */
 	struct bufferevent *bev;	/* whose input buffer is filled */
 	size_t high;		/* stop reading at this much unprocessed input; 0: no limit */
 	bool enabled;		/* the connection wants input */
@@ -219,8 +268,13 @@ void msgio_reader_enable(InReader *r, bool on);
 void msgio_reader_set_high(InReader *r, size_t high);
 /* SUSPEND/RESUME: overrides enabled while on. */
 void msgio_reader_suspend(InReader *r, bool on);
+void msgio_reader_resume(InReader *r);
 /* After input was consumed: resume reading if it had stopped at the watermark. */
-void msgio_reader_consumed(InReader *r);
+static inline void msgio_reader_consumed(InReader *r)
+{
+	if (r->ev && r->enabled && !r->added)
+		msgio_reader_resume(r);
+}
 /* Run the read callback from the event loop soon (same pass), even with no new bytes. */
 void msgio_reader_kick(InReader *r);
 /*

@@ -766,7 +766,8 @@ static void send_bind_msg(Client *c, Server *s, const uint8_t *msg, size_t len)
 	prepared_track(s, 'B');
 }
 
-PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, PreparedBindHead *head)
+PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h,
+				   const struct evbuffer_iovec *chunk, PreparedBindHead *head)
 {
 	struct evbuffer *in = c->in.buf;
 	size_t total = proto_msg_total(h);
@@ -776,10 +777,14 @@ PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, Pre
 	/* in place when the first chunk holds the names (nearly always), else copied */
 	uint8_t copy[PROTO_HEADER_LEN + 2 * (PREPARED_NAME_MAX + 1)];
 	const uint8_t *msg = copy;
-	struct evbuffer_iovec v;
+	struct evbuffer_iovec v = { NULL, 0 };
 	head->chunk = NULL;
 	head->chunk_len = 0;
-	if (evbuffer_peek(in, 1, NULL, &v, 1) == 1 && v.iov_len >= peek) {
+	if (chunk)
+		v = *chunk;
+	else if (evbuffer_peek(in, 1, NULL, &v, 1) != 1)
+		v.iov_len = 0;
+	if (v.iov_len >= peek) {
 		msg = head->chunk = v.iov_base;
 		head->chunk_len = v.iov_len;
 	} else if (evbuffer_get_length(in) < peek ||

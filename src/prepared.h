@@ -90,8 +90,10 @@ typedef struct PreparedBindHead {
  * A Bind at the head of c's input: its statement name, rewritten from the
  * first bytes without reading the parameters (nothing is taken from the
  * input). The statement is made ready on s first (an injected Parse).
+ * chunk (may be NULL): the input's first chunk, when the caller has it.
  */
-PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h, PreparedBindHead *head);
+PreparedBind prepared_forward_bind(Client *c, Server *s, const MsgHeader *h,
+				   const struct evbuffer_iovec *chunk, PreparedBindHead *head);
 
 /* A reply from s to its linked client: true when it is ours to swallow. */
 bool prepared_response(Server *s, uint8_t type);

@@ -599,16 +599,23 @@ void server_release_if_done(Server *s)
 		client_resume_reading(c);
 }
 
-static bool server_msg_type_valid(uint8_t t)
+/*
+ * The message types a server may send, and (pertx8: one load per message, not
+ * a switch) those of them a plain run passes unread: not S and Z, which are
+ * read, nor G, H and W, which start a copy.
+ */
+#define SERVER_TYPES_PASSING \
+	['E'] = true, ['A'] = true, ['N'] = true, ['T'] = true, ['D'] = true, ['C'] = true, \
+	['I'] = true, ['1'] = true, ['2'] = true, ['3'] = true, ['n'] = true, ['s'] = true, \
+	['t'] = true, ['d'] = true, ['c'] = true, ['v'] = true, ['V'] = true
+static const bool server_types_valid[256] = {
+	SERVER_TYPES_PASSING, ['S'] = true, ['Z'] = true, ['G'] = true, ['H'] = true, ['W'] = true
+};
+static const bool server_types_plain[256] = { SERVER_TYPES_PASSING };
+
+static inline bool server_msg_type_valid(uint8_t t)
 {
-	switch (t) {
-	case 'S': case 'Z': case 'E': case 'A': case 'N': case 'T': case 'D': case 'C':
-	case 'I': case '1': case '2': case '3': case 'n': case 's': case 't': case 'G':
-	case 'H': case 'W': case 'd': case 'c': case 'v': case 'V':
-		return true;
-	default:
-		return false;
-	}
+	return server_types_valid[t];
 }
 
 /* A message that arrived while no client is linked (idle, or ours). */
@@ -766,8 +773,7 @@ static bool server_run_plain(const Server *s)
 /* server_passes_through() of a plain server's message, without its checks */
 static inline bool server_plain_passes(uint8_t t)
 {
-	/* S and Z are read; G, H and W start a copy (one list of valid types: the compiler folds it) */
-	return server_msg_type_valid(t) && t != 'S' && t != 'Z' && t != 'G' && t != 'H' && t != 'W';
+	return server_types_plain[t];
 }
 
 /*
@@ -848,10 +854,12 @@ static bool server_ready_passed(Server *s, uint8_t status, bool whole)
 	return s->state != SV_FREE;
 }
 
-static bool server_forward_one(Server *s, struct evbuffer *in)
+/* in_len: what in holds (the caller just asked) */
+static bool server_forward_one(Server *s, struct evbuffer *in, size_t in_len)
 {
 	MsgHeader h;
-	FrameResult fr = msgio_peek_header(in, (uint32_t)moat->cfg->max_packet_size, &h);
+	struct evbuffer_iovec first;	/* the input's first chunk: the run is read there */
+	FrameResult fr = msgio_peek_header_chunk(in, (uint32_t)moat->cfg->max_packet_size, &h, &first);
 	if (fr == FRAME_NEED_MORE)
 		return false;
 	if (fr == FRAME_BAD || !server_msg_type_valid(h.type)) {
@@ -875,7 +883,7 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		uint8_t small[SERVER_INSPECT_SMALL];
 		size_t total = proto_msg_total(&h);
 		uint8_t *msg = total <= sizeof(small) ? small : NULL;
-		if (msg && evbuffer_get_length(in) >= total)
+		if (msg && in_len >= total)
 			evbuffer_remove(in, msg, total);
 		else
 			msg = msgio_take(in, &h);
@@ -901,17 +909,18 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 		s->in_copy = true;
 	if (s->mask)
 		maskwire_passed(s, h.type);
-	struct evbuffer_iovec first = { NULL, 0 };
 	if (h.type == 'G')
 		server_enter_copy_in(s);
 	else if (plain ? server_plain_passes(h.type) : server_passes_through(s, h.type))
-		total = msgio_extend_run(in, total, (uint32_t)moat->cfg->max_packet_size,
-					 server_run_cb(s, &run), &run, &first);
+		total = msgio_extend_run_in(&first, total, (uint32_t)moat->cfg->max_packet_size,
+					    server_run_cb(s, &run), &run);
 	uint8_t status = 0;
 	if (run.ready)	/* (its ReadyForQuery ended the run, in the first chunk) */
 		status = total <= first.iov_len ? ((const uint8_t *)first.iov_base)[total - 1]
 						: evbuffer_pullup(in, (ev_ssize_t)total)[total - 1];
-	size_t moved = msgio_move(in, msgio_out(&c->out), total);
+	/* (a run that empties the input may go straight to the client's socket) */
+	const uint8_t *at = total <= first.iov_len ? first.iov_base : NULL;
+	size_t moved = msgio_move_out(in, in_len, at, total, &c->out);
 	s->pool->stats.total.bytes_sent += moved;
 	s->fwd_remaining = total - moved;
 	s->fwd_discard = false;
@@ -921,7 +930,8 @@ static bool server_forward_one(Server *s, struct evbuffer *in)
 static void server_forward(Server *s)
 {
 	struct evbuffer *in = s->in.buf;
-	while (s->state != SV_FREE && s->state != SV_LOGIN && evbuffer_get_length(in) > 0 &&
+	size_t in_len;
+	while (s->state != SV_FREE && s->state != SV_LOGIN && (in_len = evbuffer_get_length(in)) > 0 &&
 	       !maskwire_waiting(s)) {
 		Client *c = s->link;
 		if (c && msgio_output_pending(&c->out) > MSGIO_OUT_HIGH) {
@@ -936,7 +946,7 @@ static void server_forward(Server *s)
 				s->pool->stats.total.bytes_sent += moved;
 			if (s->fwd_remaining == 0 && c && c->held)
 				approvals_flush_notice(c);
-		} else if (!server_forward_one(s, in)) {
+		} else if (!server_forward_one(s, in, in_len)) {
 			return;
 		}
 		if (s->fwd_remaining == 0 && s->link && prepared_on(s->link))
@@ -1096,7 +1106,7 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
 static void server_write_cb(struct bufferevent *bev, void *arg)
 {
 	Server *s = arg;
-	msgio_output_drained(bev);
+	msgio_output_drained(&s->out);
 	if (s->link && s->link->reading_paused)
 		client_resume_reading(s->link);
 }

@@ -110,7 +110,7 @@ static void bind_streaming(Client *c, Server *s, PktBuf *pb)
 	if (proto_frame_header(pb->data, pb->len, UINT32_MAX, &h) != FRAME_OK)
 		abort();
 	PreparedBindHead head;
-	PreparedBind r = prepared_forward_bind(c, s, &h, &head);
+	PreparedBind r = prepared_forward_bind(c, s, &h, NULL, &head);
 	size_t total = proto_msg_total(&h);
 	switch (r) {
 	case PREPARED_BIND_WAIT:

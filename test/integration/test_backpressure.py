@@ -82,6 +82,27 @@ def test_client_pipelining_behind_a_sleeping_server_is_paused_and_resumed(proxy)
     assert_still_serving(proxy)
 
 
+def test_replies_sent_straight_from_the_servers_input_stay_whole_and_in_order(proxy):
+    """pertx8: a reply that empties the server's input goes to the client's socket from
+    where it lies; what a nearly full socket does not take is queued, and the replies
+    after it wait behind that. Replies of a few KB, one at a time, to a client that
+    reads nothing until the end: each distinct, none torn, none out of order."""
+    c = small_window_login(proxy, rcvbuf=4096)
+    n, row_len = 1500, 4000  # more than the proxy's socket send buffer takes
+    for i in range(n):
+        c.send(query_msg("select repeat('%s', %d) as v, %d as i" % (chr(65 + i % 26), row_len, i)))
+        time.sleep(0.002)  # mostly one reply per server read: each run empties the input
+    for i in range(n):
+        msgs = c.read_until({b"Z"}, timeout=30)
+        assert [t for t, _ in msgs] == [b"T", b"D", b"C", b"Z"], msgs[:3]
+        d = msgs[1][1]
+        ln = struct.unpack("!i", d[2:6])[0]
+        assert ln == row_len and d[6:6 + ln] == chr(65 + i % 26).encode() * row_len
+        assert d[6 + ln + 4:] == str(i).encode()
+    assert c.simple_query("select 1")[-1][0] == b"Z"
+    c.close()
+
+
 @pgmoat_only
 def test_error_after_a_blocked_result_comes_after_the_result(pg, proxy):
     """A client whose output is blocked (part in the bufferevent, part in our buffer)
