@@ -1402,8 +1402,12 @@ static bool client_send_head(Client *c, Server *s, const uint8_t *msg, size_t to
 			     const struct evbuffer_iovec *chunk)
 {
 	struct evbuffer *in = c->in.buf;
-	struct evbuffer_iovec head = { (void *)msg, total };	/* at least that much lies there */
-	if (!chunk)
+	/*
+	 * The run behind msg is read in the input's first chunk: the real one,
+	 * not just msg's bytes (the messages behind would not be found in it).
+	 */
+	struct evbuffer_iovec head;
+	if (!chunk && evbuffer_peek(in, 1, NULL, &head, 1) == 1 && head.iov_base == msg)
 		chunk = &head;
 	if (prepared_on(c)) {
 		PktBuf pb;
