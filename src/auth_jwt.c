@@ -17,6 +17,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
@@ -469,8 +470,14 @@ static const char *check_signature(const JwtConfig *jc, const char *token, size_
 		size_t signed_len = (size_t)(sig - 1 - token);
 		bool ok = alg_is_hmac(k->alg) ? hmac_verifies(k, token, signed_len, sig)
 					      : pubkey_verifies(k, token);
-		if (!ok)
+		if (!ok) {
 			why = "bad signature";
+			/*
+			 * OpenSSL left its reasons on this thread's queue: TLS
+			 * connections served here read it after a failed call.
+			 */
+			ERR_clear_error();
+		}
 	}
 	json_decref(header);
 	return why;

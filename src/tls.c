@@ -211,6 +211,7 @@ static SSL_CTX *ctx_build(const CtxSpec *sp, char *err, size_t errlen)
 {
 	if (sp->mode == TLS_DISABLE)
 		return NULL;
+	ERR_clear_error();	/* ssl_errors() names the first queued: it must be this build's */
 	char ssl_err[256];
 	int min_v, max_v;
 	if (!tls_parse_protocols(sp->protocols, &min_v, &max_v, ssl_err, sizeof(ssl_err))) {

@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <jwt.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -311,6 +312,36 @@ Test(jwt, tampered_payload_fails_the_signature)
 	free(p);
 	free(forged);
 	free(tok);
+	jwt_config_free(&jc);
+}
+
+/*
+ * A refused token leaves nothing on this thread's OpenSSL error queue: TLS
+ * connections served by the same thread read it after a failed SSL call to
+ * say why, and would report the token's reason as theirs.
+ */
+Test(jwt, a_refused_token_leaves_no_openssl_error_behind)
+{
+	JwtConfig jc;
+	std_config(&jc);
+	char *other_key = mint(JWT_ALG_RS256, rsa2_priv, "rsa-1", GOOD);
+	char *es = mint(JWT_ALG_ES256, ec_priv, "ec-1", GOOD);
+	char *es_flipped = xasprintf("%.*s.%s", (int)(strrchr(es, '.') - es), es,
+				     "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+	char *garbage_sig = xasprintf("%.*s.AAAA", (int)(strrchr(other_key, '.') - other_key), other_key);
+	const char *tokens[] = { other_key, es_flipped, garbage_sig };
+	for (size_t i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++) {
+		ERR_clear_error();
+		char err[256] = "";
+		json_t *claims = jwt_verify(&jc, tokens[i], strlen(tokens[i]), NOW, err, sizeof(err));
+		cr_assert_null(claims, "token %zu was accepted", i);
+		cr_expect_eq(ERR_peek_error(), 0, "token %zu (%s) left an OpenSSL error: %s", i, err,
+			     ERR_reason_error_string(ERR_peek_error()));
+	}
+	free(garbage_sig);
+	free(es_flipped);
+	free(es);
+	free(other_key);
 	jwt_config_free(&jc);
 }
 
