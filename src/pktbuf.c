@@ -295,13 +295,18 @@ void pktbuf_param_status(PktBuf *pb, const char *name, const char *value)
 	pb->len += 1 + body;
 }
 
+void pktbuf_set_backend_key(uint8_t *msg, uint32_t pid, uint32_t key)
+{
+	put_be32(msg + 5, pid);
+	put_be32(msg + 5 + 4, key);
+}
+
 void pktbuf_backend_key(PktBuf *pb, uint32_t pid, uint32_t key)
 {
 	uint8_t *p = pktbuf_fixed_msg(pb, 'K', 8);
 	if (!p)
 		return;
-	put_be32(p, pid);
-	put_be32(p + 4, key);
+	pktbuf_set_backend_key(p - 5, pid, key);
 }
 
 static void pktbuf_string_msg(PktBuf *pb, uint8_t type, const char *s)

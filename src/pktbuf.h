@@ -59,6 +59,8 @@ void pktbuf_auth_sasl_continue(PktBuf *pb, const void *data, size_t len);
 void pktbuf_auth_sasl_final(PktBuf *pb, const void *data, size_t len);
 void pktbuf_param_status(PktBuf *pb, const char *name, const char *value);
 void pktbuf_backend_key(PktBuf *pb, uint32_t pid, uint32_t key);
+/* Write pid and key into the BackendKeyData message at msg (its type byte), already built. */
+void pktbuf_set_backend_key(uint8_t *msg, uint32_t pid, uint32_t key);
 void pktbuf_query(PktBuf *pb, const char *sql);
 void pktbuf_terminate(PktBuf *pb);
 void pktbuf_password(PktBuf *pb, const char *password);	/* 'p' with C string */

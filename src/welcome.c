@@ -48,14 +48,6 @@ static void welcome_build_whole(WelcomeCache *wc, const ParamList *welcome, cons
 	wc->have_whole = true;
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
 void welcome_build(Pool *pool, VarCache *client_vars, bool auth_ok, uint32_t pid, uint32_t key, PktBuf *pb)
 {
 	WelcomeCache *wc = &pool->welcome_cache;
@@ -73,8 +65,7 @@ void welcome_build(Pool *pool, VarCache *client_vars, bool auth_ok, uint32_t pid
 	if (!pktbuf_ok(pb))
 		return;
 	uint8_t *k = pb->data + pb->len - WELCOME_READY_LEN - WELCOME_KEY_LEN;
-	put_be32(k + 5, pid);
-	put_be32(k + 9, key);
+	pktbuf_set_backend_key(k, pid, key);
 }
 
 void welcome_reset(WelcomeCache *wc)
