@@ -817,17 +817,15 @@ def test_100_mb_stream_both_ways_through_tls_on_both_sides(proxy_factory, certs,
         assert all(backend_ssl(pg_ssl, p))
 
 
-class FakePgTlsServer(FakeServer):
+class FakePgTlsServer(FakeTlsServer):
     """A PostgreSQL stand-in behind TLS (its records made in memory): logs
     anyone in, answers a Query with CommandComplete and ReadyForQuery, and
     answers one whose text holds `cutme` with half of the record of its
     reply, then hangs up."""
 
     def __init__(self, certs):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(str(certs / "proxy.crt"), str(certs / "proxy.key"))
         self.cut = threading.Event()
-        super().__init__(b"S")
+        super().__init__(certs)
 
     def run(self):
         try:
