@@ -17,13 +17,13 @@ def proxy(module_proxy_factory):
     return module_proxy_factory(settings={"pool_mode": "transaction"})
 
 
-def small_window_login(proxy, rcvbuf=32768):
+def small_window_login(proxy, rcvbuf=32768, timeout=5.0):
     """A client whose receive buffer is small from the start (set before connect: shrinking
     it later stalls TCP on zero-window probes, which says nothing about the proxy)."""
     c = RawConn.__new__(RawConn)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(5.0)
+    sock.settimeout(timeout)
     sock.connect(("127.0.0.1", proxy.port))
     c.sock, c.buf, c.backend_pid, c.backend_key, c.params = sock, b"", None, None, {}
     c.login("app", "app")

@@ -10,7 +10,6 @@ database remembers must not outlive the pool)."""
 
 import contextlib
 import random
-import socket
 import struct
 import threading
 import time
@@ -18,22 +17,12 @@ import time
 import psycopg2
 import pytest
 
-from conftest import (RawConn, assert_still_serving, bind_msg, execute_msg, parse_msg,
+from conftest import (assert_still_serving, bind_msg, execute_msg, parse_msg,
                       pgmoat_only, query_msg, sync_msg, wait_until)
+from test_backpressure import small_window_login
 from test_tls import certs, pg_ssl, server_tls, tls_raw, tls_settings  # noqa: F401 (fixtures)
 
 CLIENTS = 8
-
-
-def small_window_login(proxy, rcvbuf):
-    c = RawConn.__new__(RawConn)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(20.0)
-    sock.connect(("127.0.0.1", proxy.port))
-    c.sock, c.buf, c.backend_pid, c.backend_key, c.params = sock, b"", None, None, {}
-    c.login("app", "app")
-    return c
 
 
 def value_and_tag(row):
@@ -100,7 +89,7 @@ def test_pipelined_clients_on_two_servers_get_every_reply_whole_and_in_order(pro
     if prepared:
         settings["max_prepared_statements"] = "50"
     p = proxy_factory(settings=settings)
-    run_clients(lambda k: small_window_login(p, 4096 + 1024 * k), rounds=60, named=prepared)
+    run_clients(lambda k: small_window_login(p, 4096 + 1024 * k, timeout=20.0), rounds=60, named=prepared)
     assert_still_serving(p)
 
 
